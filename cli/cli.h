@@ -1,0 +1,33 @@
+/* Shared pieces of the einet command-line tool: the subcommands and the helpers that
+ * give every one of them the same error style (one line on stderr, exit code 2). */
+#ifndef CLI_H
+#define CLI_H
+
+#include "../common/ei.h"
+
+/* Exit codes: 0 success, 1 a runtime failure (file, data, network), 2 a usage error. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* Subcommands: each parses its own flags with getopt_long and returns an exit code. */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+
+/* Prints "einet CMD: message" on stderr and returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) EI_PRINTF(2, 3);
+
+/* Prints "einet CMD: message" on stderr and returns CLI_FAIL. */
+int cli_fail(const char *cmd, const char *fmt, ...) EI_PRINTF(2, 3);
+
+/* Parses all of s as an integer in [lo, hi] / a finite number in [lo, hi]; 0 or -1. */
+int cli_parse_long(const char *s, long lo, long hi, long *out) EI_CHECK;
+int cli_parse_double(const char *s, double lo, double hi, double *out) EI_CHECK;
+
+/* The getopt_long message for an unknown flag or missing value is replaced by ours:
+ * call this with the option character getopt_long returned ('?' or ':') and optopt. */
+int cli_bad_option(const char *cmd, char **argv, int optind_after);
+
+/* Paths of the shipped defaults, relative to the source root or $EINET_HOME. */
+const char *cli_default_path(const char *rel, char *buf, int len);
+
+#endif

@@ -1,0 +1,42 @@
+/* einet: the command-line tool. Dispatches to one subcommand per job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command_t;
+
+static const cli_command_t commands[] = {
+    {"train", cmd_train, "train a multi-exit model and write a model file"},
+    {"eval", cmd_eval, "evaluate a model on the 10,000 test images, per exit"},
+    {"plan", cmd_plan, "search an exit plan for one planning instance (JSON)"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: einet COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'einet COMMAND --help' describes one command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "einet: unknown command '%s' (try 'einet --help')\n", argv[1]);
+    return CLI_USAGE;
+}
