@@ -42,6 +42,8 @@ typedef struct nn_param {
     const char *name;
     nn_tensor_t *value;
     nn_tensor_t *grad;
+    int ndim; /* rank in PyTorch's layout: the leading ndim of (n, c, h, w) are the shape
+                 (conv weight 4, dense weight 2, the vectors 1; the other sizes are 1) */
 } nn_param_t;
 
 typedef struct nn_layer nn_layer_t;
@@ -65,6 +67,9 @@ nn_shape_t nn_layer_out_shape(const nn_layer_t *self);
 int nn_layer_param_count(const nn_layer_t *self);
 nn_param_t *nn_layer_param(nn_layer_t *self, int i);
 
+/* Sets every parameter gradient to zero (backward adds to them). */
+void nn_layer_zero_grad(nn_layer_t *self);
+
 /* He-normal weights for conv and dense (fan-in), zero biases; bn as after new. */
 void nn_layer_init(nn_layer_t *self, ei_rng_t *rng);
 
@@ -82,7 +87,9 @@ void nn_layer_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
 
 /* Given x, y = forward(x) in training mode and dy = dLoss/dy, adds dLoss/dparam to the
  * parameters' grads and writes dLoss/dx into dx (dx may be NULL when not needed).
- * Must follow the forward of the same batch (batch norm keeps its batch statistics). */
+ * Must follow the forward of the same batch (batch norm keeps its batch statistics).
+ * ws holds nn_layer_workspace(n) floats. relu, bn and flatten may run in place: y == x in
+ * forward (for bn only when no backward follows, which needs the x) and dx == dy here. */
 void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
                        const nn_tensor_t *dy, nn_tensor_t *dx, float *ws);
 

@@ -1,0 +1,235 @@
+/* The layers that are matrix products: conv2d lowered to sgemm through im2col (one sample
+ * at a time, so the product lands directly in NCHW and its operands stay in cache) and
+ * dense. Forward and backward both run on OpenBLAS. */
+#include "layer_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* Output positions o in [0, n_out) whose input index o * s + off lies in [0, n_in) are
+ * [lo, hi); the rest fall on zero padding. */
+static void valid_range(int n_out, int n_in, int s, int off, int *lo, int *hi)
+{
+    int a = -off, b = n_in - off; /* need a <= o * s < b */
+    *lo = a <= 0 ? 0 : (a + s - 1) / s;
+    *hi = b <= 0 ? 0 : (b + s - 1) / s;
+    if (*lo > n_out)
+        *lo = n_out;
+    if (*hi > n_out)
+        *hi = n_out;
+    if (*hi < *lo)
+        *hi = *lo;
+}
+
+/* Conv geometry of one sample. */
+typedef struct geom {
+    int c, h, w, k, s, p, oh, ow;
+} geom_t;
+
+static geom_t geom_of(const nn_layer_t *self)
+{
+    geom_t g = {self->in.c, self->in.h, self->in.w, self->spec.k,
+                self->stride, self->spec.pad, self->out.h, self->out.w};
+    return g;
+}
+
+/* One row of col (kernel tap ki, kj of channel plane x) against one output row oh: copy
+ * (to_col) or accumulate back into x. */
+static void im2col_row(const geom_t *g, float *x, float *row, int ih, int lo, int hi, int off,
+                       int to_col)
+{
+    if (!to_col) {
+        if (ih >= 0 && ih < g->h)
+            for (int j = lo; j < hi; j++)
+                x[ih * g->w + j * g->s + off] += row[j];
+        return;
+    }
+    if (ih < 0 || ih >= g->h) {
+        memset(row, 0, (size_t)g->ow * sizeof(float));
+        return;
+    }
+    const float *src = x + ih * g->w + off;
+    memset(row, 0, (size_t)lo * sizeof(float));
+    if (g->s == 1)
+        memcpy(row + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
+    else
+        for (int j = lo; j < hi; j++)
+            row[j] = src[j * g->s];
+    memset(row + hi, 0, (size_t)(g->ow - hi) * sizeof(float));
+}
+
+/* col [c*k*k, oh*ow] from the sample x (to_col), or the adjoint: x += col scattered back
+ * (x must be zeroed first). */
+static void im2col(const geom_t *g, float *x, float *col, int to_col)
+{
+    size_t plane = (size_t)g->h * g->w, n = (size_t)g->oh * g->ow;
+    for (int c = 0; c < g->c; c++)
+        for (int ki = 0; ki < g->k; ki++)
+            for (int kj = 0; kj < g->k; kj++) {
+                float *rows = col + ((size_t)(c * g->k + ki) * g->k + kj) * n;
+                int lo, hi, off = kj - g->p;
+                valid_range(g->ow, g->w, g->s, off, &lo, &hi);
+                for (int oh = 0; oh < g->oh; oh++)
+                    im2col_row(g, x + c * plane, rows + (size_t)oh * g->ow, oh * g->s - g->p + ki,
+                               lo, hi, off, to_col);
+            }
+}
+
+/* 1x1 stride-1 unpadded convs multiply the sample itself: no im2col. */
+static int conv_pointwise(const nn_layer_t *self)
+{
+    return self->spec.k == 1 && self->stride == 1 && self->spec.pad == 0;
+}
+
+static int conv_setup(nn_layer_t *self, ei_err_t *err)
+{
+    int rc = nn__window_setup(self, "conv", err);
+    if (rc)
+        return rc;
+    const nn_layer_spec_t *sp = &self->spec;
+    self->out.c = sp->out;
+    rc = nn__layer_add_param(self, "weight", 4, sp->out, self->in.c, sp->k, sp->k, 1);
+    return rc ? rc : nn__layer_add_param(self, "bias", 1, sp->out, 1, 1, 1, 1);
+}
+
+static size_t conv_workspace(const nn_layer_t *self, int n)
+{
+    (void)n;
+    if (conv_pointwise(self))
+        return 0;
+    return (size_t)self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w;
+}
+
+static double conv_flops(const nn_layer_t *self)
+{
+    return 2.0 * self->out.c * self->in.c * self->spec.k * self->spec.k * self->out.h *
+           self->out.w;
+}
+
+/* Normal(0, sqrt(2 / fan_in)) weights and zero biases: He initialisation. */
+static void he_init(nn_layer_t *self, ei_rng_t *rng)
+{
+    nn_tensor_t *w = self->params[0].value, *b = self->params[1].value;
+    double sd = sqrt(2.0 / (double)nn_tensor_sample_numel(w));
+    for (size_t i = 0; i < nn_tensor_numel(w); i++)
+        w->data[i] = (float)(sd * ei_rng_normal(rng));
+    nn__fill(b->data, nn_tensor_numel(b), 0);
+}
+
+static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                         int training)
+{
+    (void)training;
+    geom_t g = geom_of(self);
+    const float *w = self->params[0].value->data, *b = self->params[1].value->data;
+    int m = self->out.c, k = g.c * g.k * g.k, n = g.oh * g.ow;
+    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
+    for (int s = 0; s < x->n; s++) {
+        float *xs = x->data + s * in_sz, *ys = y->data + s * out_sz;
+        const float *col = xs;
+        if (!conv_pointwise(self)) {
+            im2col(&g, xs, ws, 1);
+            col = ws;
+        }
+        for (int o = 0; o < m; o++)
+            nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n,
+                    1.0f, ys, n);
+    }
+}
+
+/* db[o] += sum of row o of dy [m, n]. */
+static void add_row_sums(const float *dy, int m, int n, float *db)
+{
+    for (int o = 0; o < m; o++) {
+        float acc = 0;
+        for (int j = 0; j < n; j++)
+            acc += dy[(size_t)o * n + j];
+        db[o] += acc;
+    }
+}
+
+static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                          const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)y;
+    geom_t g = geom_of(self);
+    const float *w = self->params[0].value->data;
+    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
+    int m = self->out.c, k = g.c * g.k * g.k, n = g.oh * g.ow, pw = conv_pointwise(self);
+    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
+    for (int s = 0; s < x->n; s++) {
+        float *xs = x->data + s * in_sz, *dys = dy->data + s * out_sz;
+        const float *col = xs;
+        if (!pw) {
+            im2col(&g, xs, ws, 1);
+            col = ws;
+        }
+        add_row_sums(dys, m, n, db);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dys, n, col, n,
+                    1.0f, dw, k);
+        if (!dx)
+            continue;
+        float *dxs = dx->data + s * in_sz;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, w, k, dys, n, 0.0f,
+                    pw ? dxs : ws, n);
+        if (!pw) {
+            memset(dxs, 0, in_sz * sizeof(float));
+            im2col(&g, dxs, ws, 0);
+        }
+    }
+}
+
+const nn_layer_ops_t nn__conv_ops = {conv_setup,   conv_workspace, conv_flops,
+                                     he_init,      conv_forward,   conv_backward};
+
+static int dense_setup(nn_layer_t *self, ei_err_t *err)
+{
+    (void)err;
+    int in = (int)nn_shape_numel(self->in);
+    self->out = (nn_shape_t){self->spec.out, 1, 1};
+    int rc = nn__layer_add_param(self, "weight", 2, self->spec.out, in, 1, 1, 1);
+    return rc ? rc : nn__layer_add_param(self, "bias", 1, self->spec.out, 1, 1, 1, 1);
+}
+
+static double dense_flops(const nn_layer_t *self)
+{
+    return 2.0 * self->out.c * (double)nn_shape_numel(self->in);
+}
+
+static void dense_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                          int training)
+{
+    (void)ws, (void)training;
+    const float *w = self->params[0].value->data, *b = self->params[1].value->data;
+    int in = (int)nn_shape_numel(self->in), out = self->out.c;
+    for (int s = 0; s < x->n; s++)
+        memcpy(y->data + (size_t)s * out, b, (size_t)out * sizeof(float));
+    if (x->n == 1)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x->data, 1, 1.0f,
+                    y->data, 1);
+    else
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, x->n, out, in, 1.0f, x->data, in,
+                    w, in, 1.0f, y->data, out);
+}
+
+static void dense_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                           const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)y, (void)ws;
+    const float *w = self->params[0].value->data;
+    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
+    int in = (int)nn_shape_numel(self->in), out = self->out.c;
+    for (int s = 0; s < x->n; s++)
+        for (int o = 0; o < out; o++)
+            db[o] += dy->data[(size_t)s * out + o];
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, x->n, 1.0f, dy->data, out,
+                x->data, in, 1.0f, dw, in);
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->n, in, out, 1.0f, dy->data,
+                    out, w, in, 0.0f, dx->data, in);
+}
+
+const nn_layer_ops_t nn__dense_ops = {dense_setup,   NULL,          dense_flops,
+                                      he_init,       dense_forward, dense_backward};

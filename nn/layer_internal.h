@@ -1,0 +1,57 @@
+/* Inside the layer library: the layer object and the table of per-kind operations that
+ * nn/layer.c dispatches to (conv and dense in layer_gemm.c, batch norm in layer_bn.c,
+ * the element-wise and pooling layers in layer_pool.c). */
+#ifndef NN_LAYER_INTERNAL_H
+#define NN_LAYER_INTERNAL_H
+
+#include "layer.h"
+
+#define NN_LAYER_MAX_PARAMS 4
+#define NN_BN_EPS 1e-5f
+#define NN_BN_MOMENTUM 0.1f
+
+typedef struct nn_layer_ops nn_layer_ops_t;
+
+struct nn_layer {
+    nn_layer_spec_t spec; /* as the caller gave it */
+    const nn_layer_ops_t *ops;
+    int stride; /* conv, pools: the effective stride (spec.stride 0 resolved) */
+    nn_shape_t in, out;
+    int nparams;
+    nn_param_t params[NN_LAYER_MAX_PARAMS];
+    /* bn: statistics of the last training batch, kept for backward; in.c floats each. */
+    float *batch_mean, *batch_invstd;
+    int have_batch;
+};
+
+/* What one kind does. setup checks the spec against self->in, sets self->out and the
+ * stride, and adds the parameters; it returns 0 or a negative code with err set.
+ * workspace may be NULL (no scratch); backward gets dx == NULL when dx is not needed. */
+struct nn_layer_ops {
+    int (*setup)(nn_layer_t *self, ei_err_t *err);
+    size_t (*workspace)(const nn_layer_t *self, int n);
+    double (*flops)(const nn_layer_t *self);
+    void (*init)(nn_layer_t *self, ei_rng_t *rng);
+    void (*forward)(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                    int training);
+    void (*backward)(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                     const nn_tensor_t *dy, nn_tensor_t *dx, float *ws);
+};
+
+extern const nn_layer_ops_t nn__conv_ops, nn__dense_ops, nn__bn_ops, nn__relu_ops,
+    nn__maxpool_ops, nn__avgpool_ops, nn__gap_ops, nn__flatten_ops;
+
+/* Adds parameter `name` of shape (n, c, h, w), PyTorch rank ndim, with a gradient when
+ * trainable. Returns 0 or EI_E_NOMEM. */
+int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int c, int h,
+                        int w, int trainable);
+
+/* Checks k, stride and pad of a sliding window over self->in (k >= 1, stride >= 0,
+ * 0 <= pad < k, at least one output) and sets self->stride and self->out's h and w.
+ * Messages start with what ("conv", "maxpool"). */
+int nn__window_setup(nn_layer_t *self, const char *what, ei_err_t *err);
+
+/* Sets every element of a to v. */
+void nn__fill(float *a, size_t n, float v);
+
+#endif

@@ -1,0 +1,217 @@
+/* The layers without weights: ReLU, max and average pooling (fixed or adaptive windows),
+ * global average pooling and flatten. Every pool walks the same windows: output o of a
+ * side covers inputs [lo, hi) of that side, clipped to the input (padding never counts). */
+#include "layer_internal.h"
+
+#include <math.h>
+#include <string.h>
+
+static size_t plane_count(const nn_tensor_t *t)
+{
+    return (size_t)t->n * t->c;
+}
+
+/* Window of output o along a side of n_in inputs and n_out outputs. */
+static void pool_window(const nn_layer_t *self, int o, int n_in, int n_out, int *lo, int *hi)
+{
+    if (self->spec.size > 0) { /* AdaptiveAvgPool2d: floor(o*n/s) .. ceil((o+1)*n/s) */
+        *lo = (int)((long long)o * n_in / n_out);
+        *hi = (int)(((long long)(o + 1) * n_in + n_out - 1) / n_out);
+        return;
+    }
+    int start = o * self->stride - self->spec.pad, end = start + self->spec.k;
+    *lo = start < 0 ? 0 : start;
+    *hi = end > n_in ? n_in : end;
+}
+
+/* Index in the plane of the first largest value of the window (the rule maxpool's forward
+ * and backward share, so the gradient goes where the forward's maximum came from). */
+static int window_argmax(const float *p, int w, int h0, int h1, int w0, int w1)
+{
+    int best = h0 * w + w0;
+    for (int i = h0; i < h1; i++)
+        for (int j = w0; j < w1; j++)
+            if (p[i * w + j] > p[best])
+                best = i * w + j;
+    return best;
+}
+
+static float window_sum(const float *p, int w, int h0, int h1, int w0, int w1)
+{
+    float acc = 0;
+    for (int i = h0; i < h1; i++)
+        for (int j = w0; j < w1; j++)
+            acc += p[i * w + j];
+    return acc;
+}
+
+/* Calls the pool's work on every output of every plane: forward (dx == NULL) writes y,
+ * backward adds dy into the window of dx. */
+static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
+                       const nn_tensor_t *dy, nn_tensor_t *dx)
+{
+    int h = self->in.h, w = self->in.w, oh = self->out.h, ow = self->out.w;
+    int is_max = self->spec.kind == NN_MAXPOOL;
+    size_t ip = (size_t)h * w, op = (size_t)oh * ow;
+    for (size_t pl = 0; pl < plane_count(x); pl++) {
+        const float *px = x->data + pl * ip;
+        for (int i = 0; i < oh; i++) {
+            int h0, h1, w0, w1;
+            pool_window(self, i, h, oh, &h0, &h1);
+            for (int j = 0; j < ow; j++) {
+                pool_window(self, j, w, ow, &w0, &w1);
+                size_t at = pl * op + (size_t)i * ow + j;
+                float area = (float)((h1 - h0) * (w1 - w0));
+                if (!dx && is_max)
+                    y->data[at] = px[window_argmax(px, w, h0, h1, w0, w1)];
+                else if (!dx)
+                    y->data[at] = window_sum(px, w, h0, h1, w0, w1) / area;
+                else if (is_max)
+                    dx->data[pl * ip + window_argmax(px, w, h0, h1, w0, w1)] += dy->data[at];
+                else
+                    for (int a = h0; a < h1; a++)
+                        for (int b = w0; b < w1; b++)
+                            dx->data[pl * ip + a * w + b] += dy->data[at] / area;
+            }
+        }
+    }
+}
+
+static void pool_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                         int training)
+{
+    (void)ws, (void)training;
+    pool_sweep(self, x, y, NULL, NULL);
+}
+
+static void pool_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                          const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)y, (void)ws;
+    if (!dx)
+        return;
+    memset(dx->data, 0, nn_tensor_numel(dx) * sizeof(float));
+    pool_sweep(self, x, NULL, dy, dx);
+}
+
+static int maxpool_setup(nn_layer_t *self, ei_err_t *err)
+{
+    return nn__window_setup(self, "maxpool", err);
+}
+
+static int avgpool_setup(nn_layer_t *self, ei_err_t *err)
+{
+    int s = self->spec.size;
+    if (s < 0)
+        return ei_err_set(err, EI_E_INVAL, "avgpool: adaptive size %d must not be negative", s);
+    if (s > 0 && (s > self->in.h || s > self->in.w))
+        return ei_err_set(err, EI_E_SHAPE, "avgpool: adaptive size %d exceeds input %dx%d", s,
+                          self->in.h, self->in.w);
+    if (s > 0) {
+        self->out.h = self->out.w = s;
+        return 0;
+    }
+    if (self->spec.pad != 0)
+        return ei_err_set(err, EI_E_INVAL, "avgpool: padding %d is not supported (only 0)",
+                          self->spec.pad);
+    return nn__window_setup(self, "avgpool", err);
+}
+
+const nn_layer_ops_t nn__maxpool_ops = {maxpool_setup, NULL,         NULL,
+                                        NULL,          pool_forward, pool_backward};
+const nn_layer_ops_t nn__avgpool_ops = {avgpool_setup, NULL,         NULL,
+                                        NULL,          pool_forward, pool_backward};
+
+static int same_shape_setup(nn_layer_t *self, ei_err_t *err)
+{
+    (void)self, (void)err;
+    return 0;
+}
+
+static void relu_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                         int training)
+{
+    (void)self, (void)ws, (void)training;
+    const float *px = x->data;
+    float *py = y->data;
+    for (size_t i = 0, n = nn_tensor_numel(x); i < n; i++)
+        py[i] = px[i] > 0 ? px[i] : 0;
+}
+
+/* dx = dy where the output is positive; y > 0 exactly where x > 0, and y survives an
+ * in-place forward where x does not. */
+static void relu_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                          const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)self, (void)x, (void)ws;
+    if (!dx)
+        return;
+    const float *py = y->data, *pdy = dy->data;
+    float *pdx = dx->data;
+    for (size_t i = 0, n = nn_tensor_numel(y); i < n; i++)
+        pdx[i] = py[i] > 0 ? pdy[i] : 0;
+}
+
+const nn_layer_ops_t nn__relu_ops = {same_shape_setup, NULL,         NULL,
+                                     NULL,             relu_forward, relu_backward};
+
+static int gap_setup(nn_layer_t *self, ei_err_t *err)
+{
+    (void)err;
+    self->out.h = self->out.w = 1;
+    return 0;
+}
+
+static void gap_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                        int training)
+{
+    (void)self, (void)ws, (void)training;
+    size_t plane = (size_t)x->h * x->w;
+    for (size_t pl = 0; pl < plane_count(x); pl++)
+        y->data[pl] = window_sum(x->data + pl * plane, (int)plane, 0, 1, 0, (int)plane) /
+                      (float)plane;
+}
+
+static void gap_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                         const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)self, (void)y, (void)ws;
+    if (!dx)
+        return;
+    size_t plane = (size_t)x->h * x->w;
+    for (size_t pl = 0; pl < plane_count(x); pl++)
+        nn__fill(dx->data + pl * plane, plane, dy->data[pl] / (float)plane);
+}
+
+const nn_layer_ops_t nn__gap_ops = {gap_setup, NULL, NULL, NULL, gap_forward, gap_backward};
+
+static int flatten_setup(nn_layer_t *self, ei_err_t *err)
+{
+    (void)err;
+    self->out = (nn_shape_t){(int)nn_shape_numel(self->in), 1, 1};
+    return 0;
+}
+
+static void copy_unless_same(const nn_tensor_t *from, nn_tensor_t *to)
+{
+    if (from->data != to->data)
+        memcpy(to->data, from->data, nn_tensor_numel(from) * sizeof(float));
+}
+
+static void flatten_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                            int training)
+{
+    (void)self, (void)ws, (void)training;
+    copy_unless_same(x, y);
+}
+
+static void flatten_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                             const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)self, (void)x, (void)y, (void)ws;
+    if (dx)
+        copy_unless_same(dy, dx);
+}
+
+const nn_layer_ops_t nn__flatten_ops = {flatten_setup,   NULL,           NULL,
+                                        NULL,            flatten_forward, flatten_backward};
