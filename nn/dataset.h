@@ -21,7 +21,10 @@ typedef struct nn_dataset {
  * (t10k-...) from dir (NULL: NN_DATASET_DEFAULT_DIR or $EINET_DATA_DIR). Checks the IDX
  * magic numbers, dimensions, that image and label counts agree, and labels < 10. A
  * missing file fails with EI_E_NOTFOUND and a message that names the file and says to
- * install the Debian package dataset-fashion-mnist. Caller owns the result. */
+ * install the Debian package dataset-fashion-mnist. Caller owns the result.
+ * Bad files fail with EI_E_FORMAT: truncated, corrupt gzip (the CRC is checked: files are
+ * read to the end), or data beyond what the header announces. A file under the .gz name
+ * that is not compressed is read as plain IDX (zlib's transparent mode). */
 nn_dataset_t *nn_dataset_load(const char *dir, const char *split, ei_err_t *err);
 void nn_dataset_destroy(nn_dataset_t **self_p);
 
