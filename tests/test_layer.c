@@ -1,0 +1,796 @@
+/* Tests of the layer library: every forward against direct nested loops written here,
+ * every backward against central finite differences of L = sum(y * r), softmax
+ * cross-entropy, concatenation, batch-norm folding and the checks of bad specs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/layer.h"
+
+typedef struct cfg {
+    nn_layer_spec_t spec;
+    nn_shape_t in;
+    int n;
+} cfg_t;
+
+static float uniform(ei_rng_t *r, double lo, double hi)
+{
+    return (float)(lo + (hi - lo) * ei_rng_uniform(r));
+}
+
+static int pick(ei_rng_t *r, int lo, int hi) /* in [lo, hi] */
+{
+    return lo + (int)ei_rng_below(r, (uint32_t)(hi - lo + 1));
+}
+
+static void fill_uniform(float *a, size_t n, ei_rng_t *r, double lo, double hi)
+{
+    for (size_t i = 0; i < n; i++)
+        a[i] = uniform(r, lo, hi);
+}
+
+static float *ws_new(const nn_layer_t *l, int n)
+{
+    /* Exactly the size asked for, so ASan catches any use beyond it. */
+    size_t sz = nn_layer_workspace(l, n);
+    float *ws = sz ? malloc(sz * sizeof(float)) : NULL;
+    assert_true(!sz || ws);
+    return ws;
+}
+
+/* A layer with every parameter random (positive gamma and variances), so biases, shifts and
+ * running statistics all show in the output. */
+static nn_layer_t *make_layer(const cfg_t *c, ei_rng_t *r)
+{
+    ei_err_t err = {0};
+    nn_layer_t *l = nn_layer_new(&c->spec, c->in, &err);
+    if (!l)
+        fail_msg("nn_layer_new: %s", err.msg);
+    nn_layer_init(l, r);
+    for (int i = 0; i < nn_layer_param_count(l); i++) {
+        nn_param_t *p = nn_layer_param(l, i);
+        int positive = !strcmp(p->name, "gamma") || !strcmp(p->name, "running_var");
+        fill_uniform(p->value->data, nn_tensor_numel(p->value), r, positive ? 0.5 : -0.5,
+                     positive ? 1.5 : 0.5);
+    }
+    return l;
+}
+
+static nn_tensor_t *tensor_for(int n, nn_shape_t s)
+{
+    nn_tensor_t *t = nn_tensor_new(n, s.c, s.h, s.w);
+    assert_non_null(t);
+    return t;
+}
+
+static void forward(nn_layer_t *l, const nn_tensor_t *x, nn_tensor_t *y, int training)
+{
+    float *ws = ws_new(l, x->n);
+    nn_layer_forward(l, x, y, ws, training);
+    free(ws);
+}
+
+static int eff_stride(const nn_layer_spec_t *sp)
+{
+    return sp->stride ? sp->stride : sp->kind == NN_CONV ? 1 : sp->k;
+}
+
+/* ---- Naive references, in double, straight from the definitions. ---- */
+
+static void ref_conv(const cfg_t *c, const float *x, const float *w, const float *b,
+                     double *y)
+{
+    int C = c->in.c, H = c->in.h, W = c->in.w, k = c->spec.k, p = c->spec.pad;
+    int s = eff_stride(&c->spec), O = c->spec.out;
+    int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
+    for (int n = 0; n < c->n; n++)
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < OH; i++)
+                for (int j = 0; j < OW; j++) {
+                    double acc = b[o];
+                    for (int ch = 0; ch < C; ch++)
+                        for (int a = 0; a < k; a++)
+                            for (int e = 0; e < k; e++) {
+                                int ih = i * s - p + a, iw = j * s - p + e;
+                                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                    acc += (double)w[((o * C + ch) * k + a) * k + e] *
+                                           x[((n * C + ch) * H + ih) * W + iw];
+                            }
+                    y[((n * O + o) * OH + i) * OW + j] = acc;
+                }
+}
+
+/* Rows lo..hi of output i: PyTorch's adaptive bins, or the k-window at i*s-p clipped. */
+static void ref_window(const nn_layer_spec_t *sp, int i, int in, int *lo, int *hi)
+{
+    if (sp->size > 0) {
+        *lo = (int)floor((double)i * in / sp->size);
+        *hi = (int)ceil((double)(i + 1) * in / sp->size);
+    } else {
+        *lo = i * eff_stride(sp) - sp->pad;
+        *hi = *lo + sp->k;
+        *lo = *lo < 0 ? 0 : *lo;
+        *hi = *hi > in ? in : *hi;
+    }
+}
+
+static void ref_pool(const cfg_t *c, const float *x, double *y)
+{
+    const nn_layer_spec_t *sp = &c->spec;
+    int H = c->in.h, W = c->in.w, s = eff_stride(sp);
+    int OH = sp->size ? sp->size : (H + 2 * sp->pad - sp->k) / s + 1;
+    int OW = sp->size ? sp->size : (W + 2 * sp->pad - sp->k) / s + 1;
+    for (int pl = 0; pl < c->n * c->in.c; pl++)
+        for (int i = 0; i < OH; i++)
+            for (int j = 0; j < OW; j++) {
+                int h0, h1, w0, w1;
+                ref_window(sp, i, H, &h0, &h1);
+                ref_window(sp, j, W, &w0, &w1);
+                double best = -INFINITY, sum = 0;
+                for (int a = h0; a < h1; a++)
+                    for (int e = w0; e < w1; e++) {
+                        double v = x[(pl * H + a) * W + e];
+                        best = v > best ? v : best;
+                        sum += v;
+                    }
+                double area = sp->size ? (h1 - h0) * (w1 - w0) : sp->k * sp->k;
+                y[(pl * OH + i) * OW + j] = sp->kind == NN_MAXPOOL ? best : sum / area;
+            }
+}
+
+static void ref_bn(const cfg_t *c, const float *x, nn_layer_t *l, int training, double *y)
+{
+    int C = c->in.c, hw = c->in.h * c->in.w;
+    const float *g = nn_layer_param(l, 0)->value->data, *b = nn_layer_param(l, 1)->value->data;
+    const float *rm = nn_layer_param(l, 2)->value->data, *rv = nn_layer_param(l, 3)->value->data;
+    for (int ch = 0; ch < C; ch++) {
+        double mean = 0, var = 0, m = (double)c->n * hw;
+        for (int n = 0; n < c->n; n++)
+            for (int i = 0; i < hw; i++)
+                mean += x[(n * C + ch) * hw + i] / m;
+        for (int n = 0; n < c->n; n++)
+            for (int i = 0; i < hw; i++)
+                var += pow(x[(n * C + ch) * hw + i] - mean, 2) / m;
+        if (!training)
+            mean = rm[ch], var = rv[ch];
+        for (int n = 0; n < c->n; n++)
+            for (int i = 0; i < hw; i++) {
+                int at = (n * C + ch) * hw + i;
+                y[at] = g[ch] * (x[at] - mean) / sqrt(var + 1e-5) + b[ch];
+            }
+    }
+}
+
+/* y = the layer's output on x, by the references above. */
+static void reference(nn_layer_t *l, const cfg_t *c, const float *x, int training, double *y)
+{
+    size_t in = (size_t)c->in.c * c->in.h * c->in.w, total = in * c->n;
+    switch (c->spec.kind) {
+    case NN_CONV:
+        ref_conv(c, x, nn_layer_param(l, 0)->value->data, nn_layer_param(l, 1)->value->data, y);
+        break;
+    case NN_BN:
+        ref_bn(c, x, l, training, y);
+        break;
+    case NN_MAXPOOL:
+    case NN_AVGPOOL:
+        ref_pool(c, x, y);
+        break;
+    case NN_RELU:
+        for (size_t i = 0; i < total; i++)
+            y[i] = x[i] > 0 ? x[i] : 0;
+        break;
+    case NN_FLATTEN:
+        for (size_t i = 0; i < total; i++)
+            y[i] = x[i];
+        break;
+    case NN_GAP: {
+        size_t hw = (size_t)c->in.h * c->in.w;
+        for (size_t pl = 0; pl < total / hw; pl++) {
+            y[pl] = 0;
+            for (size_t i = 0; i < hw; i++)
+                y[pl] += x[pl * hw + i] / (double)hw;
+        }
+        break;
+    }
+    case NN_DENSE: {
+        const float *w = nn_layer_param(l, 0)->value->data, *b = nn_layer_param(l, 1)->value->data;
+        for (int n = 0; n < c->n; n++)
+            for (int o = 0; o < c->spec.out; o++) {
+                y[n * c->spec.out + o] = b[o];
+                for (size_t i = 0; i < in; i++)
+                    y[n * c->spec.out + o] += (double)w[o * in + i] * x[n * in + i];
+            }
+        break;
+    }
+    default:
+        fail_msg("no reference for kind %d", c->spec.kind);
+    }
+}
+
+/* ---- Random configurations, valid by construction. ---- */
+
+static cfg_t random_cfg(ei_rng_t *r, nn_kind_t kind)
+{
+    static const int ks[] = {1, 3, 5, 2};
+    cfg_t c = {{kind, 0, 0, 0, 0, 0}, {pick(r, 1, 4), 0, 0}, pick(r, 1, 3)};
+    nn_layer_spec_t *sp = &c.spec;
+    sp->k = ks[ei_rng_below(r, kind == NN_CONV ? 3 : 4)];
+    sp->stride = pick(r, 0, 2);
+    sp->pad = kind == NN_CONV || kind == NN_MAXPOOL ? pick(r, 0, sp->k - 1) : 0;
+    sp->out = pick(r, 1, 5);
+    int side = sp->k - 2 * sp->pad > 1 ? sp->k - 2 * sp->pad : 1;
+    c.in.h = pick(r, side, side + 7);
+    c.in.w = pick(r, side, side + 7);
+    if (kind == NN_AVGPOOL && ei_rng_below(r, 2))
+        sp->size = pick(r, 1, c.in.h < c.in.w ? c.in.h : c.in.w);
+    return c;
+}
+
+/* Forward of the layer on random x equals the reference within 1e-4 relative. */
+static void check_forward(const cfg_t *c, ei_rng_t *r, int training)
+{
+    nn_layer_t *l = make_layer(c, r);
+    nn_tensor_t *x = tensor_for(c->n, c->in), *y = tensor_for(c->n, nn_layer_out_shape(l));
+    fill_uniform(x->data, nn_tensor_numel(x), r, -1, 1);
+    double *want = calloc(nn_tensor_numel(y), sizeof *want);
+    reference(l, c, x->data, training, want);
+    forward(l, x, y, training);
+    for (size_t i = 0; i < nn_tensor_numel(y); i++)
+        if (fabs(y->data[i] - want[i]) > 1e-4 * (1 + fabs(want[i])))
+            fail_msg("%s k%d s%d p%d size%d in %dx%dx%d n%d: y[%zu] = %g, want %g",
+                     nn_kind_name(c->spec.kind), c->spec.k, c->spec.stride, c->spec.pad,
+                     c->spec.size, c->in.c, c->in.h, c->in.w, c->n, i, y->data[i], want[i]);
+    free(want);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_layer_destroy(&l);
+}
+
+static void check_forward_random(nn_kind_t kind, int count, int training)
+{
+    ei_rng_t r;
+    ei_rng_seed(&r, 1000 + kind);
+    for (int i = 0; i < count; i++) {
+        cfg_t c = random_cfg(&r, kind);
+        check_forward(&c, &r, training);
+    }
+}
+
+static void test_conv_forward(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 1);
+    /* kind, out, k, stride, pad, size; in c, h, w; n */
+    static const cfg_t fixed[] = {
+        {{NN_CONV, 4, 1, 1, 0, 0}, {3, 5, 7}, 2},  /* pointwise: no im2col */
+        {{NN_CONV, 3, 1, 2, 0, 0}, {2, 7, 6}, 2},  /* 1x1 stride 2 */
+        {{NN_CONV, 5, 3, 2, 1, 0}, {3, 9, 7}, 3},  /* stride 2, padding */
+        {{NN_CONV, 3, 5, 1, 2, 0}, {2, 8, 11}, 2}, /* 5x5 same padding, non-square */
+        {{NN_CONV, 2, 5, 3, 4, 0}, {1, 3, 4}, 1},  /* padding larger than the input */
+        {{NN_CONV, 8, 3, 0, 1, 0}, {4, 6, 6}, 4},  /* stride 0 means 1 */
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_forward(&fixed[i], &r, 0);
+    check_forward_random(NN_CONV, 40, 0);
+}
+
+static void test_pool_forward(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 2);
+    static const cfg_t fixed[] = {
+        {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {3, 8, 6}, 2},
+        {{NN_MAXPOOL, 0, 3, 2, 1, 0}, {2, 7, 9}, 2},
+        {{NN_AVGPOOL, 0, 2, 2, 0, 0}, {3, 7, 5}, 2},
+        {{NN_AVGPOOL, 0, 0, 0, 0, 3}, {2, 7, 5}, 2}, /* adaptive, bins overlap */
+        {{NN_AVGPOOL, 0, 0, 0, 0, 4}, {1, 10, 4}, 1},
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_forward(&fixed[i], &r, 0);
+    check_forward_random(NN_MAXPOOL, 30, 0);
+    check_forward_random(NN_AVGPOOL, 30, 0);
+}
+
+static void test_other_forward(void **state)
+{
+    (void)state;
+    check_forward_random(NN_BN, 15, 1);
+    check_forward_random(NN_BN, 15, 0);
+    check_forward_random(NN_RELU, 5, 0);
+    check_forward_random(NN_GAP, 5, 0);
+    check_forward_random(NN_DENSE, 15, 0);
+    check_forward_random(NN_FLATTEN, 5, 0);
+    ei_rng_t r;
+    ei_rng_seed(&r, 3);
+    cfg_t one = {{NN_DENSE, 7, 0, 0, 0, 0}, {3, 2, 2}, 1}; /* n = 1 takes sgemv */
+    check_forward(&one, &r, 0);
+}
+
+/* ---- Gradients against central differences. ---- */
+
+enum { X_UNIFORM, X_DISTINCT, X_OFF_ZERO };
+
+static void fill_input(float *x, size_t n, int how, ei_rng_t *r)
+{
+    if (how == X_DISTINCT) { /* a shuffled grid: no ties, gaps of 2/n */
+        int *perm = malloc(n * sizeof *perm);
+        for (size_t i = 0; i < n; i++)
+            perm[i] = (int)i;
+        ei_rng_shuffle(r, perm, (int)n);
+        for (size_t i = 0; i < n; i++)
+            x[i] = 2.0f * perm[i] / (float)n - 1;
+        free(perm);
+        return;
+    }
+    fill_uniform(x, n, r, -1, 1);
+    if (how == X_OFF_ZERO)
+        for (size_t i = 0; i < n; i++)
+            x[i] += x[i] < 0 ? -0.1f : 0.1f;
+}
+
+static double loss_of(nn_layer_t *l, const nn_tensor_t *x, nn_tensor_t *y, const float *r,
+                      int training)
+{
+    forward(l, x, y, training);
+    double acc = 0;
+    for (size_t i = 0; i < nn_tensor_numel(y); i++)
+        acc += (double)y->data[i] * r[i];
+    return acc;
+}
+
+/* d loss / d v[i] by central differences, v being x or a parameter of l. */
+static double numeric(nn_layer_t *l, const nn_tensor_t *x, nn_tensor_t *y, const float *r,
+                      int training, float *v, float h)
+{
+    float keep = *v;
+    *v = keep + h;
+    double up = loss_of(l, x, y, r, training);
+    *v = keep - h;
+    double down = loss_of(l, x, y, r, training);
+    *v = keep;
+    return (up - down) / (2.0 * h);
+}
+
+static void expect_close(const char *what, size_t i, double got, double want, double tol)
+{
+    if (fabs(got - want) > tol * (1 + fabs(want)))
+        fail_msg("%s[%zu]: analytic %.7g, numeric %.7g", what, i, got, want);
+}
+
+static void check_grads(const cfg_t *c, int how, int training, float h, double tol,
+                        uint64_t seed)
+{
+    ei_rng_t r;
+    ei_rng_seed(&r, seed);
+    nn_layer_t *l = make_layer(c, &r);
+    nn_shape_t os = nn_layer_out_shape(l);
+    nn_tensor_t *x = tensor_for(c->n, c->in), *dx = tensor_for(c->n, c->in);
+    nn_tensor_t *y = tensor_for(c->n, os), *dy = tensor_for(c->n, os);
+    fill_input(x->data, nn_tensor_numel(x), how, &r);
+    fill_uniform(dy->data, nn_tensor_numel(dy), &r, -1, 1);
+    forward(l, x, y, training);
+    nn_layer_zero_grad(l);
+    float *ws = ws_new(l, c->n);
+    nn_layer_backward(l, x, y, dy, dx, ws);
+    free(ws);
+    for (size_t i = 0; i < nn_tensor_numel(x); i++)
+        expect_close("dx", i, dx->data[i], numeric(l, x, y, dy->data, training, &x->data[i], h),
+                     tol);
+    for (int p = 0; p < nn_layer_param_count(l); p++) {
+        nn_param_t *pa = nn_layer_param(l, p);
+        for (size_t i = 0; pa->grad && i < nn_tensor_numel(pa->value); i++)
+            expect_close(pa->name, i, pa->grad->data[i],
+                         numeric(l, x, y, dy->data, training, &pa->value->data[i], h), tol);
+    }
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&dx);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&dy);
+    nn_layer_destroy(&l);
+}
+
+static void test_conv_dense_backward(void **state)
+{
+    (void)state;
+    static const cfg_t convs[] = {
+        {{NN_CONV, 3, 3, 2, 1, 0}, {2, 7, 6}, 2},
+        {{NN_CONV, 2, 5, 1, 2, 0}, {2, 5, 6}, 2},
+        {{NN_CONV, 4, 1, 1, 0, 0}, {3, 4, 3}, 2},
+        {{NN_CONV, 2, 1, 2, 0, 0}, {2, 5, 5}, 1},
+        {{NN_CONV, 2, 3, 3, 2, 0}, {1, 4, 5}, 2},
+        {{NN_DENSE, 5, 0, 0, 0, 0}, {3, 2, 3}, 3},
+        {{NN_DENSE, 4, 0, 0, 0, 0}, {6, 1, 1}, 1},
+    };
+    for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
+        check_grads(&convs[i], X_UNIFORM, 1, 1e-2f, 2e-4, 10 + i);
+}
+
+static void test_bn_backward(void **state)
+{
+    (void)state;
+    static const cfg_t bns[] = {
+        {{NN_BN, 0, 0, 0, 0, 0}, {3, 3, 4}, 2},
+        {{NN_BN, 0, 0, 0, 0, 0}, {2, 1, 1}, 5}, /* after a dense: one value per sample */
+    };
+    for (size_t i = 0; i < sizeof bns / sizeof bns[0]; i++)
+        check_grads(&bns[i], X_UNIFORM, 1, 1e-2f, 2e-4, 20 + i);
+}
+
+static void test_pool_backward(void **state)
+{
+    (void)state;
+    static const cfg_t pools[] = {
+        {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {2, 6, 5}, 2},
+        {{NN_MAXPOOL, 0, 3, 2, 1, 0}, {2, 7, 6}, 2},
+        {{NN_MAXPOOL, 0, 3, 1, 2, 0}, {1, 4, 5}, 2}, /* overlapping windows */
+        {{NN_AVGPOOL, 0, 2, 2, 0, 0}, {2, 5, 6}, 2},
+        {{NN_AVGPOOL, 0, 3, 1, 0, 0}, {1, 5, 4}, 2},
+        {{NN_AVGPOOL, 0, 0, 0, 0, 3}, {2, 7, 5}, 2}, /* adaptive, not divisible */
+        {{NN_GAP, 0, 0, 0, 0, 0}, {3, 3, 4}, 2},
+        {{NN_FLATTEN, 0, 0, 0, 0, 0}, {2, 3, 2}, 2},
+    };
+    for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++)
+        check_grads(&pools[i], X_DISTINCT, 0, 1e-3f, 2e-4, 30 + i);
+    cfg_t relu = {{NN_RELU, 0, 0, 0, 0, 0}, {2, 4, 3}, 2};
+    check_grads(&relu, X_OFF_ZERO, 0, 1e-2f, 2e-4, 40);
+}
+
+/* With ties the first maximum in scan order takes the gradient, in forward's order. */
+static void test_maxpool_ties(void **state)
+{
+    (void)state;
+    nn_layer_spec_t sp = {NN_MAXPOOL, 0, 3, 2, 1, 0};
+    nn_layer_t *l = nn_layer_new(&sp, (nn_shape_t){1, 5, 5}, NULL);
+    assert_non_null(l);
+    nn_tensor_t *x = nn_tensor_new(1, 1, 5, 5), *y = nn_tensor_new(1, 1, 3, 3);
+    nn_tensor_t *dy = nn_tensor_new(1, 1, 3, 3), *dx = nn_tensor_new(1, 1, 5, 5);
+    for (int i = 0; i < 9; i++)
+        dy->data[i] = (float)(i + 1);
+    nn_layer_forward(l, x, y, NULL, 1); /* all zero: every window is one tie */
+    nn_layer_backward(l, x, y, dy, dx, NULL);
+    /* Window (i, j) starts at row max(0, 2i - 1) = 0, 1, 3 and the same column. */
+    static const float want[25] = {1, 2, 0, 3, 0, 4, 5, 0, 6, 0, 0, 0, 0,
+                                   0, 0, 7, 8, 0, 9, 0, 0, 0, 0, 0, 0};
+    for (int i = 0; i < 25; i++)
+        assert_true(dx->data[i] == want[i]);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&dy);
+    nn_tensor_destroy(&dx);
+    nn_layer_destroy(&l);
+}
+
+/* Backward adds to the grads, and dx == NULL leaves them the same. */
+static void test_backward_accumulates(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 5);
+    cfg_t c = {{NN_CONV, 3, 3, 1, 1, 0}, {2, 5, 5}, 2};
+    nn_layer_t *l = make_layer(&c, &r);
+    nn_tensor_t *x = tensor_for(2, c.in), *y = tensor_for(2, nn_layer_out_shape(l));
+    nn_tensor_t *dy = tensor_for(2, nn_layer_out_shape(l)), *dx = tensor_for(2, c.in);
+    fill_uniform(x->data, nn_tensor_numel(x), &r, -1, 1);
+    fill_uniform(dy->data, nn_tensor_numel(dy), &r, -1, 1);
+    float *ws = ws_new(l, 2);
+    nn_layer_forward(l, x, y, ws, 1);
+    nn_layer_zero_grad(l);
+    nn_layer_backward(l, x, y, dy, dx, ws);
+    nn_param_t *w = nn_layer_param(l, 0);
+    size_t nw = nn_tensor_numel(w->grad);
+    float *once = malloc(nw * sizeof *once);
+    memcpy(once, w->grad->data, nw * sizeof *once);
+    nn_layer_backward(l, x, y, dy, NULL, ws);
+    for (size_t i = 0; i < nw; i++)
+        assert_float_equal(w->grad->data[i], 2 * once[i], 1e-5 * (1 + fabsf(once[i])));
+    nn_layer_zero_grad(l);
+    for (size_t i = 0; i < nw; i++)
+        assert_true(w->grad->data[i] == 0);
+    free(once);
+    free(ws);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&dy);
+    nn_tensor_destroy(&dx);
+    nn_layer_destroy(&l);
+}
+
+/* Training moves the running statistics by momentum 0.1 toward the batch mean and the
+ * unbiased batch variance. */
+static void test_bn_running_stats(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 6);
+    cfg_t c = {{NN_BN, 0, 0, 0, 0, 0}, {2, 3, 3}, 3};
+    nn_layer_t *l = make_layer(&c, &r);
+    nn_tensor_t *x = tensor_for(3, c.in), *y = tensor_for(3, c.in);
+    fill_uniform(x->data, nn_tensor_numel(x), &r, 2, 5);
+    float rm0[2], rv0[2];
+    memcpy(rm0, nn_layer_param(l, 2)->value->data, sizeof rm0);
+    memcpy(rv0, nn_layer_param(l, 3)->value->data, sizeof rv0);
+    assert_null(nn_layer_param(l, 2)->grad);
+    assert_null(nn_layer_param(l, 3)->grad);
+    forward(l, x, y, 1);
+    for (int ch = 0; ch < 2; ch++) {
+        double mean = 0, ss = 0, m = 27;
+        for (int n = 0; n < 3; n++)
+            for (int i = 0; i < 9; i++)
+                mean += x->data[(n * 2 + ch) * 9 + i] / m;
+        for (int n = 0; n < 3; n++)
+            for (int i = 0; i < 9; i++)
+                ss += pow(x->data[(n * 2 + ch) * 9 + i] - mean, 2);
+        assert_float_equal(nn_layer_param(l, 2)->value->data[ch], 0.9 * rm0[ch] + 0.1 * mean,
+                           1e-5);
+        assert_float_equal(nn_layer_param(l, 3)->value->data[ch],
+                           0.9 * rv0[ch] + 0.1 * ss / (m - 1), 1e-5);
+    }
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_layer_destroy(&l);
+}
+
+/* ---- Softmax, cross-entropy, concatenation. ---- */
+
+static double ref_xent(const float *z, const int *labels, int n, int k)
+{
+    double loss = 0;
+    for (int i = 0; i < n; i++) {
+        double mx = -INFINITY, s = 0;
+        for (int j = 0; j < k; j++)
+            mx = fmax(mx, z[i * k + j]);
+        for (int j = 0; j < k; j++)
+            s += exp(z[i * k + j] - mx);
+        loss += mx + log(s) - z[i * k + labels[i]];
+    }
+    return loss / n;
+}
+
+static void test_softmax_xent(void **state)
+{
+    (void)state;
+    enum { N = 4, K = 5 };
+    ei_rng_t r;
+    ei_rng_seed(&r, 7);
+    float z[N * K], p[N * K], dz[N * K], q[N * K];
+    int labels[N] = {0, 4, 2, 2};
+    fill_uniform(z, N * K, &r, -3, 3);
+    float loss = nn_softmax_xent(z, labels, N, K, p, dz, 0.7f);
+    assert_float_equal(loss, ref_xent(z, labels, N, K), 1e-5);
+    nn_softmax(z, N, K, q);
+    for (int i = 0; i < N; i++) {
+        double sum = 0;
+        for (int j = 0; j < K; j++) {
+            sum += q[i * K + j];
+            assert_float_equal(p[i * K + j], q[i * K + j], 1e-7);
+            assert_true((q[i * K + j] > q[i * K]) == (z[i * K + j] > z[i * K]));
+        }
+        assert_float_equal(sum, 1, 1e-6);
+    }
+    for (int i = 0; i < N * K; i++) {
+        float keep = z[i];
+        z[i] = keep + 1e-2f;
+        double up = ref_xent(z, labels, N, K);
+        z[i] = keep - 1e-2f;
+        double down = ref_xent(z, labels, N, K);
+        z[i] = keep;
+        expect_close("dz", (size_t)i, dz[i], 0.7 * (up - down) / 2e-2, 1e-4);
+    }
+    /* p may alias z; dz may be NULL. */
+    memcpy(q, z, sizeof z);
+    assert_float_equal(nn_softmax_xent(q, labels, N, K, q, NULL, 1), loss, 1e-6);
+    for (int i = 0; i < N * K; i++)
+        assert_float_equal(q[i], p[i], 1e-7);
+}
+
+/* Logits far beyond exp's range give finite probabilities, gradients and loss. */
+static void test_softmax_stable(void **state)
+{
+    (void)state;
+    float z[6] = {1000, 999, -1000, -1e30f, 0, 88.8f}, p[6], dz[6];
+    int labels[2] = {1, 0};
+    float loss = nn_softmax_xent(z, labels, 2, 3, p, dz, 1);
+    assert_true(isfinite(loss));
+    assert_true(nn_tensor_find_nonfinite(p, 6) < 0 && nn_tensor_find_nonfinite(dz, 6) < 0);
+    assert_float_equal(p[0], 1 / (1 + exp(-1.0)), 1e-6);
+    assert_float_equal(p[3], 0, 0);
+    assert_float_equal(p[5], 1, 1e-6);
+    double row0 = log(1 + exp(-1.0)) + 1, row1 = 88.8f + 1e30f; /* lse - z[label] */
+    assert_float_equal(loss / ((row0 + row1) / 2), 1, 1e-6);
+    assert_float_equal(dz[3], -0.5, 1e-6);
+}
+
+static void test_concat(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 8);
+    nn_tensor_t *a = nn_tensor_new(2, 2, 2, 1), *b = nn_tensor_new(2, 3, 1, 1);
+    nn_tensor_t *c = nn_tensor_new(2, 1, 2, 2), *y = nn_tensor_new(2, 11, 1, 1);
+    nn_tensor_t *dy = nn_tensor_new(2, 11, 1, 1);
+    nn_tensor_t *xs[3] = {a, b, c};
+    for (int i = 0; i < 3; i++)
+        fill_uniform(xs[i]->data, nn_tensor_numel(xs[i]), &r, -1, 1);
+    nn_concat_forward((const nn_tensor_t *const *)xs, 3, y);
+    static const int sizes[3] = {4, 3, 4};
+    for (int s = 0; s < 2; s++)
+        for (int i = 0, off = 0; i < 3; off += sizes[i++])
+            for (int j = 0; j < sizes[i]; j++)
+                assert_true(y->data[s * 11 + off + j] == xs[i]->data[s * sizes[i] + j]);
+    fill_uniform(dy->data, 22, &r, -1, 1);
+    nn_concat_backward(dy, xs, 3);
+    for (int s = 0; s < 2; s++)
+        for (int i = 0, off = 0; i < 3; off += sizes[i++])
+            for (int j = 0; j < sizes[i]; j++)
+                assert_true(xs[i]->data[s * sizes[i] + j] == dy->data[s * 11 + off + j]);
+    for (int i = 0; i < 3; i++)
+        nn_tensor_destroy(&xs[i]);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&dy);
+}
+
+/* ---- Folding, init, bookkeeping, bad specs. ---- */
+
+static void test_fold_bn(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 9);
+    cfg_t cc = {{NN_CONV, 4, 3, 2, 1, 0}, {3, 7, 8}, 2};
+    nn_layer_t *conv = make_layer(&cc, &r);
+    cfg_t bc = {{NN_BN, 0, 0, 0, 0, 0}, nn_layer_out_shape(conv), 2};
+    nn_layer_t *bn = make_layer(&bc, &r);
+    nn_tensor_t *x = tensor_for(2, cc.in), *y = tensor_for(2, bc.in), *z = tensor_for(2, bc.in);
+    nn_tensor_t *folded = tensor_for(2, bc.in);
+    fill_uniform(x->data, nn_tensor_numel(x), &r, -1, 1);
+    forward(conv, x, y, 0);
+    forward(bn, y, z, 0);
+    assert_int_equal(nn_layer_fold_bn(conv, bn), 0);
+    forward(conv, x, folded, 0);
+    for (size_t i = 0; i < nn_tensor_numel(z); i++)
+        assert_float_equal(folded->data[i], z->data[i], 1e-5 * (1 + fabsf(z->data[i])));
+    assert_int_equal(nn_layer_fold_bn(bn, conv), EI_E_INVAL);
+    cfg_t wrong = {{NN_BN, 0, 0, 0, 0, 0}, {5, 4, 4}, 1};
+    nn_layer_t *bn5 = make_layer(&wrong, &r);
+    assert_int_equal(nn_layer_fold_bn(conv, bn5), EI_E_INVAL);
+    nn_layer_destroy(&bn5);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&z);
+    nn_tensor_destroy(&folded);
+    nn_layer_destroy(&conv);
+    nn_layer_destroy(&bn);
+}
+
+static void test_init_and_params(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 11);
+    nn_layer_spec_t sp = {NN_CONV, 64, 3, 1, 1, 0};
+    nn_layer_t *l = nn_layer_new(&sp, (nn_shape_t){32, 8, 8}, NULL);
+    assert_non_null(l);
+    nn_layer_init(l, &r);
+    assert_int_equal(nn_layer_param_count(l), 2);
+    nn_param_t *w = nn_layer_param(l, 0), *b = nn_layer_param(l, 1);
+    assert_string_equal(w->name, "weight");
+    assert_string_equal(b->name, "bias");
+    assert_int_equal(w->ndim, 4);
+    assert_int_equal(b->ndim, 1);
+    assert_true(w->value->n == 64 && w->value->c == 32 && w->value->h == 3 && w->value->w == 3);
+    double s2 = 0;
+    size_t nw = nn_tensor_numel(w->value);
+    for (size_t i = 0; i < nw; i++)
+        s2 += (double)w->value->data[i] * w->value->data[i];
+    assert_float_equal(sqrt(s2 / nw), sqrt(2.0 / 288), 0.03 * sqrt(2.0 / 288));
+    for (int i = 0; i < 64; i++)
+        assert_true(b->value->data[i] == 0);
+    assert_float_equal(nn_layer_flops(l), 2.0 * 64 * 288 * 64, 0);
+    nn_layer_destroy(&l);
+    assert_null(l);
+    nn_layer_destroy(&l);
+
+    nn_layer_spec_t ds = {NN_DENSE, 10, 0, 0, 0, 0};
+    l = nn_layer_new(&ds, (nn_shape_t){4, 3, 3}, NULL);
+    assert_int_equal(nn_layer_param(l, 0)->ndim, 2);
+    assert_float_equal(nn_layer_flops(l), 2.0 * 10 * 36, 0);
+    nn_shape_t o = nn_layer_out_shape(l);
+    assert_true(o.c == 10 && o.h == 1 && o.w == 1);
+    nn_layer_destroy(&l);
+
+    nn_layer_spec_t bs = {NN_BN, 0, 0, 0, 0, 0};
+    l = nn_layer_new(&bs, (nn_shape_t){3, 2, 2}, NULL);
+    static const char *const names[] = {"gamma", "beta", "running_mean", "running_var"};
+    static const float after_new[] = {1, 0, 0, 1};
+    assert_int_equal(nn_layer_param_count(l), 4);
+    for (int i = 0; i < 4; i++) {
+        assert_string_equal(nn_layer_param(l, i)->name, names[i]);
+        assert_true((nn_layer_param(l, i)->grad != NULL) == (i < 2));
+        assert_true(nn_layer_param(l, i)->value->data[2] == after_new[i]);
+    }
+    assert_float_equal(nn_layer_flops(l), 0, 0);
+    nn_layer_destroy(&l);
+}
+
+static void test_kind_names(void **state)
+{
+    (void)state;
+    for (int k = 0; k < NN_KIND_COUNT; k++)
+        assert_int_equal(nn_kind_from_name(nn_kind_name((nn_kind_t)k)), k);
+    assert_int_equal(nn_kind_from_name("conv"), NN_CONV);
+    assert_int_equal(nn_kind_from_name("bogus"), -1);
+    assert_int_equal(nn_kind_from_name(""), -1);
+    assert_int_equal(nn_kind_from_name(NULL), -1);
+    assert_string_equal(nn_kind_name(NN_KIND_COUNT), "unknown");
+}
+
+static void expect_bad(nn_layer_spec_t sp, nn_shape_t in, int code, const char *needle)
+{
+    ei_err_t err = {0};
+    nn_layer_t *l = nn_layer_new(&sp, in, &err);
+    assert_null(l);
+    assert_int_equal(err.code, code);
+    if (!strstr(err.msg, needle))
+        fail_msg("message '%s' lacks '%s'", err.msg, needle);
+    assert_null(nn_layer_new(&sp, in, NULL)); /* no err record: still no crash */
+}
+
+static void test_bad_specs(void **state)
+{
+    (void)state;
+    nn_shape_t in = {3, 3, 3};
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 5, 1, 0, 0}, in, EI_E_SHAPE,
+               "conv: kernel 5 with padding 0 does not fit input 3x3");
+    expect_bad((nn_layer_spec_t){NN_MAXPOOL, 0, 4, 1, 0, 0}, (nn_shape_t){1, 8, 3}, EI_E_SHAPE,
+               "does not fit input 8x3");
+    expect_bad((nn_layer_spec_t){NN_CONV, 0, 3, 1, 1, 0}, in, EI_E_INVAL, "0 outputs");
+    expect_bad((nn_layer_spec_t){NN_DENSE, -2, 0, 0, 0, 0}, in, EI_E_INVAL, "-2 outputs");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, 1, 1, 0}, (nn_shape_t){0, 3, 3}, EI_E_SHAPE,
+               "below 1");
+    expect_bad((nn_layer_spec_t){NN_BN, 0, 0, 0, 0, 0}, (nn_shape_t){0, 3, 3}, EI_E_SHAPE,
+               "bn: input shape 0x3x3");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 0, 1, 0, 0}, in, EI_E_INVAL, "kernel 0");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, 1, 3, 0}, in, EI_E_INVAL, "padding 3");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, -1, 1, 0}, in, EI_E_INVAL, "stride -1");
+    expect_bad((nn_layer_spec_t){NN_MAXPOOL, 0, 2, 2, -1, 0}, in, EI_E_INVAL, "padding -1");
+    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 0, 0, 0, 4}, in, EI_E_SHAPE, "adaptive size 4");
+    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 0, 0, 0, -1}, in, EI_E_INVAL, "size -1");
+    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 3, 1, 1, 0}, in, EI_E_INVAL, "padding 1");
+    expect_bad((nn_layer_spec_t){(nn_kind_t)42, 1, 1, 1, 0, 0}, in, EI_E_INVAL, "kind 42");
+    expect_bad((nn_layer_spec_t){NN_CONV, 1 << 20, 1 << 10, 1, 0, 0},
+               (nn_shape_t){1 << 10, 1 << 10, 1 << 10}, EI_E_SHAPE, "too many weights");
+    expect_bad((nn_layer_spec_t){NN_FLATTEN, 0, 0, 0, 0, 0}, (nn_shape_t){1 << 12, 1 << 12, 1 << 8},
+               EI_E_SHAPE, "too large");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_conv_forward),
+        cmocka_unit_test(test_pool_forward),
+        cmocka_unit_test(test_other_forward),
+        cmocka_unit_test(test_conv_dense_backward),
+        cmocka_unit_test(test_bn_backward),
+        cmocka_unit_test(test_pool_backward),
+        cmocka_unit_test(test_maxpool_ties),
+        cmocka_unit_test(test_backward_accumulates),
+        cmocka_unit_test(test_bn_running_stats),
+        cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_softmax_stable),
+        cmocka_unit_test(test_concat),
+        cmocka_unit_test(test_fold_bn),
+        cmocka_unit_test(test_init_and_params),
+        cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_bad_specs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
