@@ -65,12 +65,14 @@ int cli_bad_option(const char *cmd, char **argv, int optind_after)
 
 const char *cli_default_path(const char *rel, char *buf, int len)
 {
-    /* The shipped files live in the source tree; $EINET_HOME points elsewhere when the
-     * program runs from another directory. */
+    /* The shipped files live in the source tree: $EINET_HOME, else the working directory
+     * when it holds them, else the source tree this program was built from. */
     const char *home = getenv("EINET_HOME");
     if (home && *home)
         snprintf(buf, (size_t)len, "%s/%s", home, rel);
-    else
+    else if (access(rel, R_OK) == 0)
         snprintf(buf, (size_t)len, "%s", rel);
+    else
+        snprintf(buf, (size_t)len, "%s/%s", EINET_SOURCE_DIR, rel);
     return buf;
 }

@@ -1,0 +1,72 @@
+/* Details shared by the files of the nn module: layer sequences (a conv part or a
+ * branch) and the model struct. */
+#ifndef NN_INTERNAL_H
+#define NN_INTERNAL_H
+
+#include <stdint.h>
+
+#include "layer.h"
+#include "model.h"
+
+/* A chain of layers with its activation buffers (and, for training, gradient buffers),
+ * all sized for max_batch samples when the sequence is made. */
+typedef struct nn_seq {
+    int count;
+    nn_layer_t **layers;
+    uint8_t *skip;       /* 1: layer folded away (a batch norm after nn_model_prepare) */
+    nn_tensor_t **act;   /* act[i]: output of layer i */
+    nn_tensor_t **grad;  /* grad[i]: dLoss/d act[i]; NULL until training needs them */
+    nn_shape_t in, out;
+    int max_batch;
+} nn_seq_t;
+
+/* Builds the layers of specs on per-sample input shape in; err names the failing layer
+ * by its index (the caller prefixes the block). */
+int nn__seq_init(nn_seq_t *s, const nn_layer_spec_t *specs, int count, nn_shape_t in,
+                 int max_batch, ei_err_t *err) EI_CHECK;
+void nn__seq_free(nn_seq_t *s);
+size_t nn__seq_workspace(const nn_seq_t *s, int n);
+double nn__seq_flops(const nn_seq_t *s);
+/* Runs the layers; returns the last activation (or x itself for an empty sequence). */
+const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training);
+/* Backward from dy (shape of the output) to dx (may be NULL). */
+int nn__seq_backward(nn_seq_t *s, const nn_tensor_t *x, const nn_tensor_t *dy, nn_tensor_t *dx,
+                     float *ws) EI_CHECK;
+
+typedef struct nn_block {
+    nn_seq_t conv;
+    nn_seq_t branch;
+} nn_block_t;
+
+struct nn_model {
+    char *name;
+    char *arch_json;
+    nn_shape_t input;
+    int classes;
+    int nblocks;
+    nn_block_t *blocks;
+    int max_batch;
+    int inference; /* batch norms folded */
+    float *ws;     /* shared scratch: max over layers of their workspace at max_batch */
+    size_t ws_floats;
+    /* training only */
+    nn_tensor_t **dfeat;  /* dLoss/d feature map of block k */
+    nn_tensor_t **dtmp;   /* branch k's input gradient, added into dfeat */
+    float *probs, *dlogits;
+};
+
+/* Parses architecture JSON into blocks of layer specs. *specs_out is one array per
+ * block part, in order conv0, branch0, conv1, ... with counts in *counts_out. */
+typedef struct nn_arch {
+    char *name;
+    nn_shape_t input;
+    int classes;
+    int nblocks;
+    nn_layer_spec_t **parts; /* 2 * nblocks arrays */
+    int *counts;             /* 2 * nblocks */
+} nn_arch_t;
+
+int nn__arch_parse(const char *json, const char *source, nn_arch_t *arch, ei_err_t *err) EI_CHECK;
+void nn__arch_free(nn_arch_t *arch);
+
+#endif

@@ -1,0 +1,113 @@
+/* Layer sequences: a conv part or a branch, with buffers sized once. */
+#include <stdlib.h>
+
+#include "nn_internal.h"
+
+int nn__seq_init(nn_seq_t *s, const nn_layer_spec_t *specs, int count, nn_shape_t in,
+                 int max_batch, ei_err_t *err)
+{
+    *s = (nn_seq_t){.count = count, .in = in, .out = in, .max_batch = max_batch};
+    s->layers = ei_calloc((size_t)count, sizeof *s->layers);
+    s->skip = ei_calloc((size_t)count, 1);
+    s->act = ei_calloc((size_t)count, sizeof *s->act);
+    s->grad = ei_calloc((size_t)count, sizeof *s->grad);
+    if (!s->layers || !s->skip || !s->act || !s->grad)
+        goto nomem;
+    for (int i = 0; i < count; i++) {
+        s->layers[i] = nn_layer_new(&specs[i], s->out, err);
+        if (!s->layers[i])
+            return ei_err_prefix(err, "layer %d (%s): ", i, nn_kind_name(specs[i].kind));
+        s->out = nn_layer_out_shape(s->layers[i]);
+        s->act[i] = nn_tensor_new(max_batch, s->out.c, s->out.h, s->out.w);
+        if (!s->act[i])
+            goto nomem;
+    }
+    return 0;
+nomem:
+    return ei_err_set(err, EI_E_NOMEM, "out of memory building a layer sequence");
+}
+
+void nn__seq_free(nn_seq_t *s)
+{
+    for (int i = 0; i < s->count; i++) {
+        if (s->layers)
+            nn_layer_destroy(&s->layers[i]);
+        if (s->act)
+            nn_tensor_destroy(&s->act[i]);
+        if (s->grad)
+            nn_tensor_destroy(&s->grad[i]);
+    }
+    free(s->layers);
+    free(s->skip);
+    free(s->act);
+    free(s->grad);
+    *s = (nn_seq_t){0};
+}
+
+size_t nn__seq_workspace(const nn_seq_t *s, int n)
+{
+    size_t ws = 0;
+    for (int i = 0; i < s->count; i++) {
+        size_t w = nn_layer_workspace(s->layers[i], n);
+        if (w > ws)
+            ws = w;
+    }
+    return ws;
+}
+
+double nn__seq_flops(const nn_seq_t *s)
+{
+    double f = 0;
+    for (int i = 0; i < s->count; i++)
+        if (!s->skip[i])
+            f += nn_layer_flops(s->layers[i]);
+    return f;
+}
+
+const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training)
+{
+    const nn_tensor_t *cur = x;
+    for (int i = 0; i < s->count; i++) {
+        if (s->skip[i])
+            continue;
+        nn_tensor_t *y = s->act[i];
+        y->n = x->n;
+        nn_layer_forward(s->layers[i], cur, y, ws, training);
+        cur = y;
+    }
+    return cur;
+}
+
+/* Gradient buffers are made on the first backward: inference never pays for them. */
+static int seq_grads(nn_seq_t *s)
+{
+    for (int i = 0; i < s->count; i++) {
+        if (s->grad[i])
+            continue;
+        nn_shape_t o = nn_layer_out_shape(s->layers[i]);
+        s->grad[i] = nn_tensor_new(s->max_batch, o.c, o.h, o.w);
+        if (!s->grad[i])
+            return EI_E_NOMEM;
+    }
+    return 0;
+}
+
+int nn__seq_backward(nn_seq_t *s, const nn_tensor_t *x, const nn_tensor_t *dy, nn_tensor_t *dx,
+                     float *ws)
+{
+    EI_ASSERT(s->count > 0);
+    int rc = seq_grads(s);
+    if (rc)
+        return rc;
+    const nn_tensor_t *d = dy;
+    for (int i = s->count - 1; i >= 0; i--) {
+        EI_ASSERT(!s->skip[i]);
+        const nn_tensor_t *in = i ? s->act[i - 1] : x;
+        nn_tensor_t *din = i ? s->grad[i - 1] : dx;
+        if (din)
+            din->n = x->n;
+        nn_layer_backward(s->layers[i], in, s->act[i], d, din, ws);
+        d = din;
+    }
+    return 0;
+}

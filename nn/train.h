@@ -1,0 +1,50 @@
+/* Joint training of a multi-exit model (Scardapane et al. eq. 6: the weighted sum of the
+ * exits' cross-entropy losses) with SGD + momentum or Adam, a learning-rate schedule,
+ * seeded shuffling, and per-exit evaluation. */
+#ifndef NN_TRAIN_H
+#define NN_TRAIN_H
+
+#include <stdio.h>
+
+#include "../common/ei.h"
+#include "dataset.h"
+#include "model.h"
+
+typedef enum { NN_OPT_SGD, NN_OPT_ADAM } nn_optimizer_t;
+typedef enum { NN_SCHED_COSINE, NN_SCHED_STEP, NN_SCHED_CONST } nn_schedule_t;
+
+typedef struct nn_train_opts {
+    int epochs;
+    int batch;
+    double lr;           /* peak learning rate */
+    double momentum;     /* SGD momentum (Nesterov) */
+    double weight_decay; /* on conv and dense weights only */
+    nn_optimizer_t optimizer;
+    nn_schedule_t schedule; /* cosine to 0 / x0.1 at 50% and 75% / constant */
+    int warmup_epochs;      /* linear warm-up before the schedule */
+    uint64_t seed;          /* initialisation and shuffling */
+    int augment_flip;       /* random horizontal flips */
+    const float *exit_weights; /* one per block; NULL: all 1 */
+    int progress;           /* 1: redrawn bar (a TTY), 0: a plain line every 10% */
+    FILE *log;              /* where progress goes; NULL: stderr */
+} nn_train_opts_t;
+
+void nn_train_opts_default(nn_train_opts_t *o);
+
+/* Trains m in place on data[train_idx[0..n_train-1]], reporting per-exit validation
+ * accuracy on data[val_idx[...]] after every epoch (n_val may be 0). Returns 0, or a
+ * negative code with err set (options out of range, a non-finite loss). */
+int nn_train(nn_model_t *m, const nn_dataset_t *data, const int *train_idx, int n_train,
+             const int *val_idx, int n_val, const nn_train_opts_t *o, ei_err_t *err) EI_CHECK;
+
+/* Per-exit accuracy and mean confidence (max probability) of m on data[idx[0..n-1]] (idx
+ * NULL: the first n), in batches. acc and conf hold nn_model_blocks(m) values each (conf
+ * may be NULL). */
+int nn_eval_exits(nn_model_t *m, const nn_dataset_t *data, const int *idx, int n, double *acc,
+                  double *conf, ei_err_t *err) EI_CHECK;
+
+/* Copies images data[idx[0..n-1]] (idx NULL: from index first) into x (n, 1, h, w). */
+void nn_dataset_batch(const nn_dataset_t *data, const int *idx, int first, int n, nn_tensor_t *x,
+                      int *labels);
+
+#endif

@@ -1,0 +1,402 @@
+/* Tests of the multi-exit model: building from architecture files, block-wise and full
+ * inference, joint-training gradients, model files and their errors. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "nn/model.h"
+#include "nn/safetensors.h"
+#include "nn/train.h"
+
+/* Three blocks on 1x8x8 inputs, 4 classes: a conv+bn+relu(+pool) part and a small
+ * conv+pool+dense+dense branch each, like the shipped architecture in miniature. */
+static const char tiny_arch[] =
+    "{\"name\":\"tiny\",\"input\":[1,8,8],\"classes\":4,\"blocks\":["
+    "{\"conv\":[{\"type\":\"conv\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"conv\",\"out\":3,\"k\":3,\"stride\":2,\"pad\":1},{\"type\":\"relu\"},"
+    "  {\"type\":\"avgpool\",\"size\":2},{\"type\":\"dense\",\"out\":6},{\"type\":\"relu\"},"
+    "  {\"type\":\"dense\",\"out\":4}]},"
+    "{\"conv\":[{\"type\":\"conv\",\"out\":6,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"},"
+    "  {\"type\":\"maxpool\",\"k\":2}],"
+    " \"branch\":[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]},"
+    "{\"conv\":[{\"type\":\"conv\",\"out\":5,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"gap\"},{\"type\":\"dense\",\"out\":5},{\"type\":\"relu\"},"
+    "  {\"type\":\"dense\",\"out\":4}]}]}";
+
+static char tmpdir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/einet-test-model-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    return system(cmd);
+}
+
+static nn_model_t *tiny(int batch, uint64_t seed)
+{
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_from_arch(tiny_arch, "tiny", batch, &err);
+    if (!m)
+        fail_msg("%s", err.msg);
+    nn_model_init(m, seed);
+    return m;
+}
+
+static void fill(float *x, size_t n, uint64_t seed)
+{
+    ei_rng_t r;
+    ei_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)ei_rng_uniform(&r);
+}
+
+static void test_shapes_and_blockwise_equals_full(void **state)
+{
+    (void)state;
+    nn_model_t *m = tiny(4, 1);
+    assert_int_equal(nn_model_blocks(m), 3);
+    assert_int_equal(nn_model_feature_shape(m, 1).c, 6);
+    assert_int_equal(nn_model_feature_shape(m, 1).h, 4);
+    nn_tensor_t *x = nn_tensor_new(4, 1, 8, 8);
+    fill(x->data, nn_tensor_numel(x), 2);
+    float full[3 * 4 * 4], part[4 * 4];
+    ei_err_t err = {0};
+    assert_int_equal(nn_model_forward(m, x, full, &err), 0);
+    const nn_tensor_t *cur = x;
+    for (int k = 0; k < 3; k++) {
+        cur = nn_model_conv(m, k, cur, &err);
+        assert_non_null(cur);
+        assert_int_equal(nn_model_branch(m, k, cur, part, &err), 0);
+        for (int i = 0; i < 16; i++)
+            assert_true(part[i] == full[k * 16 + i]);
+        for (int s = 0; s < 4; s++) {
+            float sum = 0;
+            for (int c = 0; c < 4; c++)
+                sum += part[s * 4 + c];
+            assert_true(fabsf(sum - 1) < 1e-5f);
+        }
+    }
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+}
+
+/* Train a few steps so batch-norm running statistics are not the identity, then check
+ * that folding them into the convs changes nothing beyond rounding. */
+static void test_fold_matches_unfolded(void **state)
+{
+    (void)state;
+    nn_model_t *m = tiny(8, 3);
+    nn_tensor_t *x = nn_tensor_new(8, 1, 8, 8);
+    int labels[8] = {0, 1, 2, 3, 0, 1, 2, 3};
+    for (int step = 0; step < 5; step++) {
+        fill(x->data, nn_tensor_numel(x), 10 + (uint64_t)step);
+        nn_model_zero_grad(m);
+        nn_model_train_step(m, x, labels, NULL, NULL, NULL);
+    }
+    float a[3 * 8 * 4], b[3 * 8 * 4];
+    ei_err_t err;
+    assert_int_equal(nn_model_forward(m, x, a, &err), 0);
+    nn_model_prepare_inference(m);
+    assert_int_equal(nn_model_forward(m, x, b, &err), 0);
+    for (int i = 0; i < 3 * 8 * 4; i++)
+        assert_true(fabsf(a[i] - b[i]) < 1e-5f);
+    assert_int_not_equal(nn_model_save(m, "/tmp/never-written.safetensors", NULL, &err), 0);
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+}
+
+typedef struct {
+    int index;
+    nn_param_t *found;
+    char name[128];
+} pick_t;
+
+static void pick(const char *name, nn_param_t *p, void *arg)
+{
+    pick_t *pk = arg;
+    if (p->grad && pk->index-- == 0) {
+        pk->found = p;
+        snprintf(pk->name, sizeof pk->name, "%s", name);
+    }
+}
+
+/* The wiring of joint training (branch gradients added to the next conv part's) checked
+ * against finite differences of the weighted loss on every trainable tensor. */
+static void test_train_step_gradients(void **state)
+{
+    (void)state;
+    nn_model_t *m = tiny(5, 4);
+    nn_tensor_t *x = nn_tensor_new(5, 1, 8, 8);
+    fill(x->data, nn_tensor_numel(x), 5);
+    int labels[5] = {0, 3, 1, 2, 1};
+    const float w[3] = {0.5f, 1.0f, 2.0f};
+    for (int pi = 0;; pi++) {
+        pick_t pk = {pi, NULL, ""};
+        nn_model_visit_params(m, pick, &pk);
+        if (!pk.found)
+            break;
+        nn_model_zero_grad(m);
+        nn_model_train_step(m, x, labels, w, NULL, NULL);
+        size_t n = nn_tensor_numel(pk.found->value);
+        /* The finite-difference steps add to the grads too: keep the analytic ones first. */
+        float *grad = malloc(n * sizeof(float));
+        memcpy(grad, pk.found->grad->data, n * sizeof(float));
+        for (size_t j = 0; j < n; j += 1 + n / 4) {
+            float *v = &pk.found->value->data[j], keep = *v, g = grad[j];
+            /* ReLU and max-pool kinks can spoil one step size: a right gradient agrees
+             * at some scale, a wrong one at none. */
+            double best = INFINITY, fd = 0;
+            for (float h = 1e-2f; h > 5e-5f; h /= 3) {
+                *v = keep + h;
+                double lp = nn_model_train_step(m, x, labels, w, NULL, NULL);
+                *v = keep - h;
+                double lm = nn_model_train_step(m, x, labels, w, NULL, NULL);
+                *v = keep;
+                double d = (lp - lm) / (2 * h);
+                if (fabs(d - g) < best)
+                    best = fabs(d - g), fd = d;
+            }
+            if (best > 1e-2 * fmax(1.0, fabs(fd)))
+                fail_msg("%s[%zu]: analytic %g, finite difference %g", pk.name, j, g, fd);
+        }
+        free(grad);
+    }
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+}
+
+static void test_loss_falls(void **state)
+{
+    (void)state;
+    nn_model_t *m = tiny(16, 6);
+    /* A learnable toy task: the class is the brightest quadrant of the image. */
+    nn_dataset_t d = {.count = 256, .h = 8, .w = 8, .classes = 4};
+    d.images = calloc(256 * 64, sizeof(float));
+    d.labels = calloc(256, 1);
+    ei_rng_t r;
+    ei_rng_seed(&r, 9);
+    for (int i = 0; i < 256; i++) {
+        int q = (int)ei_rng_below(&r, 4);
+        d.labels[i] = (uint8_t)q;
+        for (int p = 0; p < 64; p++) {
+            int y = p / 8, xx = p % 8, quad = (y >= 4) * 2 + (xx >= 4);
+            d.images[i * 64 + p] = (float)(0.3 * ei_rng_uniform(&r) + (quad == q ? 0.7 : 0));
+        }
+    }
+    int idx[256];
+    for (int i = 0; i < 256; i++)
+        idx[i] = i;
+    double before[3], after[3];
+    ei_err_t err = {0};
+    assert_int_equal(nn_eval_exits(m, &d, idx, 256, before, NULL, &err), 0);
+    nn_train_opts_t o;
+    nn_train_opts_default(&o);
+    o.epochs = 6, o.batch = 16, o.lr = 0.05, o.augment_flip = 0, o.warmup_epochs = 0;
+    o.log = fopen("/dev/null", "w");
+    assert_int_equal(nn_train(m, &d, idx, 256, NULL, 0, &o, &err), 0);
+    fclose(o.log);
+    assert_int_equal(nn_eval_exits(m, &d, idx, 256, after, NULL, &err), 0);
+    for (int e = 0; e < 3; e++)
+        assert_true(after[e] > 0.9 && after[e] > before[e] + 0.3);
+    free(d.images);
+    free(d.labels);
+    nn_model_destroy(&m);
+}
+
+static void save_tiny(const char *path, nn_model_t *m)
+{
+    ei_err_t err = {0};
+    if (nn_model_save(m, path, "{\"note\":\"test\"}", &err))
+        fail_msg("%s", err.msg);
+}
+
+static void path_in_tmp(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s/%s", tmpdir, name);
+}
+
+static void test_round_trip_bit_exact(void **state)
+{
+    (void)state;
+    char p1[128], p2[128];
+    path_in_tmp(p1, sizeof p1, "a.safetensors");
+    path_in_tmp(p2, sizeof p2, "b.safetensors");
+    nn_model_t *m = tiny(2, 7);
+    save_tiny(p1, m);
+    ei_err_t err = {0};
+    nn_model_t *l = nn_model_load(p1, 2, &err);
+    assert_non_null(l);
+    save_tiny(p2, l);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "cmp -s %s %s", p1, p2);
+    assert_int_equal(system(cmd), 0);
+    nn_tensor_t *x = nn_tensor_new(2, 1, 8, 8);
+    fill(x->data, nn_tensor_numel(x), 8);
+    float a[24], b[24];
+    assert_int_equal(nn_model_forward(m, x, a, &err), 0);
+    assert_int_equal(nn_model_forward(l, x, b, &err), 0);
+    assert_memory_equal(a, b, sizeof a);
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+    nn_model_destroy(&l);
+}
+
+static void expect_load_error(const char *path, const char *needle)
+{
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_load(path, 1, &err);
+    if (m)
+        fail_msg("loading %s should fail", path);
+    if (!strstr(err.msg, needle))
+        fail_msg("error '%s' does not mention '%s'", err.msg, needle);
+}
+
+static void test_truncated_file(void **state)
+{
+    (void)state;
+    char p[128];
+    path_in_tmp(p, sizeof p, "t.safetensors");
+    nn_model_t *m = tiny(1, 1);
+    save_tiny(p, m);
+    nn_model_destroy(&m);
+    FILE *f = fopen(p, "rb");
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fclose(f);
+    assert_int_equal(truncate(p, size - 10), 0);
+    expect_load_error(p, p);
+    assert_int_equal(truncate(p, 5), 0);
+    expect_load_error(p, p);
+}
+
+static void test_corrupted_file(void **state)
+{
+    (void)state;
+    char p[128];
+    path_in_tmp(p, sizeof p, "c.safetensors");
+    nn_model_t *m = tiny(1, 1);
+    save_tiny(p, m);
+    nn_model_destroy(&m);
+    /* Damage the JSON header: its first brace becomes garbage. */
+    FILE *f = fopen(p, "r+b");
+    fseek(f, 8, SEEK_SET);
+    fputc('#', f);
+    fclose(f);
+    expect_load_error(p, p);
+}
+
+/* A valid file whose tensors do not fit the architecture in its own metadata. */
+static void test_mismatched_file(void **state)
+{
+    (void)state;
+    char p[128];
+    path_in_tmp(p, sizeof p, "m.safetensors");
+    float w[4 * 1 * 5 * 5] = {0};
+    nn_st_entry_t e = {.name = "blocks.0.conv.0.weight", .ndim = 4, .shape = {4, 1, 5, 5}, .data = w};
+    nn_st_meta_t meta[] = {{"format", "einet-model"}, {"version", "1"}, {"arch", tiny_arch}};
+    ei_err_t err = {0};
+    assert_int_equal(nn_st_write(p, &e, 1, meta, 3, &err), 0);
+    expect_load_error(p, "blocks.0.conv.0.weight");
+    /* And a file that is not an einet model at all. */
+    nn_st_meta_t other[] = {{"format", "pt"}};
+    assert_int_equal(nn_st_write(p, &e, 1, other, 1, &err), 0);
+    expect_load_error(p, "not an einet model");
+}
+
+static void expect_arch_error(const char *json, const char *needle)
+{
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_from_arch(json, "bad.json", 1, &err);
+    if (m)
+        fail_msg("architecture should be refused: %s", json);
+    if (!strstr(err.msg, needle))
+        fail_msg("error '%s' does not mention '%s'", err.msg, needle);
+}
+
+static void test_arch_unknown_layer(void **state)
+{
+    (void)state;
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"conv3d\","
+                      "\"out\":2,\"k\":3}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "unknown layer type 'conv3d'");
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"conv\","
+                      "\"out\":2,\"k\":3,\"strde\":2}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "unknown key 'strde'");
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[", "bad.json: line");
+}
+
+static void test_arch_inconsistent_shapes(void **state)
+{
+    (void)state;
+    /* A 9x9 kernel cannot slide over an 8x8 input without padding. */
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"conv\","
+                      "\"out\":2,\"k\":9}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "block 0 conv");
+    /* A branch whose logits do not match the classes. */
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"conv\","
+                      "\"out\":2,\"k\":3}],\"branch\":[{\"type\":\"dense\",\"out\":3}]}]}",
+                      "4 outputs");
+}
+
+static void test_nan_input(void **state)
+{
+    (void)state;
+    nn_model_t *m = tiny(2, 1);
+    nn_tensor_t *x = nn_tensor_new(2, 1, 8, 8);
+    x->data[64 + 10] = NAN;
+    float probs[24];
+    ei_err_t err = {0};
+    assert_int_equal(nn_model_forward(m, x, probs, &err), EI_E_NONFINITE);
+    assert_non_null(strstr(err.msg, "sample 1"));
+    assert_null(nn_model_conv(m, 0, x, &err));
+    nn_tensor_t wrong = nn_tensor_view(x->data, 1, 1, 4, 16);
+    assert_null(nn_model_conv(m, 0, &wrong, &err));
+    assert_non_null(strstr(err.msg, "expected input (1, 8, 8)"));
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+}
+
+static void test_shipped_architecture_builds(void **state)
+{
+    (void)state;
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_load_arch("configs/models/fmnist-8exit.json", 1, &err);
+    if (!m)
+        fail_msg("%s", err.msg);
+    assert_true(nn_model_blocks(m) >= 8);
+    nn_model_destroy(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shapes_and_blockwise_equals_full),
+        cmocka_unit_test(test_fold_matches_unfolded),
+        cmocka_unit_test(test_train_step_gradients),
+        cmocka_unit_test(test_loss_falls),
+        cmocka_unit_test(test_round_trip_bit_exact),
+        cmocka_unit_test(test_truncated_file),
+        cmocka_unit_test(test_corrupted_file),
+        cmocka_unit_test(test_mismatched_file),
+        cmocka_unit_test(test_arch_unknown_layer),
+        cmocka_unit_test(test_arch_inconsistent_shapes),
+        cmocka_unit_test(test_nan_input),
+        cmocka_unit_test(test_shipped_architecture_builds),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
