@@ -34,29 +34,64 @@ static geom_t geom_of(const nn_layer_t *self)
     return g;
 }
 
-/* One row of col (kernel tap ki, kj of channel plane x) against one output row oh: copy
- * (to_col) or accumulate back into x. */
-static void im2col_row(const geom_t *g, float *x, float *row, int ih, int lo, int hi, int off,
-                       int to_col)
+/* A block of col is the [oh, ow] image one kernel tap (ki, kj) of one channel sees: output
+ * (i, j) reads input (i * s + ki - p, j * s + kj - p), or zero padding outside the input.
+ * Rows [rlo, rhi) and columns [lo, hi) of the block read inside the input. */
+typedef struct tap {
+    int ki, kj, lo, hi, rlo, rhi;
+} tap_t;
+
+static tap_t tap_of(const geom_t *g, int ki, int kj)
 {
-    if (!to_col) {
-        if (ih >= 0 && ih < g->h)
-            for (int j = lo; j < hi; j++)
-                x[ih * g->w + j * g->s + off] += row[j];
-        return;
+    tap_t t = {ki, kj, 0, 0, 0, 0};
+    valid_range(g->ow, g->w, g->s, kj - g->p, &t.lo, &t.hi);
+    valid_range(g->oh, g->h, g->s, ki - g->p, &t.rlo, &t.rhi);
+    return t;
+}
+
+/* The block row by row: copied from the plane (to_col) or added back into it. */
+static void block_rows(const geom_t *g, const tap_t *t, float *plane, float *blk, int to_col)
+{
+    int ow = g->ow, s = g->s, off = t->kj - g->p;
+    if (to_col) {
+        memset(blk, 0, (size_t)t->rlo * ow * sizeof(float));
+        memset(blk + (size_t)t->rhi * ow, 0, (size_t)(g->oh - t->rhi) * ow * sizeof(float));
     }
-    if (ih < 0 || ih >= g->h) {
-        memset(row, 0, (size_t)g->ow * sizeof(float));
-        return;
+    for (int i = t->rlo; i < t->rhi; i++) {
+        float *row = blk + (size_t)i * ow, *src = plane + (size_t)(i * s + t->ki - g->p) * g->w;
+        if (!to_col) {
+            for (int j = t->lo; j < t->hi; j++)
+                src[j * s + off] += row[j];
+            continue;
+        }
+        memset(row, 0, (size_t)t->lo * sizeof(float));
+        if (s == 1)
+            memcpy(row + t->lo, src + t->lo + off, (size_t)(t->hi - t->lo) * sizeof(float));
+        else
+            for (int j = t->lo; j < t->hi; j++)
+                row[j] = src[j * s + off];
+        memset(row + t->hi, 0, (size_t)(ow - t->hi) * sizeof(float));
     }
-    const float *src = x + ih * g->w + off;
-    memset(row, 0, (size_t)lo * sizeof(float));
-    if (g->s == 1)
-        memcpy(row + lo, src + lo, (size_t)(hi - lo) * sizeof(float));
-    else
-        for (int j = lo; j < hi; j++)
-            row[j] = src[j * g->s];
-    memset(row + hi, 0, (size_t)(g->ow - hi) * sizeof(float));
+}
+
+/* With stride 1 and ow == w (same padding) the block is the plane shifted by a constant:
+ * one flat copy, then the columns that ran across a row end into the neighbouring row
+ * are set back to padding. Far fewer, longer copies than row by row. */
+static void block_flat(const geom_t *g, const tap_t *t, const float *plane, float *blk)
+{
+    int ow = g->ow, hw = g->h * g->w, n = g->oh * ow;
+    int shift = (t->ki - g->p) * g->w + t->kj - g->p;
+    int q0 = t->rlo * ow, q1 = t->rhi * ow;
+    q0 = q0 < -shift ? -shift : q0;
+    q1 = q1 > hw - shift ? hw - shift : q1;
+    q1 = q1 < q0 ? q0 : q1;
+    memset(blk, 0, (size_t)q0 * sizeof(float));
+    memcpy(blk + q0, plane + q0 + shift, (size_t)(q1 - q0) * sizeof(float));
+    memset(blk + q1, 0, (size_t)(n - q1) * sizeof(float));
+    for (int i = t->rlo; i < t->rhi && (t->lo > 0 || t->hi < ow); i++) {
+        nn__fill(blk + (size_t)i * ow, (size_t)t->lo, 0);
+        nn__fill(blk + (size_t)i * ow + t->hi, (size_t)(ow - t->hi), 0);
+    }
 }
 
 /* col [c*k*k, oh*ow] from the sample x (to_col), or the adjoint: x += col scattered back
@@ -64,15 +99,16 @@ static void im2col_row(const geom_t *g, float *x, float *row, int ih, int lo, in
 static void im2col(const geom_t *g, float *x, float *col, int to_col)
 {
     size_t plane = (size_t)g->h * g->w, n = (size_t)g->oh * g->ow;
+    int flat = to_col && g->s == 1 && g->ow == g->w;
     for (int c = 0; c < g->c; c++)
         for (int ki = 0; ki < g->k; ki++)
             for (int kj = 0; kj < g->k; kj++) {
-                float *rows = col + ((size_t)(c * g->k + ki) * g->k + kj) * n;
-                int lo, hi, off = kj - g->p;
-                valid_range(g->ow, g->w, g->s, off, &lo, &hi);
-                for (int oh = 0; oh < g->oh; oh++)
-                    im2col_row(g, x + c * plane, rows + (size_t)oh * g->ow, oh * g->s - g->p + ki,
-                               lo, hi, off, to_col);
+                float *blk = col + ((size_t)(c * g->k + ki) * g->k + kj) * n;
+                tap_t t = tap_of(g, ki, kj);
+                if (flat)
+                    block_flat(g, &t, x + c * plane, blk);
+                else
+                    block_rows(g, &t, x + c * plane, blk, to_col);
             }
 }
 
