@@ -49,6 +49,15 @@ static tap_t tap_of(const geom_t *g, int ki, int kj)
     return t;
 }
 
+/* Columns [j0, j1) of rows [rlo, rhi): a strip of a few strided values (the padding
+ * columns), too short to be worth a call per row. */
+static void zero_columns(float *blk, int ow, int rlo, int rhi, int j0, int j1)
+{
+    for (int j = j0; j < j1; j++)
+        for (int i = rlo; i < rhi; i++)
+            blk[(size_t)i * ow + j] = 0;
+}
+
 /* The block row by row: copied from the plane (to_col) or added back into it. */
 static void block_rows(const geom_t *g, const tap_t *t, float *plane, float *blk, int to_col)
 {
@@ -56,21 +65,19 @@ static void block_rows(const geom_t *g, const tap_t *t, float *plane, float *blk
     if (to_col) {
         memset(blk, 0, (size_t)t->rlo * ow * sizeof(float));
         memset(blk + (size_t)t->rhi * ow, 0, (size_t)(g->oh - t->rhi) * ow * sizeof(float));
+        zero_columns(blk, ow, t->rlo, t->rhi, 0, t->lo);
+        zero_columns(blk, ow, t->rlo, t->rhi, t->hi, ow);
     }
     for (int i = t->rlo; i < t->rhi; i++) {
         float *row = blk + (size_t)i * ow, *src = plane + (size_t)(i * s + t->ki - g->p) * g->w;
-        if (!to_col) {
+        if (!to_col)
             for (int j = t->lo; j < t->hi; j++)
                 src[j * s + off] += row[j];
-            continue;
-        }
-        memset(row, 0, (size_t)t->lo * sizeof(float));
-        if (s == 1)
+        else if (s == 1)
             memcpy(row + t->lo, src + t->lo + off, (size_t)(t->hi - t->lo) * sizeof(float));
         else
             for (int j = t->lo; j < t->hi; j++)
                 row[j] = src[j * s + off];
-        memset(row + t->hi, 0, (size_t)(ow - t->hi) * sizeof(float));
     }
 }
 
@@ -84,14 +91,15 @@ static void block_flat(const geom_t *g, const tap_t *t, const float *plane, floa
     int q0 = t->rlo * ow, q1 = t->rhi * ow;
     q0 = q0 < -shift ? -shift : q0;
     q1 = q1 > hw - shift ? hw - shift : q1;
-    q1 = q1 < q0 ? q0 : q1;
+    if (q1 <= q0) { /* the tap sees only padding */
+        memset(blk, 0, (size_t)n * sizeof(float));
+        return;
+    }
     memset(blk, 0, (size_t)q0 * sizeof(float));
     memcpy(blk + q0, plane + q0 + shift, (size_t)(q1 - q0) * sizeof(float));
     memset(blk + q1, 0, (size_t)(n - q1) * sizeof(float));
-    for (int i = t->rlo; i < t->rhi && (t->lo > 0 || t->hi < ow); i++) {
-        nn__fill(blk + (size_t)i * ow, (size_t)t->lo, 0);
-        nn__fill(blk + (size_t)i * ow + t->hi, (size_t)(ow - t->hi), 0);
-    }
+    zero_columns(blk, ow, t->rlo, t->rhi, 0, t->lo);
+    zero_columns(blk, ow, t->rlo, t->rhi, t->hi, ow);
 }
 
 /* col [c*k*k, oh*ow] from the sample x (to_col), or the adjoint: x += col scattered back

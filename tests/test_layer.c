@@ -276,10 +276,13 @@ static void test_conv_forward(void **state)
         {{NN_CONV, 3, 5, 1, 2, 0}, {2, 8, 11}, 2}, /* 5x5 same padding, non-square */
         {{NN_CONV, 2, 5, 3, 4, 0}, {1, 3, 4}, 1},  /* padding larger than the input */
         {{NN_CONV, 8, 3, 0, 1, 0}, {4, 6, 6}, 4},  /* stride 0 means 1 */
+        {{NN_CONV, 2, 3, 1, 1, 0}, {2, 1, 5}, 2},  /* same padding, taps that see only pads */
+        {{NN_CONV, 2, 5, 1, 2, 0}, {2, 2, 2}, 2},
+        {{NN_CONV, 3, 3, 1, 1, 0}, {1, 4, 1}, 1},
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         check_forward(&fixed[i], &r, 0);
-    check_forward_random(NN_CONV, 40, 0);
+    check_forward_random(NN_CONV, 100, 0);
 }
 
 static void test_pool_forward(void **state)
@@ -296,8 +299,8 @@ static void test_pool_forward(void **state)
     };
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         check_forward(&fixed[i], &r, 0);
-    check_forward_random(NN_MAXPOOL, 30, 0);
-    check_forward_random(NN_AVGPOOL, 30, 0);
+    check_forward_random(NN_MAXPOOL, 60, 0);
+    check_forward_random(NN_AVGPOOL, 60, 0);
 }
 
 static void test_other_forward(void **state)
@@ -407,6 +410,7 @@ static void test_conv_dense_backward(void **state)
         {{NN_CONV, 4, 1, 1, 0, 0}, {3, 4, 3}, 2},
         {{NN_CONV, 2, 1, 2, 0, 0}, {2, 5, 5}, 1},
         {{NN_CONV, 2, 3, 3, 2, 0}, {1, 4, 5}, 2},
+        {{NN_CONV, 2, 5, 1, 2, 0}, {2, 2, 3}, 2},
         {{NN_DENSE, 5, 0, 0, 0, 0}, {3, 2, 3}, 3},
         {{NN_DENSE, 4, 0, 0, 0, 0}, {6, 1, 1}, 1},
     };
