@@ -1,0 +1,96 @@
+/* The option table of einet-node's config file (docs/config.md describes it for users). */
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wire/conf.h"
+#include "wire/wire.h"
+
+#define N(field) offsetof(conf_node_t, field)
+#define S(field) sizeof(((conf_node_t *)0)->field)
+
+static const conf_choice_t tiers[] = {
+    {"device", einet_Tier_TIER_DEVICE},
+    {"edge", einet_Tier_TIER_EDGE},
+    {"cloud", einet_Tier_TIER_CLOUD},
+    {NULL, 0},
+};
+
+static const conf_choice_t searches[] = {
+    {"hybrid", CONF_SEARCH_HYBRID}, {"greedy", CONF_SEARCH_GREEDY}, {"enum", CONF_SEARCH_ENUM},
+    {"exact", CONF_SEARCH_EXACT},   {"random", CONF_SEARCH_RANDOM}, {NULL, 0},
+};
+
+/* Block indices are bounded by the wire protocol's plan length (WIRE_MAX_BLOCKS). */
+static const conf_option_t options[] = {
+    {"node", "tier", CONF_ENUM, N(tier), 0, 0, 0, NULL, tiers, NULL, NULL,
+     "which tier this process is: device, edge or cloud"},
+    {"node", "first_block", CONF_INT, N(first_block), 0, 1, WIRE_MAX_BLOCKS, NULL, NULL, NULL, NULL,
+     "first block k this tier runs (1-based)"},
+    {"node", "last_block", CONF_INT, N(last_block), 0, 1, WIRE_MAX_BLOCKS, NULL, NULL, NULL, NULL,
+     "last block this tier runs; the model's last block on the final tier"},
+    {"node", "model", CONF_PATH, N(model), S(model), 0, 0, NULL, NULL, NULL, NULL,
+     "model file (safetensors with the architecture in its metadata)"},
+    {"node", "bind", CONF_STRING, N(bind), S(bind), 0, 0, "", NULL, NULL,
+     conf_check_endpoint_or_empty,
+     "endpoint the previous tier sends feature maps to; required on edge and cloud"},
+    {"node", "next", CONF_STRING, N(next), S(next), 0, 0, "", NULL, NULL,
+     conf_check_endpoint_or_empty,
+     "the next tier's bind endpoint; empty when this tier runs the model's last block"},
+    {"node", "coordinator", CONF_STRING, N(coordinator), S(coordinator), 0, 0, NULL, NULL, NULL,
+     conf_check_endpoint, "the coordinator's node endpoint (its [coordinator] nodes key)"},
+    {"node", "threads", CONF_INT, N(threads), 0, 1, 64, "1", NULL, NULL, NULL,
+     "compute threads (OpenBLAS and block workers)"},
+    {"node", "slowdown", CONF_DOUBLE, N(slowdown), 0, 1, 1000, "1", NULL, NULL, NULL,
+     "compute slow-down factor emulating a weaker machine (1: none)"},
+    {"node", "heartbeat_ms", CONF_INT, N(heartbeat_ms), 0, 5, 60000, "100", NULL, NULL, NULL,
+     "interval of heartbeats to the coordinator and the next tier"},
+    {"node", "heartbeat_timeout_ms", CONF_INT, N(heartbeat_timeout_ms), 0, 10, 600000, "500", NULL,
+     NULL, NULL, "a peer silent this long is taken as failed"},
+    {"node", "search", CONF_ENUM, N(search), 0, 0, 0, "hybrid", searches, NULL, NULL,
+     "exit-plan search used when replanning"},
+    {"node", "predictor", CONF_PATH, N(predictor), S(predictor), 0, 0, "", NULL, NULL, NULL,
+     "CS-Predictor file; empty: keep the plan the coordinator sent"},
+    {"node", "ee", CONF_PATH, N(ee), S(ee), 0, 0, "", NULL, NULL, NULL,
+     "class-specific early-exit file (device only); empty: none"},
+    {"node", "max_inflight", CONF_INT, N(max_inflight), 0, 1, 100000, "64", NULL, NULL, NULL,
+     "requests held at once; more are handed back as failed"},
+};
+
+/* Relations between keys; the returned key is the one whose line the error points at. */
+static const char *finish(void *target, const char **key)
+{
+    static _Thread_local char msg[160];
+    conf_node_t *c = target;
+    if (c->last_block < c->first_block) {
+        *key = "last_block";
+        snprintf(msg, sizeof msg, "'last_block' (%d) is before 'first_block' (%d)", c->last_block,
+                 c->first_block);
+        return msg;
+    }
+    if (c->tier != einet_Tier_TIER_DEVICE && !c->bind[0]) {
+        *key = "tier";
+        return "'bind' is required on the edge and cloud tiers (the previous tier sends there)";
+    }
+    if (c->tier != einet_Tier_TIER_DEVICE && c->ee[0]) {
+        *key = "ee";
+        return "'ee' (class-specific early exit) is only for the device tier";
+    }
+    if (c->next[0] && strcmp(c->next, c->bind) == 0) {
+        *key = "next";
+        return "'next' is this node's own 'bind' endpoint";
+    }
+    if (c->heartbeat_timeout_ms <= c->heartbeat_ms) {
+        *key = "heartbeat_timeout_ms";
+        return "'heartbeat_timeout_ms' must be longer than 'heartbeat_ms'";
+    }
+    return NULL;
+}
+
+const conf_table_t conf_node_table = {options, sizeof options / sizeof options[0], finish};
+
+int conf_node_load(conf_node_t *c, const char *path, ei_err_t *err)
+{
+    memset(c, 0, sizeof *c);
+    return conf_load(&conf_node_table, c, path, err);
+}

@@ -1,0 +1,332 @@
+/* The protocol's rules beyond what protobuf can say: enums in range, 1-based indices within
+ * WIRE_MAX_BLOCKS, probabilities in [0, 1], plans as long as the blocks they cover, tensor
+ * shapes that agree with their frame. Decoded input that passes here is safe to index with. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "wire/wire_internal.h"
+
+_Static_assert(WIRE_MAX_BLOCKS == sizeof(((einet_Task *)0)->plan) / sizeof(bool),
+               "proto/messages.options and WIRE_MAX_BLOCKS disagree");
+_Static_assert(WIRE_MAX_CLASSES == sizeof(((einet_ExitResult *)0)->probs) / sizeof(float),
+               "proto/messages.options and WIRE_MAX_CLASSES disagree");
+_Static_assert(WIRE_MAX_DIMS == sizeof(((einet_TensorMeta *)0)->shape) / sizeof(uint32_t),
+               "proto/tensor.options and WIRE_MAX_DIMS disagree");
+
+/* Sets *err to "<path>: <what>"; path names the field ("exit_result.confidence"). */
+static int bad(ei_err_t *err, int code, const char *path, const char *fmt, ...) EI_PRINTF(4, 5);
+static int bad(ei_err_t *err, int code, const char *path, const char *fmt, ...)
+{
+    char what[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return ei_err_set(err, code, "%s: %s", path, what);
+}
+
+static int check_tier(einet_Tier t, int allow_none, const char *path, ei_err_t *err)
+{
+    if ((t == einet_Tier_TIER_NONE && !allow_none) || t < einet_Tier_TIER_NONE ||
+        t > einet_Tier_TIER_CLOUD)
+        return bad(err, EI_E_RANGE, path, "%d is not a tier (1 device, 2 edge, 3 cloud)", (int)t);
+    return 0;
+}
+
+static int check_index(uint32_t k, uint32_t lo, uint32_t hi, const char *path, ei_err_t *err)
+{
+    if (k < lo || k > hi)
+        return bad(err, EI_E_RANGE, path, "%u is out of range %u..%u", (unsigned)k, (unsigned)lo,
+                   (unsigned)hi);
+    return 0;
+}
+
+static int check_prob(float p, const char *path, ei_err_t *err)
+{
+    if (!(p >= 0.0f && p <= 1.0f)) /* also refuses NaN */
+        return bad(err, EI_E_RANGE, path, "%g is not a probability", (double)p);
+    return 0;
+}
+
+static int check_time(float ms, const char *path, ei_err_t *err)
+{
+    if (!(ms >= 0.0f && ms < 1e9f))
+        return bad(err, EI_E_RANGE, path, "%g is not a duration in ms", (double)ms);
+    return 0;
+}
+
+static int check_probs(const float *p, pb_size_t n, const char *path, ei_err_t *err)
+{
+    char at[96];
+    for (pb_size_t i = 0; i < n; i++) {
+        snprintf(at, sizeof at, "%s[%u]", path, (unsigned)i);
+        int rc = check_prob(p[i], at, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int check_plan(pb_size_t n, uint32_t at_least, const char *path, ei_err_t *err)
+{
+    if (n < 1 || n < at_least)
+        return bad(err, EI_E_RANGE, path, "%u bits, need %u..%u", (unsigned)n,
+                   (unsigned)(at_least ? at_least : 1), WIRE_MAX_BLOCKS);
+    return 0;
+}
+
+/* A predicted class must be one of the classes and, when the softmax vector travels with
+ * it, one of its entries. */
+static int check_class(uint32_t c, pb_size_t nprobs, const char *path, ei_err_t *err)
+{
+    uint32_t limit = nprobs ? nprobs : WIRE_MAX_CLASSES;
+    if (c >= limit)
+        return bad(err, EI_E_RANGE, path, "class %u, only %u classes", (unsigned)c,
+                   (unsigned)limit);
+    return 0;
+}
+
+size_t wire_meta_numel(const einet_TensorMeta *meta)
+{
+    size_t numel = 1, max = WIRE_TENSOR_MAX_BYTES / sizeof(float);
+    if (meta->shape_count < 1 || meta->shape_count > WIRE_MAX_DIMS)
+        return 0;
+    for (pb_size_t i = 0; i < meta->shape_count; i++) {
+        /* Dividing first keeps the product from overflowing on hostile shapes. */
+        if (meta->shape[i] == 0 || meta->shape[i] > max / numel)
+            return 0;
+        numel *= meta->shape[i];
+    }
+    return numel;
+}
+
+static int check_meta(const einet_TensorMeta *m, bool has, size_t frame, const char *path,
+                      ei_err_t *err)
+{
+    if (!has)
+        return bad(err, EI_E_FORMAT, path, "missing");
+    if (m->dtype != einet_DType_DTYPE_F32)
+        return bad(err, EI_E_FORMAT, path, "dtype %d is not float32", (int)m->dtype);
+    size_t numel = wire_meta_numel(m);
+    if (numel == 0)
+        return bad(err, EI_E_SHAPE, path, "shape of %u dims with a zero dimension or over %u bytes",
+                   (unsigned)m->shape_count, WIRE_TENSOR_MAX_BYTES);
+    if (frame == WIRE_NO_TENSOR)
+        return bad(err, EI_E_SHAPE, path, "the tensor frame is missing");
+    if (frame != numel * sizeof(float))
+        return bad(err, EI_E_SHAPE, path, "shape promises %zu bytes, the tensor frame has %zu",
+                   numel * sizeof(float), frame);
+    return 0;
+}
+
+static int check_request(const einet_Request *r, size_t frame, ei_err_t *err)
+{
+    int rc = 0;
+    if (r->has_deadline_ms)
+        rc = check_index(r->deadline_ms, 1, WIRE_MAX_DEADLINE_MS, "request.deadline_ms", err);
+    if (rc == 0 && r->has_label)
+        rc = check_class(r->label, 0, "request.label", err);
+    return rc ? rc : check_meta(&r->input, r->has_input, frame, "request.input", err);
+}
+
+static int check_task(const einet_Task *t, size_t frame, ei_err_t *err)
+{
+    int rc = check_plan(t->plan_count, 1, "task.plan", err);
+    return rc ? rc : check_meta(&t->input, t->has_input, frame, "task.input", err);
+}
+
+static int check_seen(const einet_FeatureMap *f, ei_err_t *err)
+{
+    char at[96];
+    for (pb_size_t i = 0; i < f->seen_count; i++) {
+        const einet_ExitSeen *s = &f->seen[i];
+        int rc = 0;
+        snprintf(at, sizeof at, "feature_map.seen[%u].exit", (unsigned)i);
+        rc = rc ? rc : check_index(s->exit, 1, f->block, at, err);
+        snprintf(at, sizeof at, "feature_map.seen[%u].confidence", (unsigned)i);
+        rc = rc ? rc : check_prob(s->confidence, at, err);
+        snprintf(at, sizeof at, "feature_map.seen[%u].class_id", (unsigned)i);
+        rc = rc ? rc : check_class(s->class_id, s->probs_count, at, err);
+        snprintf(at, sizeof at, "feature_map.seen[%u].probs", (unsigned)i);
+        rc = rc ? rc : check_probs(s->probs, s->probs_count, at, err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int check_feature_map(const einet_FeatureMap *f, size_t frame, ei_err_t *err)
+{
+    int rc = check_index(f->block, 1, WIRE_MAX_BLOCKS - 1, "feature_map.block", err);
+    if (rc == 0)
+        rc = check_plan(f->plan_count, f->block + 1, "feature_map.plan", err);
+    if (rc == 0)
+        rc = check_seen(f, err);
+    return rc ? rc : check_meta(&f->tensor, f->has_tensor, frame, "feature_map.tensor", err);
+}
+
+static int check_exit_result(const einet_ExitResult *r, ei_err_t *err)
+{
+    int rc = check_index(r->exit, 1, WIRE_MAX_BLOCKS, "exit_result.exit", err);
+    rc = rc ? rc : check_tier(r->tier, 0, "exit_result.tier", err);
+    rc = rc ? rc : check_class(r->class_id, r->probs_count, "exit_result.class_id", err);
+    rc = rc ? rc : check_prob(r->confidence, "exit_result.confidence", err);
+    return rc ? rc : check_probs(r->probs, r->probs_count, "exit_result.probs", err);
+}
+
+static int check_answer(const einet_Answer *a, const char *path, ei_err_t *err)
+{
+    char at[96];
+    int rc = 0;
+    snprintf(at, sizeof at, "%s.status", path);
+    if (a->status <= einet_Status_STATUS_NONE || a->status > einet_Status_STATUS_SHUTDOWN)
+        return bad(err, EI_E_RANGE, at, "%d is not a status", (int)a->status);
+    snprintf(at, sizeof at, "%s.exit", path);
+    rc = check_index(a->exit, 0, WIRE_MAX_BLOCKS, at, err);
+    snprintf(at, sizeof at, "%s.tier", path);
+    rc = rc ? rc : check_tier(a->tier, a->exit == 0, at, err);
+    snprintf(at, sizeof at, "%s.confidence", path);
+    rc = rc ? rc : check_prob(a->confidence, at, err);
+    snprintf(at, sizeof at, "%s.class_id", path);
+    rc = rc ? rc : check_class(a->class_id, a->probs_count, at, err);
+    snprintf(at, sizeof at, "%s.probs", path);
+    return rc ? rc : check_probs(a->probs, a->probs_count, at, err);
+}
+
+static int check_heartbeat(const einet_Heartbeat *h, ei_err_t *err)
+{
+    int rc = check_tier(h->tier, 0, "heartbeat.tier", err);
+    if (rc == 0 && (h->first_block > h->last_block || h->last_block > WIRE_MAX_BLOCKS))
+        rc = bad(err, EI_E_RANGE, "heartbeat.last_block", "blocks %u..%u are not a range in 1..%u",
+                 (unsigned)h->first_block, (unsigned)h->last_block, WIRE_MAX_BLOCKS);
+    return rc;
+}
+
+static int check_profile_report(const einet_ProfileReport *p, ei_err_t *err)
+{
+    char at[96];
+    int rc = check_tier(p->tier, 0, "profile_report.tier", err);
+    for (pb_size_t i = 0; rc == 0 && i < p->blocks_count; i++) {
+        snprintf(at, sizeof at, "profile_report.blocks[%u].block", (unsigned)i);
+        rc = check_index(p->blocks[i].block, 1, WIRE_MAX_BLOCKS, at, err);
+        snprintf(at, sizeof at, "profile_report.blocks[%u].conv_ms", (unsigned)i);
+        rc = rc ? rc : check_time(p->blocks[i].conv_ms, at, err);
+        snprintf(at, sizeof at, "profile_report.blocks[%u].branch_ms", (unsigned)i);
+        rc = rc ? rc : check_time(p->blocks[i].branch_ms, at, err);
+    }
+    rc = rc ? rc : check_time(p->next_latency_ms, "profile_report.next_latency_ms", err);
+    rc = rc ? rc : check_time(p->next_bandwidth_mbps, "profile_report.next_bandwidth_mbps", err);
+    return rc ? rc : check_time(p->coord_latency_ms, "profile_report.coord_latency_ms", err);
+}
+
+static int check_profile_update(const einet_ProfileUpdate *p, ei_err_t *err)
+{
+    char at[96];
+    if (p->blocks_count < 1)
+        return bad(err, EI_E_RANGE, "profile_update.blocks", "empty");
+    for (pb_size_t i = 0; i < p->blocks_count; i++) {
+        const einet_BlockProfile *b = &p->blocks[i];
+        const float v[4] = {b->c_ms, b->b_ms, b->l_ms, b->r_ms};
+        static const char *const names[4] = {"c_ms", "b_ms", "l_ms", "r_ms"};
+        for (int j = 0; j < 4; j++) {
+            snprintf(at, sizeof at, "profile_update.blocks[%u].%s", (unsigned)i, names[j]);
+            int rc = check_time(v[j], at, err);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int check_fault(const einet_Fault *f, ei_err_t *err)
+{
+    if (f->link < einet_Link_LINK_NONE || f->link > einet_Link_LINK_EDGE_CLOUD)
+        return bad(err, EI_E_RANGE, "fault.link", "%d is not a link", (int)f->link);
+    int rc = check_tier(f->kill, 1, "fault.kill", err);
+    if (rc == 0 && !(f->loss_pct >= 0.0f && f->loss_pct <= 100.0f))
+        rc = bad(err, EI_E_RANGE, "fault.loss_pct", "%g is not a percentage", (double)f->loss_pct);
+    if (rc == 0 && f->link == einet_Link_LINK_NONE && f->kill == einet_Tier_TIER_NONE)
+        rc = bad(err, EI_E_FORMAT, "fault", "names neither a link nor a tier to kill");
+    if (rc == 0 && f->link == einet_Link_LINK_NONE && (f->down_ms || f->delay_ms || f->loss_pct))
+        rc = bad(err, EI_E_FORMAT, "fault.link", "link settings without a link");
+    return rc;
+}
+
+static int check_stats_reply(const einet_StatsReply *s, ei_err_t *err)
+{
+    const float p[3] = {s->latency_p50_ms, s->latency_p95_ms, s->latency_p99_ms};
+    static const char *const names[3] = {"stats_reply.latency_p50_ms", "stats_reply.latency_p95_ms",
+                                         "stats_reply.latency_p99_ms"};
+    for (int i = 0; i < 3; i++) {
+        int rc = check_time(p[i], names[i], err);
+        if (rc < 0)
+            return rc;
+    }
+    if (s->correct > s->labelled)
+        return bad(err, EI_E_RANGE, "stats_reply.correct", "more correct than labelled answers");
+    return 0;
+}
+
+/* Bodies that may carry no tensor must come without a tensor frame. */
+static int no_frame(size_t frame, pb_size_t tag, ei_err_t *err)
+{
+    if (frame == WIRE_NO_TENSOR)
+        return 0;
+    return ei_err_set(err, EI_E_SHAPE, "%s: carries no tensor, but a %zu-byte tensor frame came",
+                      wire_body_name(tag), frame);
+}
+
+static int check_body(const einet_Envelope *e, size_t frame, ei_err_t *err)
+{
+    switch (e->which_body) {
+    case einet_Envelope_request_tag:
+        return check_request(&e->body.request, frame, err);
+    case einet_Envelope_task_tag:
+        return check_task(&e->body.task, frame, err);
+    case einet_Envelope_feature_map_tag:
+        return check_feature_map(&e->body.feature_map, frame, err);
+    case einet_Envelope_exit_result_tag:
+        return check_exit_result(&e->body.exit_result, err);
+    case einet_Envelope_answer_tag:
+        return check_answer(&e->body.answer, "answer", err);
+    case einet_Envelope_heartbeat_tag:
+        return check_heartbeat(&e->body.heartbeat, err);
+    case einet_Envelope_heartbeat_reply_tag:
+        return check_tier(e->body.heartbeat_reply.tier, 1, "heartbeat_reply.tier", err);
+    case einet_Envelope_profile_report_tag:
+        return check_profile_report(&e->body.profile_report, err);
+    case einet_Envelope_profile_update_tag:
+        return check_profile_update(&e->body.profile_update, err);
+    case einet_Envelope_result_reply_tag:
+        if (e->body.result_reply.found && !e->body.result_reply.has_answer)
+            return bad(err, EI_E_FORMAT, "result_reply.answer", "missing for a found request");
+        if (e->body.result_reply.has_answer)
+            return check_answer(&e->body.result_reply.answer, "result_reply.answer", err);
+        return 0;
+    case einet_Envelope_stats_reply_tag:
+        return check_stats_reply(&e->body.stats_reply, err);
+    case einet_Envelope_fault_tag:
+        return check_fault(&e->body.fault, err);
+    case einet_Envelope_result_query_tag:
+    case einet_Envelope_stats_query_tag:
+    case einet_Envelope_ack_tag:
+    case einet_Envelope_cancel_tag:
+    case einet_Envelope_error_tag:
+        return 0;
+    }
+    return ei_err_set(err, EI_E_FORMAT, "envelope: no body");
+}
+
+int wire_check(const einet_Envelope *env, size_t tensor_bytes, ei_err_t *err)
+{
+    if (env->version != WIRE_VERSION)
+        return ei_err_set(err, EI_E_VERSION, "envelope.version: %u is not supported (this is %u)",
+                          (unsigned)env->version, WIRE_VERSION);
+    if (!wire_env_tensor_const(env)) {
+        int rc = no_frame(tensor_bytes, env->which_body, err);
+        if (rc < 0)
+            return rc;
+    }
+    return check_body(env, tensor_bytes, err);
+}

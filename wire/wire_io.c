@@ -1,0 +1,76 @@
+/* Whole messages over xport: frame 0 is the envelope, frame 1 the tensor's raw bytes for
+ * the bodies that carry one (docs/protocol.md). */
+#include <stdio.h>
+#include <string.h>
+
+#include "wire/wire_internal.h"
+
+int wire_recv(xport_msg_t *msg, wire_in_t *in, ei_err_t *err)
+{
+    int n = xport_msg_frames(msg);
+    memset(in, 0, sizeof *in);
+    in->peer = *xport_msg_peer(msg);
+    if (n < 1 || n > 2)
+        return ei_err_set(err, EI_E_FORMAT, "message of %d frames (1 envelope + 0 or 1 tensor)", n);
+    size_t len, tbytes = WIRE_NO_TENSOR;
+    const uint8_t *buf = xport_msg_data(msg, 0, &len);
+    if (n == 2)
+        xport_msg_data(msg, 1, &tbytes);
+    int rc = wire_decode(buf, len, tbytes, &in->env, err);
+    if (rc < 0 || n == 1)
+        return rc;
+    /* The decoder has checked the frame's size against the shape; only alignment remains. */
+    in->tensor = xport_msg_aligned(msg, 1, NULL);
+    if (!in->tensor)
+        return ei_err_set(err, EI_E_NOMEM, "%s: out of memory aligning the tensor frame",
+                          wire_body_name(in->env.which_body));
+    in->tensor_numel = tbytes / sizeof(float);
+    return 0;
+}
+
+static void free_payload(const wire_payload_t *t)
+{
+    if (t && t->free_fn)
+        t->free_fn((void *)t->data, t->hint);
+}
+
+int wire_send(xport_t *x, const xport_peer_t *to, const einet_Envelope *env,
+              const wire_payload_t *tensor, ei_err_t *err)
+{
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len, tbytes = WIRE_NO_TENSOR;
+    int with_tensor = wire_env_tensor_const(env) != NULL;
+    if (with_tensor && (!tensor || !tensor->data)) {
+        free_payload(tensor);
+        return ei_err_set(err, EI_E_INVAL, "sending %s: no tensor data given",
+                          wire_body_name(env->which_body));
+    }
+    if (with_tensor)
+        tbytes = tensor->numel * sizeof(float);
+    int rc = wire_encode(env, tbytes, buf, sizeof buf, &len, err);
+    if (rc < 0) {
+        free_payload(tensor);
+        return rc;
+    }
+    xport_frame_t frames[2] = {{buf, len, NULL, NULL}, {NULL, 0, NULL, NULL}};
+    if (with_tensor)
+        frames[1] = (xport_frame_t){tensor->data, tbytes, tensor->free_fn, tensor->hint};
+    else
+        free_payload(tensor); /* a payload given for a body without one is not sent */
+    rc = xport_send(x, to, frames, with_tensor ? 2 : 1, err);
+    if (rc < 0)
+        ei_err_prefix(err, "sending %s: ", wire_body_name(env->which_body));
+    return rc;
+}
+
+int wire_send_error(xport_t *x, const xport_peer_t *to, uint64_t reply_to, int code,
+                    const char *message, ei_err_t *err)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_error_tag);
+    env.reply_to = reply_to;
+    env.body.error.code = code;
+    env.body.error.version = WIRE_VERSION;
+    snprintf(env.body.error.message, sizeof env.body.error.message, "%s", message);
+    return wire_send(x, to, &env, NULL, err);
+}
