@@ -1,9 +1,11 @@
-/* exact: the provably optimal exit plan for any n.
- *
- * Under uniform interruption, with arrivals in depth order, a dynamic programme over
- * (terminal exit, last executed exit) finds it in O(n^3); otherwise (normal interruption,
- * out-of-order arrivals, or a replan that runs late) a branch-and-bound over the bits with
- * a sound bound does. docs/planner.md gives the argument at more length.
+/* exact: the provably optimal exit plan for any n, by the first method that applies:
+ *   "dp"     uniform interruption, arrivals in depth order, all by H: a dynamic programme
+ *            over (terminal exit, last executed exit), O(n^3);
+ *   "pareto" any distribution, arrivals in depth order: labels (last executed exit, branch
+ *            time spent, value) with Pareto dominance, exact and in practice fast;
+ *   "bnb"    otherwise (results that can arrive out of depth order): branch-and-bound over
+ *            the bits with a sound bound.
+ * docs/planner.md gives the arguments at more length.
  *
  * THE DYNAMIC PROGRAMME. Write A_k for exit k's arrival when every earlier branch is
  * skipped; in a plan, a_k = A_k + s + sum of b_l over executed l < k (s: the offset's shift,
@@ -39,6 +41,23 @@
  * reduce to (1): every plan's a_j is at most the all-ones a_j, which (1) keeps at most a_n = H.
  * (1) always holds when result delays are 0, since then a_j - a_i includes c_j + b_j >= 0.
  *
+ * THE PARETO LABELS need only (1) and the pending condition of (2), for any F.
+ * (a) Only steps up pay off: if an executed exit i scores no more than the answer before it
+ *     (C_i <= C_p), drop the deepest such i. Over [a_i, a_k) (k: the next executed exit) the
+ *     answer was C_i and becomes C_p, then C_k, both >= C_i (k steps up, being deeper than
+ *     the deepest step down). From a_k on, the new answer at tau is the old one at tau + b_i,
+ *     and the old one is non-decreasing there (all later steps are up). So the answer is
+ *     pointwise no worse at every tau, for every F, and repeating this leaves a plan at least
+ *     as good whose executed scores strictly increase.
+ * (b) In such a plan, with the last executed exit i and the branch time B spent so far, the
+ *     value is cum (the value if i stayed in effect to H) plus sum over later executed j of
+ *     (C_j - C_prev) (1 - F(a_j)), every term >= 0, with a_j = A_j + s + B + (branch times
+ *     between). So of two partial plans with the same last exit i, one with B1 <= B2 and
+ *     cum1 >= cum2 does at least as well under every completion: the other is dominated.
+ * The search goes through i = x..n-1, extends every kept label of every h < i with C_h < C_i
+ * (and the base answer) by i, keeps the Pareto front in (B, cum) and drops a label when cum
+ * plus an upper bound on what later exits can add (label_room) cannot beat the best plan.
+ *
  * THE BRANCH-AND-BOUND decides bits x..n-1 in order. After bits < k are decided, the
  * answer at tau is the deepest result arrived: either a decided one (the stack's step
  * function, exactly known) or a future exit j >= k, which cannot arrive before A_j + s_k
@@ -49,23 +68,25 @@
  * exceed the best plan found; the plan that skips every remaining bit is evaluated at
  * every node for free (it is the stack's top), and greedy gives the first incumbent. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "planner_internal.h"
 
+int pl__in_order(const planner_t *p, const pl_ctx_t *ctx)
+{
+    if (!p->mono_from[ctx->x])
+        return 0;
+    return ctx->x == p->n || p->sufmin_A[ctx->x] + ctx->shift >= ctx->base.e[ctx->base.top].at;
+}
+
 /* Conditions (1)-(2) of the dynamic programme for this call's context. */
 int pl__in_order_uniform(const planner_t *p, const pl_ctx_t *ctx)
 {
-    if (p->dist.kind != PLANNER_DIST_UNIFORM || !p->mono_from[ctx->x])
+    if (p->dist.kind != PLANNER_DIST_UNIFORM || !pl__in_order(p, ctx))
         return 0;
     if (ctx->x == p->n)
         return 1;
-    double min_a = INFINITY;
-    for (int j = ctx->x; j < p->n; j++)
-        if (p->A[j] < min_a)
-            min_a = p->A[j];
-    if (min_a + ctx->shift < ctx->base.e[ctx->base.top].at)
-        return 0;
     double last = (p->A[p->n - 1] + ctx->shift) + (p->Bpre[p->n - 1] - p->Bpre[ctx->x]);
     return last <= p->H;
 }
@@ -116,6 +137,152 @@ static uint64_t search_dp(planner_t *p, const pl_ctx_t *ctx, const double *C, ui
     for (int i = best_j; i >= 0; i = p->dp_best_pred[i])
         mask |= 1ULL << i;
     return mask;
+}
+
+/* ---- Pareto labels: exact for any distribution when arrivals are in depth order ---------- */
+
+/* Merges the sorted runs a[bounds[q] .. bounds[q+1]) (by B ascending, cum descending) into
+ * one, ping-ponging with tmp; returns whichever of a and tmp holds the result. */
+static int label_before(const pl_label_t *a, const pl_label_t *b)
+{
+    return a->B < b->B || (a->B == b->B && a->cum > b->cum);
+}
+
+static pl_label_t *label_merge(pl_label_t *a, pl_label_t *tmp, int *bounds, int runs)
+{
+    while (runs > 1) {
+        int nr = 0;
+        for (int q = 0; q < runs; q += 2) {
+            int lo = bounds[q], mid = bounds[q + 1], hi = q + 2 <= runs ? bounds[q + 2] : mid;
+            int i = lo, j = mid, o = lo;
+            while (i < mid && j < hi)
+                tmp[o++] = label_before(&a[j], &a[i]) ? a[j++] : a[i++];
+            while (i < mid)
+                tmp[o++] = a[i++];
+            while (j < hi)
+                tmp[o++] = a[j++];
+            bounds[nr++] = lo;
+        }
+        bounds[nr] = bounds[runs];
+        runs = nr;
+        pl_label_t *t = a;
+        a = tmp;
+        tmp = t;
+    }
+    return a;
+}
+
+/* Past this the label search gives way to branch-and-bound (no instance seen comes near). */
+#define PL_MAX_LABELS ((size_t)1 << 24)
+
+static int labels_reserve(planner_t *p, size_t need)
+{
+    if (need <= p->labels_cap)
+        return 0;
+    if (need > PL_MAX_LABELS)
+        return -1;
+    size_t cap = p->labels_cap ? p->labels_cap : 1024;
+    while (cap < need)
+        cap *= 2;
+    pl_label_t *nl = realloc(p->labels, cap * sizeof *nl);
+    if (!nl)
+        return -1;
+    p->labels = nl;
+    p->labels_cap = cap;
+    return 0;
+}
+
+/* An upper bound on what the exits after i can still add to a plan whose last executed exit
+ * is i with branch time B spent: only exits scoring above C_i are worth running, each step
+ * is at most max_{j>i} C_j - C_i, and the first comes no earlier than
+ * up_at[i] + shift + B, up_at[i] = min { A_j : j > i, C_j > C_i }. */
+static double label_room(const planner_t *p, const double *sufmax, const double *up_at, int i,
+                         double shift, double B, double ci)
+{
+    double gain = sufmax[i + 1] - ci;
+    return gain > 0 ? gain * pl_surv(p, up_at[i] + shift + B) : 0;
+}
+
+/* Returns 0 and the best mask, or -1 if the label pool cannot grow (the caller falls back
+ * to branch-and-bound). See the top of this file for the argument. */
+static int search_pareto(planner_t *p, const pl_ctx_t *ctx, const double *C, uint64_t *mask_out,
+                         uint64_t *ev)
+{
+    const pl_entry_t *base = &ctx->base.e[ctx->base.top];
+    const double s = ctx->shift;
+    double sufmax[PLANNER_MAX_EXITS + 1];
+    sufmax[p->n] = -INFINITY;
+    for (int k = p->n - 1; k >= 0; k--)
+        sufmax[k] = fmax(C[k], sufmax[k + 1]);
+    double up_at[PLANNER_MAX_EXITS];
+    for (int i = ctx->x; i < p->n; i++) {
+        up_at[i] = INFINITY;
+        for (int j = i + 1; j < p->n; j++)
+            if (C[j] > C[i] && p->A[j] < up_at[i])
+                up_at[i] = p->A[j];
+    }
+    double best = base->cum;
+    uint64_t best_mask = 0;
+    size_t used = 0;
+    for (int i = ctx->x; i < p->n; i++) {
+        size_t need = used + 1;
+        for (int h = ctx->x; h < i; h++)
+            need += (size_t)p->lab_count[h];
+        if (labels_reserve(p, used + 2 * need))
+            return -1;
+        pl_label_t *out = p->labels + used;
+        size_t k = 0;
+        int bounds[PLANNER_MAX_EXITS + 2], runs = 0;
+        const double ci = C[i], bi = p->b[i];
+        /* Only steps up pay off (top of file), from the base answer or a shallower label. */
+        if (ci > base->score) {
+            bounds[runs++] = 0;
+            out[k].B = bi;
+            out[k].cum = base->cum + (ci - base->score) * pl_surv(p, p->A[i] + s);
+            out[k].mask = 1ULL << i;
+            k++;
+        }
+        for (int h = ctx->x; h < i; h++) {
+            if (!(ci > C[h]))
+                continue;
+            const pl_label_t *L = p->labels + p->lab_first[h];
+            bounds[runs++] = (int)k; /* each front is sorted by B: a run */
+            for (int l = 0; l < p->lab_count[h]; l++) {
+                if (L[l].cum + L[l].room <= best)
+                    continue;
+                out[k].B = L[l].B + bi;
+                out[k].cum = L[l].cum + (ci - C[h]) * pl_surv(p, p->A[i] + s + L[l].B);
+                out[k].mask = L[l].mask | 1ULL << i;
+                k++;
+            }
+        }
+        *ev += k;
+        /* Keep the Pareto front: a label is dominated by one with no more branch time spent
+         * and no less value; drop also those that cannot beat the best plan. */
+        bounds[runs] = (int)k;
+        const pl_label_t *in = label_merge(out, out + need, bounds, runs);
+        size_t kept = 0;
+        double top = -INFINITY;
+        for (size_t l = 0; l < k; l++) {
+            if (!(in[l].cum > top))
+                continue;
+            top = in[l].cum;
+            if (in[l].cum > best) {
+                best = in[l].cum;
+                best_mask = in[l].mask;
+            }
+            double room = label_room(p, sufmax, up_at, i, s, in[l].B, ci);
+            if (in[l].cum + room > best) {
+                out[kept] = in[l];
+                out[kept++].room = room;
+            }
+        }
+        p->lab_first[i] = (int)used;
+        p->lab_count[i] = (int)kept;
+        used += kept;
+    }
+    *mask_out = best_mask;
+    return 0;
 }
 
 /* ---- branch-and-bound ------------------------------------------------------------------- */
@@ -226,10 +393,15 @@ int planner_search_exact(planner_t *self, const double *scores, const planner_of
 {
     pl_ctx_t ctx;
     pl__ctx_init(self, off, &ctx);
-    if (!pl__in_order_uniform(self, &ctx))
-        return planner_search_bnb(self, scores, off, res);
-    uint64_t ev = 0;
-    uint64_t mask = search_dp(self, &ctx, scores, &ev);
-    pl__result_set(self, &ctx, off, scores, mask, ev, "dp", res);
-    return 0;
+    uint64_t ev = 0, mask;
+    if (pl__in_order_uniform(self, &ctx)) {
+        mask = search_dp(self, &ctx, scores, &ev);
+        pl__result_set(self, &ctx, off, scores, mask, ev, "dp", res);
+        return 0;
+    }
+    if (pl__in_order(self, &ctx) && search_pareto(self, &ctx, scores, &mask, &ev) == 0) {
+        pl__result_set(self, &ctx, off, scores, mask, ev, "pareto", res);
+        return 0;
+    }
+    return planner_search_bnb(self, scores, off, res);
 }

@@ -209,6 +209,7 @@ void planner_destroy(planner_t **self_p)
 {
     if (!self_p || !*self_p)
         return;
+    free((*self_p)->labels);
     free(*self_p);
     *self_p = NULL;
 }

@@ -88,8 +88,9 @@ typedef struct planner_search {
 } planner_search_t;
 
 /* What a search returns. `evaluated` counts complete plans evaluated (enum, hybrid, greedy,
- * random, all, none), DP transitions (exact, algo "dp") or branch-and-bound nodes plus the
- * greedy start (exact, algo "bnb"). `algo` is a static string naming the method used. */
+ * random, all, none), DP transitions (exact, algo "dp"), labels made (exact, "pareto") or
+ * branch-and-bound nodes plus the greedy start (exact, "bnb"). `algo` is a static string
+ * naming the method used. */
 typedef struct planner_result {
     uint8_t plan[PLANNER_MAX_EXITS];
     double expectation;
@@ -169,8 +170,10 @@ int planner_search(planner_t *self, const planner_search_t *s, const double *sco
                    const planner_offset_t *off, planner_result_t *res, ei_err_t *err) EI_CHECK;
 
 /* The searches one by one; the same contract as planner_search(). exact is provably
- * optimal: an O(n^3) dynamic programme under uniform interruption when arrivals are in
- * depth order (planner_exact_dp_applies()), branch-and-bound otherwise. */
+ * optimal for any n, by the first method that applies (res->algo names it): "dp", an O(n^3)
+ * dynamic programme, under uniform interruption when planner_exact_dp_applies(); "pareto",
+ * Pareto-dominance labels, for any distribution when arrivals come in depth order; "bnb",
+ * branch-and-bound, otherwise. docs/planner.md gives the arguments. */
 int planner_search_exact(planner_t *self, const double *scores, const planner_offset_t *off,
                          planner_result_t *res);
 int planner_search_enum(planner_t *self, const double *scores, const planner_offset_t *off,
@@ -184,7 +187,7 @@ int planner_search_hybrid(planner_t *self, const double *scores, const planner_o
 int planner_search_random(planner_t *self, const double *scores, const planner_offset_t *off,
                           long n_plans, uint64_t seed, planner_result_t *res,
                           ei_err_t *err) EI_CHECK;
-/* Branch-and-bound regardless of the distribution (exact's fallback; for tests). */
+/* Branch-and-bound whatever the instance (exact's last resort; for tests and comparison). */
 int planner_search_bnb(planner_t *self, const double *scores, const planner_offset_t *off,
                        planner_result_t *res);
 

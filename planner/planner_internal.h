@@ -24,6 +24,14 @@ typedef struct pl_stack {
     int top;
 } pl_stack_t;
 
+/* A label of the Pareto search: a plan of the free exits up to its last executed one, with
+ * B = the branch time it spent (free exits) and cum = its value if that exit stayed in
+ * effect to H. */
+typedef struct pl_label {
+    double B, cum, room; /* room: what later exits can still add, at most */
+    uint64_t mask;
+} pl_label_t;
+
 /* A staircase step for the branch-and-bound bound: from `at` on, some exit with this
  * score can have arrived. */
 typedef struct pl_step {
@@ -52,6 +60,11 @@ struct planner {
     int stair_len[PLANNER_MAX_EXITS + 1];
     double dp_g[PLANNER_MAX_EXITS];
     int dp_pred[PLANNER_MAX_EXITS], dp_best_pred[PLANNER_MAX_EXITS];
+    /* Label pool of the Pareto search: grown on demand and kept, so that repeated searches
+     * allocate nothing once it has reached its working size. */
+    pl_label_t *labels;
+    size_t labels_cap;
+    int lab_first[PLANNER_MAX_EXITS], lab_count[PLANNER_MAX_EXITS];
 };
 
 /* 1 - F(t): the probability that the interruption comes after t. */
@@ -133,6 +146,9 @@ void pl__result_set(const planner_t *p, const pl_ctx_t *ctx, const planner_offse
  * in every plan, no earlier than the pending results and no later than H: then the
  * expectation is linear in each arrival time and nothing is ever shadowed (exact.c). */
 int pl__in_order_uniform(const planner_t *p, const pl_ctx_t *ctx);
+/* 1 if every free exit arrives in depth order in every plan and no earlier than the pending
+ * results (any distribution; arrivals past H allowed). */
+int pl__in_order(const planner_t *p, const pl_ctx_t *ctx);
 
 /* Greedy from a start mask, keeping the best plan seen (start included). */
 uint64_t pl__greedy_from(const planner_t *p, const pl_ctx_t *ctx, const double *scores,

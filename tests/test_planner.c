@@ -398,7 +398,7 @@ static void searches_vs_enum(const planner_dist_t *d, uint64_t seed, int with_of
 {
     ei_rng_t r;
     ei_rng_seed(&r, seed);
-    int dp_used = 0, bnb_used = 0;
+    int dp_used = 0, bnb_used = 0, pareto_used = 0;
     for (int it = 0; it < 200; it++) {
         inst_t in;
         int n = 1 + (int)ei_rng_below(&r, 14);
@@ -412,19 +412,25 @@ static void searches_vs_enum(const planner_dist_t *d, uint64_t seed, int with_of
         planner_search_exact(p, in.C, o, &res);
         dp_used += !strcmp(res.algo, "dp");
         bnb_used += !strcmp(res.algo, "bnb");
+        pareto_used += !strcmp(res.algo, "pareto");
         assert_int_equal(planner_exact_dp_applies(p, o), !strcmp(res.algo, "dp"));
         planner_destroy(&p);
     }
-    printf("    %s%s: exact used the DP on %d instances, branch-and-bound on %d\n",
+    printf("    %s%s: exact used the DP on %d instances, Pareto labels on %d, "
+           "branch-and-bound on %d\n",
            d->kind == PLANNER_DIST_UNIFORM ? "uniform" : "normal",
-           with_offset ? " with offsets" : "", dp_used, bnb_used);
+           with_offset ? " with offsets" : "", dp_used, pareto_used, bnb_used);
     /* Both exact methods must have been exercised under uniform interruption. */
     if (d->kind == PLANNER_DIST_UNIFORM) {
         assert_true(dp_used > 20);
         assert_true(bnb_used > 10);
     } else {
         assert_int_equal(dp_used, 0);
+        assert_true(pareto_used > 20);
+        assert_true(bnb_used > 10);
     }
+    if (with_offset)
+        assert_true(pareto_used + dp_used > 20);
 }
 
 static void test_searches_vs_enum_uniform(void **state)
