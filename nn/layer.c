@@ -42,6 +42,21 @@ void nn__fill(float *a, size_t n, float v)
         a[i] = v;
 }
 
+double nn__sum(const float *x, size_t n)
+{
+    float lane[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++)
+            lane[l] += x[i + l];
+    double acc = 0;
+    for (; i < n; i++)
+        acc += x[i];
+    for (int l = 0; l < 8; l++)
+        acc += lane[l];
+    return acc;
+}
+
 int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int c, int h,
                         int w, int trainable)
 {

@@ -37,24 +37,7 @@ static void bn_init(nn_layer_t *self, ei_rng_t *rng)
     nn__fill(self->params[RUNNING_VAR].value->data, c, 1);
 }
 
-/* The reductions run in eight float lanes, so the loops vectorise without reassociation,
- * and gather into a double. sum over i < n of x[i]: */
-static double plane_sum(const float *x, size_t n)
-{
-    float lane[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            lane[l] += x[i + l];
-    double acc = 0;
-    for (; i < n; i++)
-        acc += x[i];
-    for (int l = 0; l < 8; l++)
-        acc += lane[l];
-    return acc;
-}
-
-/* sum over i < n of (a[i] - a0) * (x[i] - x0). */
+/* sum over i < n of (a[i] - a0) * (x[i] - x0), in lanes as nn__sum. */
 static double plane_dot(const float *a, float a0, const float *x, float x0, size_t n)
 {
     float lane[8] = {0};
@@ -78,7 +61,7 @@ static double channel_dot(const nn_tensor_t *a, float a0, const nn_tensor_t *x, 
     for (int s = 0; s < x->n; s++) {
         size_t at = s * sample + c * plane;
         acc += a ? plane_dot(a->data + at, a0, x->data + at, x0, plane)
-                 : plane_sum(x->data + at, plane);
+                 : nn__sum(x->data + at, plane);
     }
     return acc;
 }

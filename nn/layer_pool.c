@@ -29,11 +29,24 @@ static void pool_window(const nn_layer_t *self, int o, int n_in, int n_out, int 
 static int window_argmax(const float *p, int w, int h0, int h1, int w0, int w1)
 {
     int best = h0 * w + w0;
+    float m = p[best];
+    for (int i = h0; i < h1; i++)
+        for (int j = w0; j < w1; j++) {
+            int at = i * w + j, gt = p[at] > m; /* selects, not branches, on the data */
+            best = gt ? at : best;
+            m = gt ? p[at] : m;
+        }
+    return best;
+}
+
+/* The same maximum as p[window_argmax(...)], without the branches on the data. */
+static float window_max(const float *p, int w, int h0, int h1, int w0, int w1)
+{
+    float m = p[h0 * w + w0];
     for (int i = h0; i < h1; i++)
         for (int j = w0; j < w1; j++)
-            if (p[i * w + j] > p[best])
-                best = i * w + j;
-    return best;
+            m = p[i * w + j] > m ? p[i * w + j] : m;
+    return m;
 }
 
 static float window_sum(const float *p, int w, int h0, int h1, int w0, int w1)
@@ -63,7 +76,7 @@ static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t
                 size_t at = pl * op + (size_t)i * ow + j;
                 float area = (float)((h1 - h0) * (w1 - w0));
                 if (!dx && is_max)
-                    y->data[at] = px[window_argmax(px, w, h0, h1, w0, w1)];
+                    y->data[at] = window_max(px, w, h0, h1, w0, w1);
                 else if (!dx)
                     y->data[at] = window_sum(px, w, h0, h1, w0, w1) / area;
                 else if (is_max)
@@ -148,8 +161,10 @@ static void relu_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
         return;
     const float *py = y->data, *pdy = dy->data;
     float *pdx = dx->data;
-    for (size_t i = 0, n = nn_tensor_numel(y); i < n; i++)
-        pdx[i] = py[i] > 0 ? pdy[i] : 0;
+    for (size_t i = 0, n = nn_tensor_numel(y); i < n; i++) {
+        float g = pdy[i]; /* loaded either way, so the select needs no branch */
+        pdx[i] = py[i] > 0 ? g : 0;
+    }
 }
 
 const nn_layer_ops_t nn__relu_ops = {same_shape_setup, NULL,         NULL,
@@ -168,8 +183,7 @@ static void gap_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, 
     (void)self, (void)ws, (void)training;
     size_t plane = (size_t)x->h * x->w;
     for (size_t pl = 0; pl < plane_count(x); pl++)
-        y->data[pl] = window_sum(x->data + pl * plane, (int)plane, 0, 1, 0, (int)plane) /
-                      (float)plane;
+        y->data[pl] = (float)(nn__sum(x->data + pl * plane, plane) / (double)plane);
 }
 
 static void gap_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
