@@ -136,8 +136,8 @@ int main(int argc, char **argv)
                                             {PLANNER_DIST_NORMAL, 0.5, 0.25}};
     static const char *const dist_names[2] = {"uniform", "normal"};
     static const char *const search_names[3] = {"exact", "hybrid4", "greedy"};
-    printf("search time per call, mean over %d random instances per n; block time %.4g ms\n",
-           K, block_ms);
+    printf("search time per call, mean over %d random instances per n; block time %.4g ms\n", K,
+           block_ms);
     printf("%4s  %-8s %-8s %-5s %12s %14s\n", "n", "dist", "search", "algo", "us/call",
            "x block time");
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
@@ -169,8 +169,8 @@ int main(int argc, char **argv)
                     sum += gap;
                     worst = fmax(worst, gap);
                 }
-                printf("%4d  %-8s %-8s gap to exact: mean %.4f%%, worst %.4f%%\n", n,
-                       dist_names[d], search_names[w], 100 * sum / K, 100 * worst);
+                printf("%4d  %-8s %-8s gap to exact: mean %.4f%%, worst %.4f%%\n", n, dist_names[d],
+                       search_names[w], 100 * sum / K, 100 * worst);
             }
             for (int i = 0; i < K; i++)
                 planner_destroy(&ps[i]);

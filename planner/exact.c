@@ -203,85 +203,108 @@ static double label_room(const planner_t *p, const double *sufmax, const double 
     return gain > 0 ? gain * pl_surv(p, up_at[i] + shift + B) : 0;
 }
 
+/* The state of one Pareto search. */
+typedef struct pareto {
+    planner_t *p;
+    const double *C;
+    const pl_entry_t *base;
+    double s, best;
+    uint64_t best_mask;
+    double sufmax[PLANNER_MAX_EXITS + 1], up_at[PLANNER_MAX_EXITS];
+} pareto_t;
+
+/* Writes to out[] the labels ending at exit i: from the base answer and from every kept
+ * label ending at h < i, only stepping up (top of file), each front a run sorted by B
+ * (bounds[] gets the runs' starts). Returns the count. */
+static size_t pareto_extend(pareto_t *w, int x, int i, pl_label_t *out, int *bounds, int *runs)
+{
+    const planner_t *p = w->p;
+    const double ci = w->C[i], bi = p->b[i];
+    size_t k = 0;
+    *runs = 0;
+    if (ci > w->base->score) {
+        bounds[(*runs)++] = 0;
+        out[k].B = bi;
+        out[k].cum = w->base->cum + (ci - w->base->score) * pl_surv(p, p->A[i] + w->s);
+        out[k].mask = 1ULL << i;
+        k++;
+    }
+    for (int h = x; h < i; h++) {
+        if (!(ci > w->C[h]))
+            continue;
+        const pl_label_t *L = p->labels + p->lab_first[h];
+        bounds[(*runs)++] = (int)k;
+        for (int l = 0; l < p->lab_count[h]; l++) {
+            if (L[l].cum + L[l].room <= w->best)
+                continue;
+            out[k].B = L[l].B + bi;
+            out[k].cum = L[l].cum + (ci - w->C[h]) * pl_surv(p, p->A[i] + w->s + L[l].B);
+            out[k].mask = L[l].mask | 1ULL << i;
+            k++;
+        }
+    }
+    bounds[*runs] = (int)k;
+    return k;
+}
+
+/* Keeps, from in[0..k) sorted by B, the Pareto front (a label is dominated by one with no
+ * more branch time spent and no less value) minus the labels that cannot beat the best plan
+ * even with all later exits can add; updates the best plan. Returns the count kept. */
+static size_t pareto_keep(pareto_t *w, int i, const pl_label_t *in, size_t k, pl_label_t *out)
+{
+    size_t kept = 0;
+    double top = -INFINITY;
+    for (size_t l = 0; l < k; l++) {
+        if (!(in[l].cum > top))
+            continue;
+        top = in[l].cum;
+        if (in[l].cum > w->best) {
+            w->best = in[l].cum;
+            w->best_mask = in[l].mask;
+        }
+        double room = label_room(w->p, w->sufmax, w->up_at, i, w->s, in[l].B, w->C[i]);
+        if (in[l].cum + room > w->best) {
+            out[kept] = in[l];
+            out[kept++].room = room;
+        }
+    }
+    return kept;
+}
+
 /* Returns 0 and the best mask, or -1 if the label pool cannot grow (the caller falls back
  * to branch-and-bound). See the top of this file for the argument. */
 static int search_pareto(planner_t *p, const pl_ctx_t *ctx, const double *C, uint64_t *mask_out,
                          uint64_t *ev)
 {
-    const pl_entry_t *base = &ctx->base.e[ctx->base.top];
-    const double s = ctx->shift;
-    double sufmax[PLANNER_MAX_EXITS + 1];
-    sufmax[p->n] = -INFINITY;
+    pareto_t w = {.p = p, .C = C, .base = &ctx->base.e[ctx->base.top], .s = ctx->shift};
+    w.best = w.base->cum; /* the empty plan */
+    w.sufmax[p->n] = -INFINITY;
     for (int k = p->n - 1; k >= 0; k--)
-        sufmax[k] = fmax(C[k], sufmax[k + 1]);
-    double up_at[PLANNER_MAX_EXITS];
+        w.sufmax[k] = fmax(C[k], w.sufmax[k + 1]);
     for (int i = ctx->x; i < p->n; i++) {
-        up_at[i] = INFINITY;
+        w.up_at[i] = INFINITY;
         for (int j = i + 1; j < p->n; j++)
-            if (C[j] > C[i] && p->A[j] < up_at[i])
-                up_at[i] = p->A[j];
+            if (C[j] > C[i] && p->A[j] < w.up_at[i])
+                w.up_at[i] = p->A[j];
     }
-    double best = base->cum;
-    uint64_t best_mask = 0;
     size_t used = 0;
     for (int i = ctx->x; i < p->n; i++) {
-        size_t need = used + 1;
+        size_t most = 1; /* labels ending at i, at most */
         for (int h = ctx->x; h < i; h++)
-            need += (size_t)p->lab_count[h];
-        if (labels_reserve(p, used + 2 * need))
+            most += (size_t)p->lab_count[h];
+        if (labels_reserve(p, used + 2 * most))
             return -1;
         pl_label_t *out = p->labels + used;
-        size_t k = 0;
-        int bounds[PLANNER_MAX_EXITS + 2], runs = 0;
-        const double ci = C[i], bi = p->b[i];
-        /* Only steps up pay off (top of file), from the base answer or a shallower label. */
-        if (ci > base->score) {
-            bounds[runs++] = 0;
-            out[k].B = bi;
-            out[k].cum = base->cum + (ci - base->score) * pl_surv(p, p->A[i] + s);
-            out[k].mask = 1ULL << i;
-            k++;
-        }
-        for (int h = ctx->x; h < i; h++) {
-            if (!(ci > C[h]))
-                continue;
-            const pl_label_t *L = p->labels + p->lab_first[h];
-            bounds[runs++] = (int)k; /* each front is sorted by B: a run */
-            for (int l = 0; l < p->lab_count[h]; l++) {
-                if (L[l].cum + L[l].room <= best)
-                    continue;
-                out[k].B = L[l].B + bi;
-                out[k].cum = L[l].cum + (ci - C[h]) * pl_surv(p, p->A[i] + s + L[l].B);
-                out[k].mask = L[l].mask | 1ULL << i;
-                k++;
-            }
-        }
+        int bounds[PLANNER_MAX_EXITS + 2], runs;
+        size_t k = pareto_extend(&w, ctx->x, i, out, bounds, &runs);
         *ev += k;
-        /* Keep the Pareto front: a label is dominated by one with no more branch time spent
-         * and no less value; drop also those that cannot beat the best plan. */
-        bounds[runs] = (int)k;
-        const pl_label_t *in = label_merge(out, out + need, bounds, runs);
-        size_t kept = 0;
-        double top = -INFINITY;
-        for (size_t l = 0; l < k; l++) {
-            if (!(in[l].cum > top))
-                continue;
-            top = in[l].cum;
-            if (in[l].cum > best) {
-                best = in[l].cum;
-                best_mask = in[l].mask;
-            }
-            double room = label_room(p, sufmax, up_at, i, s, in[l].B, ci);
-            if (in[l].cum + room > best) {
-                out[kept] = in[l];
-                out[kept++].room = room;
-            }
-        }
+        const pl_label_t *in = label_merge(out, out + most, bounds, runs);
+        size_t kept = pareto_keep(&w, i, in, k, out);
         p->lab_first[i] = (int)used;
         p->lab_count[i] = (int)kept;
         used += kept;
     }
-    *mask_out = best_mask;
+    *mask_out = w.best_mask;
     return 0;
 }
 

@@ -74,8 +74,7 @@ int planner_dist_check(const planner_dist_t *dist, ei_err_t *err)
     if (dist->kind == PLANNER_DIST_UNIFORM)
         return 0;
     if (dist->kind != PLANNER_DIST_NORMAL)
-        return ei_err_set(err, EI_E_RANGE, "dist.kind: unknown distribution %d",
-                          (int)dist->kind);
+        return ei_err_set(err, EI_E_RANGE, "dist.kind: unknown distribution %d", (int)dist->kind);
     if (!isfinite(dist->mu))
         return ei_err_set(err, EI_E_NONFINITE, "dist.mu: not a finite number");
     if (!isfinite(dist->sigma) || !(dist->sigma > 0))
@@ -120,8 +119,8 @@ int planner_offset_check(const planner_offset_t *off, int n, ei_err_t *err)
                               off->pending_ms[i]);
         double c = off->pending_score[i];
         if (!isfinite(c) || c < 0 || c > 1)
-            return ei_err_set(err, EI_E_RANGE, "offset.pending_scores[%d]: %g outside [0, 1]",
-                              i, c);
+            return ei_err_set(err, EI_E_RANGE, "offset.pending_scores[%d]: %g outside [0, 1]", i,
+                              c);
     }
     for (int k = 0; k < off->x; k++)
         if (off->spent[k] > 1)
@@ -286,8 +285,8 @@ static void stack_copy(pl_stack_t *dst, const pl_stack_t *src)
 }
 
 /* Runs the free bits of `mask` through a copy of the context's base stack. */
-static void run_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
-                     uint64_t mask, pl_stack_t *s)
+static void run_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scores, uint64_t mask,
+                     pl_stack_t *s)
 {
     stack_copy(s, &ctx->base);
     double bs = ctx->shift;
@@ -299,8 +298,7 @@ static void run_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scor
     }
 }
 
-double pl__eval_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
-                     uint64_t mask)
+double pl__eval_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scores, uint64_t mask)
 {
     pl_stack_t s;
     run_mask(p, ctx, scores, mask, &s);

@@ -8,8 +8,8 @@
 #include "planner_internal.h"
 
 static const char *const known_fields[] = {
-    "conv_ms", "branch_ms", "link_ms", "result_ms", "scores", "dist",
-    "search",  "m",         "m_upto",   "n_random", "seed",  "plan",   "offset",
+    "conv_ms", "branch_ms", "link_ms",  "result_ms", "scores", "dist",   "search",
+    "m",       "m_upto",    "n_random", "seed",      "plan",   "offset",
 };
 
 static int check_known(json_t *obj, const char *const *names, size_t count, const char *where,
@@ -23,43 +23,49 @@ static int check_known(json_t *obj, const char *const *names, size_t count, cons
         while (i < count && strcmp(key, names[i]))
             i++;
         if (i == count)
-            return ei_err_set(err, EI_E_FORMAT, "%s%s%s: unknown field", where,
-                              *where ? "." : "", key);
+            return ei_err_set(err, EI_E_FORMAT, "%s%s%s: unknown field", where, *where ? "." : "",
+                              key);
     }
     return 0;
 }
 
-/* An array of numbers of length `want` (-1: any length 1..max; `ref` names what fixed the
- * length) into out[]; *len gets it. */
-static int get_numbers(json_t *root, const char *field, int want, const char *ref, double *out,
-                       int *len, ei_err_t *err)
+/* An array of at most `max` numbers (field `key` of obj, called `name` in messages) into
+ * out[]; *len gets its length. */
+static int get_list(json_t *obj, const char *key, const char *name, int max, double *out, int *len,
+                    ei_err_t *err)
 {
-    json_t *a = json_object_get(root, field);
+    json_t *a = json_object_get(obj, key);
     if (!a)
-        return ei_err_set(err, EI_E_FORMAT, "%s: missing", field);
+        return ei_err_set(err, EI_E_FORMAT, "%s: missing", name);
     if (!json_is_array(a))
-        return ei_err_set(err, EI_E_FORMAT, "%s: expected an array of numbers", field);
+        return ei_err_set(err, EI_E_FORMAT, "%s: expected an array of numbers", name);
     int n = (int)json_array_size(a);
-    if (want < 0 && n == 0)
-        return ei_err_set(err, EI_E_SHAPE, "%s: empty; at least one exit is needed", field);
-    if (want < 0 && n > PLANNER_MAX_EXITS)
-        return ei_err_set(err, EI_E_SHAPE, "%s: %d entries, at most %d exits", field, n,
-                          PLANNER_MAX_EXITS);
-    if (want >= 0 && n != want)
-        return ei_err_set(err, EI_E_SHAPE, "%s: %d entries, %s has %d", field, n, ref, want);
+    if (n > max)
+        return ei_err_set(err, EI_E_SHAPE, "%s: %d entries, at most %d", name, n, max);
     for (int k = 0; k < n; k++) {
         json_t *v = json_array_get(a, (size_t)k);
         if (!json_is_number(v))
-            return ei_err_set(err, EI_E_FORMAT, "%s[%d]: not a number", field, k);
+            return ei_err_set(err, EI_E_FORMAT, "%s[%d]: not a number", name, k);
         out[k] = json_number_value(v);
     }
     *len = n;
     return 0;
 }
 
+/* A per-exit array: exactly n numbers, n being the length of conv_ms. */
+static int get_per_exit(json_t *root, const char *key, int n, double *out, ei_err_t *err)
+{
+    int len, rc = get_list(root, key, key, PLANNER_MAX_EXITS, out, &len, err);
+    if (rc)
+        return rc;
+    if (len != n)
+        return ei_err_set(err, EI_E_SHAPE, "%s: %d entries, conv_ms has %d", key, len, n);
+    return 0;
+}
+
 /* An integer field in [lo, hi]; absent leaves *out unchanged. */
-static int get_long(json_t *obj, const char *field, const char *name, long lo, long hi,
-                    long *out, ei_err_t *err)
+static int get_long(json_t *obj, const char *field, const char *name, long lo, long hi, long *out,
+                    ei_err_t *err)
 {
     json_t *v = json_object_get(obj, field);
     if (!v)
@@ -123,8 +129,7 @@ static int parse_dist(json_t *root, planner_dist_t *dist, ei_err_t *err)
     if (!json_is_number(mu))
         return ei_err_set(err, EI_E_FORMAT, "dist.mu: %s", mu ? "not a number" : "missing");
     if (!json_is_number(sigma))
-        return ei_err_set(err, EI_E_FORMAT, "dist.sigma: %s",
-                          sigma ? "not a number" : "missing");
+        return ei_err_set(err, EI_E_FORMAT, "dist.sigma: %s", sigma ? "not a number" : "missing");
     dist->mu = json_number_value(mu);
     dist->sigma = json_number_value(sigma);
     return planner_dist_check(dist, err);
@@ -135,8 +140,8 @@ static int parse_offset(json_t *root, int n, planner_offset_t *off, ei_err_t *er
     json_t *o = json_object_get(root, "offset");
     if (!json_is_object(o))
         return ei_err_set(err, EI_E_FORMAT, "offset: expected an object");
-    static const char *const fields[] = {"x", "t0_ms", "c0", "spent", "pending_ms",
-                                         "pending_scores"};
+    static const char *const fields[] = {"x",     "t0_ms",      "c0",
+                                         "spent", "pending_ms", "pending_scores"};
     int rc = check_known(o, fields, 6, "offset", err);
     if (rc)
         return rc;
@@ -159,16 +164,20 @@ static int parse_offset(json_t *root, int n, planner_offset_t *off, ei_err_t *er
         return rc;
     json_t *pm = json_object_get(o, "pending_ms"), *ps = json_object_get(o, "pending_scores");
     if (!pm != !ps)
-        return ei_err_set(err, EI_E_FORMAT, "offset.%s: missing (pending_ms and "
-                          "pending_scores go together)", pm ? "pending_scores" : "pending_ms");
+        return ei_err_set(err, EI_E_FORMAT, "offset.%s: missing (it goes with offset.%s)",
+                          pm ? "pending_scores" : "pending_ms",
+                          pm ? "pending_ms" : "pending_scores");
     if (pm) {
-        int np = 0, np2 = 0;
-        if (json_is_array(pm) && json_array_size(pm) == 0)
-            np = 0;
-        else if ((rc = get_numbers(o, "pending_ms", -1, NULL, off->pending_ms, &np, err)))
-            return ei_err_prefix(err, "offset.");
-        if (np > 0 && (rc = get_numbers(o, "pending_scores", np, "pending_ms", off->pending_score, &np2, err)))
-            return ei_err_prefix(err, "offset.");
+        int np, ns;
+        if ((rc = get_list(o, "pending_ms", "offset.pending_ms", off->x, off->pending_ms, &np,
+                           err)) ||
+            (rc = get_list(o, "pending_scores", "offset.pending_scores", off->x, off->pending_score,
+                           &ns, err)))
+            return rc;
+        if (np != ns)
+            return ei_err_set(err, EI_E_SHAPE,
+                              "offset.pending_scores: %d entries, offset.pending_ms has %d", ns,
+                              np);
         off->n_pending = np;
     }
     return planner_offset_check(off, n, err);
@@ -176,23 +185,23 @@ static int parse_offset(json_t *root, int n, planner_offset_t *off, ei_err_t *er
 
 static int parse_root(json_t *root, planner_instance_t *inst, ei_err_t *err)
 {
-    int rc = check_known(root, known_fields, sizeof known_fields / sizeof known_fields[0], "",
-                         err);
+    int rc = check_known(root, known_fields, sizeof known_fields / sizeof known_fields[0], "", err);
     if (rc)
         return rc;
     planner_profile_t *pr = &inst->profile;
-    int n = 0, len;
-    if ((rc = get_numbers(root, "conv_ms", -1, NULL, pr->conv_ms, &n, err)))
+    int n;
+    if ((rc = get_list(root, "conv_ms", "conv_ms", PLANNER_MAX_EXITS, pr->conv_ms, &n, err)))
         return rc;
+    if (n == 0)
+        return ei_err_set(err, EI_E_SHAPE, "conv_ms: empty; at least one exit is needed");
     pr->n = n;
-    if ((rc = get_numbers(root, "branch_ms", n, "conv_ms", pr->branch_ms, &len, err)) ||
+    if ((rc = get_per_exit(root, "branch_ms", n, pr->branch_ms, err)) ||
         (json_object_get(root, "link_ms") &&
-         (rc = get_numbers(root, "link_ms", n, "conv_ms", pr->link_ms, &len, err))) ||
+         (rc = get_per_exit(root, "link_ms", n, pr->link_ms, err))) ||
         (json_object_get(root, "result_ms") &&
-         (rc = get_numbers(root, "result_ms", n, "conv_ms", pr->result_ms, &len, err))) ||
-        (rc = planner_profile_check(pr, err)))
-        return rc;
-    if ((rc = get_numbers(root, "scores", n, "conv_ms", inst->scores, &len, err)) ||
+         (rc = get_per_exit(root, "result_ms", n, pr->result_ms, err))) ||
+        (rc = planner_profile_check(pr, err)) ||
+        (rc = get_per_exit(root, "scores", n, inst->scores, err)) ||
         (rc = planner_scores_check(inst->scores, n, err)) ||
         (rc = parse_dist(root, &inst->dist, err)))
         return rc;
@@ -234,8 +243,7 @@ static int parse_root(json_t *root, planner_instance_t *inst, ei_err_t *err)
     return planner_search_check(&s, n, inst->has_offset ? inst->offset.x : 0, err);
 }
 
-int planner_instance_parse(const char *text, size_t len, planner_instance_t *inst,
-                           ei_err_t *err)
+int planner_instance_parse(const char *text, size_t len, planner_instance_t *inst, ei_err_t *err)
 {
     memset(inst, 0, sizeof *inst);
     inst->m = 4;

@@ -79,12 +79,12 @@ typedef enum {
  * parameters (m = 4, n_random = 10000, seed = 1). */
 typedef struct planner_search {
     planner_search_kind_t kind;
-    int m;                /* hybrid: outputs of the enumeration stage, 0..free bits */
-    int m_upto;           /* hybrid: enumerate plans with at most m outputs (default 0:
-                           * exactly m, as DESIGN.md and EINet Algorithm 2 have it) */
-    long n_random;        /* random: plans drawn, 1..PLANNER_RANDOM_MAX */
-    uint64_t seed;        /* random: RNG seed */
-    const uint8_t *plan;  /* none: the plan to evaluate (n bits; bits < x are ignored) */
+    int m;               /* hybrid: outputs of the enumeration stage, 0..free bits */
+    int m_upto;          /* hybrid: enumerate plans with at most m outputs (default 0:
+                          * exactly m, as DESIGN.md and EINet Algorithm 2 have it) */
+    long n_random;       /* random: plans drawn, 1..PLANNER_RANDOM_MAX */
+    uint64_t seed;       /* random: RNG seed */
+    const uint8_t *plan; /* none: the plan to evaluate (n bits; bits < x are ignored) */
 } planner_search_t;
 
 /* What a search returns. `evaluated` counts complete plans evaluated (enum, hybrid, greedy,
@@ -182,8 +182,8 @@ int planner_search_greedy(planner_t *self, const double *scores, const planner_o
                           planner_result_t *res);
 /* hybrid: the best plan with exactly m free outputs (with upto: at most m; same cost), then
  * greedy from it, keeping the best plan seen. */
-int planner_search_hybrid(planner_t *self, const double *scores, const planner_offset_t *off,
-                          int m, int upto, planner_result_t *res, ei_err_t *err) EI_CHECK;
+int planner_search_hybrid(planner_t *self, const double *scores, const planner_offset_t *off, int m,
+                          int upto, planner_result_t *res, ei_err_t *err) EI_CHECK;
 int planner_search_random(planner_t *self, const double *scores, const planner_offset_t *off,
                           long n_plans, uint64_t seed, planner_result_t *res,
                           ei_err_t *err) EI_CHECK;

@@ -83,8 +83,8 @@ static inline double pl_surv(const planner_t *p, double t)
 /* The evaluation context of one call: where free bits start, their arrival shift and the
  * stack holding the base answer and pending results. */
 typedef struct pl_ctx {
-    int x;           /* first free bit */
-    double shift;    /* a_j = A[j] + shift + sum of b over executed free l < j */
+    int x;        /* first free bit */
+    double shift; /* a_j = A[j] + shift + sum of b over executed free l < j */
     double t0;
     pl_stack_t base; /* base entry and pending results, pushed */
 } pl_ctx_t;
@@ -134,8 +134,7 @@ static inline void pl_undo(pl_stack_t *s, const pl_undo_t *u)
 }
 
 /* Value of the free bits given as a mask (bit j = exit j), from the context's base. */
-double pl__eval_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
-                     uint64_t mask);
+double pl__eval_mask(const planner_t *p, const pl_ctx_t *ctx, const double *scores, uint64_t mask);
 
 /* Result helpers: fill plan bits from a mask plus the spent prefix, evaluate, set algo. */
 void pl__result_set(const planner_t *p, const pl_ctx_t *ctx, const planner_offset_t *off,

@@ -72,8 +72,8 @@ int planner_search_check(const planner_search_t *s, int n, int x, ei_err_t *err)
                               free_bits);
         if (binom(free_bits, s->m) > (uint64_t)PLANNER_ENUM_MAX_PLANS)
             return ei_err_set(err, EI_E_RANGE,
-                              "m: C(%d, %d) plans to enumerate, more than the limit %ld",
-                              free_bits, s->m, PLANNER_ENUM_MAX_PLANS);
+                              "m: C(%d, %d) plans to enumerate, more than the limit %ld", free_bits,
+                              s->m, PLANNER_ENUM_MAX_PLANS);
         return 0;
     case PLANNER_SEARCH_ENUM:
         if (free_bits > PLANNER_ENUM_MAX_BITS)
@@ -92,8 +92,7 @@ int planner_search_check(const planner_search_t *s, int n, int x, ei_err_t *err)
             return ei_err_set(err, EI_E_INVAL, "plan: required with \"search\":\"none\"");
         for (int k = 0; k < n; k++)
             if (s->plan[k] > 1)
-                return ei_err_set(err, EI_E_RANGE, "plan[%d]: %d, expected 0 or 1", k,
-                                  s->plan[k]);
+                return ei_err_set(err, EI_E_RANGE, "plan[%d]: %d, expected 0 or 1", k, s->plan[k]);
         return 0;
     }
     return ei_err_set(err, EI_E_RANGE, "search: unknown search %d", (int)s->kind);
@@ -167,8 +166,8 @@ int planner_search_enum(planner_t *self, const double *scores, const planner_off
 /* The values of cur | j for every free j not in cur, in one sweep: the stack holds cur's
  * exits shallower than j; j and cur's deeper exits (shifted by b_j) are pushed on top and
  * undone. Returns the best j (-1 if none) and its value. */
-static int greedy_step(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
-                       uint64_t cur, double *val, uint64_t *evaluated)
+static int greedy_step(const planner_t *p, const pl_ctx_t *ctx, const double *scores, uint64_t cur,
+                       double *val, uint64_t *evaluated)
 {
     pl_stack_t s;
     pl_undo_t log[PLANNER_MAX_EXITS + 1];
@@ -292,7 +291,6 @@ int planner_search_greedy(planner_t *self, const double *scores, const planner_o
 
 /* ---- hybrid: every plan with exactly m outputs, then greedy from the best --------------- */
 
-
 /* The leaves below one node of the enumeration: one more output j >= start. Each value is
  * the entry j lands on plus j's step, read without writing; when no j can shadow the top
  * entry (`clear`), under uniform interruption that is a short branch-free loop. */
@@ -380,8 +378,8 @@ static void comb_rec(walk_t *w, int start, int left, int upto, double bs, uint64
     }
 }
 
-int planner_search_hybrid(planner_t *self, const double *scores, const planner_offset_t *off,
-                          int m, int upto, planner_result_t *res, ei_err_t *err)
+int planner_search_hybrid(planner_t *self, const double *scores, const planner_offset_t *off, int m,
+                          int upto, planner_result_t *res, ei_err_t *err)
 {
     planner_search_t s;
     planner_search_init(&s);

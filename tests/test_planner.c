@@ -71,7 +71,8 @@ static double ref_cdf(const planner_dist_t *d, double H, double t)
     if (d->kind == PLANNER_DIST_UNIFORM)
         return t / H;
     double m = d->mu * H, s = d->sigma * H;
-    double lo = 0.5 * (1 + erf((0 - m) / (s * sqrt(2)))), hi = 0.5 * (1 + erf((H - m) / (s * sqrt(2))));
+    double lo = 0.5 * (1 + erf((0 - m) / (s * sqrt(2)))),
+           hi = 0.5 * (1 + erf((H - m) / (s * sqrt(2))));
     return (0.5 * (1 + erf((t - m) / (s * sqrt(2)))) - lo) / (hi - lo);
 }
 
@@ -86,8 +87,8 @@ static double ref_expect(const inst_t *in, const double *C, const uint8_t *plan,
     int n = p->n;
     double H = 0;
     for (int k = 0; k < n; k++)
-        H += p->conv_ms[k] + (k < n - 1 ? p->branch_ms[k] + p->link_ms[k]
-                                         : p->branch_ms[k] + p->result_ms[k]);
+        H += p->conv_ms[k] +
+             (k < n - 1 ? p->branch_ms[k] + p->link_ms[k] : p->branch_ms[k] + p->result_ms[k]);
     double at[3 * PLANNER_MAX_EXITS], sc[3 * PLANNER_MAX_EXITS];
     int cnt = 0, x = off ? off->x : 0;
     double t0 = off ? off->t0_ms : 0;
@@ -186,8 +187,8 @@ static void test_expect_uniform_hand(void **state)
     planner_destroy(&p);
     /* all ones: arrivals 2, 4, 6 of H = 6: (0.5*2 + 0.7*2 + 0.9*0) / 6 (the paper's sum). */
     assert_close(expect_of(&in, (const uint8_t[]){1, 1, 1}, NULL), 2.4 / 6, 1e-15, "111");
-    assert_close(expect_of(&in, (const uint8_t[]){1, 0, 1}, NULL), (0.5 * 3 + 0.9 * 1) / 6,
-                 1e-15, "101");
+    assert_close(expect_of(&in, (const uint8_t[]){1, 0, 1}, NULL), (0.5 * 3 + 0.9 * 1) / 6, 1e-15,
+                 "101");
     assert_close(expect_of(&in, (const uint8_t[]){0, 1, 0}, NULL), 0.7 * 3 / 6, 1e-15, "010");
     assert_close(expect_of(&in, (const uint8_t[]){0, 0, 1}, NULL), 0.9 * 2 / 6, 1e-15, "001");
     assert_true(expect_of(&in, (const uint8_t[]){0, 0, 0}, NULL) == 0);
@@ -217,11 +218,11 @@ static void test_expect_links_hand(void **state)
     in.pr.link_ms[1] = 2; /* a tier boundary after block 2 */
     in.pr.link_ms[2] = 5; /* after the last block: never on any path */
     /* H = 8; all ones arrive at 2, 4, 8. */
-    assert_close(expect_of(&in, (const uint8_t[]){1, 1, 1}, NULL), (0.5 * 2 + 0.7 * 4) / 8,
-                 1e-15, "links 111");
+    assert_close(expect_of(&in, (const uint8_t[]){1, 1, 1}, NULL), (0.5 * 2 + 0.7 * 4) / 8, 1e-15,
+                 "links 111");
     /* 011: exit 2 at 1+1+1 = 3, exit 3 at 3+2+1+1 = 7. */
-    assert_close(expect_of(&in, (const uint8_t[]){0, 1, 1}, NULL), (0.7 * 4 + 0.9 * 1) / 8,
-                 1e-15, "links 011");
+    assert_close(expect_of(&in, (const uint8_t[]){0, 1, 1}, NULL), (0.7 * 4 + 0.9 * 1) / 8, 1e-15,
+                 "links 011");
 }
 
 static void test_expect_result_delays_hand(void **state)
@@ -239,8 +240,7 @@ static void test_expect_result_delays_hand(void **state)
     /* A delay that pushes a result past H: exit 2 at 4 + 3 = 7 > H = 6 never counts. */
     in = hand(&UNIFORM);
     in.pr.result_ms[1] = 3;
-    assert_close(expect_of(&in, (const uint8_t[]){1, 1, 0}, NULL), 0.5 * 4 / 6, 1e-15,
-                 "past H");
+    assert_close(expect_of(&in, (const uint8_t[]){1, 1, 0}, NULL), 0.5 * 4 / 6, 1e-15, "past H");
     planner_t *p = make(&in);
     planner_interval_t iv[2 * PLANNER_MAX_EXITS + 1];
     int cnt = planner_timeline(p, (const uint8_t[]){1, 1, 1}, NULL, iv);
@@ -258,15 +258,15 @@ static void test_expect_offset_hand(void **state)
     inst_t in = hand(&UNIFORM);
     planner_offset_t off;
     planner_offset_init(&off);
-    off.x = 1;      /* block 1 done (its exit ran) */
+    off.x = 1;       /* block 1 done (its exit ran) */
     off.t0_ms = 2.5; /* half a millisecond late */
     off.c0 = 0.5;
     off.spent[0] = 1;
     /* x11: exit 2 at 2.5+2 = 4.5, exit 3 at 6.5 > H: the integral over [2.5, 6] only. */
-    assert_close(expect_of(&in, (const uint8_t[]){1, 1, 1}, &off), (0.5 * 2 + 0.7 * 1.5) / 6,
-                 1e-15, "offset x11");
-    assert_close(expect_of(&in, (const uint8_t[]){0, 0, 1}, &off), (0.5 * 3 + 0.9 * 0.5) / 6,
-                 1e-15, "offset x01");
+    assert_close(expect_of(&in, (const uint8_t[]){1, 1, 1}, &off), (0.5 * 2 + 0.7 * 1.5) / 6, 1e-15,
+                 "offset x11");
+    assert_close(expect_of(&in, (const uint8_t[]){0, 0, 1}, &off), (0.5 * 3 + 0.9 * 0.5) / 6, 1e-15,
+                 "offset x01");
     /* Exit 1's result still in flight until 3.0; before it, an answer worth 0.2. */
     off.c0 = 0.2;
     off.n_pending = 1;
@@ -323,8 +323,8 @@ static void test_expect_matches_reference(void **state)
             for (int k = 0; k < n; k++)
                 plan[k] = ei_rng_below(&r, 2);
             const planner_offset_t *o = t % 2 ? &off : NULL;
-            assert_close(planner_expect(p, in.C, plan, o), ref_expect(&in, in.C, plan, o),
-                         1e-12, "expect vs reference");
+            assert_close(planner_expect(p, in.C, plan, o), ref_expect(&in, in.C, plan, o), 1e-12,
+                         "expect vs reference");
         }
         planner_destroy(&p);
     }
@@ -660,8 +660,7 @@ static void test_instance_parse(void **state)
         {"{" BASE ",\"search\":\"exact\"}", "dist: missing"},
         {"{" BASE ",\"dist\":\"uniform\",\"search\":\"exact\"}", "dist:"},
         {"{" BASE ",\"dist\":{\"kind\":\"poisson\"},\"search\":\"exact\"}", "dist.kind"},
-        {"{" BASE ",\"dist\":{\"kind\":\"normal\",\"mu\":0.5},\"search\":\"exact\"}",
-         "dist.sigma"},
+        {"{" BASE ",\"dist\":{\"kind\":\"normal\",\"mu\":0.5},\"search\":\"exact\"}", "dist.sigma"},
         {"{" BASE ",\"dist\":{\"kind\":\"normal\",\"mu\":0.5,\"sigma\":-1},\"search\":\"exact\"}",
          "dist.sigma"},
         {"{" BASE ",\"dist\":{\"kind\":\"normal\",\"mu\":0.5,\"sigma\":0.2,\"nu\":1},"
@@ -690,6 +689,14 @@ static void test_instance_parse(void **state)
         {"{" BASE ",\"dist\":{\"kind\":\"uniform\"},\"search\":\"exact\",\"offset\":{\"x\":1,"
          "\"t0_ms\":2,\"pending_ms\":[1],\"pending_scores\":[0.5]}}",
          "offset.pending_ms[0]"},
+        {"{" BASE ",\"dist\":{\"kind\":\"uniform\"},\"search\":\"exact\",\"offset\":{\"x\":2,"
+         "\"t0_ms\":2,\"pending_ms\":[3,4],\"pending_scores\":[0.5]}}",
+         "offset.pending_scores: 1 entries"},
+        {"{" BASE ",\"dist\":{\"kind\":\"uniform\"},\"search\":\"exact\",\"offset\":{\"x\":2,"
+         "\"t0_ms\":2,\"pending_ms\":[3]}}",
+         "offset.pending_scores: missing"},
+        {"{\"conv_ms\":[1e999],\"branch_ms\":[1],\"scores\":[1]}", "line 1"},
+        {"{" BASE ",\"dist\":{\"kind\":\"uniform\"},\"search\":\"exact\",\"m_upto\":1}", "m_upto"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&err, 0, sizeof err);
@@ -716,7 +723,8 @@ static void test_instance_parse(void **state)
     free(inst);
 }
 
-/* ---- einet plan, the program ------------------------------------------------------------------- */
+/* ---- einet plan, the program -------------------------------------------------------------------
+ */
 
 /* Runs `einet plan` on text; returns the exit code, stdout in out (if not NULL). */
 static int run_plan(const char *text, const char *extra_arg, char *out, size_t out_len)
@@ -762,12 +770,11 @@ static void test_cli_plan(void **state)
     assert_int_equal(json_array_size(json_object_get(root, "plan")), 3);
     assert_true(json_is_number(json_object_get(root, "search_us")));
     json_decref(root);
-    assert_int_equal(run_plan("{" BASE ",\"dist\":{\"kind\":\"uniform\"},\"search\":\"astar\"}",
-                              NULL, NULL, 0),
-                     2);
-    assert_int_equal(run_plan("{\"conv_ms\":[1,1,1],\"branch_ms\":[1,1],\"scores\":[1,1,1]}",
-                              NULL, NULL, 0),
-                     2);
+    assert_int_equal(
+        run_plan("{" BASE ",\"dist\":{\"kind\":\"uniform\"},\"search\":\"astar\"}", NULL, NULL, 0),
+        2);
+    assert_int_equal(
+        run_plan("{\"conv_ms\":[1,1,1],\"branch_ms\":[1,1],\"scores\":[1,1,1]}", NULL, NULL, 0), 2);
     assert_int_equal(run_plan("garbage", NULL, NULL, 0), 2);
     assert_int_equal(run_plan("", "--help", out, sizeof out), 0);
     assert_non_null(strstr(out, "usage: einet plan"));
