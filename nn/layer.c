@@ -215,7 +215,7 @@ double nn_layer_flops(const nn_layer_t *self)
 
 static void check_tensor(const nn_tensor_t *t, int n, nn_shape_t s)
 {
-    EI_ASSERT(t && t->data && t->n == n && t->c == s.c && t->h == s.h && t->w == s.w);
+    EI_ASSERT(t && t->data && n >= 1 && t->n == n && t->c == s.c && t->h == s.h && t->w == s.w);
 }
 
 void nn_layer_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,

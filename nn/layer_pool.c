@@ -58,8 +58,8 @@ static float window_sum(const float *p, int w, int h0, int h1, int w0, int w1)
     return acc;
 }
 
-/* Calls the pool's work on every output of every plane: forward (dx == NULL) writes y,
- * backward adds dy into the window of dx. */
+/* Visits every output of every plane with its window: forward (dx == NULL) writes y,
+ * backward adds dy into the window of dx (the argmax only, for maxpool). */
 static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
                        const nn_tensor_t *dy, nn_tensor_t *dx)
 {
