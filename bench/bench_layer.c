@@ -16,13 +16,15 @@ typedef struct shape {
 } shape_t;
 
 /* What one timed run does: a layer forward, or the sgemm calls it is compared with. */
-typedef struct job {
+typedef struct job job_t;
+struct job {
+    void (*run)(job_t *self);
     nn_layer_t *layer;
     nn_tensor_t *x, *y;
     float *ws;
     int m, n, k, calls;
     float *a, *b, *c;
-} job_t;
+};
 
 static void run_layer(job_t *j)
 {
@@ -36,25 +38,25 @@ static void run_sgemm(job_t *j)
                     j->k, j->b, j->n, 1.0f, j->c, j->n);
 }
 
-/* Best of reps runs of each job, run alternately so that both see the same machine load. */
-static void best_of(int reps, job_t *layer, job_t *gemm, double *t_layer, double *t_gemm)
+/* Best time of reps runs of each job, the jobs taking turns so that all see the same
+ * machine load. */
+static void best_of(int reps, job_t *const *jobs, int count, double *best)
 {
-    *t_layer = *t_gemm = 1e30;
-    for (int r = 0; r < reps; r++) {
-        double t0 = ei_now();
-        run_layer(layer);
-        double t1 = ei_now();
-        run_sgemm(gemm);
-        double t2 = ei_now();
-        *t_layer = t1 - t0 < *t_layer ? t1 - t0 : *t_layer;
-        *t_gemm = t2 - t1 < *t_gemm ? t2 - t1 : *t_gemm;
-    }
+    for (int i = 0; i < count; i++)
+        best[i] = 1e30;
+    for (int r = 0; r < reps; r++)
+        for (int i = 0; i < count; i++) {
+            double t = ei_now();
+            jobs[i]->run(jobs[i]);
+            t = ei_now() - t;
+            best[i] = t < best[i] ? t : best[i];
+        }
 }
 
 /* Operands of `calls` sgemm calls of [m, k] x [k, n]. */
 static job_t gemm_job(int m, int n, int k, int calls)
 {
-    job_t j = {.m = m, .n = n, .k = k, .calls = calls};
+    job_t j = {.run = run_sgemm, .m = m, .n = n, .k = k, .calls = calls};
     j.a = calloc((size_t)m * k, sizeof(float));
     j.b = calloc((size_t)k * n, sizeof(float));
     j.c = calloc((size_t)m * n, sizeof(float));
@@ -67,6 +69,13 @@ static job_t gemm_job(int m, int n, int k, int calls)
     for (size_t i = 0; i < (size_t)k * n; i++)
         j.b[i] = (float)(i % 5) * 0.1f;
     return j;
+}
+
+static void free_gemm_job(job_t *j)
+{
+    free(j->a);
+    free(j->b);
+    free(j->c);
 }
 
 static void bench(const shape_t *s, ei_rng_t *rng)
@@ -86,17 +95,15 @@ static void bench(const shape_t *s, ei_rng_t *rng)
     float *ws = calloc(nn_layer_workspace(l, s->n) + 1, sizeof(float));
     for (size_t i = 0; i < nn_tensor_numel(x); i++)
         x->data[i] = (float)ei_rng_normal(rng);
-    job_t lj = {.layer = l, .x = x, .y = y, .ws = ws};
+    job_t lj = {.run = run_layer, .layer = l, .x = x, .y = y, .ws = ws};
     /* The product the layer lowers to: per sample for conv, one for the batch for dense. */
     int kk = s->k ? s->c * s->k * s->k : s->c * s->hw * s->hw;
     job_t gj = s->k ? gemm_job(s->out, os.h * os.w, kk, s->n) : gemm_job(s->n, s->out, kk, 1);
-    double t, ref, flops = nn_layer_flops(l) * s->n;
-    best_of(s->n > 8 ? 20 : 300, &lj, &gj, &t, &ref);
-    free(gj.a);
-    free(gj.b);
-    free(gj.c);
+    double t[2], flops = nn_layer_flops(l) * s->n;
+    best_of(s->n > 8 ? 20 : 300, (job_t *const[]){&lj, &gj}, 2, t);
+    free_gemm_job(&gj);
     printf("%-34s n=%-3d %8.2f GFLOP/s  sgemm %8.2f GFLOP/s  ratio %.2f\n", s->what, s->n,
-           flops / t * 1e-9, flops / ref * 1e-9, ref / t);
+           flops / t[0] * 1e-9, flops / t[1] * 1e-9, t[1] / t[0]);
     free(ws);
     nn_tensor_destroy(&x);
     nn_tensor_destroy(&y);
@@ -118,6 +125,11 @@ int main(int argc, char **argv)
         {"dense 3136->256", 64, 64, 7, 256, 0, 0, 0},
         {"dense 3136->256", 1, 64, 7, 256, 0, 0, 0},
     };
+    job_t peak = gemm_job(1024, 1024, 1024, 1);
+    double t_peak;
+    best_of(5, (job_t *const[]){&peak}, 1, &t_peak);
+    printf("sgemm peak (1024 x 1024 x 1024): %.2f GFLOP/s\n", 2.0 * (1 << 30) / t_peak * 1e-9);
+    free_gemm_job(&peak);
     ei_rng_t rng;
     ei_rng_seed(&rng, 1);
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
