@@ -34,8 +34,8 @@ static void run_layer(job_t *j)
 static void run_sgemm(job_t *j)
 {
     for (int s = 0; s < j->calls; s++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, j->n, j->k, 1.0f, j->a,
-                    j->k, j->b, j->n, 1.0f, j->c, j->n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, j->m, j->n, j->k, 1.0f, j->a, j->k,
+                    j->b, j->n, 1.0f, j->c, j->n);
 }
 
 /* Best time of reps runs of each job, the jobs taking turns so that all see the same

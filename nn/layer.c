@@ -13,10 +13,9 @@ static const char *const kind_names[NN_KIND_COUNT] = {
 };
 
 static const nn_layer_ops_t *const kind_ops[NN_KIND_COUNT] = {
-    [NN_CONV] = &nn__conv_ops,       [NN_BN] = &nn__bn_ops,   [NN_RELU] = &nn__relu_ops,
-    [NN_MAXPOOL] = &nn__maxpool_ops, [NN_AVGPOOL] = &nn__avgpool_ops,
-    [NN_GAP] = &nn__gap_ops,         [NN_DENSE] = &nn__dense_ops,
-    [NN_FLATTEN] = &nn__flatten_ops,
+    [NN_CONV] = &nn__conv_ops,       [NN_BN] = &nn__bn_ops,           [NN_RELU] = &nn__relu_ops,
+    [NN_MAXPOOL] = &nn__maxpool_ops, [NN_AVGPOOL] = &nn__avgpool_ops, [NN_GAP] = &nn__gap_ops,
+    [NN_DENSE] = &nn__dense_ops,     [NN_FLATTEN] = &nn__flatten_ops,
 };
 
 int nn_kind_from_name(const char *name)
@@ -57,8 +56,8 @@ double nn__sum(const float *x, size_t n)
     return acc;
 }
 
-int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int c, int h,
-                        int w, int trainable)
+int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int c, int h, int w,
+                        int trainable)
 {
     EI_ASSERT(self->nparams < NN_LAYER_MAX_PARAMS);
     nn_param_t *p = &self->params[self->nparams];
@@ -76,8 +75,7 @@ int nn__window_setup(nn_layer_t *self, const char *what, ei_err_t *err)
     if (sp->k < 1)
         return ei_err_set(err, EI_E_INVAL, "%s: kernel %d must be at least 1", what, sp->k);
     if (sp->stride < 0)
-        return ei_err_set(err, EI_E_INVAL, "%s: stride %d must not be negative", what,
-                          sp->stride);
+        return ei_err_set(err, EI_E_INVAL, "%s: stride %d must not be negative", what, sp->stride);
     if (sp->pad < 0 || sp->pad >= sp->k)
         return ei_err_set(err, EI_E_INVAL, "%s: padding %d must be in [0, kernel %d)", what,
                           sp->pad, sp->k);
@@ -259,8 +257,7 @@ int nn_layer_fold_bn(nn_layer_t *conv, const nn_layer_t *bn)
 
 /* Copies between each sample of y and the same sample of every x_i, in order: x into y
  * (to_y) or y back into the x. */
-static void concat_walk(const nn_tensor_t *y, const nn_tensor_t *const *xs, int count,
-                        int to_y)
+static void concat_walk(const nn_tensor_t *y, const nn_tensor_t *const *xs, int count, int to_y)
 {
     size_t fy = nn_tensor_sample_numel(y), off = 0;
     for (int i = 0; i < count; i++) {

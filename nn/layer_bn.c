@@ -60,8 +60,8 @@ static double channel_dot(const nn_tensor_t *a, float a0, const nn_tensor_t *x, 
     double acc = 0;
     for (int s = 0; s < x->n; s++) {
         size_t at = s * sample + c * plane;
-        acc += a ? plane_dot(a->data + at, a0, x->data + at, x0, plane)
-                 : nn__sum(x->data + at, plane);
+        acc +=
+            a ? plane_dot(a->data + at, a0, x->data + at, x0, plane) : nn__sum(x->data + at, plane);
     }
     return acc;
 }
@@ -69,8 +69,8 @@ static double channel_dot(const nn_tensor_t *a, float a0, const nn_tensor_t *x, 
 /* out = a * (x - x0) + b * z + c0 on channel c of every sample; z may be NULL (no b term)
  * and out may be x or z: each element is read before it is written. Centring x first keeps
  * precision when the mean is large against the spread. */
-static void channel_affine(const nn_tensor_t *x, float x0, float a, const nn_tensor_t *z,
-                           float b, float c0, nn_tensor_t *out, int c)
+static void channel_affine(const nn_tensor_t *x, float x0, float a, const nn_tensor_t *z, float b,
+                           float c0, nn_tensor_t *out, int c)
 {
     size_t plane = (size_t)x->h * x->w, sample = nn_tensor_sample_numel(x);
     for (int s = 0; s < x->n; s++) {

@@ -29,7 +29,7 @@ typedef struct geom {
 
 static geom_t geom_of(const nn_layer_t *self)
 {
-    geom_t g = {self->in.c, self->in.h, self->in.w, self->spec.k,
+    geom_t g = {self->in.c,   self->in.h,     self->in.w,  self->spec.k,
                 self->stride, self->spec.pad, self->out.h, self->out.w};
     return g;
 }
@@ -147,8 +147,7 @@ static size_t conv_workspace(const nn_layer_t *self, int n)
 
 static double conv_flops(const nn_layer_t *self)
 {
-    return 2.0 * self->out.c * self->in.c * self->spec.k * self->spec.k * self->out.h *
-           self->out.w;
+    return 2.0 * self->out.c * self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w;
 }
 
 /* Normal(0, sqrt(2 / fan_in)) weights and zero biases: He initialisation. */
@@ -178,8 +177,8 @@ static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
         }
         for (int o = 0; o < m; o++)
             nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n,
-                    1.0f, ys, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n, 1.0f,
+                    ys, n);
     }
 }
 
@@ -211,8 +210,8 @@ static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
             col = ws;
         }
         add_row_sums(dys, m, n, db);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dys, n, col, n,
-                    1.0f, dw, k);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dys, n, col, n, 1.0f,
+                    dw, k);
         if (!dx)
             continue;
         float *dxs = dx->data + s * in_sz;
@@ -225,8 +224,8 @@ static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
     }
 }
 
-const nn_layer_ops_t nn__conv_ops = {conv_setup,   conv_workspace, conv_flops,
-                                     he_init,      conv_forward,   conv_backward};
+const nn_layer_ops_t nn__conv_ops = {conv_setup, conv_workspace, conv_flops,
+                                     he_init,    conv_forward,   conv_backward};
 
 static int dense_setup(nn_layer_t *self, ei_err_t *err)
 {
@@ -251,11 +250,11 @@ static void dense_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y
     for (int s = 0; s < x->n; s++)
         memcpy(y->data + (size_t)s * out, b, (size_t)out * sizeof(float));
     if (x->n == 1)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x->data, 1, 1.0f,
-                    y->data, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x->data, 1, 1.0f, y->data,
+                    1);
     else
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, x->n, out, in, 1.0f, x->data, in,
-                    w, in, 1.0f, y->data, out);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, x->n, out, in, 1.0f, x->data, in, w,
+                    in, 1.0f, y->data, out);
 }
 
 static void dense_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
@@ -271,9 +270,9 @@ static void dense_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tens
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, x->n, 1.0f, dy->data, out,
                 x->data, in, 1.0f, dw, in);
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->n, in, out, 1.0f, dy->data,
-                    out, w, in, 0.0f, dx->data, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, x->n, in, out, 1.0f, dy->data, out,
+                    w, in, 0.0f, dx->data, in);
 }
 
-const nn_layer_ops_t nn__dense_ops = {dense_setup,   NULL,          dense_flops,
-                                      he_init,       dense_forward, dense_backward};
+const nn_layer_ops_t nn__dense_ops = {dense_setup, NULL,          dense_flops,
+                                      he_init,     dense_forward, dense_backward};

@@ -38,13 +38,13 @@ struct nn_layer_ops {
                      const nn_tensor_t *dy, nn_tensor_t *dx, float *ws);
 };
 
-extern const nn_layer_ops_t nn__conv_ops, nn__dense_ops, nn__bn_ops, nn__relu_ops,
-    nn__maxpool_ops, nn__avgpool_ops, nn__gap_ops, nn__flatten_ops;
+extern const nn_layer_ops_t nn__conv_ops, nn__dense_ops, nn__bn_ops, nn__relu_ops, nn__maxpool_ops,
+    nn__avgpool_ops, nn__gap_ops, nn__flatten_ops;
 
 /* Adds parameter `name` of shape (n, c, h, w), PyTorch rank ndim, with a gradient when
  * trainable. Returns 0 or EI_E_NOMEM. */
-int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int c, int h,
-                        int w, int trainable);
+int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int c, int h, int w,
+                        int trainable);
 
 /* Checks k, stride and pad of a sliding window over self->in (k >= 1, stride >= 0,
  * 0 <= pad < k, at least one output) and sets self->stride and self->out's h and w.

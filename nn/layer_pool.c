@@ -167,8 +167,8 @@ static void relu_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
     }
 }
 
-const nn_layer_ops_t nn__relu_ops = {same_shape_setup, NULL,         NULL,
-                                     NULL,             relu_forward, relu_backward};
+const nn_layer_ops_t nn__relu_ops = {same_shape_setup, NULL,         NULL, NULL,
+                                     relu_forward,     relu_backward};
 
 static int gap_setup(nn_layer_t *self, ei_err_t *err)
 {
@@ -227,5 +227,5 @@ static void flatten_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_te
         copy_unless_same(dy, dx);
 }
 
-const nn_layer_ops_t nn__flatten_ops = {flatten_setup,   NULL,           NULL,
-                                        NULL,            flatten_forward, flatten_backward};
+const nn_layer_ops_t nn__flatten_ops = {flatten_setup,   NULL, NULL, NULL, flatten_forward,
+                                        flatten_backward};

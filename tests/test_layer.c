@@ -83,8 +83,7 @@ static int eff_stride(const nn_layer_spec_t *sp)
 
 /* ---- Naive references, in double, straight from the definitions. ---- */
 
-static void ref_conv(const cfg_t *c, const float *x, const float *w, const float *b,
-                     double *y)
+static void ref_conv(const cfg_t *c, const float *x, const float *w, const float *b, double *y)
 {
     int C = c->in.c, H = c->in.h, W = c->in.w, k = c->spec.k, p = c->spec.pad;
     int s = eff_stride(&c->spec), O = c->spec.out;
@@ -269,6 +268,7 @@ static void test_conv_forward(void **state)
     ei_rng_t r;
     ei_rng_seed(&r, 1);
     /* kind, out, k, stride, pad, size; in c, h, w; n */
+    /* clang-format off */
     static const cfg_t fixed[] = {
         {{NN_CONV, 4, 1, 1, 0, 0}, {3, 5, 7}, 2},  /* pointwise: no im2col */
         {{NN_CONV, 3, 1, 2, 0, 0}, {2, 7, 6}, 2},  /* 1x1 stride 2 */
@@ -280,6 +280,7 @@ static void test_conv_forward(void **state)
         {{NN_CONV, 2, 5, 1, 2, 0}, {2, 2, 2}, 2},
         {{NN_CONV, 3, 3, 1, 1, 0}, {1, 4, 1}, 1},
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         check_forward(&fixed[i], &r, 0);
     check_forward_random(NN_CONV, 100, 0);
@@ -290,6 +291,7 @@ static void test_pool_forward(void **state)
     (void)state;
     ei_rng_t r;
     ei_rng_seed(&r, 2);
+    /* clang-format off */
     static const cfg_t fixed[] = {
         {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {3, 8, 6}, 2},
         {{NN_MAXPOOL, 0, 3, 2, 1, 0}, {2, 7, 9}, 2},
@@ -297,6 +299,7 @@ static void test_pool_forward(void **state)
         {{NN_AVGPOOL, 0, 0, 0, 0, 3}, {2, 7, 5}, 2}, /* adaptive, bins overlap */
         {{NN_AVGPOOL, 0, 0, 0, 0, 4}, {1, 10, 4}, 1},
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         check_forward(&fixed[i], &r, 0);
     check_forward_random(NN_MAXPOOL, 60, 0);
@@ -369,8 +372,7 @@ static void expect_close(const char *what, size_t i, double got, double want, do
         fail_msg("%s[%zu]: analytic %.7g, numeric %.7g", what, i, got, want);
 }
 
-static void check_grads(const cfg_t *c, int how, int training, float h, double tol,
-                        uint64_t seed)
+static void check_grads(const cfg_t *c, int how, int training, float h, double tol, uint64_t seed)
 {
     ei_rng_t r;
     ei_rng_seed(&r, seed);
@@ -404,6 +406,7 @@ static void check_grads(const cfg_t *c, int how, int training, float h, double t
 static void test_conv_dense_backward(void **state)
 {
     (void)state;
+    /* clang-format off */
     static const cfg_t convs[] = {
         {{NN_CONV, 3, 3, 2, 1, 0}, {2, 7, 6}, 2},
         {{NN_CONV, 2, 5, 1, 2, 0}, {2, 5, 6}, 2},
@@ -414,6 +417,7 @@ static void test_conv_dense_backward(void **state)
         {{NN_DENSE, 5, 0, 0, 0, 0}, {3, 2, 3}, 3},
         {{NN_DENSE, 4, 0, 0, 0, 0}, {6, 1, 1}, 1},
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         check_grads(&convs[i], X_UNIFORM, 1, 1e-2f, 2e-4, 10 + i);
 }
@@ -421,10 +425,12 @@ static void test_conv_dense_backward(void **state)
 static void test_bn_backward(void **state)
 {
     (void)state;
+    /* clang-format off */
     static const cfg_t bns[] = {
         {{NN_BN, 0, 0, 0, 0, 0}, {3, 3, 4}, 2},
         {{NN_BN, 0, 0, 0, 0, 0}, {2, 1, 1}, 5}, /* after a dense: one value per sample */
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof bns / sizeof bns[0]; i++)
         check_grads(&bns[i], X_UNIFORM, 1, 1e-2f, 2e-4, 20 + i);
 }
@@ -432,6 +438,7 @@ static void test_bn_backward(void **state)
 static void test_pool_backward(void **state)
 {
     (void)state;
+    /* clang-format off */
     static const cfg_t pools[] = {
         {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {2, 6, 5}, 2},
         {{NN_MAXPOOL, 0, 3, 2, 1, 0}, {2, 7, 6}, 2},
@@ -442,6 +449,7 @@ static void test_pool_backward(void **state)
         {{NN_GAP, 0, 0, 0, 0, 0}, {3, 3, 4}, 2},
         {{NN_FLATTEN, 0, 0, 0, 0, 0}, {2, 3, 2}, 2},
     };
+    /* clang-format on */
     for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++)
         check_grads(&pools[i], X_DISTINCT, 0, 1e-3f, 2e-4, 30 + i);
     cfg_t relu = {{NN_RELU, 0, 0, 0, 0, 0}, {2, 4, 3}, 2};
@@ -533,8 +541,7 @@ static void test_bn_running_stats(void **state)
         for (int n = 0; n < 3; n++)
             for (int i = 0; i < 9; i++)
                 ss += pow(x->data[(n * 2 + ch) * 9 + i] - mean, 2);
-        assert_float_equal(nn_layer_param(l, 2)->value->data[ch], 0.9 * rm0[ch] + 0.1 * mean,
-                           1e-5);
+        assert_float_equal(nn_layer_param(l, 2)->value->data[ch], 0.9 * rm0[ch] + 0.1 * mean, 1e-5);
         assert_float_equal(nn_layer_param(l, 3)->value->data[ch],
                            0.9 * rv0[ch] + 0.1 * ss / (m - 1), 1e-5);
     }
@@ -779,22 +786,14 @@ static void test_bad_specs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_conv_forward),
-        cmocka_unit_test(test_pool_forward),
-        cmocka_unit_test(test_other_forward),
-        cmocka_unit_test(test_conv_dense_backward),
-        cmocka_unit_test(test_bn_backward),
-        cmocka_unit_test(test_pool_backward),
-        cmocka_unit_test(test_maxpool_ties),
-        cmocka_unit_test(test_backward_accumulates),
-        cmocka_unit_test(test_bn_running_stats),
-        cmocka_unit_test(test_softmax_xent),
-        cmocka_unit_test(test_softmax_stable),
-        cmocka_unit_test(test_concat),
-        cmocka_unit_test(test_fold_bn),
-        cmocka_unit_test(test_init_and_params),
-        cmocka_unit_test(test_kind_names),
-        cmocka_unit_test(test_bad_specs),
+        cmocka_unit_test(test_conv_forward),     cmocka_unit_test(test_pool_forward),
+        cmocka_unit_test(test_other_forward),    cmocka_unit_test(test_conv_dense_backward),
+        cmocka_unit_test(test_bn_backward),      cmocka_unit_test(test_pool_backward),
+        cmocka_unit_test(test_maxpool_ties),     cmocka_unit_test(test_backward_accumulates),
+        cmocka_unit_test(test_bn_running_stats), cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_softmax_stable),   cmocka_unit_test(test_concat),
+        cmocka_unit_test(test_fold_bn),          cmocka_unit_test(test_init_and_params),
+        cmocka_unit_test(test_kind_names),       cmocka_unit_test(test_bad_specs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
