@@ -211,14 +211,14 @@ static int greedy_step_linear(const planner_t *p, const pl_ctx_t *ctx, const dou
 {
     const pl_entry_t *base = &ctx->base.e[ctx->base.top];
     const double H = p->H, inv = p->inv_H;
-    double a[PLANNER_MAX_EXITS], tail[PLANNER_MAX_EXITS + 1];
+    double a[PLANNER_MAX_EXITS], step[PLANNER_MAX_EXITS], tail[PLANNER_MAX_EXITS + 1];
     int mem[PLANNER_MAX_EXITS], m = 0;
     double bs = ctx->shift, prev = base->score;
     for (uint64_t rest = cur; rest; rest &= rest - 1) {
         int i = __builtin_ctzll(rest);
         mem[m] = i;
         a[m] = p->A[i] + bs;
-        tail[m] = (C[i] - prev) * (H - a[m]) * inv;
+        step[m] = (C[i] - prev) * (H - a[m]) * inv;
         prev = C[i];
         bs += p->b[i];
         m++;
@@ -226,13 +226,13 @@ static int greedy_step_linear(const planner_t *p, const pl_ctx_t *ctx, const dou
     const double c_last = prev;
     tail[m] = 0;
     for (int t = m - 1; t >= 0; t--)
-        tail[t] += tail[t + 1];
+        tail[t] = step[t] + tail[t + 1];
     double cum = base->cum, cp = base->score, best = -INFINITY;
     int best_j = -1, t = 0;
     bs = ctx->shift;
     for (int j = ctx->x; j < p->n; j++) {
         if (t < m && mem[t] == j) {
-            cum += tail[t] - tail[t + 1];
+            cum += step[t];
             cp = C[j];
             bs += p->b[j];
             t++;

@@ -487,6 +487,65 @@ static void test_exact_dp(void **state)
     }
 }
 
+/* greedy and hybrid exactly as DESIGN.md words them, on top of planner_expect(). */
+static double ref_greedy_from(planner_t *p, const inst_t *in, uint8_t *plan)
+{
+    int n = in->pr.n;
+    double best = planner_expect(p, in->C, plan, NULL);
+    for (;;) {
+        int bj = -1;
+        double bv = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            if (plan[j])
+                continue;
+            plan[j] = 1;
+            double v = planner_expect(p, in->C, plan, NULL);
+            plan[j] = 0;
+            if (v > bv) {
+                bv = v;
+                bj = j;
+            }
+        }
+        if (bj < 0)
+            return best;
+        plan[bj] = 1;
+        best = fmax(best, bv);
+    }
+}
+
+static void test_greedy_hybrid_reference(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 51);
+    for (int it = 0; it < 200; it++) {
+        inst_t in;
+        int n = 1 + (int)ei_rng_below(&r, 14), m = n < 4 ? n : 4;
+        /* Scores drawn at random have no ties, so the reference takes the same path. */
+        gen(&r, n, FLAVOR_RANDOM_SCORES, it % 2 ? &NORMAL : &UNIFORM, &in);
+        planner_t *p = make(&in);
+        uint8_t plan[PLANNER_MAX_EXITS] = {0}, best_plan[PLANNER_MAX_EXITS] = {0};
+        planner_result_t res;
+        planner_search_greedy(p, in.C, NULL, &res);
+        assert_close(res.expectation, ref_greedy_from(p, &in, plan), 1e-12, "greedy");
+        double bm = -1;
+        for (uint32_t mask = 0; mask < 1u << n; mask++) {
+            if (__builtin_popcount(mask) != m)
+                continue;
+            for (int k = 0; k < n; k++)
+                plan[k] = mask >> k & 1;
+            double v = planner_expect(p, in.C, plan, NULL);
+            if (v > bm) {
+                bm = v;
+                memcpy(best_plan, plan, (size_t)n);
+            }
+        }
+        assert_int_equal(planner_search_hybrid(p, in.C, NULL, m, 0, &res, NULL), 0);
+        assert_close(res.expectation, ref_greedy_from(p, &in, best_plan), 1e-12, "hybrid");
+        planner_destroy(&p);
+    }
+}
+
 /* hybrid's distance to the optimum on random instances with n = 8..16: with scores rising
  * with depth (as real confidences do) and with scores uniform at random. Plain hybrid (exactly
  * m outputs, DESIGN.md) cannot reach an optimum with fewer than m outputs, which random scores
@@ -795,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_searches_vs_enum_normal),
         cmocka_unit_test(test_searches_vs_enum_offset),
         cmocka_unit_test(test_exact_dp),
+        cmocka_unit_test(test_greedy_hybrid_reference),
         cmocka_unit_test(test_hybrid_gap),
         cmocka_unit_test(test_search_dispatch_and_checks),
         cmocka_unit_test(test_profile_checks),
