@@ -88,7 +88,8 @@ typedef struct planner_search {
 } planner_search_t;
 
 /* What a search returns. `evaluated` counts complete plans evaluated (enum, hybrid, greedy,
- * random, all, none), DP transitions (exact, algo "dp"), labels made (exact, "pareto") or
+ * random, all, none; hybrid's enumeration skips subtrees that cannot win, so it evaluates
+ * fewer than C(n, m)), DP transitions (exact, algo "dp"), labels made (exact, "pareto") or
  * branch-and-bound nodes plus the greedy start (exact, "bnb"). `algo` is a static string
  * naming the method used. */
 typedef struct planner_result {
@@ -123,7 +124,8 @@ int planner_offset_check(const planner_offset_t *off, int n, ei_err_t *err) EI_C
  * enum, n_random range, an n-bit 0/1 plan for none. The message names the field. */
 int planner_search_check(const planner_search_t *s, int n, int x, ei_err_t *err) EI_CHECK;
 
-/* A zeroed profile / uniform distribution / the plain offset / exact search. */
+/* A zeroed profile of n blocks / the plain offset (x = 0, t0 = 0, c0 = 0) / exact search with
+ * the paper's parameters. */
 void planner_profile_init(planner_profile_t *prof, int n);
 void planner_offset_init(planner_offset_t *off);
 void planner_search_init(planner_search_t *s);
