@@ -144,7 +144,7 @@ static int ds_load_images(nn_dataset_t *ds, const char *path, ei_err_t *err)
     int rc = ds_open(path, &gz, err);
     if (rc)
         return rc;
-    uint32_t d[3];
+    uint32_t d[3] = {0};
     size_t n;
     if ((rc = ds_header(gz, path, DS_MAGIC_IMAGES, d, 3, err)) != 0)
         goto out;
@@ -171,7 +171,7 @@ static int ds_load_labels(nn_dataset_t *ds, const char *path, const char *images
     int rc = ds_open(path, &gz, err);
     if (rc)
         return rc;
-    uint32_t n;
+    uint32_t n = 0;
     if ((rc = ds_header(gz, path, DS_MAGIC_LABELS, &n, 1, err)) != 0)
         goto out;
     if (n != (uint32_t)ds->count) {

@@ -10,6 +10,15 @@
 #define MODEL_FORMAT "einet-model"
 #define MODEL_VERSION "1"
 
+/* A parameter's shape as PyTorch has it: the leading ndim of (n, c, h, w), so a 1x1 conv
+ * weight stays [out, in, 1, 1] and a bias is [out]. */
+static int param_shape(const nn_param_t *p, int64_t *dims)
+{
+    const nn_tensor_t *t = p->value;
+    dims[0] = t->n, dims[1] = t->c, dims[2] = t->h, dims[3] = t->w;
+    return p->ndim;
+}
+
 typedef struct {
     nn_st_entry_t *entries;
     char (*names)[128];
@@ -23,13 +32,9 @@ static void collect(const char *name, nn_param_t *p, void *arg)
         return;
     nn_st_entry_t *e = &c->entries[c->count];
     snprintf(c->names[c->count], sizeof c->names[0], "%s", name);
-    const nn_tensor_t *t = p->value;
-    int64_t dims[4] = {t->n, t->c, t->h, t->w};
-    /* Drop trailing 1s so a bias is [out] and a dense weight [out, in], as PyTorch has. */
-    int nd = 4;
-    while (nd > 1 && dims[nd - 1] == 1)
-        nd--;
-    *e = (nn_st_entry_t){.name = c->names[c->count], .ndim = nd, .data = t->data};
+    int64_t dims[4];
+    int nd = param_shape(p, dims);
+    *e = (nn_st_entry_t){.name = c->names[c->count], .ndim = nd, .data = p->value->data};
     memcpy(e->shape, dims, sizeof dims);
     c->count++;
 }
@@ -74,15 +79,6 @@ typedef struct {
     int rc, seen;
 } loader_t;
 
-/* Shapes as the writer stores them: trailing 1s dropped. */
-static int param_shape(const nn_tensor_t *t, int64_t *dims)
-{
-    dims[0] = t->n, dims[1] = t->c, dims[2] = t->h, dims[3] = t->w;
-    int nd = 4;
-    while (nd > 1 && dims[nd - 1] == 1)
-        nd--;
-    return nd;
-}
 
 static void load_one(const char *name, nn_param_t *p, void *arg)
 {
@@ -90,7 +86,7 @@ static void load_one(const char *name, nn_param_t *p, void *arg)
     if (l->rc)
         return;
     int64_t dims[4];
-    int nd = param_shape(p->value, dims);
+    int nd = param_shape(p, dims);
     l->rc = nn_st_read(l->file, name, dims, nd, p->value->data, l->err);
     if (l->rc) {
         ei_err_prefix(l->err, "%s: ", l->path);

@@ -60,7 +60,7 @@ static int check_probs(const float *p, pb_size_t n, const char *path, ei_err_t *
 {
     char at[96];
     for (pb_size_t i = 0; i < n; i++) {
-        snprintf(at, sizeof at, "%s[%u]", path, (unsigned)i);
+        snprintf(at, sizeof at, "%.80s[%u]", path, (unsigned)i);
         int rc = check_prob(p[i], at, err);
         if (rc < 0)
             return rc;
