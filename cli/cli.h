@@ -12,6 +12,10 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
+int cmd_result(int argc, char **argv);
+int cmd_fault(int argc, char **argv);
 
 /* Prints "einet CMD: message" on stderr and returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) EI_PRINTF(2, 3);

@@ -14,6 +14,10 @@ static const cli_command_t commands[] = {
     {"train", cmd_train, "train a multi-exit model and write a model file"},
     {"eval", cmd_eval, "evaluate a model on the 10,000 test images, per exit"},
     {"plan", cmd_plan, "search an exit plan for one planning instance (JSON)"},
+    {"infer", cmd_infer, "stream test images through a running cluster, one JSON line per answer"},
+    {"stats", cmd_stats, "the coordinator's statistics: statuses, exits, tiers, links, nodes"},
+    {"result", cmd_result, "one request's answer by id"},
+    {"fault", cmd_fault, "inject a link failure, delay or loss, or kill a tier's node"},
 };
 
 static void usage(FILE *out)

@@ -1,0 +1,401 @@
+/* einet infer: streams the first N Fashion-MNIST test images, with their labels, through
+ * the coordinator, keeping a bounded window of requests in flight so the tiers overlap,
+ * and prints one JSON line per answer. Never hangs: each request has a client-side
+ * timeout, the whole run an overall one, and both end in a clear error. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "client.h"
+#include "nn/dataset.h"
+
+#define CMD "infer"
+#define DEFAULT_COUNT 100
+#define DEFAULT_WINDOW 16
+#define DEFAULT_TOTAL_MS 600000
+
+static const char usage_text[] =
+    "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--json]\n"
+    "Sends the first N Fashion-MNIST test images with their labels and prints one JSON line\n"
+    "per answer on stdout, in the order answers arrive:\n"
+    "  {\"id\", \"index\", \"status\", \"class\", \"confidence\", \"exit\", \"tier\",\n"
+    "   \"latency_ms\", \"label\"[, \"reason\"]}\n"
+    "(id: the coordinator's request id, for 'einet result'; index: the test image). A summary\n"
+    "follows on stderr: readable, or one JSON object with --json.\n" CLIENT_OPTS_HELP
+    "                          each request's answer is awaited that long after its\n"
+    "                          deadline (or after sending, with no deadline)\n"
+    "  --count N               images to send (default 100, at most 10000)\n"
+    "  --deadline-ms D         each request's deadline, counted by the coordinator\n"
+    "  --window N              requests in flight at once (default 16)\n"
+    "  --total-timeout-ms N    give up on the whole run after N ms (default 600000)\n"
+    "  --json                  the summary as one JSON object\n"
+    "  --quiet                 no summary\n"
+    "  --data DIR              Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n"
+    "Exit status: 0 when every request got exactly one answer (of any status), 1 when one\n"
+    "got none in time, was refused or answered twice, or the coordinator cannot be reached;\n"
+    "2 for a usage error.\n";
+
+enum { ST_UNSENT, ST_INFLIGHT, ST_ANSWERED, ST_TIMEDOUT };
+
+typedef struct infer {
+    client_opts_t o;
+    long count, deadline_ms, window, total_ms;
+    int json, quiet;
+    const char *data_dir;
+    /* run state */
+    client_t *c;
+    nn_dataset_t *data;
+    uint8_t *state;
+    double *sent_at;
+    uint64_t first_seq;
+    long next, low, inflight, answered, timed_out, refused, duplicates, strays;
+    /* summary */
+    uint64_t by_status[8], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4], labelled, correct;
+    double *latency; /* coordinator-reported latency of each answer, ms */
+    double t_start;
+} infer_t;
+
+static int parse_args(int argc, char **argv, infer_t *a)
+{
+    static const struct option longopts[] = {
+        CLIENT_LONGOPTS,
+        {"count", required_argument, 0, 'n'},
+        {"deadline-ms", required_argument, 0, 'D'},
+        {"window", required_argument, 0, 'w'},
+        {"total-timeout-ms", required_argument, 0, 'T'},
+        {"json", no_argument, 0, 'j'},
+        {"quiet", no_argument, 0, 'q'},
+        {"data", required_argument, 0, 'd'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        int r = client_opts_parse(CMD, &a->o, c, optarg);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case 'j': a->json = 1; break;
+        case 'q': a->quiet = 1; break;
+        case 'd': a->data_dir = optarg; break;
+        case 'h': fputs(usage_text, stdout); return -1;
+        case 'n':
+            if (cli_parse_long(optarg, 1, 10000, &a->count))
+                return cli_usage_error(CMD, "--count: '%s' is not in [1, 10000]", optarg);
+            break;
+        case 'D':
+            if (cli_parse_long(optarg, 1, WIRE_MAX_DEADLINE_MS, &a->deadline_ms))
+                return cli_usage_error(CMD, "--deadline-ms: '%s' is not in [1, %u]", optarg,
+                                       WIRE_MAX_DEADLINE_MS);
+            break;
+        case 'w':
+            if (cli_parse_long(optarg, 1, 1000, &a->window))
+                return cli_usage_error(CMD, "--window: '%s' is not in [1, 1000]", optarg);
+            break;
+        case 'T':
+            if (cli_parse_long(optarg, 1, 86400000, &a->total_ms))
+                return cli_usage_error(CMD, "--total-timeout-ms: '%s' is not in [1, 86400000]",
+                                       optarg);
+            break;
+        default:
+            return cli_bad_option(CMD, argv, optind);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    return client_opts_finish(CMD, &a->o) ? CLI_USAGE : 0;
+}
+
+/* The request's reply timeout: the shared --timeout-ms after its deadline. */
+static double request_timeout_s(const infer_t *a)
+{
+    return (a->o.timeout_ms + a->deadline_ms) / 1e3;
+}
+
+static int send_request(infer_t *a, long i, ei_err_t *err)
+{
+    const nn_dataset_t *d = a->data;
+    size_t numel = (size_t)d->h * (size_t)d->w;
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_request_tag);
+    einet_Request *r = &env.body.request;
+    r->client_id = (uint64_t)i;
+    uint32_t shape[4] = {1, 1, (uint32_t)d->h, (uint32_t)d->w};
+    wire_meta_set(&r->input, &r->has_input, shape, 4);
+    if (a->deadline_ms) {
+        r->has_deadline_ms = true;
+        r->deadline_ms = (uint32_t)a->deadline_ms;
+    }
+    r->has_label = true;
+    r->label = d->labels[i];
+    int rc = client_send(a->c, &env, d->images + (size_t)i * numel, numel, (int)a->o.timeout_ms,
+                         err);
+    if (rc)
+        return rc;
+    if (i == 0)
+        a->first_seq = env.seq;
+    a->state[i] = ST_INFLIGHT;
+    a->sent_at[i] = ei_now();
+    a->inflight++;
+    return 0;
+}
+
+static void print_answer(const einet_Answer *ans)
+{
+    json_t *o = client_answer_json(ans);
+    char *text = json_dumps(o, JSON_REAL_PRECISION(9));
+    if (text)
+        puts(text);
+    free(text);
+    json_decref(o);
+}
+
+static void tally(infer_t *a, const einet_Answer *ans)
+{
+    a->by_status[ans->status < 8 ? ans->status : 0]++;
+    a->by_exit[ans->exit <= WIRE_MAX_BLOCKS ? ans->exit : 0]++;
+    a->by_tier[ans->tier < 4 ? ans->tier : 0]++;
+    if (ans->has_label) {
+        /* An answer without any exit counts as wrong, as in DESIGN.md. */
+        a->labelled++;
+        a->correct += ans->exit > 0 && ans->class_id == ans->label;
+    }
+    a->latency[a->answered] = ans->latency_us / 1e3;
+}
+
+/* One answer: exactly one per request, for a request this run sent. */
+static void on_answer(infer_t *a, const einet_Answer *ans)
+{
+    long i = (long)ans->client_id;
+    if (ans->client_id >= (uint64_t)a->count || a->state[i] == ST_UNSENT) {
+        fprintf(stderr, "einet infer: answer for image %llu, which was never sent: ignored\n",
+                (unsigned long long)ans->client_id);
+        a->strays++;
+        return;
+    }
+    if (a->state[i] == ST_ANSWERED) {
+        fprintf(stderr, "einet infer: image %ld (request %llu) answered twice: the second, "
+                        "'%s', ignored\n",
+                i, (unsigned long long)ans->request_id, client_status_name(ans->status));
+        a->duplicates++;
+        return;
+    }
+    if (a->state[i] == ST_TIMEDOUT) {
+        fprintf(stderr, "einet infer: image %ld: answer '%s' came after the timeout\n", i,
+                client_status_name(ans->status));
+        return;
+    }
+    a->state[i] = ST_ANSWERED;
+    a->inflight--;
+    tally(a, ans);
+    a->answered++;
+    print_answer(ans);
+}
+
+/* An Error reply refuses the request whose seq it answers. */
+static void on_error(infer_t *a, const einet_Envelope *env)
+{
+    long i = (long)(env->reply_to - a->first_seq);
+    const einet_Error *e = &env->body.error;
+    if (env->reply_to < a->first_seq || i >= a->next || a->state[i] != ST_INFLIGHT) {
+        fprintf(stderr, "einet infer: the coordinator sent an error: %s\n", e->message);
+        a->strays++;
+        return;
+    }
+    fprintf(stderr, "einet infer: image %ld refused by the coordinator: %s (%s)\n", i, e->message,
+            ei_strerror(e->code));
+    a->state[i] = ST_ANSWERED;
+    a->inflight--;
+    a->refused++;
+}
+
+/* Marks every request whose answer is overdue; they stop counting as in flight. */
+static void expire(infer_t *a, double now)
+{
+    while (a->low < a->next && a->state[a->low] != ST_INFLIGHT)
+        a->low++;
+    double limit = request_timeout_s(a);
+    for (long i = a->low; i < a->next && a->sent_at[i] + limit <= now; i++) {
+        if (a->state[i] != ST_INFLIGHT)
+            continue;
+        fprintf(stderr, "einet infer: image %ld: no answer within %ld ms of sending\n", i,
+                (long)(limit * 1e3));
+        a->state[i] = ST_TIMEDOUT;
+        a->inflight--;
+        a->timed_out++;
+    }
+}
+
+/* Time to wait for the next message: until the oldest request in flight is overdue or the
+ * run's overall timeout, whichever comes first. */
+static int wait_ms(infer_t *a, double now)
+{
+    while (a->low < a->next && a->state[a->low] != ST_INFLIGHT)
+        a->low++;
+    double until = a->t_start + a->total_ms / 1e3;
+    if (a->low < a->next && a->sent_at[a->low] + request_timeout_s(a) < until)
+        until = a->sent_at[a->low] + request_timeout_s(a);
+    double ms = (until - now) * 1e3 + 1;
+    return ms < 0 ? 0 : (int)ms;
+}
+
+static int run(infer_t *a)
+{
+    ei_err_t err = {0};
+    a->t_start = ei_now();
+    while (a->next < a->count || a->inflight > 0) {
+        while (a->next < a->count && a->inflight < a->window) {
+            if (send_request(a, a->next, &err))
+                return cli_fail(CMD, "image %ld: %s", a->next, err.msg);
+            a->next++;
+        }
+        double now = ei_now();
+        if (now - a->t_start >= a->total_ms / 1e3)
+            return cli_fail(CMD,
+                            "overall timeout: %ld of %ld images answered after %ld ms "
+                            "(--total-timeout-ms)",
+                            a->answered, a->count, a->total_ms);
+        einet_Envelope env;
+        int rc = client_recv(a->c, &env, wait_ms(a, now), &err);
+        if (rc == 0 && env.which_body == einet_Envelope_answer_tag)
+            on_answer(a, &env.body.answer);
+        else if (rc == 0 && env.which_body == einet_Envelope_error_tag)
+            on_error(a, &env);
+        else if (rc == 0)
+            fprintf(stderr, "einet infer: unexpected %s from the coordinator: ignored\n",
+                    wire_body_name(env.which_body));
+        else if (rc != EI_E_TIMEOUT)
+            fprintf(stderr, "einet infer: bad reply ignored: %s\n", err.msg);
+        expire(a, ei_now());
+    }
+    return 0;
+}
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+static double percentile(const double *sorted, long n, double p)
+{
+    if (n == 0)
+        return 0;
+    long i = (long)(p * (double)(n - 1) + 0.5);
+    return sorted[i];
+}
+
+static void summary_json(const infer_t *a, double secs, const double *p)
+{
+    json_t *o = json_pack(
+        "{s:i, s:i, s:i, s:i, s:i, s:o, s:o, s:o, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}",
+        "sent", (json_int_t)a->next, "answered", (json_int_t)a->answered, "timed_out",
+        (json_int_t)a->timed_out, "refused", (json_int_t)a->refused, "duplicates",
+        (json_int_t)a->duplicates, "by_status",
+        client_counts_json(a->by_status, 8, client_status_name), "by_exit",
+        client_counts_json(a->by_exit, WIRE_MAX_BLOCKS + 1, NULL), "by_tier",
+        client_counts_json(a->by_tier, 4, client_tier_name), "labelled", (json_int_t)a->labelled,
+        "correct", (json_int_t)a->correct, "accuracy",
+        a->labelled ? (double)a->correct / (double)a->labelled : 0.0, "latency_p50_ms", p[0],
+        "latency_p95_ms", p[1], "latency_p99_ms", p[2], "seconds", secs, "answers_per_s",
+        secs > 0 ? a->answered / secs : 0.0);
+    char *text = json_dumps(o, JSON_REAL_PRECISION(6));
+    fprintf(stderr, "%s\n", text ? text : "{}");
+    free(text);
+    json_decref(o);
+}
+
+static void summary_text(const infer_t *a, double secs, const double *p)
+{
+    fprintf(stderr, "%ld of %ld images answered in %.2f s (%.1f answers/s)", a->answered,
+            a->next, secs, secs > 0 ? a->answered / secs : 0.0);
+    if (a->timed_out || a->refused || a->duplicates)
+        fprintf(stderr, "; %ld timed out, %ld refused, %ld answered twice", a->timed_out,
+                a->refused, a->duplicates);
+    fprintf(stderr, "\nby status:");
+    for (int s = 0; s < 8; s++)
+        if (a->by_status[s])
+            fprintf(stderr, " %s %llu", client_status_name(s),
+                    (unsigned long long)a->by_status[s]);
+    fprintf(stderr, "\nby exit:  ");
+    for (int k = 0; k <= WIRE_MAX_BLOCKS; k++)
+        if (a->by_exit[k])
+            fprintf(stderr, " %d: %llu", k, (unsigned long long)a->by_exit[k]);
+    fprintf(stderr, "\nby tier:  ");
+    for (int t = 0; t < 4; t++)
+        if (a->by_tier[t])
+            fprintf(stderr, " %s %llu", client_tier_name(t), (unsigned long long)a->by_tier[t]);
+    fprintf(stderr, "\naccuracy: %.4f (%llu of %llu labelled)\n",
+            a->labelled ? (double)a->correct / (double)a->labelled : 0.0,
+            (unsigned long long)a->correct, (unsigned long long)a->labelled);
+    fprintf(stderr, "latency:   p50 %.2f ms  p95 %.2f ms  p99 %.2f ms\n", p[0], p[1], p[2]);
+}
+
+static void summary(infer_t *a)
+{
+    double secs = ei_now() - a->t_start;
+    qsort(a->latency, (size_t)a->answered, sizeof *a->latency, cmp_double);
+    double p[3] = {percentile(a->latency, a->answered, 0.50),
+                   percentile(a->latency, a->answered, 0.95),
+                   percentile(a->latency, a->answered, 0.99)};
+    if (a->json)
+        summary_json(a, secs, p);
+    else
+        summary_text(a, secs, p);
+}
+
+static int infer_main(infer_t *a)
+{
+    ei_err_t err = {0};
+    a->data = nn_dataset_load(a->data_dir, "test", &err);
+    if (!a->data)
+        return cli_fail(CMD, "%s", err.msg);
+    if (a->count > a->data->count)
+        a->count = a->data->count;
+    a->state = ei_calloc((size_t)a->count, 1);
+    a->sent_at = ei_calloc((size_t)a->count, sizeof *a->sent_at);
+    a->latency = ei_calloc((size_t)a->count, sizeof *a->latency);
+    if (!a->state || !a->sent_at || !a->latency)
+        return cli_fail(CMD, "out of memory");
+    a->c = client_new(a->o.endpoint, &err);
+    if (!a->c)
+        return cli_fail(CMD, "%s", err.msg);
+    int rc = run(a);
+    if (!a->quiet && a->next > 0)
+        summary(a);
+    if (rc)
+        return rc;
+    if (a->timed_out || a->refused || a->duplicates)
+        return cli_fail(CMD, "%ld of %ld images got no answer in time, %ld were refused, %ld "
+                             "answered twice",
+                        a->timed_out, a->count, a->refused, a->duplicates);
+    return CLI_OK;
+}
+
+int cmd_infer(int argc, char **argv)
+{
+    infer_t *a = ei_calloc(1, sizeof *a);
+    if (!a)
+        return cli_fail(CMD, "out of memory");
+    client_opts_init(&a->o);
+    a->count = DEFAULT_COUNT;
+    a->window = DEFAULT_WINDOW;
+    a->total_ms = DEFAULT_TOTAL_MS;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a reader of the pipe sees each answer at once */
+    int rc = parse_args(argc, argv, a);
+    if (rc == 0)
+        rc = infer_main(a);
+    else if (rc < 0)
+        rc = CLI_OK;
+    client_destroy(&a->c);
+    nn_dataset_destroy(&a->data);
+    free(a->state);
+    free(a->sent_at);
+    free(a->latency);
+    free(a);
+    return rc;
+}
