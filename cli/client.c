@@ -247,7 +247,7 @@ json_t *client_answer_json(const einet_Answer *a)
     json_object_set_new(o, "id", json_integer((json_int_t)a->request_id));
     json_object_set_new(o, "index", json_integer((json_int_t)a->client_id));
     json_object_set_new(o, "status", json_string(client_status_name(a->status)));
-    json_object_set_new(o, "class", none ? json_null() : json_integer(a->class_id));
+    json_object_set_new(o, "class", json_integer(none ? -1 : (json_int_t)a->class_id));
     json_object_set_new(o, "confidence", json_real(none ? 0.0 : a->confidence));
     json_object_set_new(o, "exit", json_integer(a->exit));
     json_object_set_new(o, "tier", none ? json_null() : json_string(client_tier_name(a->tier)));

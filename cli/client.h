@@ -70,7 +70,8 @@ int client_link_parse(const char *name);
 /* An Answer as the JSON object `einet infer` and `einet result` print:
  * {"id", "status", "class", "confidence", "exit", "tier", "latency_ms", "label"} plus
  * "index" (the client's tag: the test image's index) and "reason" when one is given.
- * class and tier are null when no exit arrived, label when none was sent. New reference. */
+ * class is -1 and tier null when no exit arrived (docs/protocol.md), label is null when
+ * none was sent. New reference. */
 json_t *client_answer_json(const einet_Answer *a);
 
 /* Counts v[0..n) as a JSON object keyed by name(i) (NULL: the index), zero counts left

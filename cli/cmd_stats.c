@@ -11,14 +11,16 @@
 #define CMD "stats"
 
 static const char usage_text[] =
-    "usage: einet stats --coordinator ENDPOINT [--json] [--reset]\n"
+    "usage: einet stats --coordinator ENDPOINT [--json] [--reset] [--healthy]\n"
     "Prints the coordinator's statistics: requests by status, answers by exit and by tier,\n"
     "accuracy where labels were sent, latency percentiles, per-link latency and bandwidth,\n"
     "the nodes and their health, and the latest faults.\n" CLIENT_OPTS_HELP
     "  --json                  one JSON object instead of a table\n"
     "  --reset                 zero the counters after reading them\n"
-    "Exit status: 0, 1 when the coordinator cannot be reached or does not reply, 2 for a\n"
-    "usage error.\n";
+    "  --healthy               only check health: exit 0 when every node is healthy and\n"
+    "                          every link up, else say which is not and exit 1\n"
+    "Exit status: 0, 1 when the coordinator cannot be reached or does not reply (or, with\n"
+    "--healthy, something is unhealthy), 2 for a usage error.\n";
 
 static json_t *links_json(const einet_StatsReply *s)
 {
@@ -137,16 +139,45 @@ static void print_table(const einet_StatsReply *s)
     }
 }
 
+/* "All healthy" of docs/protocol.md: every node healthy and every link up. Prints one line
+ * on stdout either way; CLI_OK or CLI_FAIL. */
+static int check_health(const einet_StatsReply *s)
+{
+    char why[512] = "";
+    size_t len = 0;
+    for (int i = 0; i < s->nodes_count && len < sizeof why; i++)
+        if (!s->nodes[i].healthy)
+            len += (size_t)snprintf(why + len, sizeof why - len, "%snode %s (last seen %.0f ms ago)",
+                                    len ? ", " : "", client_tier_name(s->nodes[i].tier),
+                                    s->nodes[i].last_seen_us / 1e3);
+    for (int i = 0; i < s->links_count && len < sizeof why; i++)
+        if (!s->links[i].up)
+            len += (size_t)snprintf(why + len, sizeof why - len, "%slink %s down",
+                                    len ? ", " : "", client_link_name(s->links[i].link));
+    if (s->nodes_count == 0)
+        snprintf(why, sizeof why, "the coordinator knows no nodes");
+    if (why[0]) {
+        printf("unhealthy: %s\n", why);
+        return CLI_FAIL;
+    }
+    printf("healthy:");
+    for (int i = 0; i < s->nodes_count; i++)
+        printf(" %s", client_tier_name(s->nodes[i].tier));
+    printf(", %d link%s up\n", s->links_count, s->links_count == 1 ? "" : "s");
+    return CLI_OK;
+}
+
 int cmd_stats(int argc, char **argv)
 {
     static const struct option longopts[] = {CLIENT_LONGOPTS,
                                               {"json", no_argument, 0, 'j'},
                                               {"reset", no_argument, 0, 'r'},
+                                              {"healthy", no_argument, 0, 'H'},
                                               {"help", no_argument, 0, 'h'},
                                               {0, 0, 0, 0}};
     client_opts_t o;
     client_opts_init(&o);
-    int json = 0, reset = 0, c;
+    int json = 0, reset = 0, healthy = 0, c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         int r = client_opts_parse(CMD, &o, c, optarg);
@@ -157,6 +188,7 @@ int cmd_stats(int argc, char **argv)
         switch (c) {
         case 'j': json = 1; break;
         case 'r': reset = 1; break;
+        case 'H': healthy = 1; break;
         case 'h': fputs(usage_text, stdout); return CLI_OK;
         default: return cli_bad_option(CMD, argv, optind);
         }
@@ -171,7 +203,9 @@ int cmd_stats(int argc, char **argv)
     wire_env_init(env, einet_Envelope_stats_query_tag);
     env->body.stats_query.reset = reset;
     int rc = client_query(CMD, &o, env, einet_Envelope_stats_reply_tag);
-    if (!rc)
+    if (!rc && healthy)
+        rc = check_health(&env->body.stats_reply);
+    else if (!rc)
         json ? print_json(&env->body.stats_reply) : print_table(&env->body.stats_reply);
     free(env);
     return rc;

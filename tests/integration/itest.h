@@ -1,0 +1,90 @@
+/* itest: what einet's integration tests share. Child processes (spawn, wait with a
+ * timeout, read their output line by line with a timeout), and a real cluster on loopback:
+ * config files with ports unique to the test written into a temporary directory, started
+ * and stopped with deploy/local.sh, so the tests exercise the very script users run. */
+#ifndef ITEST_H
+#define ITEST_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+/* ctest's SKIP_RETURN_CODE: the test cannot run here and says why on stderr. */
+#define ITEST_SKIP 77
+
+/* ---- processes ---- */
+
+typedef struct itest_proc {
+    pid_t pid;
+    int out_fd;     /* the child's stdout, when piped; else -1 */
+    char buf[8192]; /* read but not yet returned by itest_proc_line */
+    size_t len;
+    int eof;
+} itest_proc_t;
+
+/* Starts argv[0] (a path) with stdout piped to the caller (pipe_out) or appended to
+ * out_path (NULL: inherited) and stderr appended to err_path (NULL: inherited). 0 or -1. */
+int itest_spawn(itest_proc_t *p, char *const argv[], int pipe_out, const char *out_path,
+                const char *err_path);
+
+/* The next line of the child's stdout without its newline, waiting at most timeout_ms.
+ * 1: a line; 0: end of output; -1: timed out. */
+int itest_proc_line(itest_proc_t *p, char *line, size_t cap, int timeout_ms);
+
+/* Waits for the child at most timeout_ms, then kills it (SIGKILL) and reaps it. Its exit
+ * code, 128 + the signal that ended it, or -1 when it had to be killed. Closes the pipe. */
+int itest_proc_wait(itest_proc_t *p, int timeout_ms);
+
+/* Runs argv to completion (at most timeout_ms) with stdout and stderr collected into
+ * out[0..cap) and err[0..cap) (either may be NULL); returns as itest_proc_wait. */
+int itest_run(char *const argv[], char *out, size_t out_cap, char *err, size_t err_cap,
+              int timeout_ms);
+
+/* $EINET_BIN/name (the build's bin directory, set by ctest) into buf. */
+const char *itest_bin(const char *name, char *buf, size_t cap);
+
+/* 1 when $EINET_BIN holds einet-node and einet-coord (else prints why on stderr). */
+int itest_have_programs(void);
+
+/* The model the cluster runs: $EINET_TEST_MODEL, else the shipped
+ * models/fmnist-8exit.safetensors (absolute path). NULL when the file does not exist. */
+const char *itest_model_path(char *buf, size_t cap);
+
+/* ---- a cluster on loopback ---- */
+
+typedef struct itest_cluster_opts {
+    int heartbeat_ms;         /* 0: 50 */
+    int heartbeat_timeout_ms; /* 0: 300 */
+    double slowdown[4];       /* per tier (index einet_Tier); 0: 1 */
+    int deadline_ms;          /* the coordinator's default deadline; 0: none */
+} itest_cluster_opts_t;
+
+typedef struct itest_cluster {
+    char dir[256];     /* the config directory */
+    char run_dir[300]; /* logs and pid files (EINET_RUN_DIR of deploy/local.sh) */
+    char clients[64], nodes[64], edge_bind[64], cloud_bind[64];
+    char model[1024];
+    itest_cluster_opts_t opts;
+} itest_cluster_t;
+
+/* Writes the four config files with free loopback ports into a new temporary directory
+ * and runs `deploy/local.sh up` on it. 0, or -1 after printing local.sh's output. */
+int itest_cluster_up(itest_cluster_t *c, const itest_cluster_opts_t *opts);
+
+/* `deploy/local.sh up` again: restarts whatever process is not running and waits until
+ * the cluster is healthy. 0 or -1. */
+int itest_cluster_restart(itest_cluster_t *c);
+
+/* `deploy/local.sh down`, then removes the directory. */
+void itest_cluster_down(itest_cluster_t *c);
+
+/* The pid of a running process of the cluster ("coordinator", "device", ...); -1. */
+pid_t itest_cluster_pid(const itest_cluster_t *c, const char *name);
+
+/* Prints the last lines of each process's log on stderr (after a failure). */
+void itest_cluster_dump_logs(const itest_cluster_t *c);
+
+/* Runs `einet ARGS...` (NULL-terminated) to completion with output collected; as
+ * itest_run. */
+int itest_einet(char *out, size_t out_cap, char *err, size_t err_cap, int timeout_ms, ...);
+
+#endif
