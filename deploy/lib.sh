@@ -1,0 +1,129 @@
+# shellcheck shell=sh disable=SC2154
+# deploy/lib.sh: what deploy/local.sh and deploy/netns.sh share (sourced, not run).
+# The caller sets: bin (directory of einet, einet-node, einet-coord), run (run directory:
+# NAME.log and NAME.pid per process), names (the processes: coordinator and the tiers),
+# clients (the coordinator's client endpoint as a client connects to it).
+
+die() {
+    echo "$(basename "$0"): $*" >&2
+    exit 1
+}
+
+# The value of KEY ($2) in INI file $1, without comments or surrounding blanks.
+ini_get() {
+    sed -n "s/^[[:space:]]*$2[[:space:]]*=[[:space:]]*//p" "$1" |
+        sed 's/[[:space:]][;#].*//; s/[[:space:]]*$//' | head -n 1
+}
+
+# The pid of process NAME when it is running (and is an einet program), else nothing.
+pid_of() {
+    _f="$run/$1.pid"
+    [ -f "$_f" ] || return 0
+    _p=$(cat "$_f" 2>/dev/null)
+    [ -n "$_p" ] && kill -0 "$_p" 2>/dev/null || return 0
+    grep -q einet "/proc/$_p/cmdline" 2>/dev/null && echo "$_p"
+    return 0
+}
+
+program_of() {
+    if [ "$1" = coordinator ]; then echo "$bin/einet-coord"; else echo "$bin/einet-node"; fi
+}
+
+log_tail() {
+    echo "--- last lines of $run/$1.log:" >&2
+    tail -n 20 "$run/$1.log" >&2 2>/dev/null || echo "(no log)" >&2
+}
+
+# start NAME CONFIG [PREFIX...]: runs NAME's program in the background with its config,
+# appending to NAME.log, its pid in NAME.pid; PREFIX (e.g. ip netns exec NS) goes before it.
+start_proc() {
+    _name=$1
+    _cfg=$2
+    shift 2
+    _prog=$(program_of "$_name")
+    [ -x "$_prog" ] || die "$_prog is not built (cmake --build build)"
+    echo "=== $(date '+%F %T') starting $_name: $* $_prog --config $_cfg" >>"$run/$_name.log"
+    # nohup and ip netns exec both exec the program, so $! is the program's own pid.
+    nohup "$@" "$_prog" --config "$_cfg" >>"$run/$_name.log" 2>&1 </dev/null &
+    echo $! >"$run/$_name.pid"
+    echo "started $_name (pid $!, log $run/$_name.log)"
+}
+
+health() {
+    "$bin/einet" stats --healthy --coordinator "$clients" --timeout-ms 1000 2>&1
+}
+
+# Waits up to $1 seconds until every process runs and the coordinator calls the cluster
+# healthy; on failure says which is not, with the tail of its log, and exits 1.
+wait_healthy() {
+    _deadline=$(($(date +%s) + $1))
+    while :; do
+        for _n in $names; do
+            if [ -z "$(pid_of "$_n")" ]; then
+                echo "$(basename "$0"): $_n exited during start-up" >&2
+                log_tail "$_n"
+                exit 1
+            fi
+        done
+        _h=$(health) && break
+        if [ "$(date +%s)" -ge "$_deadline" ]; then
+            echo "$(basename "$0"): not healthy after $1 s: $_h" >&2
+            for _n in $names; do
+                case "$_h" in *"$_n"*) log_tail "$_n" ;; esac
+            done
+            case "$_h" in *"cannot reach"* | *"no reply"*) log_tail coordinator ;; esac
+            exit 1
+        fi
+        sleep 0.2
+    done
+    echo "$_h"
+}
+
+# Stops the tiers in pipeline order (no new work enters), the coordinator last (so it can
+# answer what it still holds): SIGTERM, then SIGKILL after $1 seconds, saying so.
+# Returns 1 when something had to be killed.
+stop_all() {
+    _rc=0
+    for _n in $tiers coordinator; do
+        _p=$(pid_of "$_n")
+        if [ -z "$_p" ]; then
+            rm -f "$run/$_n.pid"
+            continue
+        fi
+        kill -TERM "$_p" 2>/dev/null
+        _i=0
+        while kill -0 "$_p" 2>/dev/null && [ $_i -lt $(($1 * 10)) ]; do
+            sleep 0.1
+            _i=$((_i + 1))
+        done
+        if kill -0 "$_p" 2>/dev/null; then
+            echo "$(basename "$0"): $_n (pid $_p) still running $1 s after SIGTERM: SIGKILL" >&2
+            kill -KILL "$_p" 2>/dev/null
+            _rc=1
+        else
+            echo "stopped $_n (pid $_p)"
+        fi
+        rm -f "$run/$_n.pid"
+    done
+    return $_rc
+}
+
+# One line per process: running (pid, log) or stopped; then the cluster's health. Returns 1
+# when something is stopped or unhealthy.
+show_status() {
+    _rc=0
+    for _n in $names; do
+        _p=$(pid_of "$_n")
+        if [ -n "$_p" ]; then
+            printf '%-12s running  pid %-7s log %s\n' "$_n" "$_p" "$run/$_n.log"
+        else
+            printf '%-12s stopped\n' "$_n"
+            _rc=1
+        fi
+    done
+    if [ -n "$(pid_of coordinator)" ]; then
+        health || _rc=1
+        echo "$clients"
+    fi
+    return $_rc
+}
