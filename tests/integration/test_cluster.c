@@ -1,0 +1,677 @@
+/* A real cluster on loopback: einet-coord and three einet-node processes started by
+ * deploy/local.sh with ports unique to the test, driven by the einet program and by an
+ * in-process client (cli/client.c) that paces requests while faults are injected.
+ *
+ * Each case is one ctest (`test_cluster CASE`):
+ *   forward   no faults: every answer complete, from the final exit, and equal to the
+ *             single-process forward (same class, confidence within 1e-5); statistics agree
+ *   deadline  a slow cloud and a short deadline: `deadline` answers from the edge's exits,
+ *             equal to the forward at the exit reported; `einet result` agrees
+ *   cut       edge-cloud cut mid-stream (einet fault --down, then --clear): `link` answers
+ *             from the device or edge within the heartbeat timeout, full depth after restore
+ *   kill      SIGKILL of the cloud node mid-stream, then deploy/local.sh up restarts it
+ *   badinput  random bytes, truncated and oversized frames, wrong tensor shapes, unknown
+ *             versions and too many frames sent to every socket: refused, counted, and the
+ *             cluster keeps serving
+ * In every case each request is answered exactly once and the coordinator's statistics
+ * agree with what the client received. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <zmq.h>
+
+#include "cli/client.h"
+#include "common/ei.h"
+#include "itest.h"
+#include "nn/dataset.h"
+#include "nn/model.h"
+#include "wire/wire.h"
+
+#define MAX_REQ 2000
+#define CLASSES 10
+#define HB_MS 50
+#define HB_TIMEOUT_MS 300
+/* Slack on top of the heartbeat timeout for a `link` answer: a heartbeat interval, the
+ * coordinator's reaction and a loaded (or sanitizer-instrumented) machine. */
+#define LINK_SLACK_MS 400
+
+static nn_dataset_t *g_test;
+static nn_model_t *g_model;
+static float *g_probs; /* [MAX_REQ][blocks][CLASSES], computed on demand */
+static char *g_done;
+static int g_blocks;
+static itest_cluster_t g_cluster;
+static char g_out[1 << 20], g_err[1 << 16];
+
+/* The single-process forward of test image i: every exit's probabilities. */
+static const float *forward(int i)
+{
+    if (!g_done[i]) {
+        nn_tensor_t *x = nn_tensor_new(1, 1, g_test->h, g_test->w);
+        memcpy(x->data, g_test->images + (size_t)i * 784, 784 * sizeof(float));
+        ei_err_t err;
+        assert_int_equal(nn_model_forward(g_model, x, g_probs + (size_t)i * g_blocks * CLASSES,
+                                          &err),
+                         0);
+        nn_tensor_destroy(&x);
+        g_done[i] = 1;
+    }
+    return g_probs + (size_t)i * g_blocks * CLASSES;
+}
+
+/* An answer with an exit must be exactly what that exit computes in one process. */
+static void check_against_forward(int i, int exit, int cls, double conf)
+{
+    if (exit == 0) {
+        assert_int_equal(cls, -1);
+        return;
+    }
+    assert_true(exit >= 1 && exit <= g_blocks);
+    const float *p = forward(i) + (size_t)(exit - 1) * CLASSES;
+    int best = 0;
+    for (int c = 1; c < CLASSES; c++)
+        best = p[c] > p[best] ? c : best;
+    if (cls != best || conf < p[best] - 1e-5 || conf > p[best] + 1e-5)
+        fail_msg("image %d exit %d: answer class %d confidence %.7f, the forward gives class %d "
+                 "confidence %.7f",
+                 i, exit, cls, conf, best, p[best]);
+}
+
+/* ---- what the client received, and the statistics it must agree with ---- */
+
+typedef struct tally {
+    uint64_t requests, by_status[8], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4];
+    uint64_t labelled, correct;
+} tally_t;
+
+static void tally_add(tally_t *t, int status, int exit, int tier, int cls, int label)
+{
+    t->by_status[status]++;
+    t->by_exit[exit]++;
+    t->by_tier[exit ? tier : 0]++;
+    t->labelled++;
+    t->correct += exit > 0 && cls == label;
+}
+
+static void stats_query(einet_StatsReply *out)
+{
+    client_opts_t o = {g_cluster.clients, 5000};
+    einet_Envelope *env = calloc(1, sizeof *env);
+    wire_env_init(env, einet_Envelope_stats_query_tag);
+    assert_int_equal(client_query("test", &o, env, einet_Envelope_stats_reply_tag), 0);
+    *out = env->body.stats_reply;
+    free(env);
+}
+
+static void check_stats_agree(const tally_t *t)
+{
+    einet_StatsReply *s = calloc(1, sizeof *s);
+    stats_query(s);
+    assert_int_equal(s->requests, t->requests);
+    for (int i = 0; i < 8; i++)
+        if ((i < s->by_status_count ? s->by_status[i] : 0) != t->by_status[i])
+            fail_msg("status %d: the coordinator counts %llu, the client got %llu", i,
+                     (unsigned long long)(i < s->by_status_count ? s->by_status[i] : 0),
+                     (unsigned long long)t->by_status[i]);
+    for (int k = 0; k <= g_blocks; k++)
+        if ((k < s->by_exit_count ? s->by_exit[k] : 0) != t->by_exit[k])
+            fail_msg("exit %d: the coordinator counts %llu, the client got %llu", k,
+                     (unsigned long long)(k < s->by_exit_count ? s->by_exit[k] : 0),
+                     (unsigned long long)t->by_exit[k]);
+    for (int i = 0; i < 4; i++)
+        if ((i < s->by_tier_count ? s->by_tier[i] : 0) != t->by_tier[i])
+            fail_msg("tier %d: the coordinator counts %llu, the client got %llu", i,
+                     (unsigned long long)(i < s->by_tier_count ? s->by_tier[i] : 0),
+                     (unsigned long long)t->by_tier[i]);
+    assert_int_equal(s->labelled, t->labelled);
+    assert_int_equal(s->correct, t->correct);
+    free(s);
+}
+
+/* ---- `einet infer` runs ---- */
+
+typedef struct infer_line {
+    int index, status, exit, tier, cls, label;
+    long long id;
+    double conf, latency_ms;
+} infer_line_t;
+
+static int status_of(const char *s)
+{
+    for (int i = 0; i < 7; i++)
+        if (!strcmp(client_status_name(i), s))
+            return i;
+    fail_msg("unknown status '%s'", s);
+    return -1;
+}
+
+static int tier_of(json_t *v)
+{
+    return json_is_null(v) ? 0 : client_tier_parse(json_string_value(v));
+}
+
+/* Runs einet infer with args and parses its lines; every image 0..count-1 exactly once. */
+static int run_infer(infer_line_t *lines, int count, tally_t *t, const char *deadline)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%d", count);
+    int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 120000, "infer",
+                         "--coordinator", g_cluster.clients, "--count", n, "--json",
+                         deadline ? "--deadline-ms" : NULL, deadline, NULL);
+    if (rc != 0) {
+        itest_cluster_dump_logs(&g_cluster);
+        fail_msg("einet infer: exit %d\n%s", rc, g_err);
+    }
+    int got = 0, *seen = calloc((size_t)count, sizeof *seen);
+    for (char *p = g_out, *nl; *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        *nl = 0;
+        json_t *o = json_loads(p, 0, NULL);
+        assert_non_null(o);
+        infer_line_t *l = &lines[got++];
+        l->index = (int)json_integer_value(json_object_get(o, "index"));
+        l->id = json_integer_value(json_object_get(o, "id"));
+        l->status = status_of(json_string_value(json_object_get(o, "status")));
+        l->exit = (int)json_integer_value(json_object_get(o, "exit"));
+        l->tier = tier_of(json_object_get(o, "tier"));
+        l->cls = (int)json_integer_value(json_object_get(o, "class"));
+        l->label = (int)json_integer_value(json_object_get(o, "label"));
+        l->conf = json_real_value(json_object_get(o, "confidence"));
+        l->latency_ms = json_real_value(json_object_get(o, "latency_ms"));
+        json_decref(o);
+        assert_true(l->index >= 0 && l->index < count);
+        assert_int_equal(seen[l->index]++, 0);
+        assert_int_equal(l->label, g_test->labels[l->index]);
+        check_against_forward(l->index, l->exit, l->cls, l->conf);
+        tally_add(t, l->status, l->exit, l->tier, l->cls, l->label);
+        t->requests++;
+    }
+    assert_int_equal(got, count);
+    free(seen);
+    return got;
+}
+
+static void test_forward(void **state)
+{
+    (void)state;
+    infer_line_t *lines = calloc(300, sizeof *lines);
+    tally_t t = {0};
+    run_infer(lines, 300, &t, NULL);
+    for (int i = 0; i < 300; i++) {
+        assert_string_equal(client_status_name(lines[i].status), "complete");
+        assert_int_equal(lines[i].exit, g_blocks);
+        assert_int_equal(lines[i].tier, einet_Tier_TIER_CLOUD);
+    }
+    check_stats_agree(&t);
+    /* einet result gives the same answer again. */
+    char id[32];
+    snprintf(id, sizeof id, "%lld", lines[17].id);
+    assert_int_equal(itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, "result",
+                                 "--coordinator", g_cluster.clients, id, NULL),
+                     0);
+    json_t *o = json_loads(g_out, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "index")), lines[17].index);
+    assert_int_equal(json_integer_value(json_object_get(o, "class")), lines[17].cls);
+    assert_true(json_is_false(json_object_get(o, "pending")));
+    json_decref(o);
+    free(lines);
+}
+
+static void test_deadline(void **state)
+{
+    (void)state;
+    enum { N = 40, DEADLINE = 40 };
+    infer_line_t *lines = calloc(N, sizeof *lines);
+    tally_t t = {0};
+    run_infer(lines, N, &t, "40");
+    for (int i = 0; i < N; i++) {
+        infer_line_t *l = &lines[i];
+        if (l->status != einet_Status_STATUS_DEADLINE)
+            fail_msg("image %d: status %s, not deadline (exit %d)", l->index,
+                     client_status_name(l->status), l->exit);
+        /* The cloud is far too slow to finish: the answer comes from the device or edge. */
+        assert_true(l->exit <= 5);
+        assert_true(l->exit == 0 || l->tier == einet_Tier_TIER_DEVICE ||
+                    l->tier == einet_Tier_TIER_EDGE);
+        assert_true(l->latency_ms >= DEADLINE - 1);
+        assert_true(l->latency_ms <= DEADLINE + LINK_SLACK_MS);
+    }
+    check_stats_agree(&t);
+    /* The stored result is the deepest exit that arrived, as answered. */
+    char id[32];
+    snprintf(id, sizeof id, "%lld", lines[N - 1].id);
+    assert_int_equal(itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, "result",
+                                 "--coordinator", g_cluster.clients, id, NULL),
+                     0);
+    json_t *o = json_loads(g_out, 0, NULL);
+    assert_int_equal(json_integer_value(json_object_get(o, "exit")), lines[N - 1].exit);
+    assert_string_equal(json_string_value(json_object_get(o, "status")), "deadline");
+    json_decref(o);
+    free(lines);
+}
+
+/* ---- a paced stream through faults ---- */
+
+typedef struct rec {
+    int answers;
+    double sent_at, answered_at;
+    einet_Answer a;
+} rec_t;
+
+typedef struct stream {
+    client_t *c;
+    rec_t *recs;
+    int sent, answered, inflight, duplicates;
+    uint64_t first_seq;
+    tally_t t;
+} stream_t;
+
+static void stream_send(stream_t *s)
+{
+    int i = s->sent;
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_request_tag);
+    einet_Request *r = &env.body.request;
+    r->client_id = (uint64_t)i;
+    uint32_t shape[4] = {1, 1, 28, 28};
+    wire_meta_set(&r->input, &r->has_input, shape, 4);
+    r->has_label = true;
+    r->label = g_test->labels[i];
+    ei_err_t err;
+    if (client_send(s->c, &env, g_test->images + (size_t)i * 784, 784, 5000, &err) != 0)
+        fail_msg("send: %s", err.msg);
+    s->recs[i].sent_at = ei_now();
+    s->sent++;
+    s->inflight++;
+    s->t.requests++;
+}
+
+/* Receives for at most ms; returns the image index of an answer, or -1. */
+static int stream_poll(stream_t *s, int ms)
+{
+    einet_Envelope env;
+    ei_err_t err;
+    int rc = client_recv(s->c, &env, ms, &err);
+    if (rc == EI_E_TIMEOUT)
+        return -1;
+    if (rc != 0)
+        fail_msg("receive: %s", err.msg);
+    if (env.which_body != einet_Envelope_answer_tag)
+        fail_msg("the coordinator sent %s, not an answer", wire_body_name(env.which_body));
+    einet_Answer *a = &env.body.answer;
+    int i = (int)a->client_id;
+    assert_true(i >= 0 && i < s->sent);
+    rec_t *r = &s->recs[i];
+    if (r->answers++) {
+        s->duplicates++;
+        fail_msg("image %d answered twice: %s then %s", i, client_status_name(r->a.status),
+                 client_status_name(a->status));
+    }
+    r->a = *a;
+    r->answered_at = ei_now();
+    s->answered++;
+    s->inflight--;
+    assert_true(a->has_label && a->label == g_test->labels[i]);
+    check_against_forward(i, (int)a->exit, a->exit ? (int)a->class_id : -1, a->confidence);
+    tally_add(&s->t, a->status, (int)a->exit, a->tier, (int)a->class_id, (int)a->label);
+    return i;
+}
+
+/* Waits for every request still in flight, then a little longer for duplicates. */
+static void stream_drain(stream_t *s)
+{
+    double until = ei_now() + 15;
+    while (s->inflight > 0 && ei_now() < until)
+        stream_poll(s, 100);
+    if (s->inflight > 0) {
+        itest_cluster_dump_logs(&g_cluster);
+        fail_msg("%d of %d requests never answered", s->inflight, s->sent);
+    }
+    while (stream_poll(s, 300) >= 0)
+        ;
+}
+
+typedef void fault_fn(void);
+
+/* Streams requests (at most 8 in flight, one every 3 ms) and moves through three phases:
+ * 20 complete answers, then inject() and wait until 10 `link` answers came, then restore()
+ * and wait until 20 requests sent after the restore came back complete. */
+static void run_fault_stream(fault_fn *inject, fault_fn *restore)
+{
+    stream_t s = {0};
+    ei_err_t err;
+    s.recs = calloc(MAX_REQ, sizeof *s.recs);
+    s.c = client_new(g_cluster.clients, &err);
+    assert_non_null(s.c);
+    int phase = 0, complete_before = 0, links = 0, complete_after = 0;
+    double t_inject = 0, t_restore = 0, first_link = 0, next_send = 0;
+    double limit = ei_now() + 40;
+    while (phase < 3) {
+        if (ei_now() > limit || s.sent == MAX_REQ) {
+            itest_cluster_dump_logs(&g_cluster);
+            fail_msg("stuck in phase %d: %d sent, %d answered, %d complete before, %d link, "
+                     "%d complete after",
+                     phase, s.sent, s.answered, complete_before, links, complete_after);
+        }
+        if (s.inflight < 8 && ei_now() >= next_send) {
+            stream_send(&s);
+            next_send = ei_now() + 0.003;
+        }
+        int i = stream_poll(&s, 2);
+        if (i >= 0) {
+            const einet_Answer *a = &s.recs[i].a;
+            if (a->status == einet_Status_STATUS_COMPLETE) {
+                assert_int_equal(a->exit, g_blocks);
+                assert_int_equal(a->tier, einet_Tier_TIER_CLOUD);
+            } else if (a->status == einet_Status_STATUS_LINK) {
+                /* Only requests that met the failure fail, and only from the tiers before
+                 * it, within the heartbeat timeout. */
+                assert_true(phase >= 1);
+                assert_true(s.recs[i].answered_at >= t_inject);
+                assert_true(a->exit <= 5);
+                assert_true(a->exit == 0 || a->tier != einet_Tier_TIER_CLOUD);
+                if (a->latency_us / 1e3 > HB_TIMEOUT_MS + LINK_SLACK_MS)
+                    fail_msg("image %d: link answer after %.1f ms", i, a->latency_us / 1e3);
+                if (!first_link)
+                    first_link = s.recs[i].answered_at;
+                links++;
+            } else {
+                fail_msg("image %d: unexpected status %s", i, client_status_name(a->status));
+            }
+            complete_before += phase == 0 && a->status == einet_Status_STATUS_COMPLETE;
+            complete_after += phase == 2 && a->status == einet_Status_STATUS_COMPLETE &&
+                              s.recs[i].sent_at > t_restore;
+        }
+        if (phase == 0 && complete_before >= 20) {
+            inject();
+            t_inject = ei_now();
+            phase = 1;
+        } else if (phase == 1 && links >= 10) {
+            restore();
+            t_restore = ei_now();
+            phase = 2;
+        } else if (phase == 2 && complete_after >= 20) {
+            phase = 3;
+        }
+    }
+    stream_drain(&s);
+    assert_int_equal(s.duplicates, 0);
+    assert_true(first_link - t_inject <= (HB_TIMEOUT_MS + LINK_SLACK_MS) / 1e3);
+    printf("  %d requests: first link answer %.0f ms after the fault, %d link answers, "
+           "%d complete after the restore\n",
+           s.sent, (first_link - t_inject) * 1e3, links, complete_after);
+    check_stats_agree(&s.t);
+    client_destroy(&s.c);
+    free(s.recs);
+}
+
+static void einet_fault(const char *a, const char *b, const char *c, const char *d)
+{
+    int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, "fault",
+                         "--coordinator", g_cluster.clients, a, b, c, d, NULL);
+    if (rc != 0)
+        fail_msg("einet fault %s %s %s %s: exit %d: %s", a, b, c, d ? d : "", rc, g_err);
+}
+
+static void cut_edge_cloud(void)
+{
+    einet_fault("--link", "edge-cloud", "--down", "60");
+}
+
+static void restore_edge_cloud(void)
+{
+    einet_fault("--link", "edge-cloud", "--clear", NULL);
+}
+
+static void test_cut(void **state)
+{
+    (void)state;
+    run_fault_stream(cut_edge_cloud, restore_edge_cloud);
+}
+
+static void kill_cloud(void)
+{
+    pid_t pid = itest_cluster_pid(&g_cluster, "cloud");
+    assert_true(pid > 0);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+}
+
+static void restart_cloud(void)
+{
+    assert_int_equal(itest_cluster_restart(&g_cluster), 0);
+}
+
+static void test_kill(void **state)
+{
+    (void)state;
+    run_fault_stream(kill_cloud, restart_cloud);
+}
+
+/* ---- bad input to every socket ---- */
+
+typedef struct junk {
+    const char *what;
+    int frames;
+    size_t size[3];
+    int kind; /* 0: random bytes; else the envelope of junk_envelope(kind) and zeroed data */
+} junk_t;
+
+enum { J_RANDOM, J_TRUNCATED, J_VERSION, J_BAD_FRAME, J_WRONG_MAP, J_WRONG_INPUT };
+
+static const junk_t junks[] = {
+    {"random bytes", 1, {57}, J_RANDOM},
+    {"empty frame", 1, {0}, J_RANDOM},
+    {"oversized envelope", 1, {WIRE_ENVELOPE_MAX + 100}, J_RANDOM},
+    {"three frames", 3, {10, 10, 10}, J_RANDOM},
+    {"truncated request", 1, {0}, J_TRUNCATED},
+    {"unknown version", 1, {0}, J_VERSION},
+    {"tensor frame disagreeing with its shape", 2, {0, 100}, J_BAD_FRAME},
+    {"feature map of the wrong shape for its block", 2, {0, 64 * 7 * 7 * 4}, J_WRONG_MAP},
+    {"request of the wrong input shape", 2, {0, 3 * 28 * 28 * 4}, J_WRONG_INPUT},
+};
+
+#define N_JUNK ((int)(sizeof junks / sizeof junks[0]))
+
+/* The envelope bytes of a junk message into buf; returns its length. */
+static size_t junk_envelope(int kind, uint8_t *buf, size_t cap)
+{
+    einet_Envelope *env = calloc(1, sizeof *env);
+    size_t len = 0;
+    ei_err_t err;
+    if (kind == J_BAD_FRAME || kind == J_WRONG_MAP) {
+        /* After block 2 the map is 32x14x14; J_WRONG_MAP claims 64x7x7 (and sends that). */
+        wire_env_init(env, einet_Envelope_feature_map_tag);
+        einet_FeatureMap *f = &env->body.feature_map;
+        f->request_id = 999999;
+        f->block = 2;
+        f->plan_count = (pb_size_t)g_blocks;
+        for (int k = 0; k < g_blocks; k++)
+            f->plan[k] = true;
+        uint32_t good[4] = {1, 32, 14, 14}, bad[4] = {1, 64, 7, 7};
+        wire_meta_set(&f->tensor, &f->has_tensor, kind == J_WRONG_MAP ? bad : good, 4);
+        size_t bytes = kind == J_WRONG_MAP ? 64 * 7 * 7 * 4 : 32 * 14 * 14 * 4;
+        assert_int_equal(wire_encode(env, bytes, buf, cap, &len, &err), 0);
+    } else {
+        wire_env_init(env, einet_Envelope_request_tag);
+        uint32_t shape[4] = {1, kind == J_WRONG_INPUT ? 3 : 1, 28, 28};
+        wire_meta_set(&env->body.request.input, &env->body.request.has_input, shape, 4);
+        env->seq = 4242;
+        assert_int_equal(wire_encode(env, shape[1] * 784 * 4, buf, cap, &len, &err), 0);
+        if (kind == J_TRUNCATED)
+            len = len > 6 ? len - 5 : 1;
+        if (kind == J_VERSION)
+            buf[1] = 2; /* field 1 (version) is the first byte pair: 0x08 0x01 */
+    }
+    free(env);
+    return len;
+}
+
+static int send_junk(void *sock, const junk_t *j, ei_rng_t *rng)
+{
+    uint8_t *buf = calloc(1, 64 * 7 * 7 * 4 + WIRE_ENVELOPE_MAX);
+    int rc = 0;
+    for (int f = 0; f < j->frames && !rc; f++) {
+        size_t n = j->size[f];
+        if (f == 0 && j->kind)
+            n = junk_envelope(j->kind, buf, WIRE_ENVELOPE_MAX);
+        else if (j->kind)
+            memset(buf, 0, n);
+        else
+            for (size_t k = 0; k < n; k++)
+                buf[k] = (uint8_t)ei_rng_next(rng);
+        rc = zmq_send(sock, buf, n, f + 1 < j->frames ? ZMQ_SNDMORE : 0) < 0;
+    }
+    free(buf);
+    return rc;
+}
+
+static void test_badinput(void **state)
+{
+    (void)state;
+    const char *endpoints[] = {g_cluster.clients, g_cluster.nodes, g_cluster.edge_bind,
+                               g_cluster.cloud_bind};
+    const char *names[] = {"coordinator clients", "coordinator nodes", "edge bind",
+                           "cloud bind"};
+    einet_StatsReply *before = calloc(1, sizeof *before), *after = calloc(1, sizeof *after);
+    stats_query(before);
+    void *ctx = zmq_ctx_new();
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 7);
+    int to_coord = 0, errors_back = 0, rejected_back = 0;
+    for (int e = 0; e < 4; e++) {
+        void *sock = zmq_socket(ctx, ZMQ_DEALER);
+        int zero = 0, one = 1, tmo = 3000;
+        zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one);
+        zmq_setsockopt(sock, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
+        zmq_setsockopt(sock, ZMQ_IDENTITY, "junk-sender", 11);
+        assert_int_equal(zmq_connect(sock, endpoints[e]), 0);
+        for (size_t j = 0; j < sizeof junks / sizeof junks[0]; j++) {
+            if (send_junk(sock, &junks[j], &rng))
+                fail_msg("%s: could not send %s", names[e], junks[j].what);
+            /* A request of the wrong shape decodes: it is answered `rejected`, not
+             * counted as a bad message. */
+            to_coord += e == 1 || (e == 0 && junks[j].kind != J_WRONG_INPUT);
+        }
+        /* The coordinator's client endpoint answers each refusal with an Error. */
+        if (e == 0) {
+            zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+            while (zmq_poll(&item, 1, 1000) > 0) {
+                char buf[WIRE_ENVELOPE_MAX];
+                int n = zmq_recv(sock, buf, sizeof buf, 0);
+                einet_Envelope *env = calloc(1, sizeof *env);
+                if (n > 0 && wire_decode((uint8_t *)buf, (size_t)n, WIRE_NO_TENSOR, env, NULL) == 0) {
+                    errors_back += env->which_body == einet_Envelope_error_tag;
+                    rejected_back += env->which_body == einet_Envelope_answer_tag &&
+                                     env->body.answer.status == einet_Status_STATUS_REJECTED;
+                }
+                free(env);
+            }
+        }
+        zmq_close(sock);
+    }
+    zmq_ctx_term(ctx);
+    printf("  %d bad messages to the coordinator; on the client endpoint %d error replies, %d "
+           "rejected answers\n",
+           to_coord, errors_back, rejected_back);
+    /* Each refusal on the client endpoint is answered: an Error, or `rejected`. */
+    assert_int_equal(errors_back, N_JUNK - 1);
+    assert_int_equal(rejected_back, 1);
+    /* Still serving, and healthy: a fresh stream is answered in full, and correctly. */
+    infer_line_t *lines = calloc(50, sizeof *lines);
+    tally_t t = {0};
+    run_infer(lines, 50, &t, NULL);
+    for (int i = 0; i < 50; i++)
+        assert_string_equal(client_status_name(lines[i].status), "complete");
+    free(lines);
+    stats_query(after);
+    if (after->bad_messages < before->bad_messages + (uint64_t)to_coord)
+        fail_msg("bad_messages went from %llu to %llu after %d bad messages to the coordinator",
+                 (unsigned long long)before->bad_messages,
+                 (unsigned long long)after->bad_messages, to_coord);
+    for (int i = 0; i < after->nodes_count; i++)
+        assert_true(after->nodes[i].healthy);
+    free(before);
+    free(after);
+}
+
+/* ---- setup ---- */
+
+static const struct {
+    const char *name;
+    void (*fn)(void **);
+    itest_cluster_opts_t opts;
+} cases[] = {
+    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
+    {"deadline", test_deadline, {HB_MS, HB_TIMEOUT_MS, {0, 1, 1, 300}, 0}},
+    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
+    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
+    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
+};
+
+static int g_case;
+
+static int setup(void **state)
+{
+    (void)state;
+    if (itest_cluster_up(&g_cluster, &cases[g_case].opts) != 0) {
+        itest_cluster_dump_logs(&g_cluster);
+        itest_cluster_down(&g_cluster);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    itest_cluster_down(&g_cluster);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    g_case = -1;
+    for (int i = 0; argc == 2 && i < (int)(sizeof cases / sizeof cases[0]); i++)
+        if (!strcmp(argv[1], cases[i].name))
+            g_case = i;
+    if (g_case < 0) {
+        fprintf(stderr, "usage: test_cluster forward|deadline|cut|kill|badinput\n");
+        return 2;
+    }
+    char model_path[1024];
+    ei_err_t err;
+    if (!itest_have_programs())
+        return ITEST_SKIP;
+    if (!itest_model_path(model_path, sizeof model_path))
+        return ITEST_SKIP;
+    g_test = nn_dataset_load(NULL, "test", &err);
+    g_model = g_test ? nn_model_load(model_path, 1, &err) : NULL;
+    if (!g_model) {
+        fprintf(stderr, "test_cluster: %s\n", err.msg);
+        return 1;
+    }
+    nn_model_prepare_inference(g_model);
+    g_blocks = nn_model_blocks(g_model);
+    g_probs = calloc((size_t)MAX_REQ * (size_t)g_blocks * CLASSES, sizeof *g_probs);
+    g_done = calloc(MAX_REQ, 1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(cases[g_case].fn, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests_name(cases[g_case].name, tests, NULL, NULL);
+    free(g_probs);
+    free(g_done);
+    nn_model_destroy(&g_model);
+    nn_dataset_destroy(&g_test);
+    return rc;
+}
