@@ -320,7 +320,7 @@ typedef struct bnb {
 
 /* stair[k]: the exits j >= k in order of A_j, keeping those whose score beats every one
  * arriving no later: the best score that can have arrived by each time (before the shift). */
-static void build_stairs(planner_t *p, int x, const double *scores)
+void pl__build_stairs(planner_t *p, int x, const double *scores)
 {
     for (int k = x; k <= p->n; k++) {
         int len = 0;
@@ -405,7 +405,7 @@ int planner_search_bnb(planner_t *self, const double *scores, const planner_offs
     w.s.top = ctx.base.top;
     w.nodes = 0;
     w.best_mask = pl__greedy_from(self, &ctx, scores, 0, &w.best, &w.nodes);
-    build_stairs(self, ctx.x, scores);
+    pl__build_stairs(self, ctx.x, scores);
     bnb_rec(&w, ctx.x, ctx.shift, 0);
     pl__result_set(self, &ctx, off, scores, w.best_mask, w.nodes, "bnb", res);
     return 0;

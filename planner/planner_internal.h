@@ -149,6 +149,11 @@ int pl__in_order_uniform(const planner_t *p, const pl_ctx_t *ctx);
  * results (any distribution; arrivals past H allowed). */
 int pl__in_order(const planner_t *p, const pl_ctx_t *ctx);
 
+/* Fills p->stair[k] for k = x..n: the exits j >= k in order of A_j, keeping those whose
+ * score beats every one arriving no later (the best score that can have arrived by each time,
+ * before the shift). */
+void pl__build_stairs(planner_t *p, int x, const double *scores);
+
 /* Greedy from a start mask, keeping the best plan seen (start included). */
 uint64_t pl__greedy_from(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
                          uint64_t start, double *best_val, uint64_t *evaluated);

@@ -103,7 +103,6 @@ int planner_search_check(const planner_search_t *s, int n, int x, ei_err_t *err)
 typedef struct walk {
     const planner_t *p;
     const double *scores;
-    double sufmax_C[PLANNER_MAX_EXITS + 1]; /* max_{j >= k} scores[j]; hybrid only */
     pl_stack_t s;
     double best;
     uint64_t best_mask, count;
@@ -254,15 +253,18 @@ static int greedy_step_linear(const planner_t *p, const pl_ctx_t *ctx, const dou
     return best_j;
 }
 
-uint64_t pl__greedy_from(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
-                         uint64_t start, double *best_val, uint64_t *evaluated)
+/* Up to max_steps greedy additions from start; *best_val and *best_mask get the best plan
+ * seen (start included). Returns the plan reached. */
+static uint64_t greedy_run(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
+                           uint64_t start, int max_steps, double *best_val, uint64_t *best_mask,
+                           uint64_t *evaluated)
 {
     uint64_t cur = start, best = start;
     double bv = pl__eval_mask(p, ctx, scores, start);
     (*evaluated)++;
     uint64_t all = pl_free_mask(p->n, ctx->x);
     const int linear = pl__in_order_uniform(p, ctx);
-    while (cur != all) {
+    for (int step = 0; step < max_steps && cur != all; step++) {
         double v;
         int j = linear ? greedy_step_linear(p, ctx, scores, cur, &v, evaluated)
                        : greedy_step(p, ctx, scores, cur, &v, evaluated);
@@ -274,6 +276,15 @@ uint64_t pl__greedy_from(const planner_t *p, const pl_ctx_t *ctx, const double *
         }
     }
     *best_val = bv;
+    *best_mask = best;
+    return cur;
+}
+
+uint64_t pl__greedy_from(const planner_t *p, const pl_ctx_t *ctx, const double *scores,
+                         uint64_t start, double *best_val, uint64_t *evaluated)
+{
+    uint64_t best;
+    greedy_run(p, ctx, scores, start, PLANNER_MAX_EXITS, best_val, &best, evaluated);
     return best;
 }
 
@@ -343,12 +354,31 @@ static void comb_last(walk_t *w, int start, double bs, uint64_t mask, int clear)
     }
 }
 
+/* What exits >= start can add to the value of a stack none of them can shadow, whose top
+ * scores sc: at any tau the answer is at most the best score that can have arrived
+ * (p->stair[start], shifted by bs), so the sum of the steps is at most the integral of
+ * (stair - sc)^+ dF, in Abel form sum over the stair's steps above sc. */
+static double stair_room(const planner_t *p, int start, double bs, double sc)
+{
+    const pl_step_t *st = p->stair[start];
+    double room = 0, below = sc;
+    for (int q = 0; q < p->stair_len[start]; q++) {
+        if (st[q].score <= below)
+            continue;
+        double sv = pl_surv(p, st[q].at + bs);
+        if (sv <= 0)
+            break;
+        room += (st[q].score - below) * sv;
+        below = st[q].score;
+    }
+    return room;
+}
+
 /* Every plan with exactly `left` more outputs from exits >= start; with upto, the inner nodes
  * of the same tree (plans with fewer outputs) are leaves too, at no extra push.
  * Pruning: when no exit >= start can shadow the top entry, every completion's value is the
- * top's plus steps whose sum at any time after the first new arrival is at most
- * (max_{j >= start} C_j - C_top)^+, and that arrival is no earlier than
- * min_{j >= start} A_j + bs; if even that cannot beat the best plan seen, no plan below does.
+ * top's plus at most stair_room(); if even that cannot beat the best plan seen, no plan
+ * below does.
  * The result is the same as visiting every leaf (ties keep the first found). */
 static void comb_rec(walk_t *w, int start, int left, int upto, double bs, uint64_t mask)
 {
@@ -358,13 +388,9 @@ static void comb_rec(walk_t *w, int start, int left, int upto, double bs, uint64
         return;
     const planner_t *p = w->p;
     const pl_entry_t *top = &w->s.e[w->s.top];
-    const double first = p->sufmin_A[start] + bs;
-    const int clear = first >= top->at;
-    if (clear) {
-        double gain = w->sufmax_C[start] - top->score;
-        if (top->cum + (gain > 0 ? gain * pl_surv(p, first) : 0) <= w->best)
-            return;
-    }
+    const int clear = p->sufmin_A[start] + bs >= top->at;
+    if (clear && top->cum + stair_room(p, start, bs, top->score) <= w->best)
+        return;
     if (left == 1) {
         comb_last(w, start, bs, mask, clear);
         return;
@@ -392,12 +418,15 @@ int planner_search_hybrid(planner_t *self, const double *scores, const planner_o
     walk_t w;
     pl__ctx_init(self, off, &ctx);
     walk_init(&w, self, &ctx, scores);
-    w.sufmax_C[self->n] = -INFINITY;
-    for (int k = self->n - 1; k >= 0; k--)
-        w.sufmax_C[k] = fmax(scores[k], w.sufmax_C[k + 1]);
-    comb_rec(&w, ctx.x, m, upto, ctx.shift, 0);
-    uint64_t ev = w.count;
+    /* A good plan with m outputs first (m greedy steps from empty), so that the enumeration
+     * prunes from the start; it finds the best plan with m outputs all the same. */
+    uint64_t ev = 0, ignored;
     double v;
+    w.best_mask = greedy_run(self, &ctx, scores, 0, m, &v, &ignored, &ev);
+    w.best = pl__eval_mask(self, &ctx, scores, w.best_mask);
+    pl__build_stairs(self, ctx.x, scores);
+    comb_rec(&w, ctx.x, m, upto, ctx.shift, 0);
+    ev += w.count;
     /* Algorithm 2, lines 3-12: greedy from the enumeration's best, keeping the best seen
      * (which includes that start). */
     uint64_t best = pl__greedy_from(self, &ctx, scores, w.best_mask, &v, &ev);
