@@ -1,0 +1,112 @@
+#!/bin/sh
+# The three-tier cluster in network namespaces (deploy/netns.sh) with real link latency and
+# bandwidth, and the edge-cloud link failed for real mid-stream: first `ip link set down` on
+# both ends, then 100% loss. While the link is gone, requests are answered `link` from the
+# device's or edge's exits; after the restore, from the final exit again; every request
+# exactly once, and the coordinator's statistics agree with what the client received.
+# Skipped (exit 77, saying why) where network namespaces cannot be made.
+set -u
+
+src=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${EINET_BIN:-$src/build/bin}
+export EINET_BIN="$bin"
+skip() { echo "SKIP: $*" >&2; exit 77; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || skip "network namespaces need root"
+command -v ip >/dev/null 2>&1 || skip "iproute2 is not installed"
+command -v jq >/dev/null 2>&1 || skip "jq is not installed (apt-get install jq)"
+for p in einet einet-node einet-coord; do
+    [ -x "$bin/$p" ] || skip "$bin/$p is not built"
+done
+model=${EINET_TEST_MODEL:-$src/models/fmnist-8exit.safetensors}
+[ -f "$model" ] || skip "no model file $model (set EINET_TEST_MODEL)"
+model=$(cd "$(dirname "$model")" && pwd)/$(basename "$model")
+
+export EINET_NETNS_PREFIX="einet-t$$"
+probe="$EINET_NETNS_PREFIX-probe"
+ip netns add "$probe" 2>/dev/null || skip "cannot make a network namespace here (ip netns add failed)"
+ip netns del "$probe"
+
+tmp=$(mktemp -d /tmp/einet-netns-test.XXXXXX)
+export EINET_RUN_DIR="$tmp/run"
+netns="$src/deploy/netns.sh"
+cleanup() {
+    "$netns" down >/dev/null 2>&1
+    [ -n "${EINET_KEEP_TEST_DIR:-}" ] || rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+# The shipped configs with the model under test.
+mkdir -p "$tmp/conf"
+for f in "$src"/configs/fmnist-3tier/*.ini; do
+    sed "s#^model *=.*#model = $model#" "$f" >"$tmp/conf/$(basename "$f")"
+done
+
+"$netns" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out" >&2; fail "netns.sh up"; }
+ep=$(tail -n 1 "$tmp/up.out")
+echo "cluster up, client endpoint $ep ($(grep -o 'links:.*' "$tmp/up.out"))"
+
+# Runs `einet infer` over N images in the background; cuts edge-cloud with MODE (down or
+# loss) once 15 answers are in, restores it 2 s later, and checks the answers.
+stream() {
+    mode=$1
+    n=$2
+    out="$tmp/$mode.jsonl"
+    "$bin/einet" infer --coordinator "$ep" --count "$n" --window 4 --json --timeout-ms 10000 \
+        >"$out" 2>"$tmp/$mode.err" &
+    pid=$!
+    i=0
+    while [ "$(wc -l <"$out")" -lt 15 ]; do
+        kill -0 $pid 2>/dev/null || break
+        i=$((i + 1))
+        [ $i -lt 600 ] || fail "$mode: no 15 answers within 30 s"
+        sleep 0.05
+    done
+    before=$(wc -l <"$out")
+    if [ "$mode" = down ]; then "$netns" cut edge-cloud; else "$netns" cut edge-cloud --loss; fi
+    sleep 2
+    at_restore=$(wc -l <"$out")
+    "$netns" restore edge-cloud
+    wait $pid || { cat "$tmp/$mode.err" >&2; fail "$mode: einet infer failed"; }
+
+    [ "$(wc -l <"$out")" -eq "$n" ] || fail "$mode: $(wc -l <"$out") answers for $n requests"
+    [ "$(jq -s 'map(.index) | unique | length' "$out")" -eq "$n" ] ||
+        fail "$mode: some image answered twice or never"
+    # Before the cut: complete, from the final exit.
+    head -n "$before" "$out" | jq -e -s 'all(.status == "complete" and .exit == 8)' >/dev/null ||
+        fail "$mode: not all complete before the cut"
+    links=$(jq -s 'map(select(.status == "link")) | length' "$out")
+    [ "$links" -ge 1 ] || fail "$mode: no link answer while edge-cloud was cut"
+    # link answers come from the device or the edge.
+    jq -e -s 'map(select(.status == "link")) | all(.exit <= 5 and .tier != "cloud")' "$out" \
+        >/dev/null || fail "$mode: a link answer from the cloud's exits"
+    jq -e -s 'all(.status == "complete" or .status == "link")' "$out" >/dev/null ||
+        fail "$mode: statuses other than complete and link"
+    # After the restore the final exit answers again: the last answers are complete.
+    tail -n 10 "$out" | jq -e -s 'all(.status == "complete" and .exit == 8)' >/dev/null ||
+        fail "$mode: the last answers after the restore are not all complete"
+    slowest=$(jq -s 'map(select(.status == "link") | .latency_ms) | max' "$out")
+    echo "$mode: $n requests, $before complete before the cut, $links link answers" \
+        "(slowest $slowest ms), $((n - at_restore)) answered after the restore"
+}
+
+stream down 300
+stream loss 300
+
+# The coordinator's statistics agree with what the client received (both streams).
+"$bin/einet" stats --coordinator "$ep" --json >"$tmp/stats.json" || fail "einet stats"
+cat "$tmp/down.jsonl" "$tmp/loss.jsonl" >"$tmp/all.jsonl"
+for s in complete link deadline rejected; do
+    got=$(jq -s "map(select(.status == \"$s\")) | length" "$tmp/all.jsonl")
+    counted=$(jq ".by_status.$s // 0" "$tmp/stats.json")
+    [ "$got" -eq "$counted" ] || fail "status $s: the client got $got, the coordinator counts $counted"
+done
+[ "$(jq .requests "$tmp/stats.json")" -eq 600 ] || fail "the coordinator counts $(jq .requests "$tmp/stats.json") requests, not 600"
+correct=$(jq -s 'map(select(.class == .label)) | length' "$tmp/all.jsonl")
+[ "$(jq .correct "$tmp/stats.json")" -eq "$correct" ] || fail "correct answers disagree"
+jq -e '.faults_seen >= 2' "$tmp/stats.json" >/dev/null || fail "the coordinator saw no link fault"
+
+"$netns" down >/dev/null || fail "netns.sh down"
+ip netns list | grep -q "^$EINET_NETNS_PREFIX-" && fail "namespaces left after down"
+echo "ok"
