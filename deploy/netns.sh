@@ -191,8 +191,6 @@ cmd_down() {
 }
 
 cmd_status() {
-    show_status
-    rc=$?
     for l in device-edge edge-cloud; do
         # shellcheck disable=SC2046
         set -- $(link_info "$l")
@@ -200,7 +198,8 @@ cmd_status() {
         qd=$(ip netns exec "$1" tc qdisc show dev "$2" 2>/dev/null | head -n 1)
         printf '%-12s %-6s %s\n' "$l" "${state:-absent}" "$qd"
     done
-    return $rc
+    # Last, as for up: the processes, the health and the client endpoint.
+    show_status
 }
 
 cmd_cut() {
