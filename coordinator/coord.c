@@ -1,0 +1,295 @@
+/* einet-coord's lifecycle, timers, cluster events and answers (see coord.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "coordinator/coord_internal.h"
+
+/* Answers may still be on their way when the coordinator stops: let them go. */
+#define COORD_CLIENT_LINGER_MS 1000
+
+uint64_t coord__now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+uint64_t coord__uptime_us(const coord_t *c)
+{
+    return coord__now_us() - c->start_us;
+}
+
+static xport_peer_t node_peer(const coord_t *c, int pos)
+{
+    const char *name = cluster_tier_name(c->cluster.node[pos].tier);
+    return xport_peer(name, strlen(name));
+}
+
+int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel)
+{
+    ei_err_t err;
+    if (!c->nodes)
+        return EI_E_PEER;
+    xport_peer_t to = node_peer(c, pos);
+    wire_payload_t p = {tensor, numel, NULL, NULL};
+    env->seq = ++c->seq;
+    return wire_send(c->nodes, &to, env, tensor ? &p : NULL, &err);
+}
+
+void coord__push_profile(coord_t *c, int pos)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_profile_update_tag);
+    liveprof_fill(c->prof, &env.body.profile_update);
+    for (int i = 0; i < c->cluster.n_tiers; i++)
+        if ((pos < 0 || i == pos) && c->cluster.node[i].state != CLUSTER_DOWN)
+            (void)coord__send_node(c, i, &env, NULL, 0);
+}
+
+/* ---- answers ---- */
+
+/* Tells the nodes that may still hold an answered request to drop it. */
+static void send_cancels(coord_t *c, uint64_t id, int pos)
+{
+    einet_Envelope env;
+    for (int i = pos; i < c->cluster.n_tiers; i++) {
+        if (c->cluster.node[i].state == CLUSTER_DOWN)
+            continue;
+        wire_env_init(&env, einet_Envelope_cancel_tag);
+        env.body.cancel.request_id = id;
+        (void)coord__send_node(c, i, &env, NULL, 0);
+    }
+}
+
+void coord__on_answer(const reqs_done_t *d, void *arg)
+{
+    coord_t *c = arg;
+    ei_err_t err;
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_answer_tag);
+    env.body.answer = *d->answer;
+    env.reply_to = d->client->seq;
+    env.seq = ++c->seq;
+    if (c->clients && wire_send(c->clients, &d->client->peer, &env, NULL, &err) < 0)
+        fprintf(stderr, "einet-coord: answer to request %llu not delivered: %s\n",
+                (unsigned long long)d->answer->request_id, err.msg);
+    stats_answer(c->stats, d->answer);
+    int st = d->answer->status;
+    if (d->answer->request_id && st != einet_Status_STATUS_COMPLETE &&
+        st != einet_Status_STATUS_DEVICE_EE && st != einet_Status_STATUS_REJECTED)
+        send_cancels(c, d->answer->request_id, d->pos);
+}
+
+/* ---- timers ---- */
+
+static void on_expiry(uv_timer_t *t)
+{
+    coord_t *c = t->data;
+    c->expiry_armed_us = 0;
+    reqs_expire(c->reqs, coord__now_us());
+    coord__arm_expiry(c);
+}
+
+void coord__arm_expiry(coord_t *c)
+{
+    if (c->closing)
+        return;
+    uint64_t next = reqs_next_expiry(c->reqs), now = coord__now_us();
+    if (!next || (c->expiry_armed_us && c->expiry_armed_us <= next))
+        return;
+    c->expiry_armed_us = next;
+    uv_update_time(c->loop);
+    uv_timer_start(&c->expiry_timer, on_expiry, next > now ? (next - now + 999) / 1000 : 0, 0);
+}
+
+static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
+{
+    const cluster_node_t *nd = &c->cluster.node[e->pos];
+    int link = e->kind == CLUSTER_EV_LINK_UP || e->kind == CLUSTER_EV_LINK_DOWN ? e->pos + 1 : 0;
+    fprintf(stderr, "einet-coord: %s\n", e->what);
+    stats_fault(c->stats, coord__uptime_us(c), link ? 0 : nd->tier, link, e->what);
+    switch (e->kind) {
+    case CLUSTER_EV_NODE_DOWN:
+    case CLUSTER_EV_LINK_DOWN:
+        reqs_fail_upto(c->reqs, e->pos, einet_Status_STATUS_LINK, e->what, now);
+        break;
+    case CLUSTER_EV_NODE_UP:
+        coord__push_profile(c, e->pos);
+        break;
+    default:
+        break;
+    }
+}
+
+void coord__tick(coord_t *c)
+{
+    cluster_event_t ev[2 * CONF_MAX_TIERS];
+    uint64_t now = coord__now_us();
+    int k = cluster_tick(&c->cluster, now, ev);
+    for (int i = 0; i < k; i++)
+        on_event(c, &ev[i], now);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    coord__tick(t->data);
+}
+
+static void on_profile_timer(uv_timer_t *t)
+{
+    coord_t *c = t->data;
+    ei_err_t err;
+    if (!cluster_take_changed(&c->cluster))
+        return;
+    if (liveprof_rebuild(c->prof, &c->cluster, &err) < 0) {
+        fprintf(stderr, "einet-coord: live profile not used: %s\n", err.msg);
+        return;
+    }
+    coord__push_profile(c, -1);
+}
+
+/* ---- lifecycle ---- */
+
+static void load_scores(coord_t *c)
+{
+    ei_err_t err;
+    if (scores_from_validation(&c->scores, c->conf.model, NULL, SCORES_VAL_SAMPLES, &err) < 0) {
+        fprintf(stderr, "einet-coord: exit scores: %s; using a prior\n", err.msg);
+        scores_prior(&c->scores, c->n);
+    }
+}
+
+static int make_parts(coord_t *c, ei_err_t *err)
+{
+    c->model = nn_model_load(c->conf.model, 1, err);
+    if (!c->model)
+        return err->code;
+    nn_model_prepare_inference(c->model);
+    c->n = nn_model_blocks(c->model);
+    c->in_shape = nn_model_input_shape(c->model);
+    if (nn_model_classes(c->model) > WIRE_MAX_CLASSES)
+        return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d",
+                          c->conf.model, nn_model_classes(c->model), WIRE_MAX_CLASSES);
+    load_scores(c);
+    c->prof = liveprof_new(c->model, &c->conf, &c->scores, err);
+    c->reqs = reqs_new(c->conf.max_pending, COORD_KEEP_ANSWERS, coord__on_answer, c);
+    c->stats = stats_new(c->n, 0);
+    if (!c->prof)
+        return err->code;
+    if (!c->reqs || !c->stats)
+        return ei_err_set(err, EI_E_NOMEM, "out of memory");
+    cluster_init(&c->cluster, &c->conf.tiers, c->n,
+                 (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
+    return 0;
+}
+
+static int make_sockets(coord_t *c, ei_err_t *err)
+{
+    xport_opts_t co = {.type = ZMQ_ROUTER, .linger_ms = COORD_CLIENT_LINGER_MS};
+    xport_opts_t no = {.type = ZMQ_ROUTER, .linger_ms = -1};
+    c->clients = xport_new(c->loop, c->zctx, &co, err);
+    if (!c->clients)
+        return err->code;
+    c->nodes = xport_new(c->loop, c->zctx, &no, err);
+    if (!c->nodes)
+        return err->code;
+    int one = 1; /* a restarted node takes its routing id over at once */
+    if (zmq_setsockopt(xport_socket(c->nodes), ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0)
+        return ei_err_set(err, EI_E_INVAL, "ZMQ_ROUTER_HANDOVER: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+static void free_parts(coord_t *c)
+{
+    xport_destroy(&c->clients);
+    xport_destroy(&c->nodes);
+    liveprof_destroy(&c->prof);
+    reqs_destroy(&c->reqs);
+    stats_destroy(&c->stats);
+    nn_model_destroy(&c->model);
+}
+
+coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)
+{
+    coord_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        ei_err_set(err, EI_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    c->conf = *conf;
+    c->loop = loop;
+    c->zctx = zctx;
+    c->start_us = coord__now_us();
+    if (make_parts(c, err) < 0 || make_sockets(c, err) < 0) {
+        free_parts(c);
+        free(c);
+        return NULL;
+    }
+    uv_timer_init(loop, &c->tick_timer);
+    uv_timer_init(loop, &c->expiry_timer);
+    uv_timer_init(loop, &c->profile_timer);
+    c->tick_timer.data = c->expiry_timer.data = c->profile_timer.data = c;
+    c->handles_open = 3;
+    return c;
+}
+
+int coord_start(coord_t *c, ei_err_t *err)
+{
+    if (xport_bind(c->clients, c->conf.clients, err) < 0 ||
+        xport_bind(c->nodes, c->conf.nodes, err) < 0 ||
+        xport_start(c->clients, coord__on_clients, c, err) < 0 ||
+        xport_start(c->nodes, coord__on_nodes, c, err) < 0)
+        return err->code;
+    uint64_t tick = (uint64_t)c->conf.heartbeat_timeout_ms / 10;
+    tick = tick < 5 ? 5 : tick > 50 ? 50 : tick;
+    uv_timer_start(&c->tick_timer, on_tick, tick, tick);
+    uv_timer_start(&c->profile_timer, on_profile_timer, (uint64_t)c->conf.profile_interval_ms,
+                   (uint64_t)c->conf.profile_interval_ms);
+    char plan[CLUSTER_MAX_BLOCKS + 1];
+    const uint8_t *p = liveprof_plan(c->prof);
+    for (int k = 0; k < c->n; k++)
+        plan[k] = p[k] ? '1' : '0';
+    plan[c->n] = 0;
+    fprintf(stderr,
+            "einet-coord: %d blocks, exit scores from %s; clients on %s, nodes on %s; "
+            "first plan %s (H %.2f ms on own timing)\n",
+            c->n, c->scores.source, xport_endpoint(c->clients), xport_endpoint(c->nodes), plan,
+            liveprof_horizon_ms(c->prof));
+    return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    coord_t *c = h->data;
+    c->handles_open--;
+}
+
+void coord_shutdown(coord_t *c)
+{
+    if (c->closing)
+        return;
+    int n = reqs_answer_all(c->reqs, einet_Status_STATUS_SHUTDOWN,
+                            "the coordinator is shutting down", coord__now_us());
+    c->closing = 1;
+    fprintf(stderr,
+            "einet-coord: stopping: answered %d held requests; %llu malformed messages refused "
+            "from clients, %llu from nodes; %llu late results\n",
+            n, (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_CLIENTS),
+            (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_NODES),
+            (unsigned long long)reqs_late(c->reqs));
+    uv_close((uv_handle_t *)&c->tick_timer, on_closed);
+    uv_close((uv_handle_t *)&c->expiry_timer, on_closed);
+    uv_close((uv_handle_t *)&c->profile_timer, on_closed);
+    xport_destroy(&c->clients);
+    xport_destroy(&c->nodes);
+}
+
+void coord_destroy(coord_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    free_parts(*self_p);
+    free(*self_p);
+    *self_p = NULL;
+}

@@ -1,0 +1,41 @@
+/* coord: einet-coord. It takes client requests on its clients socket, gives each an id and
+ * sends it with its initial plan to the device, keeps every request's deepest result until
+ * exactly one answer goes back (complete, device_ee, deadline, link, rejected, shutdown),
+ * tracks the nodes' health and links from their heartbeats and reports, pushes the live
+ * ET-profile to them, relays fault commands, and answers result and statistics queries.
+ * docs/tiers.md tells the design, docs/protocol.md the sockets and messages. */
+#ifndef COORDINATOR_COORD_H
+#define COORDINATOR_COORD_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "common/ei.h"
+#include "wire/conf.h"
+
+/* A request with no deadline that has had no final result for this long is answered
+ * `link` (a message was lost: injected loss, or a node that died with it). */
+#define COORD_LOST_MS 30000
+/* Answers remembered for result queries. */
+#define COORD_KEEP_ANSWERS 65536
+
+typedef struct coord coord_t;
+
+/* Loads the model (shapes, block count, start-up timing) and the exit scores and makes the
+ * sockets in ZeroMQ context zctx on loop (not yet bound). conf is copied. Caller owns the
+ * result; NULL with err set on failure. */
+coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err_t *err);
+
+/* Binds both sockets and starts the timers. 0 or a negative code with err set. */
+int coord_start(coord_t *self, ei_err_t *err) EI_CHECK;
+
+/* SIGTERM: answers every request held (status shutdown, the deepest result so far), then
+ * closes sockets and timers so the loop ends. Safe to call more than once. */
+void coord_shutdown(coord_t *self);
+
+/* Frees it once the loop has run its close callbacks (after coord_shutdown). Accepts NULL;
+ * clears *self_p. */
+void coord_destroy(coord_t **self_p);
+
+#endif

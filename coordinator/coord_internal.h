@@ -1,0 +1,53 @@
+/* What coord.c (lifecycle, timers, cluster events, answers) and coord_recv.c (the clients
+ * and nodes sockets) share. */
+#ifndef COORDINATOR_COORD_INTERNAL_H
+#define COORDINATOR_COORD_INTERNAL_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "coordinator/cluster.h"
+#include "coordinator/coord.h"
+#include "coordinator/liveprof.h"
+#include "coordinator/requests.h"
+#include "coordinator/stats.h"
+#include "nn/model.h"
+#include "node/scores.h"
+#include "wire/wire.h"
+
+struct coord {
+    conf_coord_t conf;
+    uv_loop_t *loop;
+    void *zctx;
+    nn_model_t *model;
+    int n;
+    nn_shape_t in_shape;
+    xport_t *clients, *nodes;
+    reqs_t *reqs;
+    stats_t *stats;
+    cluster_t cluster;
+    liveprof_t *prof;
+    scores_t scores;
+    uv_timer_t tick_timer, expiry_timer, profile_timer;
+    uint64_t expiry_armed_us; /* 0: not armed */
+    uint64_t start_us, seq;
+    int closing, handles_open;
+    uint64_t logged_bad[STATS_SOCKS];
+};
+
+uint64_t coord__now_us(void);
+uint64_t coord__uptime_us(const coord_t *c);
+
+/* coord.c */
+void coord__on_answer(const reqs_done_t *d, void *arg);
+void coord__arm_expiry(coord_t *c);
+void coord__tick(coord_t *c);
+void coord__push_profile(coord_t *c, int pos);
+int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel);
+
+/* coord_recv.c */
+void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg);
+void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg);
+
+#endif

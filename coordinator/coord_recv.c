@@ -1,0 +1,374 @@
+/* What the coordinator does with each message: from clients (requests, result and stats
+ * queries, faults) and from nodes (heartbeats, exit results, profile reports, link reports,
+ * hand-backs). A message that does not decode, or is not one its socket takes, is refused
+ * with an Error, counted per socket, and the coordinator goes on serving. */
+#include <stdio.h>
+#include <string.h>
+
+#include "coordinator/coord_internal.h"
+#include "node/fault.h"
+
+/* Refusals are logged one by one up to this many per socket, then every 1000th. */
+#define COORD_LOG_BAD 10
+
+static void refuse(coord_t *c, xport_t *x, int sock, const wire_in_t *in, int code,
+                   const char *msg)
+{
+    ei_err_t err;
+    stats_bad(c->stats, sock);
+    uint64_t n = ++c->logged_bad[sock];
+    if (n <= COORD_LOG_BAD || n % 1000 == 0)
+        fprintf(stderr, "einet-coord: refused on %s (%llu so far): %s\n",
+                sock == STATS_SOCK_CLIENTS ? "clients" : "nodes", (unsigned long long)n, msg);
+    if (in->env.which_body == einet_Envelope_error_tag)
+        return; /* never answer an error with an error */
+    if (wire_send_error(x, in->peer.len ? &in->peer : NULL, in->env.seq, code, msg, &err) < 0)
+        return; /* the sender is gone */
+}
+
+static void reply(coord_t *c, const wire_in_t *in, einet_Envelope *env)
+{
+    ei_err_t err;
+    env->reply_to = in->env.seq;
+    env->seq = ++c->seq;
+    if (wire_send(c->clients, &in->peer, env, NULL, &err) < 0)
+        fprintf(stderr, "einet-coord: reply not delivered: %s\n", err.msg);
+}
+
+/* ---- requests ---- */
+
+/* An answer for a request that never got a place in the table (the table is full). */
+static void answer_direct(coord_t *c, const reqs_client_t *cl, int status, const char *reason)
+{
+    einet_Answer a;
+    memset(&a, 0, sizeof a);
+    a.client_id = cl->client_id;
+    a.status = status;
+    snprintf(a.reason, sizeof a.reason, "%s", reason);
+    a.has_label = cl->has_label;
+    a.label = cl->label;
+    reqs_done_t d = {&a, cl, 0};
+    coord__on_answer(&d, c);
+}
+
+static int input_ok(const coord_t *c, const einet_TensorMeta *m, char *why, size_t cap)
+{
+    const uint32_t *d = m->shape;
+    nn_shape_t s = c->in_shape;
+    int ok = (m->shape_count == 3 && d[0] == (uint32_t)s.c && d[1] == (uint32_t)s.h &&
+              d[2] == (uint32_t)s.w) ||
+             (m->shape_count == 4 && d[0] == 1 && d[1] == (uint32_t)s.c &&
+              d[2] == (uint32_t)s.h && d[3] == (uint32_t)s.w);
+    if (!ok) {
+        char got[64] = "";
+        size_t k = 0;
+        for (pb_size_t i = 0; i < m->shape_count && k < sizeof got; i++)
+            k += (size_t)snprintf(got + k, sizeof got - k, "%s%u", i ? "," : "", (unsigned)d[i]);
+        snprintf(why, cap, "request.input: shape [%s], the model takes [1,%d,%d,%d]", got, s.c,
+                 s.h, s.w);
+    }
+    return ok;
+}
+
+/* When nothing else answers a request: its deadline, a lost message, or (path broken) the
+ * heartbeat timeout. */
+static uint64_t expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
+                       char *reason, size_t cap)
+{
+    uint64_t at = now + (uint64_t)COORD_LOST_MS * 1000;
+    *status = einet_Status_STATUS_LINK;
+    snprintf(reason, cap, "no final result for %d ms: a message was lost", COORD_LOST_MS);
+    if (deadline_ms && now + (uint64_t)deadline_ms * 1000 <= at) {
+        at = now + (uint64_t)deadline_ms * 1000;
+        *status = einet_Status_STATUS_DEADLINE;
+        snprintf(reason, cap, "deadline of %u ms passed", (unsigned)deadline_ms);
+    }
+    int broken = cluster_broken(&c->cluster);
+    uint64_t grace = now + (uint64_t)c->conf.heartbeat_timeout_ms * 1000;
+    if (broken < c->cluster.n_tiers && grace < at) {
+        at = grace;
+        *status = einet_Status_STATUS_LINK;
+        snprintf(reason, cap, "the path is broken before %s",
+                 cluster_tier_name(c->cluster.node[broken].tier));
+    }
+    return at;
+}
+
+static void send_task(coord_t *c, uint64_t id, const wire_in_t *in, uint32_t deadline_ms)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_task_tag);
+    einet_Task *t = &env.body.task;
+    t->request_id = id;
+    t->input = in->env.body.request.input;
+    t->has_input = true;
+    const uint8_t *plan = liveprof_plan(c->prof);
+    t->plan_count = (pb_size_t)c->n;
+    for (int k = 0; k < c->n; k++)
+        t->plan[k] = plan[k] != 0;
+    t->has_deadline_us = deadline_ms > 0;
+    t->deadline_us = (uint64_t)deadline_ms * 1000;
+    t->profile_version = liveprof_version(c->prof);
+    if (coord__send_node(c, 0, &env, in->tensor, in->tensor_numel) < 0)
+        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
+                    coord__now_us());
+}
+
+static void on_request(coord_t *c, const wire_in_t *in)
+{
+    const einet_Request *r = &in->env.body.request;
+    reqs_client_t cl = {in->peer, in->env.seq, r->client_id, r->has_label, r->label};
+    char why[128];
+    stats_request(c->stats);
+    if (!input_ok(c, &r->input, why, sizeof why)) {
+        answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
+        return;
+    }
+    uint64_t now = coord__now_us(), id;
+    uint32_t deadline_ms = r->has_deadline_ms ? r->deadline_ms : (uint32_t)c->conf.deadline_ms;
+    int status;
+    uint64_t at = expiry(c, deadline_ms, now, &status, why, sizeof why);
+    if (reqs_add(c->reqs, &cl, now, at, status, why, &id) < 0) {
+        snprintf(why, sizeof why, "overloaded: %d requests held", reqs_pending(c->reqs));
+        answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
+        return;
+    }
+    if (cluster_broken(&c->cluster) == 0) {
+        snprintf(why, sizeof why, "%s is down", cluster_tier_name(c->cluster.node[0].tier));
+        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, why, now);
+        return;
+    }
+    send_task(c, id, in, deadline_ms);
+    coord__arm_expiry(c);
+}
+
+static void on_fault_cmd(coord_t *c, const wire_in_t *in)
+{
+    const einet_Fault *f = &in->env.body.fault;
+    einet_Envelope env;
+    ei_err_t err;
+    int tier = 0;
+    wire_env_init(&env, einet_Envelope_ack_tag);
+    einet_Ack *a = &env.body.ack;
+    int tiers[CONF_MAX_TIERS];
+    for (int i = 0; i < c->cluster.n_tiers; i++)
+        tiers[i] = c->cluster.node[i].tier;
+    int pos = -1;
+    if (fault_target(f, tiers, c->cluster.n_tiers, &tier, &err) < 0) {
+        snprintf(a->detail, sizeof a->detail, "%.120s", err.msg);
+    } else if (c->cluster.node[pos = cluster_pos(&c->cluster, tier)].state == CLUSTER_DOWN) {
+        snprintf(a->detail, sizeof a->detail, "%s is not connected", cluster_tier_name(tier));
+    } else {
+        einet_Envelope cmd;
+        wire_env_init(&cmd, einet_Envelope_fault_tag);
+        cmd.body.fault = *f;
+        a->ok = coord__send_node(c, pos, &cmd, NULL, 0) == 0;
+        snprintf(a->detail, sizeof a->detail, "%s %s", a->ok ? "relayed to" : "could not reach",
+                 cluster_tier_name(tier));
+    }
+    if (a->ok) {
+        char what[64];
+        if (f->kill)
+            snprintf(what, sizeof what, "injected: kill %s", cluster_tier_name(f->kill));
+        else
+            snprintf(what, sizeof what, "injected: %s%s down %u delay %u loss %g",
+                     cluster_link_name(f->link), f->clear ? " clear," : "", (unsigned)f->down_ms,
+                     (unsigned)f->delay_ms, (double)f->loss_pct);
+        stats_fault(c->stats, coord__uptime_us(c), f->kill, f->link, what);
+        fprintf(stderr, "einet-coord: %s\n", what);
+    }
+    reply(c, in, &env);
+}
+
+static void on_stats_query(coord_t *c, const wire_in_t *in)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_stats_reply_tag);
+    einet_StatsReply *s = &env.body.stats_reply;
+    stats_fill(c->stats, s);
+    cluster_fill(&c->cluster, coord__now_us(), s);
+    s->uptime_us = coord__uptime_us(c);
+    reply(c, in, &env);
+    if (in->env.body.stats_query.reset)
+        stats_reset(c->stats);
+}
+
+static void on_result_query(coord_t *c, const wire_in_t *in)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_result_reply_tag);
+    reqs_lookup(c->reqs, in->env.body.result_query.request_id, coord__now_us(),
+                &env.body.result_reply);
+    reply(c, in, &env);
+}
+
+void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    coord_t *c = arg;
+    wire_in_t in;
+    ei_err_t err;
+    int rc = wire_recv(*msg_p, &in, &err);
+    if (rc < 0) {
+        refuse(c, x, STATS_SOCK_CLIENTS, &in, rc, err.msg);
+        return;
+    }
+    switch (in.env.which_body) {
+    case einet_Envelope_request_tag:
+        on_request(c, &in);
+        break;
+    case einet_Envelope_result_query_tag:
+        on_result_query(c, &in);
+        break;
+    case einet_Envelope_stats_query_tag:
+        on_stats_query(c, &in);
+        break;
+    case einet_Envelope_fault_tag:
+        on_fault_cmd(c, &in);
+        break;
+    default: {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s: not a message the clients socket takes",
+                 wire_body_name(in.env.which_body));
+        refuse(c, x, STATS_SOCK_CLIENTS, &in, EI_E_FORMAT, msg);
+        break;
+    }
+    }
+}
+
+/* ---- nodes ---- */
+
+static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
+{
+    const einet_Heartbeat *h = &in->env.body.heartbeat;
+    uint64_t now = coord__now_us();
+    int was_seen = c->cluster.node[pos].seen;
+    cluster_heartbeat(&c->cluster, pos, h, now);
+    einet_Envelope env;
+    ei_err_t err;
+    wire_env_init(&env, einet_Envelope_heartbeat_reply_tag);
+    env.reply_to = in->env.seq;
+    env.seq = ++c->seq;
+    env.body.heartbeat_reply.seq = h->seq;
+    env.body.heartbeat_reply.echo_sent_at_us = h->sent_at_us;
+    env.body.heartbeat_reply.profile_version = liveprof_version(c->prof);
+    if (wire_send(c->nodes, &in->peer, &env, NULL, &err) < 0)
+        fprintf(stderr, "einet-coord: heartbeat reply: %s\n", err.msg);
+    if (h->profile_version != liveprof_version(c->prof) || !was_seen ||
+        h->draining != (c->cluster.node[pos].state == CLUSTER_DRAINING))
+        coord__tick(c); /* a node back, or draining: act now, not at the next tick */
+    if (h->profile_version != liveprof_version(c->prof) && c->cluster.node[pos].state != CLUSTER_DOWN)
+        coord__push_profile(c, pos);
+}
+
+static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
+{
+    const einet_ExitResult *r = &in->env.body.exit_result;
+    reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
+}
+
+/* A node handed a request back: answer it with what is known of why. */
+static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
+{
+    const cluster_node_t *nd = &c->cluster.node[pos];
+    char why[96];
+    int status = einet_Status_STATUS_LINK;
+    if (nd->draining) {
+        status = einet_Status_STATUS_SHUTDOWN;
+        snprintf(why, sizeof why, "%s is shutting down", cluster_tier_name(nd->tier));
+    } else if (pos + 1 < c->cluster.n_tiers && !nd->link_reported_up) {
+        snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
+    } else {
+        snprintf(why, sizeof why, "%s handed it back (full, or its next send was refused)",
+                 cluster_tier_name(nd->tier));
+    }
+    reqs_answer(c->reqs, in->env.body.cancel.request_id, status, why, coord__now_us());
+}
+
+static void on_link_report(coord_t *c, int pos, const wire_in_t *in)
+{
+    if (cluster_link_report(&c->cluster, pos, &in->env.body.fault) < 0) {
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE,
+               "fault.link: not the link leaving this node");
+        return;
+    }
+    coord__tick(c);
+}
+
+/* The pipeline position of a node message's sender, from its routing id (the tier name). */
+static int sender_pos(const coord_t *c, const xport_peer_t *p)
+{
+    for (int i = 0; i < c->cluster.n_tiers; i++) {
+        const char *name = cluster_tier_name(c->cluster.node[i].tier);
+        if (p->len == strlen(name) && memcmp(p->id, name, p->len) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static int tier_of_body(const wire_in_t *in)
+{
+    switch (in->env.which_body) {
+    case einet_Envelope_heartbeat_tag:
+        return in->env.body.heartbeat.tier;
+    case einet_Envelope_exit_result_tag:
+        return in->env.body.exit_result.tier;
+    case einet_Envelope_profile_report_tag:
+        return in->env.body.profile_report.tier;
+    default:
+        return 0;
+    }
+}
+
+static void dispatch_node(coord_t *c, int pos, const wire_in_t *in)
+{
+    switch (in->env.which_body) {
+    case einet_Envelope_heartbeat_tag:
+        on_heartbeat(c, pos, in);
+        break;
+    case einet_Envelope_exit_result_tag:
+        on_exit_result(c, pos, in);
+        break;
+    case einet_Envelope_profile_report_tag:
+        cluster_profile(&c->cluster, pos, &in->env.body.profile_report);
+        break;
+    case einet_Envelope_fault_tag:
+        on_link_report(c, pos, in);
+        break;
+    case einet_Envelope_cancel_tag:
+        on_hand_back(c, pos, in);
+        break;
+    case einet_Envelope_error_tag:
+        fprintf(stderr, "einet-coord: %s refused a message: %s\n",
+                cluster_tier_name(c->cluster.node[pos].tier), in->env.body.error.message);
+        break;
+    case einet_Envelope_ack_tag:
+        break;
+    default: {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s: not a message the nodes socket takes",
+                 wire_body_name(in->env.which_body));
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_FORMAT, msg);
+        break;
+    }
+    }
+}
+
+void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    coord_t *c = arg;
+    wire_in_t in;
+    ei_err_t err;
+    int rc = wire_recv(*msg_p, &in, &err);
+    if (rc < 0) {
+        refuse(c, x, STATS_SOCK_NODES, &in, rc, err.msg);
+        return;
+    }
+    int pos = sender_pos(c, &in.peer), tier = tier_of_body(&in);
+    if (pos < 0 || (tier && tier != c->cluster.node[pos].tier)) {
+        refuse(c, x, STATS_SOCK_NODES, &in, EI_E_INVAL,
+               pos < 0 ? "unknown node: the routing id must be a tier of this pipeline"
+                       : "the tier in the message is not the sender's");
+        return;
+    }
+    dispatch_node(c, pos, &in);
+}

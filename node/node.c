@@ -1,0 +1,297 @@
+/* einet-node's lifecycle: loading, sockets, the heartbeat and report timers, draining on
+ * SIGTERM (see node.h). */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "node/node_internal.h"
+
+uint64_t node__now_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+uint64_t node__wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+const char *node__tier_name(int tier)
+{
+    static const char *const names[] = {"none", "device", "edge", "cloud"};
+    return tier >= 0 && tier <= 3 ? names[tier] : "?";
+}
+
+int node__link_id(const node_t *nd)
+{
+    /* The link leaving the device is device-edge, the one leaving the edge edge-cloud
+     * (also in a two-tier device,cloud pipeline, where the device's link is "device-edge"). */
+    return nd->conf.tier == einet_Tier_TIER_EDGE ? einet_Link_LINK_EDGE_CLOUD
+                                                   : einet_Link_LINK_DEVICE_EDGE;
+}
+
+const char *node__link_name(const node_t *nd)
+{
+    return node__link_id(nd) == einet_Link_LINK_EDGE_CLOUD ? "edge-cloud" : "device-edge";
+}
+
+static int check_blocks(node_t *nd, ei_err_t *err)
+{
+    const conf_node_t *c = &nd->conf;
+    if (c->last_block > nd->n)
+        return ei_err_set(err, EI_E_RANGE, "%s: last_block %d, the model has %d blocks", c->model,
+                          c->last_block, nd->n);
+    if (c->last_block < nd->n && !c->next[0])
+        return ei_err_set(err, EI_E_INVAL,
+                          "'next' is empty but blocks %d..%d are left for a next tier",
+                          c->last_block + 1, nd->n);
+    if (nd->classes > WIRE_MAX_CLASSES)
+        return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d", c->model,
+                          nd->classes, WIRE_MAX_CLASSES);
+    return 0;
+}
+
+static void load_scores(node_t *nd)
+{
+    ei_err_t err;
+    double t0 = ei_now();
+    if (scores_from_validation(&nd->scores, nd->conf.model, NULL, SCORES_VAL_SAMPLES, &err) < 0) {
+        fprintf(stderr, "einet-node: exit scores: %s; using a prior\n", err.msg);
+        scores_prior(&nd->scores, nd->n);
+    }
+    fprintf(stderr, "einet-node: exit scores from %s in %.2f s\n", nd->scores.source,
+            ei_now() - t0);
+}
+
+static xport_t *socket_new(node_t *nd, int type, const char *identity, ei_err_t *err)
+{
+    xport_opts_t o = {.type = type, .identity = identity, .linger_ms = -1, .immediate = 1};
+    return xport_new(nd->loop, nd->zctx, &o, err);
+}
+
+static int make_sockets(node_t *nd, ei_err_t *err)
+{
+    nd->coord = socket_new(nd, ZMQ_DEALER, node__tier_name(nd->conf.tier), err);
+    if (!nd->coord)
+        return err->code;
+    if (nd->conf.bind[0] && !(nd->bind = socket_new(nd, ZMQ_ROUTER, NULL, err)))
+        return err->code;
+    /* A random routing id on next, so a reconnect is never refused as a duplicate. */
+    if (nd->conf.last_block < nd->n && !(nd->next = socket_new(nd, ZMQ_DEALER, NULL, err)))
+        return err->code;
+    return 0;
+}
+
+static void init_handles(node_t *nd)
+{
+    uv_timer_init(nd->loop, &nd->hb_timer);
+    uv_timer_init(nd->loop, &nd->report_timer);
+    uv_timer_init(nd->loop, &nd->slow_timer);
+    uv_timer_init(nd->loop, &nd->delay_timer);
+    uv_idle_init(nd->loop, &nd->work);
+    nd->hb_timer.data = nd->report_timer.data = nd->slow_timer.data = nd;
+    nd->delay_timer.data = nd->work.data = nd;
+    nd->handles_open = 5;
+}
+
+node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)
+{
+    node_t *nd = calloc(1, sizeof *nd);
+    if (!nd) {
+        ei_err_set(err, EI_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    nd->conf = *conf;
+    nd->loop = loop;
+    nd->zctx = zctx;
+    nd->link_reported = -1;
+    openblas_set_num_threads(conf->threads);
+    nd->model = nn_model_load(conf->model, 1, err);
+    if (!nd->model)
+        goto fail;
+    nn_model_prepare_inference(nd->model);
+    nd->n = nn_model_blocks(nd->model);
+    nd->classes = nn_model_classes(nd->model);
+    nd->in_shape = nn_model_input_shape(nd->model);
+    if (check_blocks(nd, err) < 0 || node__warmup(nd, err) < 0 || make_sockets(nd, err) < 0)
+        goto fail;
+    load_scores(nd);
+    replan_search_init(&nd->search, conf->search, 100, 1);
+    fault_init(&nd->fault, (uint64_t)conf->tier * 7919u + (uint64_t)node__wall_us());
+    uint64_t now = node__now_us(), timeout = (uint64_t)conf->heartbeat_timeout_ms * 1000;
+    link_init(&nd->link, timeout, now);
+    link_init(&nd->coord_link, timeout, now);
+    init_handles(nd);
+    return nd;
+fail:
+    xport_destroy(&nd->coord);
+    xport_destroy(&nd->bind);
+    xport_destroy(&nd->next);
+    nn_model_destroy(&nd->model);
+    free(nd);
+    return NULL;
+}
+
+/* ---- timers ---- */
+
+static void heartbeat_coord(node_t *nd)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_heartbeat_tag);
+    einet_Heartbeat *h = &env.body.heartbeat;
+    h->tier = nd->conf.tier;
+    h->seq = ++nd->hb_seq;
+    h->sent_at_us = node__now_us();
+    h->first_block = (uint32_t)nd->conf.first_block;
+    h->last_block = (uint32_t)nd->conf.last_block;
+    h->in_flight = (uint32_t)(nd->queued + (nd->cur ? 1 : 0));
+    h->draining = nd->draining;
+    h->profile_version = nd->profile_version;
+    node__send_coord(nd, &env);
+}
+
+static void on_heartbeat(uv_timer_t *t)
+{
+    node_t *nd = t->data;
+    heartbeat_coord(nd);
+    node__heartbeat_next(nd, 0);
+    if (nd->next && link_tick(&nd->link, node__now_us())) {
+        fprintf(stderr, "einet-node: %s link down (no reply for %d ms)\n", node__link_name(nd),
+                nd->conf.heartbeat_timeout_ms);
+        node__report_link(nd);
+    }
+}
+
+static void send_report(node_t *nd)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_profile_report_tag);
+    einet_ProfileReport *r = &env.body.profile_report;
+    r->tier = nd->conf.tier;
+    for (int k = nd->conf.first_block; k <= nd->conf.last_block; k++) {
+        einet_BlockTiming *b = &r->blocks[r->blocks_count++];
+        b->block = (uint32_t)k;
+        b->conv_ms = (float)nd->conv_ms[k - 1];
+        b->branch_ms = (float)nd->branch_ms[k - 1];
+        b->samples = nd->conv_n[k - 1] ? nd->conv_n[k - 1] : 1; /* the warm-up counts once */
+        nd->conv_n[k - 1] = 0;
+    }
+    if (nd->next && nd->link.rtt_samples) {
+        r->next_latency_ms = (float)link_latency_ms(&nd->link);
+        r->next_bandwidth_mbps = (float)nd->link.bw_mbps;
+        r->next_samples = (uint32_t)nd->link.rtt_samples;
+    }
+    r->coord_latency_ms = (float)link_latency_ms(&nd->coord_link);
+    node__send_coord(nd, &env);
+}
+
+static void on_report(uv_timer_t *t)
+{
+    node_t *nd = t->data;
+    send_report(nd);
+    node__report_link(nd); /* repeated, so a restarted coordinator learns it */
+}
+
+int node_start(node_t *nd, ei_err_t *err)
+{
+    const conf_node_t *c = &nd->conf;
+    if (nd->bind && xport_bind(nd->bind, c->bind, err) < 0)
+        return err->code;
+    if (xport_connect(nd->coord, c->coordinator, err) < 0)
+        return err->code;
+    if (nd->next && xport_connect(nd->next, c->next, err) < 0)
+        return err->code;
+    if (xport_start(nd->coord, node__on_coord, nd, err) < 0 ||
+        (nd->bind && xport_start(nd->bind, node__on_bind, nd, err) < 0) ||
+        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0))
+        return err->code;
+    uv_timer_start(&nd->hb_timer, on_heartbeat, 0, (uint64_t)c->heartbeat_ms);
+    uv_timer_start(&nd->report_timer, on_report, 200, NODE_REPORT_MS);
+    fprintf(stderr, "einet-node: %s runs blocks %d..%d of %d%s%s, coordinator %s%s%s\n",
+            node__tier_name(c->tier), c->first_block, c->last_block, nd->n,
+            nd->bind ? ", bound to " : "", nd->bind ? xport_endpoint(nd->bind) : "",
+            c->coordinator, nd->next ? ", next " : "", nd->next ? c->next : "");
+    return 0;
+}
+
+/* ---- draining and closing ---- */
+
+static void on_closed(uv_handle_t *h)
+{
+    node_t *nd = h->data;
+    nd->handles_open--;
+}
+
+static void close_all(node_t *nd)
+{
+    nd->closed = 1;
+    uv_timer_stop(&nd->hb_timer);
+    node__delay_clear(nd);
+    uv_close((uv_handle_t *)&nd->hb_timer, on_closed);
+    uv_close((uv_handle_t *)&nd->report_timer, on_closed);
+    uv_close((uv_handle_t *)&nd->slow_timer, on_closed);
+    uv_close((uv_handle_t *)&nd->delay_timer, on_closed);
+    uv_close((uv_handle_t *)&nd->work, on_closed);
+    xport_destroy(&nd->coord);
+    xport_destroy(&nd->bind);
+    xport_destroy(&nd->next);
+    node_counts_t k = nd->counts;
+    fprintf(stderr,
+            "einet-node: %s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
+            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused\n",
+            node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
+            (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
+            (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
+            (unsigned long long)k.cancelled, (unsigned long long)k.dropped_deadline,
+            (unsigned long long)k.bad_messages);
+}
+
+void node__maybe_close(node_t *nd)
+{
+    if (nd->draining && !nd->closed && !nd->cur && !nd->head && !nd->delayed)
+        close_all(nd);
+}
+
+void node_drain(node_t *nd)
+{
+    if (nd->draining)
+        return;
+    nd->draining = 1;
+    fprintf(stderr, "einet-node: %s draining\n", node__tier_name(nd->conf.tier));
+    heartbeat_coord(nd); /* before the hand-backs, so the coordinator says why */
+    node__hand_back_queue(nd);
+    node__delay_clear(nd);
+    node__maybe_close(nd);
+}
+
+void node_destroy(node_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    node_t *nd = *self_p;
+    while (nd->head) {
+        job_t *j = nd->head;
+        nd->head = j->next;
+        node__job_free(&j);
+    }
+    node__job_free(&nd->cur);
+    node__delay_clear(nd);
+    planner_destroy(&nd->planner);
+    nn_model_destroy(&nd->model);
+    free(nd);
+    *self_p = NULL;
+}
+
+node_counts_t node_counts(const node_t *nd)
+{
+    node_counts_t k = nd->counts;
+    k.fault_dropped = nd->fault.dropped;
+    k.fault_delayed = nd->fault.delayed;
+    return k;
+}

@@ -1,0 +1,141 @@
+/* What node.c (lifecycle, timers), node_recv.c (the three sockets), node_send.c (sending,
+ * faults on the next link, hand-backs) and tier_run.c (jobs and compute) share. */
+#ifndef NODE_INTERNAL_H
+#define NODE_INTERNAL_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "nn/model.h"
+#include "node/fault.h"
+#include "node/link.h"
+#include "node/node.h"
+#include "node/replan.h"
+#include "node/scores.h"
+#include "planner/planner.h"
+#include "wire/wire.h"
+
+#define NODE_MAX_BLOCKS WIRE_MAX_BLOCKS
+#define NODE_CANCEL_RING 1024
+#define NODE_REPORT_MS 1000
+#define NODE_WARMUP_RUNS 3
+
+/* One request on this tier: from its input (task image or received feature map) through
+ * blocks start..last_block. */
+typedef struct job {
+    uint64_t request_id;
+    int start, k;             /* first block here, next block to run (1-based) */
+    uint8_t plan[NODE_MAX_BLOCKS];
+    uint64_t elapsed0_us;     /* request time on arrival */
+    uint64_t recv_us;         /* monotonic arrival */
+    int has_deadline;
+    uint64_t deadline_us;
+    xport_msg_t *msg;         /* owns the input's bytes */
+    const float *input;
+    const nn_tensor_t *cur;   /* map after block k-1 (model-owned); NULL before the first */
+    int branch_ran;           /* block k-1's branch ran (for the slow-down wait) */
+    int nseen;
+    scores_seen_t seen[NODE_MAX_BLOCKS];
+    replan_exit_t arrive[NODE_MAX_BLOCKS];
+    struct job *next;
+} job_t;
+
+/* A message held back by an injected delay on the next link. */
+typedef struct delayed {
+    uint64_t at_us;
+    int outgoing;
+    uint8_t *frame0;          /* outgoing: the encoded envelope */
+    size_t len0;
+    float *tensor;            /* outgoing: the tensor frame, or NULL */
+    size_t tensor_bytes;
+    uint64_t request_id;      /* outgoing feature map: its request, for a hand-back */
+    xport_msg_t *msg;         /* incoming */
+    struct delayed *next;
+} delayed_t;
+
+struct node {
+    conf_node_t conf;
+    uv_loop_t *loop;
+    void *zctx;
+    nn_model_t *model;
+    int n, classes;
+    nn_shape_t in_shape;
+    xport_t *coord, *bind, *next;
+    uv_timer_t hb_timer, report_timer, slow_timer, delay_timer;
+    uv_idle_t work;
+    int handles_open;
+    /* jobs */
+    job_t *head, *tail, *cur;
+    int queued, waiting;
+    double slow_debt_ms;      /* slow-down wait not yet served (under 1 ms) */
+    /* links */
+    link_state_t link;        /* to the next tier */
+    link_state_t coord_link;  /* to the coordinator (round trips only) */
+    int link_reported;        /* -1: never, else the state last reported */
+    fault_state_t fault;
+    delayed_t *delayed;
+    uint64_t hb_seq, seq;
+    /* planning */
+    planner_t *planner;
+    planner_search_t search;
+    uint64_t profile_version;
+    double result_ms[NODE_MAX_BLOCKS], link_ms[NODE_MAX_BLOCKS];
+    scores_t scores;
+    /* measured times of this node's blocks, ms, as the emulated machine takes them */
+    double conv_ms[NODE_MAX_BLOCKS], branch_ms[NODE_MAX_BLOCKS];
+    uint32_t conv_n[NODE_MAX_BLOCKS];
+    uint64_t cancelled[NODE_CANCEL_RING];
+    int cancel_at;
+    int draining, closed;
+    node_counts_t counts;
+    float probs[WIRE_MAX_CLASSES];
+};
+
+/* Monotonic and wall-clock microseconds. */
+uint64_t node__now_us(void);
+uint64_t node__wall_us(void);
+
+/* The link this node's next socket carries (device-edge for the device, edge-cloud for the
+ * edge), as the protocol numbers it. */
+int node__link_id(const node_t *nd);
+const char *node__link_name(const node_t *nd);
+const char *node__tier_name(int tier);
+
+/* node_recv.c */
+void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg);
+void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg);
+void node__on_next(xport_t *x, xport_msg_t **msg_p, void *arg);
+void node__handle_next(node_t *nd, xport_msg_t **msg_p);
+
+/* node_send.c */
+/* Sends to the coordinator (sets env->seq). 0 or a negative code (counted). */
+int node__send_coord(node_t *nd, einet_Envelope *env);
+/* Sends to the next tier through the link's injected faults (sets env->seq): 0 when sent,
+ * dropped or held back; EI_E_PEER when ZeroMQ refused it (the link is then down). */
+int node__send_next(node_t *nd, einet_Envelope *env, const float *tensor, size_t numel,
+                    uint64_t request_id);
+/* Holds an incoming message from the next tier back until at_us (takes *msg_p). */
+int node__delay_incoming(node_t *nd, xport_msg_t **msg_p, uint64_t at_us);
+void node__hand_back(node_t *nd, uint64_t request_id, const char *why);
+void node__report_link(node_t *nd);
+void node__heartbeat_next(node_t *nd, size_t probe_bytes);
+void node__delay_fire(uv_timer_t *t);
+void node__delay_clear(node_t *nd);
+
+/* tier_run.c */
+/* Takes a job (a parsed task or map); hands it back when the node is draining or full. */
+void node__job_add(node_t *nd, job_t *job);
+void node__job_free(job_t **job_p);
+void node__work(uv_idle_t *h);
+void node__slow_done(uv_timer_t *t);
+/* Drops queued jobs of a request the coordinator has answered. */
+void node__cancel(node_t *nd, uint64_t request_id);
+int node__is_cancelled(const node_t *nd, uint64_t request_id);
+/* Hands back every queued job (draining). */
+void node__hand_back_queue(node_t *nd);
+void node__maybe_close(node_t *nd);
+/* Runs every block of this node a few times on zeros: warms caches, seeds the timings. */
+int node__warmup(node_t *nd, ei_err_t *err) EI_CHECK;
+
+#endif

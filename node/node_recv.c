@@ -1,0 +1,332 @@
+/* What a node does with each message on its three sockets: the coordinator's (tasks,
+ * profile updates, faults, cancels, heartbeat replies), its bind socket (feature maps and
+ * heartbeats from the previous tier) and its next socket (heartbeat replies). Anything
+ * refused is answered with an Error, counted and logged; the node goes on serving. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/node_internal.h"
+
+static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const char *what,
+                   const char *msg)
+{
+    ei_err_t err;
+    nd->counts.bad_messages++;
+    fprintf(stderr, "einet-node: %s refused on %s: %s\n", wire_body_name(in->env.which_body), what, msg);
+    /* Never answer an error with an error: two peers could bounce them forever. */
+    if (in->env.which_body == einet_Envelope_error_tag)
+        return;
+    if (wire_send_error(x, in->peer.len ? &in->peer : NULL, in->env.seq, code, msg, &err) < 0)
+        nd->counts.send_failed++;
+}
+
+/* A tensor description equals the one a node expects: [C, H, W] or [1, C, H, W]. */
+static int shape_is(const einet_TensorMeta *m, nn_shape_t s, char *why, size_t cap)
+{
+    const uint32_t *d = m->shape;
+    int ok = (m->shape_count == 3 && d[0] == (uint32_t)s.c && d[1] == (uint32_t)s.h &&
+              d[2] == (uint32_t)s.w) ||
+             (m->shape_count == 4 && d[0] == 1 && d[1] == (uint32_t)s.c &&
+              d[2] == (uint32_t)s.h && d[3] == (uint32_t)s.w);
+    if (!ok) {
+        char got[64] = "";
+        size_t k = 0;
+        for (pb_size_t i = 0; i < m->shape_count && k < sizeof got; i++)
+            k += (size_t)snprintf(got + k, sizeof got - k, "%s%u", i ? "," : "", (unsigned)d[i]);
+        snprintf(why, cap, "shape [%s], expected [1,%d,%d,%d]", got, s.c, s.h, s.w);
+    }
+    return ok;
+}
+
+static job_t *job_new(node_t *nd, uint64_t id, int start, const bool *plan, xport_msg_t **msg_p,
+                      const float *tensor)
+{
+    job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->request_id = id;
+    j->start = j->k = start;
+    for (int i = 0; i < nd->n; i++)
+        j->plan[i] = plan[i] ? 1 : 0;
+    j->recv_us = node__now_us();
+    j->msg = *msg_p; /* the tensor points into it */
+    *msg_p = NULL;
+    j->input = tensor;
+    return j;
+}
+
+/* ---- from the coordinator ---- */
+
+static void on_task(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
+{
+    const einet_Task *t = &in->env.body.task;
+    char why[160];
+    if (nd->conf.first_block != 1) {
+        snprintf(why, sizeof why, "task: this node starts at block %d", nd->conf.first_block);
+        refuse(nd, nd->coord, in, EI_E_INVAL, "coordinator", why);
+        return;
+    }
+    if ((int)t->plan_count != nd->n || !shape_is(&t->input, nd->in_shape, why, sizeof why)) {
+        if ((int)t->plan_count != nd->n)
+            snprintf(why, sizeof why, "plan of %u bits, the model has %d blocks",
+                     (unsigned)t->plan_count, nd->n);
+        char msg[200];
+        snprintf(msg, sizeof msg, "task.input: %s", why);
+        refuse(nd, nd->coord, in, EI_E_SHAPE, "coordinator", msg);
+        node__hand_back(nd, t->request_id, "bad task");
+        return;
+    }
+    nd->counts.tasks++;
+    job_t *j = job_new(nd, t->request_id, 1, t->plan, msg_p, in->tensor);
+    if (!j) {
+        node__hand_back(nd, t->request_id, "out of memory");
+        return;
+    }
+    j->has_deadline = t->has_deadline_us;
+    j->deadline_us = t->deadline_us;
+    node__job_add(nd, j);
+}
+
+static void on_profile(node_t *nd, const wire_in_t *in)
+{
+    const einet_ProfileUpdate *u = &in->env.body.profile_update;
+    ei_err_t err;
+    if ((int)u->blocks_count != nd->n) {
+        char why[96];
+        snprintf(why, sizeof why, "profile_update.blocks: %u blocks, the model has %d",
+                 (unsigned)u->blocks_count, nd->n);
+        refuse(nd, nd->coord, in, EI_E_SHAPE, "coordinator", why);
+        return;
+    }
+    for (int k = 0; k < nd->n; k++) {
+        nd->result_ms[k] = u->blocks[k].r_ms;
+        nd->link_ms[k] = u->blocks[k].l_ms;
+    }
+    nd->profile_version = u->version;
+    if (nd->n > PLANNER_MAX_EXITS)
+        return;
+    planner_profile_t p;
+    planner_profile_init(&p, nd->n);
+    for (int k = 0; k < nd->n; k++) {
+        p.conv_ms[k] = u->blocks[k].c_ms;
+        p.branch_ms[k] = u->blocks[k].b_ms;
+        p.link_ms[k] = u->blocks[k].l_ms;
+        p.result_ms[k] = u->blocks[k].r_ms;
+    }
+    planner_dist_t dist = {PLANNER_DIST_UNIFORM, 0.5, 0.25};
+    int rc = 0;
+    if (nd->planner)
+        rc = planner_set_profile(nd->planner, &p, &err);
+    else if (!(nd->planner = planner_new(&p, &dist, &err)))
+        rc = err.code;
+    if (rc < 0)
+        fprintf(stderr, "einet-node: profile %llu not used: %s\n", (unsigned long long)u->version,
+                err.msg);
+}
+
+static void on_fault(node_t *nd, const wire_in_t *in)
+{
+    const einet_Fault *f = &in->env.body.fault;
+    char what[128];
+    if ((int)f->kill == nd->conf.tier) {
+        fprintf(stderr, "einet-node: fault: kill %s\n", node__tier_name(nd->conf.tier));
+        fflush(stderr);
+        raise(SIGKILL);
+    }
+    if (f->link == einet_Link_LINK_NONE || (int)f->link != node__link_id(nd) || !nd->next) {
+        refuse(nd, nd->coord, in, EI_E_RANGE, "coordinator", "fault: not for this node's link");
+        return;
+    }
+    uint64_t now = node__now_us();
+    fault_apply(&nd->fault, f, now);
+    fault_describe(&nd->fault, now, what, sizeof what);
+    fprintf(stderr, "einet-node: fault on %s: %s\n", node__link_name(nd), what);
+}
+
+void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    node_t *nd = arg;
+    wire_in_t in;
+    ei_err_t err;
+    int rc = wire_recv(*msg_p, &in, &err);
+    if (rc < 0) {
+        refuse(nd, x, &in, rc, "coordinator", err.msg);
+        return;
+    }
+    switch (in.env.which_body) {
+    case einet_Envelope_task_tag:
+        on_task(nd, &in, msg_p);
+        break;
+    case einet_Envelope_profile_update_tag:
+        on_profile(nd, &in);
+        break;
+    case einet_Envelope_heartbeat_reply_tag: {
+        uint64_t now = node__now_us(), echo = in.env.body.heartbeat_reply.echo_sent_at_us;
+        link_on_reply(&nd->coord_link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
+                      now);
+        break;
+    }
+    case einet_Envelope_fault_tag:
+        on_fault(nd, &in);
+        break;
+    case einet_Envelope_cancel_tag:
+        node__cancel(nd, in.env.body.cancel.request_id);
+        break;
+    case einet_Envelope_error_tag:
+        fprintf(stderr, "einet-node: the coordinator refused a message: %s\n",
+                in.env.body.error.message);
+        break;
+    case einet_Envelope_ack_tag:
+        break;
+    default:
+        refuse(nd, x, &in, EI_E_FORMAT, "coordinator", "unexpected body from the coordinator");
+        break;
+    }
+}
+
+/* ---- from the previous tier ---- */
+
+static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
+{
+    const einet_FeatureMap *f = &in->env.body.feature_map;
+    char why[160], msg[200];
+    int start = (int)f->block + 1;
+    if (start != nd->conf.first_block) {
+        snprintf(msg, sizeof msg, "feature_map.block: %u, this node starts at block %d",
+                 (unsigned)f->block, nd->conf.first_block);
+        refuse(nd, nd->bind, in, EI_E_RANGE, "bind", msg);
+        return;
+    }
+    nn_shape_t s = nn_model_feature_shape(nd->model, (int)f->block - 1);
+    if ((int)f->plan_count != nd->n || !shape_is(&f->tensor, s, why, sizeof why)) {
+        if ((int)f->plan_count != nd->n)
+            snprintf(why, sizeof why, "plan of %u bits, the model has %d blocks",
+                     (unsigned)f->plan_count, nd->n);
+        snprintf(msg, sizeof msg, "feature_map.tensor: %s", why);
+        refuse(nd, nd->bind, in, EI_E_SHAPE, "bind", msg);
+        return;
+    }
+    nd->counts.maps++;
+    uint64_t wall = node__wall_us(), transfer;
+    /* One-way transfer from the sender's clock where it agrees with ours (one host, NTP);
+     * else the link time of the live profile. */
+    if (wall >= f->sent_at_us && wall - f->sent_at_us < 60000000ull)
+        transfer = wall - f->sent_at_us;
+    else
+        transfer = (uint64_t)(nd->link_ms[f->block - 1] * 1000.0);
+    job_t *j = job_new(nd, f->request_id, start, f->plan, msg_p, in->tensor);
+    if (!j) {
+        node__hand_back(nd, f->request_id, "out of memory");
+        return;
+    }
+    j->elapsed0_us = f->elapsed_us + transfer;
+    j->has_deadline = f->has_deadline_us;
+    j->deadline_us = f->deadline_us;
+    for (pb_size_t i = 0; i < f->seen_count; i++) {
+        scores_seen_t *e = &j->seen[i];
+        e->exit = (int)f->seen[i].exit;
+        e->confidence = f->seen[i].confidence;
+        e->class_id = (int)f->seen[i].class_id;
+        e->nprobs = f->seen[i].probs_count;
+        memcpy(e->probs, f->seen[i].probs, sizeof(float) * f->seen[i].probs_count);
+        j->arrive[i].exit = e->exit;
+        j->arrive[i].arrive_ms = 0; /* sent upstream: taken as arrived */
+    }
+    j->nseen = f->seen_count;
+    node__job_add(nd, j);
+}
+
+static void on_peer_heartbeat(node_t *nd, const wire_in_t *in)
+{
+    ei_err_t err;
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_heartbeat_reply_tag);
+    env.reply_to = in->env.seq;
+    env.seq = ++nd->seq;
+    env.body.heartbeat_reply.tier = nd->conf.tier;
+    env.body.heartbeat_reply.seq = in->env.body.heartbeat.seq;
+    env.body.heartbeat_reply.echo_sent_at_us = in->env.body.heartbeat.sent_at_us;
+    env.body.heartbeat_reply.profile_version = nd->profile_version;
+    if (wire_send(nd->bind, &in->peer, &env, NULL, &err) < 0)
+        nd->counts.send_failed++;
+}
+
+void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    node_t *nd = arg;
+    wire_in_t in;
+    ei_err_t err;
+    int rc = wire_recv(*msg_p, &in, &err);
+    if (rc < 0) {
+        refuse(nd, x, &in, rc, "bind", err.msg);
+        return;
+    }
+    switch (in.env.which_body) {
+    case einet_Envelope_feature_map_tag:
+        on_map(nd, &in, msg_p);
+        break;
+    case einet_Envelope_heartbeat_tag:
+        on_peer_heartbeat(nd, &in);
+        break;
+    case einet_Envelope_error_tag:
+        fprintf(stderr, "einet-node: the previous tier refused a message: %s\n",
+                in.env.body.error.message);
+        break;
+    default:
+        refuse(nd, x, &in, EI_E_FORMAT, "bind", "unexpected body from the previous tier");
+        break;
+    }
+}
+
+/* ---- from the next tier ---- */
+
+void node__handle_next(node_t *nd, xport_msg_t **msg_p)
+{
+    wire_in_t in;
+    ei_err_t err;
+    int rc = wire_recv(*msg_p, &in, &err);
+    if (rc < 0) {
+        refuse(nd, nd->next, &in, rc, "next", err.msg);
+        return;
+    }
+    uint64_t now = node__now_us();
+    switch (in.env.which_body) {
+    case einet_Envelope_heartbeat_reply_tag: {
+        uint64_t echo = in.env.body.heartbeat_reply.echo_sent_at_us;
+        if (link_on_reply(&nd->link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
+                          now)) {
+            fprintf(stderr, "einet-node: %s link up\n", node__link_name(nd));
+            node__report_link(nd);
+        }
+        break;
+    }
+    case einet_Envelope_error_tag:
+        fprintf(stderr, "einet-node: the next tier refused a message: %s\n",
+                in.env.body.error.message);
+        break;
+    default:
+        refuse(nd, nd->next, &in, EI_E_FORMAT, "next", "unexpected body from the next tier");
+        break;
+    }
+}
+
+void node__on_next(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    node_t *nd = arg;
+    (void)x;
+    uint64_t now = node__now_us(), delay;
+    switch (fault_verdict(&nd->fault, now, &delay)) {
+    case FAULT_DROP:
+        nd->counts.fault_dropped++;
+        return;
+    case FAULT_DELAY:
+        if (node__delay_incoming(nd, msg_p, now + delay) == 0)
+            return;
+        break;
+    case FAULT_PASS:
+        break;
+    }
+    node__handle_next(nd, msg_p);
+}
