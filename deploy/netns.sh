@@ -52,7 +52,7 @@ clients="ipc://$run/clients.ipc"
 . "$here/lib.sh"
 
 usage() {
-    sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
