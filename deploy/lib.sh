@@ -79,23 +79,40 @@ wait_healthy() {
     echo "$_h"
 }
 
-# Stops the tiers in pipeline order (no new work enters), the coordinator last (so it can
-# answer what it still holds): SIGTERM, then SIGKILL after $1 seconds, saying so.
-# Returns 1 when something had to be killed.
+# Stops the tiers first, all at once (no new work enters; each drains on its own), then
+# the coordinator (so it can answer what it still holds): SIGTERM, then SIGKILL for any
+# process still running $1 seconds later, saying so. Returns 1 when something was killed.
 stop_all() {
     _rc=0
-    for _n in $tiers coordinator; do
+    stop_group "$1" "$tiers" || _rc=1
+    stop_group "$1" coordinator || _rc=1
+    return $_rc
+}
+
+# stop_group TIMEOUT "NAMES": SIGTERM to each running process of NAMES, wait, SIGKILL.
+stop_group() {
+    _rc=0
+    _pids=""
+    for _n in $2; do
         _p=$(pid_of "$_n")
-        if [ -z "$_p" ]; then
-            rm -f "$run/$_n.pid"
-            continue
-        fi
+        rm -f "$run/$_n.pid"
+        [ -n "$_p" ] || continue
         kill -TERM "$_p" 2>/dev/null
-        _i=0
-        while kill -0 "$_p" 2>/dev/null && [ $_i -lt $(($1 * 10)) ]; do
-            sleep 0.1
-            _i=$((_i + 1))
+        _pids="$_pids $_n:$_p"
+    done
+    _i=0
+    while [ $_i -lt $(($1 * 10)) ]; do
+        _alive=0
+        for _np in $_pids; do
+            kill -0 "${_np#*:}" 2>/dev/null && _alive=1
         done
+        [ $_alive = 1 ] || break
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+    for _np in $_pids; do
+        _n=${_np%%:*}
+        _p=${_np#*:}
         if kill -0 "$_p" 2>/dev/null; then
             echo "$(basename "$0"): $_n (pid $_p) still running $1 s after SIGTERM: SIGKILL" >&2
             kill -KILL "$_p" 2>/dev/null
@@ -103,7 +120,6 @@ stop_all() {
         else
             echo "stopped $_n (pid $_p)"
         fi
-        rm -f "$run/$_n.pid"
     done
     return $_rc
 }
