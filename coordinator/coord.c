@@ -81,6 +81,17 @@ void coord__on_answer(const reqs_done_t *d, void *arg)
         send_cancels(c, d->answer->request_id, d->pos);
 }
 
+/* The current plan as 0/1 characters, for logs. */
+static const char *plan_text(coord_t *c)
+{
+    static char text[CLUSTER_MAX_BLOCKS + 1];
+    const uint8_t *p = liveprof_plan(c->prof);
+    for (int k = 0; k < c->n; k++)
+        text[k] = p[k] ? '1' : '0';
+    text[c->n] = 0;
+    return text;
+}
+
 /* ---- timers ---- */
 
 static void on_expiry(uv_timer_t *t)
@@ -151,13 +162,41 @@ static void on_profile_timer(uv_timer_t *t)
 
 /* ---- lifecycle ---- */
 
+/* The validation scores take a second or two: a worker thread computes them while the
+ * coordinator already plans with a prior, and the plan is made again when they come. */
+static void scores_run(uv_work_t *w)
+{
+    coord_t *c = w->data;
+    ei_err_t err;
+    c->scores_rc = scores_from_validation(&c->scores_next, c->conf.model, NULL,
+                                          SCORES_VAL_SAMPLES, &err);
+    if (c->scores_rc < 0)
+        snprintf(c->scores_next.source, sizeof c->scores_next.source, "%.90s", err.msg);
+}
+
+static void scores_done(uv_work_t *w, int status)
+{
+    coord_t *c = w->data;
+    ei_err_t err;
+    c->scores_busy = 0;
+    if (status < 0 || c->scores_rc < 0 || c->scores_next.n != c->n) {
+        fprintf(stderr, "einet-coord: exit scores: %s; keeping the prior\n",
+                c->scores_next.source);
+        return;
+    }
+    c->scores = c->scores_next;
+    liveprof_set_scores(c->prof, &c->scores);
+    if (c->closing || liveprof_rebuild(c->prof, &c->cluster, &err) < 0)
+        return;
+    fprintf(stderr, "einet-coord: exit scores from %s; plan %s\n", c->scores.source,
+            plan_text(c));
+    coord__push_profile(c, -1);
+}
+
 static void load_scores(coord_t *c)
 {
-    ei_err_t err;
-    if (scores_from_validation(&c->scores, c->conf.model, NULL, SCORES_VAL_SAMPLES, &err) < 0) {
-        fprintf(stderr, "einet-coord: exit scores: %s; using a prior\n", err.msg);
-        scores_prior(&c->scores, c->n);
-    }
+    c->scores_work.data = c;
+    c->scores_busy = uv_queue_work(c->loop, &c->scores_work, scores_run, scores_done) == 0;
 }
 
 static int make_parts(coord_t *c, ei_err_t *err)
@@ -171,7 +210,7 @@ static int make_parts(coord_t *c, ei_err_t *err)
     if (nn_model_classes(c->model) > WIRE_MAX_CLASSES)
         return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d",
                           c->conf.model, nn_model_classes(c->model), WIRE_MAX_CLASSES);
-    load_scores(c);
+    scores_prior(&c->scores, c->n);
     c->prof = liveprof_new(c->model, &c->conf, &c->scores, err);
     c->reqs = reqs_new(c->conf.max_pending, COORD_KEEP_ANSWERS, coord__on_answer, c);
     c->stats = stats_new(c->n, 0);
@@ -221,6 +260,7 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     c->loop = loop;
     c->zctx = zctx;
     c->start_us = coord__now_us();
+    c->trace = getenv(COORD_TRACE_ENV) != NULL;
     if (make_parts(c, err) < 0 || make_sockets(c, err) < 0) {
         free_parts(c);
         free(c);
@@ -231,6 +271,7 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     uv_timer_init(loop, &c->profile_timer);
     c->tick_timer.data = c->expiry_timer.data = c->profile_timer.data = c;
     c->handles_open = 3;
+    load_scores(c);
     return c;
 }
 
@@ -246,16 +287,11 @@ int coord_start(coord_t *c, ei_err_t *err)
     uv_timer_start(&c->tick_timer, on_tick, tick, tick);
     uv_timer_start(&c->profile_timer, on_profile_timer, (uint64_t)c->conf.profile_interval_ms,
                    (uint64_t)c->conf.profile_interval_ms);
-    char plan[CLUSTER_MAX_BLOCKS + 1];
-    const uint8_t *p = liveprof_plan(c->prof);
-    for (int k = 0; k < c->n; k++)
-        plan[k] = p[k] ? '1' : '0';
-    plan[c->n] = 0;
     fprintf(stderr,
-            "einet-coord: %d blocks, exit scores from %s; clients on %s, nodes on %s; "
-            "first plan %s (H %.2f ms on own timing)\n",
-            c->n, c->scores.source, xport_endpoint(c->clients), xport_endpoint(c->nodes), plan,
-            liveprof_horizon_ms(c->prof));
+            "einet-coord: %d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms on "
+            "own timing, exit scores from a %s)\n",
+            c->n, xport_endpoint(c->clients), xport_endpoint(c->nodes), plan_text(c),
+            liveprof_horizon_ms(c->prof), c->scores.source);
     return 0;
 }
 

@@ -19,6 +19,9 @@
 #define COORD_LOST_MS 30000
 /* Answers remembered for result queries. */
 #define COORD_KEEP_ANSWERS 65536
+/* With this environment variable set, every exit result is logged to stderr as
+ * "einet-coord: trace exit request=ID exit=K tier=T class=C confidence=P elapsed_us=E". */
+#define COORD_TRACE_ENV "EINET_COORD_TRACE"
 
 typedef struct coord coord_t;
 

@@ -28,11 +28,15 @@ struct coord {
     stats_t *stats;
     cluster_t cluster;
     liveprof_t *prof;
-    scores_t scores;
+    scores_t scores;          /* a prior until the validation scores are computed */
+    uv_work_t scores_work;
+    scores_t scores_next;     /* computed off the loop thread */
+    int scores_rc, scores_busy;
     uv_timer_t tick_timer, expiry_timer, profile_timer;
     uint64_t expiry_armed_us; /* 0: not armed */
     uint64_t start_us, seq;
     int closing, handles_open;
+    int trace; /* $EINET_COORD_TRACE set: log every exit result */
     uint64_t logged_bad[STATS_SOCKS];
 };
 

@@ -263,7 +263,15 @@ static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
 static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
 {
     const einet_ExitResult *r = &in->env.body.exit_result;
-    reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
+    int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
+    if (c->trace)
+        fprintf(stderr,
+                "einet-coord: trace exit request=%llu exit=%u tier=%s class=%u "
+                "confidence=%.9g elapsed_us=%llu%s%s\n",
+                (unsigned long long)r->request_id, (unsigned)r->exit,
+                cluster_tier_name(r->tier), (unsigned)r->class_id, (double)r->confidence,
+                (unsigned long long)r->elapsed_us, r->last ? " last" : "",
+                what == REQS_LATE ? " late" : "");
 }
 
 /* A node handed a request back: answer it with what is known of why. */

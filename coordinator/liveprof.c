@@ -170,6 +170,11 @@ int liveprof_rebuild(liveprof_t *lp, const cluster_t *c, ei_err_t *err)
     return 0;
 }
 
+void liveprof_set_scores(liveprof_t *lp, const scores_t *s)
+{
+    lp->scores = *s;
+}
+
 void liveprof_fill(const liveprof_t *lp, einet_ProfileUpdate *out)
 {
     memset(out, 0, sizeof *out);

@@ -30,6 +30,9 @@ void liveprof_destroy(liveprof_t **self_p);
  * profile the planner refuses, the previous one stays and a negative code is returned. */
 int liveprof_rebuild(liveprof_t *self, const cluster_t *c, ei_err_t *err) EI_CHECK;
 
+/* Replaces the exit scores (copied); the next rebuild plans with them. */
+void liveprof_set_scores(liveprof_t *self, const scores_t *s);
+
 /* The profile as a ProfileUpdate body. */
 void liveprof_fill(const liveprof_t *self, einet_ProfileUpdate *out);
 

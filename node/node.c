@@ -57,16 +57,35 @@ static int check_blocks(node_t *nd, ei_err_t *err)
     return 0;
 }
 
+/* The validation scores take a second or two (loading the training set, running the
+ * model): a worker thread computes them while the node already serves with a prior. */
+static void scores_run(uv_work_t *w)
+{
+    node_t *nd = w->data;
+    ei_err_t err;
+    nd->scores_rc = scores_from_validation(&nd->scores_next, nd->conf.model, NULL,
+                                           SCORES_VAL_SAMPLES, &err);
+    if (nd->scores_rc < 0)
+        snprintf(nd->scores_next.source, sizeof nd->scores_next.source, "%.90s", err.msg);
+}
+
+static void scores_done(uv_work_t *w, int status)
+{
+    node_t *nd = w->data;
+    nd->scores_busy = 0;
+    if (status == 0 && nd->scores_rc == 0 && nd->scores_next.n == nd->n)
+        nd->scores = nd->scores_next;
+    else
+        fprintf(stderr, "einet-node: exit scores: %s; keeping the prior\n",
+                nd->scores_next.source);
+    node__maybe_close(nd);
+}
+
 static void load_scores(node_t *nd)
 {
-    ei_err_t err;
-    double t0 = ei_now();
-    if (scores_from_validation(&nd->scores, nd->conf.model, NULL, SCORES_VAL_SAMPLES, &err) < 0) {
-        fprintf(stderr, "einet-node: exit scores: %s; using a prior\n", err.msg);
-        scores_prior(&nd->scores, nd->n);
-    }
-    fprintf(stderr, "einet-node: exit scores from %s in %.2f s\n", nd->scores.source,
-            ei_now() - t0);
+    scores_prior(&nd->scores, nd->n);
+    nd->scores_work.data = nd;
+    nd->scores_busy = uv_queue_work(nd->loop, &nd->scores_work, scores_run, scores_done) == 0;
 }
 
 static xport_t *socket_new(node_t *nd, int type, const char *identity, ei_err_t *err)
@@ -254,7 +273,7 @@ static void close_all(node_t *nd)
 
 void node__maybe_close(node_t *nd)
 {
-    if (nd->draining && !nd->closed && !nd->cur && !nd->head && !nd->delayed)
+    if (nd->draining && !nd->closed && !nd->cur && !nd->head && !nd->delayed && !nd->scores_busy)
         close_all(nd);
 }
 

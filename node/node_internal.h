@@ -81,7 +81,10 @@ struct node {
     planner_search_t search;
     uint64_t profile_version;
     double result_ms[NODE_MAX_BLOCKS], link_ms[NODE_MAX_BLOCKS];
-    scores_t scores;
+    scores_t scores;          /* a prior until the validation scores are computed */
+    uv_work_t scores_work;
+    scores_t scores_next;     /* computed off the loop thread */
+    int scores_rc, scores_busy;
     /* measured times of this node's blocks, ms, as the emulated machine takes them */
     double conv_ms[NODE_MAX_BLOCKS], branch_ms[NODE_MAX_BLOCKS];
     uint32_t conv_n[NODE_MAX_BLOCKS];
