@@ -191,6 +191,14 @@ static void run_plan(const elastic_t *el, const uint8_t *plan, elastic_trace_t *
 
 /* ---- planned policies ---- */
 
+/* The policy's search for `free` free bits: hybrid cannot enumerate more than those. */
+static planner_search_t search_for(const elastic_policy_t *pol, int free)
+{
+    planner_search_t s = pol->search;
+    s.m = s.m > free ? free : s.m;
+    return s;
+}
+
 int elastic_initial_plan(elastic_t *el, const elastic_policy_t *pol, uint8_t *plan, ei_err_t *err)
 {
     uint8_t none[PLANNER_MAX_EXITS] = {0};
@@ -199,7 +207,8 @@ int elastic_initial_plan(elastic_t *el, const elastic_policy_t *pol, uint8_t *pl
     EI_ASSERT(pol->kind == ELASTIC_PLANNED && pol->pred);
     /* With x = 0 no probability row is read. */
     predictor_predict(pol->pred, NULL, none, 0, scores);
-    int rc = planner_search(el->pl, &pol->search, scores, NULL, &res, err);
+    planner_search_t search = search_for(pol, el->prof.n);
+    int rc = planner_search(el->pl, &search, scores, NULL, &res, err);
     if (!rc)
         memcpy(plan, res.plan, (size_t)el->prof.n);
     return rc;
@@ -239,9 +248,7 @@ static int replan(elastic_t *el, const elastic_policy_t *pol, const float *probs
     predictor_predict(pol->pred, probs, tr->executed, k + 1, scores);
     double tb = ei_now();
     make_offset(tr, k, t0, scores, &off);
-    planner_search_t search = pol->search;
-    if (search.m > el->prof.n - k - 1) /* hybrid cannot enumerate more than the free bits */
-        search.m = el->prof.n - k - 1;
+    planner_search_t search = search_for(pol, el->prof.n - k - 1);
     int rc = planner_search(el->pl, &search, scores, &off, &res, err);
     double tc = ei_now();
     if (rc)

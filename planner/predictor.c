@@ -12,8 +12,9 @@
 
 #define PRED_FORMAT "einet-predictor"
 #define PRED_VERSION 1
-#define CORR_PER_EXIT 7 /* seen, executed, max prob, margin, entropy, agreement, p(latest class)   \
-                         */
+#define CORR_PER_EXIT                                                                              \
+    7 /* seen, executed, max prob, margin, entropy, agreement, p(latest class)                     \
+       */
 #define MAX_HIDDEN 4096
 
 struct predictor {
