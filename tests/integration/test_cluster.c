@@ -2,7 +2,9 @@
  * deploy/local.sh with ports unique to the test, driven by the einet program and by an
  * in-process client (cli/client.c) that paces requests while faults are injected.
  *
- * Each case is one ctest (`test_cluster CASE`):
+ * Cases (`test_cluster CASE...`; the cases named share one cluster, as ctest runs them:
+ * integration_healthy = forward badinput, integration_deadline, integration_faults = cut
+ * kill):
  *   forward   no faults: every answer complete, from the final exit, and equal to the
  *             single-process forward (same class, confidence within 1e-5); statistics agree
  *   deadline  a slow cloud and a short deadline: `deadline` answers from the edge's exits,
@@ -112,6 +114,17 @@ static void stats_query(einet_StatsReply *out)
     free(env);
 }
 
+/* Zeroes the coordinator's counters, so a case that shares a cluster counts from zero. */
+static void stats_reset(void)
+{
+    client_opts_t o = {g_cluster.clients, 5000};
+    einet_Envelope *env = calloc(1, sizeof *env);
+    wire_env_init(env, einet_Envelope_stats_query_tag);
+    env->body.stats_query.reset = true;
+    assert_int_equal(client_query("test", &o, env, einet_Envelope_stats_reply_tag), 0);
+    free(env);
+}
+
 static void check_stats_agree(const tally_t *t)
 {
     einet_StatsReply *s = calloc(1, sizeof *s);
@@ -205,6 +218,7 @@ static void test_forward(void **state)
     (void)state;
     infer_line_t *lines = calloc(300, sizeof *lines);
     tally_t t = {0};
+    stats_reset();
     run_infer(lines, 300, &t, NULL);
     for (int i = 0; i < 300; i++) {
         assert_string_equal(client_status_name(lines[i].status), "complete");
@@ -233,6 +247,7 @@ static void test_deadline(void **state)
     enum { N = 40, DEADLINE = 40 };
     infer_line_t *lines = calloc(N, sizeof *lines);
     tally_t t = {0};
+    stats_reset();
     run_infer(lines, N, &t, "40");
     for (int i = 0; i < N; i++) {
         infer_line_t *l = &lines[i];
@@ -351,6 +366,7 @@ static void run_fault_stream(fault_fn *inject, fault_fn *restore)
     stream_t s = {0};
     ei_err_t err;
     s.recs = calloc(MAX_REQ, sizeof *s.recs);
+    stats_reset();
     s.c = client_new(g_cluster.clients, &err);
     assert_non_null(s.c);
     int phase = 0, complete_before = 0, links = 0, complete_after = 0;
@@ -516,6 +532,20 @@ static size_t junk_envelope(int kind, uint8_t *buf, size_t cap)
     return len;
 }
 
+/* Lines of NAME's log that contain what. */
+static int log_lines(const itest_cluster_t *c, const char *name, const char *what)
+{
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/%s.log", c->run_dir, name);
+    FILE *f = fopen(path, "r");
+    int n = 0;
+    while (f && fgets(line, sizeof line, f))
+        n += strstr(line, what) != NULL;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static int send_junk(void *sock, const junk_t *j, ei_rng_t *rng)
 {
     uint8_t *buf = calloc(1, 64 * 7 * 7 * 4 + WIRE_ENVELOPE_MAX);
@@ -550,8 +580,9 @@ static void test_badinput(void **state)
     int to_coord = 0, errors_back = 0, rejected_back = 0;
     for (int e = 0; e < 4; e++) {
         void *sock = zmq_socket(ctx, ZMQ_DEALER);
-        int zero = 0, one = 1, tmo = 3000;
-        zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero);
+        /* Linger, so closing the socket delivers what is still queued. */
+        int linger = 3000, one = 1, tmo = 3000;
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
         zmq_setsockopt(sock, ZMQ_IMMEDIATE, &one, sizeof one);
         zmq_setsockopt(sock, ZMQ_SNDTIMEO, &tmo, sizeof tmo);
         zmq_setsockopt(sock, ZMQ_IDENTITY, "junk-sender", 11);
@@ -601,6 +632,9 @@ static void test_badinput(void **state)
                  (unsigned long long)after->bad_messages, to_coord);
     for (int i = 0; i < after->nodes_count; i++)
         assert_true(after->nodes[i].healthy);
+    /* The nodes count and log what their bind socket refused. */
+    assert_true(log_lines(&g_cluster, "edge", "refused on bind") >= N_JUNK);
+    assert_true(log_lines(&g_cluster, "cloud", "refused on bind") >= N_JUNK);
     free(before);
     free(after);
 }
@@ -619,7 +653,7 @@ static const struct {
     {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
 };
 
-static int g_case;
+static int g_case; /* the first case named: its cluster options serve them all */
 
 static int setup(void **state)
 {
@@ -641,12 +675,24 @@ static int teardown(void **state)
 
 int main(int argc, char **argv)
 {
+    enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
+    struct CMUnitTest tests[N_CASES];
+    int n = 0;
     g_case = -1;
-    for (int i = 0; argc == 2 && i < (int)(sizeof cases / sizeof cases[0]); i++)
-        if (!strcmp(argv[1], cases[i].name))
-            g_case = i;
-    if (g_case < 0) {
-        fprintf(stderr, "usage: test_cluster forward|deadline|cut|kill|badinput\n");
+    for (int a = 1; a < argc && n < N_CASES; a++) {
+        int found = -1;
+        for (int i = 0; i < N_CASES; i++)
+            if (!strcmp(argv[a], cases[i].name))
+                found = i;
+        if (found < 0)
+            break;
+        if (g_case < 0)
+            g_case = found;
+        tests[n++] = (struct CMUnitTest){cases[found].name, cases[found].fn, NULL, NULL, NULL};
+    }
+    if (n == 0 || n != argc - 1) {
+        fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, badinput; "
+                        "the cases share one cluster made with the first one's options)\n");
         return 2;
     }
     char model_path[1024];
@@ -665,10 +711,7 @@ int main(int argc, char **argv)
     g_blocks = nn_model_blocks(g_model);
     g_probs = calloc((size_t)MAX_REQ * (size_t)g_blocks * CLASSES, sizeof *g_probs);
     g_done = calloc(MAX_REQ, 1);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(cases[g_case].fn, setup, teardown),
-    };
-    int rc = cmocka_run_group_tests_name(cases[g_case].name, tests, NULL, NULL);
+    int rc = _cmocka_run_group_tests(argv[1], tests, (size_t)n, setup, teardown);
     free(g_probs);
     free(g_done);
     nn_model_destroy(&g_model);
