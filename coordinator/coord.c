@@ -314,6 +314,9 @@ void coord_shutdown(coord_t *c)
             n, (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_CLIENTS),
             (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_NODES),
             (unsigned long long)reqs_late(c->reqs));
+    xport_stats_t xs = xport_stats(c->clients);
+    fprintf(stderr, "einet-coord: clients socket: %llu sent, %llu refused\n",
+            (unsigned long long)xs.sent, (unsigned long long)xs.send_failed);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
     uv_close((uv_handle_t *)&c->expiry_timer, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);

@@ -286,7 +286,10 @@ static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
     } else if (pos + 1 < c->cluster.n_tiers && !nd->link_reported_up) {
         snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
     } else {
-        snprintf(why, sizeof why, "%s handed it back (full, or its next send was refused)",
+        /* A refused send reports the link down before the hand-back (same socket, in
+         * order), so with the link up the node was full: overload. */
+        status = einet_Status_STATUS_REJECTED;
+        snprintf(why, sizeof why, "overloaded: %s holds max_inflight requests",
                  cluster_tier_name(nd->tier));
     }
     reqs_answer(c->reqs, in->env.body.cancel.request_id, status, why, coord__now_us());

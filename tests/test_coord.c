@@ -1,0 +1,635 @@
+/* Tests of the coordinator's pure modules: the per-request state machine (exactly one
+ * answer under every ordering of final exit, deadline, link failures, hand-back and
+ * shutdown, checked against a plain reference), the expiry heap, result lookups, statistics
+ * (percentiles against a sorted reference, counters), cluster health and its events, and
+ * the routing of fault commands. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "coordinator/cluster.h"
+#include "coordinator/requests.h"
+#include "coordinator/stats.h"
+#include "node/fault.h"
+
+/* ---- a recorder of answers ---- */
+
+#define MAX_ANS 4096
+
+typedef struct rec {
+    int n;
+    einet_Answer a[MAX_ANS];
+    int pos[MAX_ANS];
+    int per_id[MAX_ANS]; /* answers per request id */
+} rec_t;
+
+static void on_answer(const reqs_done_t *d, void *arg)
+{
+    rec_t *r = arg;
+    assert_true(r->n < MAX_ANS);
+    r->a[r->n] = *d->answer;
+    r->pos[r->n++] = d->pos;
+    if (d->answer->request_id < MAX_ANS)
+        r->per_id[d->answer->request_id]++;
+}
+
+static reqs_client_t client(uint64_t cid, int label)
+{
+    reqs_client_t c;
+    memset(&c, 0, sizeof c);
+    c.peer = xport_peer("client", 6);
+    c.seq = cid + 100;
+    c.client_id = cid;
+    c.has_label = label >= 0;
+    c.label = label >= 0 ? (uint32_t)label : 0;
+    return c;
+}
+
+static einet_ExitResult result(uint32_t exit, int tier, uint32_t cls, int last)
+{
+    einet_ExitResult r;
+    memset(&r, 0, sizeof r);
+    r.exit = exit;
+    r.tier = tier;
+    r.class_id = cls;
+    r.confidence = 0.5f + 0.05f * (float)exit;
+    r.probs_count = 10;
+    r.probs[cls] = r.confidence;
+    r.last = last;
+    return r;
+}
+
+/* ---- every ordering of the events of one request ---- */
+
+enum { EV_MID, EV_FINAL, EV_DEADLINE, EV_LINK_EC, EV_LINK_DE, EV_HANDBACK, EV_SHUTDOWN, N_EV };
+
+typedef struct model {
+    int answered, status, exit, pos, late;
+} model_t;
+
+/* The reference: what the contract says each event does to one request. */
+static void model_apply(model_t *m, int ev)
+{
+    int late_kind = ev == EV_MID || ev == EV_FINAL || ev == EV_HANDBACK;
+    if (m->answered) {
+        m->late += late_kind;
+        return;
+    }
+    switch (ev) {
+    case EV_MID: /* exit 4 from the edge (pipeline index 1) */
+        m->exit = m->exit > 4 ? m->exit : 4;
+        m->pos = m->pos > 1 ? m->pos : 1;
+        return;
+    case EV_FINAL:
+        m->exit = 8;
+        m->answered = 1;
+        m->status = einet_Status_STATUS_COMPLETE;
+        return;
+    case EV_DEADLINE:
+        m->answered = 1;
+        m->status = einet_Status_STATUS_DEADLINE;
+        return;
+    case EV_LINK_EC: /* edge-cloud: cuts requests not heard from beyond the edge */
+    case EV_LINK_DE: /* device-edge: cuts requests not heard from beyond the device */
+        if (m->pos <= (ev == EV_LINK_EC ? 1 : 0)) {
+            m->answered = 1;
+            m->status = einet_Status_STATUS_LINK;
+        }
+        return;
+    case EV_HANDBACK:
+        m->answered = 1;
+        m->status = einet_Status_STATUS_LINK;
+        return;
+    case EV_SHUTDOWN:
+        m->answered = 1;
+        m->status = einet_Status_STATUS_SHUTDOWN;
+        return;
+    }
+}
+
+static void real_apply(reqs_t *q, uint64_t id, int ev, uint64_t *now)
+{
+    einet_ExitResult mid = result(4, einet_Tier_TIER_EDGE, 3, 0);
+    einet_ExitResult fin = result(8, einet_Tier_TIER_CLOUD, 7, 1);
+    *now += 10;
+    switch (ev) {
+    case EV_MID:
+        reqs_exit(q, id, &mid, 1, *now);
+        break;
+    case EV_FINAL:
+        reqs_exit(q, id, &fin, 2, *now);
+        break;
+    case EV_DEADLINE:
+        *now = 1000000; /* the expiry set at add */
+        reqs_expire(q, *now);
+        break;
+    case EV_LINK_EC:
+        reqs_fail_upto(q, 1, einet_Status_STATUS_LINK, "edge-cloud link down", *now);
+        break;
+    case EV_LINK_DE:
+        reqs_fail_upto(q, 0, einet_Status_STATUS_LINK, "device-edge link down", *now);
+        break;
+    case EV_HANDBACK:
+        reqs_answer(q, id, einet_Status_STATUS_LINK, "handed back", *now);
+        break;
+    case EV_SHUTDOWN:
+        reqs_answer_all(q, einet_Status_STATUS_SHUTDOWN, "shutdown", *now);
+        break;
+    }
+}
+
+static int next_perm(int *a, int n)
+{
+    int i = n - 2;
+    while (i >= 0 && a[i] >= a[i + 1])
+        i--;
+    if (i < 0)
+        return 0;
+    int j = n - 1;
+    while (a[j] <= a[i])
+        j--;
+    int t = a[i];
+    a[i] = a[j];
+    a[j] = t;
+    for (int l = i + 1, r = n - 1; l < r; l++, r--) {
+        t = a[l];
+        a[l] = a[r];
+        a[r] = t;
+    }
+    return 1;
+}
+
+static void run_order(const int *ev, int n, rec_t *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    reqs_t *q = reqs_new(4, 16, on_answer, rec);
+    assert_non_null(q);
+    reqs_client_t c = client(42, 7);
+    uint64_t id, now = 100;
+    assert_int_equal(reqs_add(q, &c, now, 1000000, einet_Status_STATUS_DEADLINE, "deadline", &id), 0);
+    model_t m = {0};
+    for (int i = 0; i < n; i++) {
+        model_apply(&m, ev[i]);
+        real_apply(q, id, ev[i], &now);
+        /* never twice, and never before the reference says so */
+        assert_int_equal(rec->n, m.answered);
+    }
+    reqs_answer_all(q, einet_Status_STATUS_SHUTDOWN, "end", now);
+    model_apply(&m, EV_SHUTDOWN);
+    assert_int_equal(rec->n, 1);
+    assert_int_equal(rec->a[0].request_id, id);
+    assert_int_equal(rec->a[0].client_id, 42);
+    assert_int_equal(rec->a[0].status, m.status);
+    assert_int_equal(rec->a[0].exit, m.exit);
+    assert_int_equal(rec->a[0].tier, m.exit == 8   ? einet_Tier_TIER_CLOUD
+                                     : m.exit == 4 ? einet_Tier_TIER_EDGE
+                                                   : einet_Tier_TIER_NONE);
+    assert_true(rec->a[0].has_label);
+    assert_int_equal(rec->a[0].label, 7);
+    assert_int_equal(reqs_late(q), (uint64_t)m.late);
+    assert_int_equal(reqs_pending(q), 0);
+    reqs_destroy(&q);
+    assert_null(q);
+}
+
+static void test_every_ordering_one_answer(void **state)
+{
+    (void)state;
+    int ev[N_EV];
+    for (int i = 0; i < N_EV; i++)
+        ev[i] = i;
+    rec_t *rec = malloc(sizeof *rec);
+    int orders = 0;
+    do {
+        /* every prefix too: the events that happen before the shutdown at the end */
+        for (int len = 0; len <= N_EV; len++)
+            run_order(ev, len, rec);
+        orders++;
+    } while (next_perm(ev, N_EV));
+    assert_int_equal(orders, 5040);
+    free(rec);
+}
+
+/* ---- many requests, random events, each answered once ---- */
+
+static void test_random_interleavings(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 7);
+    for (int round = 0; round < 20; round++) {
+        memset(rec, 0, sizeof *rec);
+        reqs_t *q = reqs_new(64, 1024, on_answer, rec);
+        uint64_t now = 1000, ids[200];
+        int nids = 0, rejected = 0;
+        for (int step = 0; step < 2000; step++) {
+            now += ei_rng_below(&rng, 50);
+            uint32_t r = ei_rng_below(&rng, 100);
+            if (r < 30 && nids < 200) {
+                reqs_client_t c = client((uint64_t)nids, (int)ei_rng_below(&rng, 10));
+                uint64_t at = ei_rng_below(&rng, 2) ? now + ei_rng_below(&rng, 5000) : 0;
+                if (reqs_add(q, &c, now, at, einet_Status_STATUS_DEADLINE, "d", &ids[nids]) == 0)
+                    nids++;
+                else
+                    rejected++;
+            } else if (r < 70 && nids) {
+                uint64_t id = ids[ei_rng_below(&rng, (uint32_t)nids)];
+                uint32_t k = 1 + ei_rng_below(&rng, 8);
+                einet_ExitResult x = result(k, 1 + (int)((k - 1) / 3), k % 10, k == 8);
+                reqs_exit(q, id, &x, (int)((k - 1) / 3), now);
+            } else if (r < 85) {
+                reqs_expire(q, now);
+            } else if (r < 90) {
+                reqs_fail_upto(q, (int)ei_rng_below(&rng, 3), einet_Status_STATUS_LINK, "l", now);
+            } else if (nids) {
+                reqs_answer(q, ids[ei_rng_below(&rng, (uint32_t)nids)], einet_Status_STATUS_LINK,
+                            "h", now);
+            }
+            assert_true(reqs_pending(q) <= 64);
+            uint64_t nx = reqs_next_expiry(q);
+            assert_true(nx == 0 || nx > 0);
+        }
+        reqs_answer_all(q, einet_Status_STATUS_SHUTDOWN, "end", now);
+        assert_int_equal(rec->n, nids);
+        for (int i = 0; i < nids; i++)
+            assert_int_equal(rec->per_id[ids[i]], 1);
+        /* ids are unique and increasing */
+        for (int i = 1; i < nids; i++)
+            assert_true(ids[i] > ids[i - 1]);
+        for (int i = 0; i < rec->n; i++) {
+            const einet_Answer *a = &rec->a[i];
+            assert_true(a->latency_us <= now);
+            if (a->status == einet_Status_STATUS_COMPLETE)
+                assert_int_equal(a->exit, 8);
+        }
+        reqs_destroy(&q);
+        (void)rejected;
+    }
+    free(rec);
+}
+
+/* ---- expiries ---- */
+
+static void test_expiry_order_and_deepest(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(100, 128, on_answer, rec);
+    uint64_t at[100], id[100];
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 3);
+    for (int i = 0; i < 100; i++) {
+        reqs_client_t c = client((uint64_t)i, -1);
+        at[i] = 1000 + ei_rng_below(&rng, 10000);
+        assert_int_equal(reqs_add(q, &c, 0, at[i], einet_Status_STATUS_DEADLINE, "late", &id[i]), 0);
+        einet_ExitResult x = result(3, einet_Tier_TIER_DEVICE, 2, 0), y = result(1, 1, 5, 0);
+        reqs_exit(q, id[i], &x, 0, 10);
+        reqs_exit(q, id[i], &y, 0, 20); /* shallower, later: the deeper one stays */
+    }
+    assert_int_equal(reqs_add(q, &(reqs_client_t){0}, 0, 0, 0, "", &(uint64_t){0}), EI_E_RANGE);
+    for (uint64_t t = 0; t <= 12000; t += 250) {
+        uint64_t nx = reqs_next_expiry(q);
+        reqs_expire(q, t);
+        int due = 0;
+        for (int i = 0; i < 100; i++)
+            due += at[i] <= t;
+        assert_int_equal(rec->n, due);
+        if (nx)
+            assert_true(nx > t - 250 || t == 0);
+    }
+    for (int i = 0; i < rec->n; i++) {
+        assert_int_equal(rec->a[i].status, einet_Status_STATUS_DEADLINE);
+        assert_int_equal(rec->a[i].exit, 3);
+        assert_int_equal(rec->a[i].class_id, 2);
+        assert_int_equal(rec->a[i].latency_us, at[rec->a[i].client_id] <= 12000 ? rec->a[i].latency_us : 0);
+        assert_string_equal(rec->a[i].reason, "late");
+    }
+    assert_int_equal(reqs_next_expiry(q), 0);
+    reqs_destroy(&q);
+    free(rec);
+}
+
+/* A request that stays pending while many others come and go keeps its slot: ids skip it. */
+static void test_ids_skip_a_held_slot(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(2, 4, on_answer, rec);
+    reqs_client_t c = client(1, -1);
+    uint64_t old, id;
+    assert_int_equal(reqs_add(q, &c, 0, 0, einet_Status_STATUS_LINK, "", &old), 0);
+    for (int i = 0; i < 50; i++) {
+        assert_int_equal(reqs_add(q, &c, 0, 0, einet_Status_STATUS_LINK, "", &id), 0);
+        assert_int_equal(reqs_add(q, &c, 0, 0, 0, "", &(uint64_t){0}), EI_E_RANGE);
+        assert_int_equal(reqs_answer(q, id, einet_Status_STATUS_LINK, "x", 1), 1);
+    }
+    einet_ResultReply rr;
+    reqs_lookup(q, old, 5, &rr);
+    assert_true(rr.found && rr.pending);
+    assert_int_equal(rr.answer.latency_us, 5);
+    assert_int_equal(reqs_answer(q, old, einet_Status_STATUS_LINK, "x", 9), 1);
+    assert_int_equal(rec->n, 51);
+    reqs_destroy(&q);
+    free(rec);
+}
+
+static void test_lookup(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(8, 4, on_answer, rec);
+    reqs_client_t c = client(9, 3);
+    uint64_t id[6];
+    einet_ResultReply rr;
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(reqs_add(q, &c, 100, 0, 0, "", &id[i]), 0);
+    einet_ExitResult x = result(2, einet_Tier_TIER_DEVICE, 3, 0);
+    reqs_exit(q, id[0], &x, 0, 150);
+    reqs_lookup(q, id[0], 300, &rr);
+    assert_true(rr.found && rr.pending && rr.has_answer);
+    assert_int_equal(rr.answer.exit, 2);
+    assert_int_equal(rr.answer.class_id, 3);
+    assert_int_equal(rr.answer.latency_us, 200);
+    for (int i = 0; i < 6; i++)
+        reqs_answer(q, id[i], einet_Status_STATUS_LINK, "cut", 400);
+    reqs_lookup(q, id[5], 900, &rr);
+    assert_true(rr.found && !rr.pending);
+    assert_int_equal(rr.answer.status, einet_Status_STATUS_LINK);
+    assert_string_equal(rr.answer.reason, "cut");
+    assert_int_equal(rr.answer.latency_us, 300);
+    reqs_lookup(q, id[0], 900, &rr); /* only the latest 4 answers are kept */
+    assert_false(rr.found);
+    reqs_lookup(q, 0, 900, &rr);
+    assert_false(rr.found);
+    reqs_lookup(q, 12345, 900, &rr);
+    assert_false(rr.found);
+    reqs_destroy(&q);
+    free(rec);
+}
+
+/* ---- statistics ---- */
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_percentiles_vs_sorted(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {1, 2, 3, 7, 10, 100, 101, 999, 4096};
+    static const double ps[] = {0.1, 1, 25, 50, 95, 99, 99.9, 100};
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 11);
+    float *v = malloc(4096 * sizeof *v), *s = malloc(4096 * sizeof *s);
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t n = sizes[si];
+        for (int trial = 0; trial < 20; trial++) {
+            for (size_t i = 0; i < n; i++) /* ties on purpose: few distinct values */
+                s[i] = trial % 2 ? (float)ei_rng_below(&rng, 7) : (float)ei_rng_uniform(&rng);
+            memcpy(v, s, n * sizeof *v);
+            qsort(s, n, sizeof *s, cmp_float);
+            for (size_t pi = 0; pi < sizeof ps / sizeof *ps; pi++) {
+                size_t rank = (size_t)ceil(ps[pi] / 100.0 * (double)n);
+                rank = rank < 1 ? 1 : rank;
+                float got = stats_percentile(v, n, ps[pi]);
+                assert_true(got == s[rank - 1]);
+            }
+        }
+    }
+    assert_true(stats_percentile(v, 0, 50) == 0);
+    free(v);
+    free(s);
+}
+
+static void test_stats_counters(void **state)
+{
+    (void)state;
+    stats_t *st = stats_new(8, 64);
+    einet_Answer a;
+    float lat[100];
+    int n = 0;
+    for (int i = 0; i < 100; i++) {
+        memset(&a, 0, sizeof a);
+        stats_request(st);
+        a.status = 1 + i % 6;
+        a.exit = a.status == einet_Status_STATUS_REJECTED ? 0 : (uint32_t)(i % 9);
+        a.tier = a.exit == 0 ? 0 : 1 + (int)(a.exit - 1) / 3;
+        a.class_id = (uint32_t)(i % 10);
+        a.has_label = i % 4 != 0;
+        a.label = (uint32_t)(i % 5);
+        a.latency_us = (uint64_t)(1000 * (i + 1));
+        stats_answer(st, &a);
+        if (a.status != einet_Status_STATUS_REJECTED)
+            lat[n++] = (float)(i + 1);
+    }
+    stats_bad(st, STATS_SOCK_CLIENTS);
+    stats_bad(st, STATS_SOCK_NODES);
+    stats_bad(st, STATS_SOCK_NODES);
+    for (int i = 0; i < 20; i++)
+        stats_fault(st, (uint64_t)i, 3, 0, i == 19 ? "the last one, with a long name that is cut at sixty-three characters" : "f");
+    einet_StatsReply r;
+    memset(&r, 0, sizeof r);
+    stats_fill(st, &r);
+    assert_int_equal(r.requests, 100);
+    uint64_t sum = 0, labelled = 0, correct = 0, by_exit[9] = {0};
+    for (int i = 0; i < 100; i++) {
+        int status = 1 + i % 6;
+        if (status == einet_Status_STATUS_REJECTED)
+            continue;
+        int exit = i % 9;
+        by_exit[exit]++;
+        if (i % 4 != 0) {
+            labelled++;
+            correct += exit > 0 && i % 10 == i % 5;
+        }
+    }
+    for (int s = 0; s < 7; s++)
+        sum += r.by_status[s];
+    assert_int_equal(sum, 100);
+    assert_int_equal(r.by_status[einet_Status_STATUS_REJECTED], 17);
+    for (int e = 0; e < 9; e++)
+        assert_int_equal(r.by_exit[e], by_exit[e]);
+    assert_int_equal(r.labelled, labelled);
+    assert_int_equal(r.correct, correct);
+    assert_int_equal(r.bad_messages, 3);
+    assert_int_equal(stats_bad_count(st, STATS_SOCK_NODES), 2);
+    assert_int_equal(r.faults_seen, 20);
+    assert_int_equal(r.faults_count, STATS_FAULTS_KEPT);
+    assert_int_equal(r.faults[0].at_us, 4); /* oldest kept first */
+    assert_int_equal(strlen(r.faults[15].what), 63);
+    /* the window keeps the latest 64 latencies */
+    float *w = lat + (n - 64);
+    qsort(w, 64, sizeof *w, cmp_float);
+    assert_true(fabsf(r.latency_p50_ms - w[31]) < 1e-4f);
+    assert_true(fabsf(r.latency_p99_ms - w[63]) < 1e-4f);
+    stats_reset(st);
+    memset(&r, 0, sizeof r);
+    stats_fill(st, &r);
+    assert_int_equal(r.requests, 0);
+    assert_int_equal(r.faults_count, 0);
+    assert_true(r.latency_p95_ms == 0);
+    stats_destroy(&st);
+    assert_null(st);
+}
+
+/* ---- cluster health ---- */
+
+static einet_Heartbeat hb(int tier, int first, int last, int draining)
+{
+    einet_Heartbeat h;
+    memset(&h, 0, sizeof h);
+    h.tier = tier;
+    h.first_block = (uint32_t)first;
+    h.last_block = (uint32_t)last;
+    h.draining = draining;
+    return h;
+}
+
+static int has_event(const cluster_event_t *ev, int n, cluster_ev_kind_t kind, int pos)
+{
+    for (int i = 0; i < n; i++)
+        if (ev[i].kind == kind && ev[i].pos == pos)
+            return 1;
+    return 0;
+}
+
+static void test_cluster_health(void **state)
+{
+    (void)state;
+    cluster_t c;
+    conf_tiers_t t = {3, {1, 2, 3}};
+    cluster_event_t ev[6];
+    cluster_init(&c, &t, 8, 500000);
+    assert_int_equal(cluster_tick(&c, 0, ev), 0);
+    assert_int_equal(cluster_broken(&c), 0);
+    einet_Heartbeat d = hb(1, 1, 2, 0), e = hb(2, 3, 5, 0), k = hb(3, 6, 8, 0);
+    cluster_heartbeat(&c, 0, &d, 1000);
+    cluster_heartbeat(&c, 1, &e, 1000);
+    cluster_heartbeat(&c, 2, &k, 1000);
+    int n = cluster_tick(&c, 1000, ev);
+    assert_int_equal(n, 3);
+    assert_true(has_event(ev, n, CLUSTER_EV_NODE_UP, 2));
+    assert_int_equal(cluster_broken(&c), 1); /* device-edge not reported up yet */
+    einet_Fault up = {.link = 1, .clear = true}, up2 = {.link = 2, .clear = true};
+    einet_Fault down2 = {.link = 2, .down_ms = 600}, wrong = {.link = 2, .clear = true};
+    assert_int_equal(cluster_link_report(&c, 0, &up), 0);
+    assert_int_equal(cluster_link_report(&c, 1, &up2), 0);
+    assert_int_equal(cluster_link_report(&c, 0, &wrong), EI_E_RANGE);
+    assert_int_equal(cluster_link_report(&c, 2, &up2), EI_E_RANGE);
+    n = cluster_tick(&c, 1000, ev);
+    assert_int_equal(n, 2);
+    assert_true(cluster_all_healthy(&c));
+    /* the edge reports its link down */
+    assert_int_equal(cluster_link_report(&c, 1, &down2), 0);
+    n = cluster_tick(&c, 2000, ev);
+    assert_int_equal(n, 1);
+    assert_true(has_event(ev, n, CLUSTER_EV_LINK_DOWN, 1));
+    assert_int_equal(cluster_broken(&c), 2);
+    cluster_link_report(&c, 1, &up2);
+    assert_int_equal(cluster_tick(&c, 3000, ev), 1);
+    /* the cloud goes silent past the timeout; the others keep beating */
+    cluster_heartbeat(&c, 0, &d, 400000);
+    cluster_heartbeat(&c, 1, &e, 400000);
+    n = cluster_tick(&c, 501001, ev);
+    assert_int_equal(n, 1);
+    assert_true(has_event(ev, n, CLUSTER_EV_NODE_DOWN, 2));
+    assert_int_equal(cluster_broken(&c), 2);
+    einet_StatsReply r;
+    memset(&r, 0, sizeof r);
+    cluster_fill(&c, 501001, &r);
+    assert_int_equal(r.nodes_count, 3);
+    assert_int_equal(r.links_count, 2);
+    assert_true(r.nodes[0].healthy && r.nodes[1].healthy && !r.nodes[2].healthy);
+    assert_true(r.links[0].up && r.links[1].up);
+    /* it comes back; the device drains; the edge claims the wrong blocks */
+    cluster_heartbeat(&c, 2, &k, 501002);
+    einet_Heartbeat dd = hb(1, 1, 2, 1), bad = hb(2, 4, 5, 0);
+    cluster_heartbeat(&c, 0, &dd, 501002);
+    cluster_heartbeat(&c, 1, &bad, 501002);
+    n = cluster_tick(&c, 501003, ev);
+    assert_true(has_event(ev, n, CLUSTER_EV_NODE_UP, 2));
+    assert_true(has_event(ev, n, CLUSTER_EV_NODE_DRAINING, 0));
+    assert_true(has_event(ev, n, CLUSTER_EV_NODE_DOWN, 1));
+    assert_true(has_event(ev, n, CLUSTER_EV_LINK_DOWN, 1));
+    assert_int_equal(cluster_broken(&c), 0);
+    assert_false(cluster_all_healthy(&c));
+}
+
+static void test_cluster_profile_reports(void **state)
+{
+    (void)state;
+    cluster_t c;
+    conf_tiers_t t = {2, {1, 3}};
+    cluster_init(&c, &t, 4, 1000);
+    assert_int_equal(cluster_pos(&c, 3), 1);
+    assert_int_equal(cluster_pos(&c, 2), -1);
+    einet_ProfileReport r;
+    memset(&r, 0, sizeof r);
+    r.tier = 1;
+    r.blocks_count = 3;
+    r.blocks[0] = (einet_BlockTiming){1, 0.5f, 0.1f, 10};
+    r.blocks[1] = (einet_BlockTiming){2, 0.7f, 0.2f, 0};  /* no samples: ignored */
+    r.blocks[2] = (einet_BlockTiming){9, 0.7f, 0.2f, 3};  /* beyond the model: ignored */
+    r.next_latency_ms = 2.5f;
+    r.next_bandwidth_mbps = 100;
+    r.next_samples = 4;
+    cluster_profile(&c, 0, &r);
+    assert_true(cluster_take_changed(&c));
+    assert_false(cluster_take_changed(&c));
+    assert_true(c.conv_ms[0] == 0.5f && c.samples[0] == 10 && c.samples[1] == 0);
+    assert_true(c.node[0].link_latency_ms == 2.5f && c.node[0].link_bw_mbps == 100);
+}
+
+/* ---- fault routing, as the coordinator does it ---- */
+
+static void test_fault_routing(void **state)
+{
+    (void)state;
+    const int three[3] = {1, 2, 3}, two[2] = {1, 3};
+    ei_err_t err;
+    int tier = 0;
+    einet_Fault f = {.link = einet_Link_LINK_EDGE_CLOUD, .down_ms = 3000};
+    assert_int_equal(fault_target(&f, three, 3, &tier, &err), 0);
+    assert_int_equal(tier, einet_Tier_TIER_EDGE);
+    f.link = einet_Link_LINK_DEVICE_EDGE;
+    assert_int_equal(fault_target(&f, three, 3, &tier, &err), 0);
+    assert_int_equal(tier, einet_Tier_TIER_DEVICE);
+    assert_int_equal(fault_target(&f, two, 2, &tier, &err), 0); /* device-cloud */
+    f.link = einet_Link_LINK_EDGE_CLOUD;
+    assert_int_equal(fault_target(&f, two, 2, &tier, &err), EI_E_RANGE);
+    assert_non_null(strstr(err.msg, "not in this pipeline"));
+    einet_Fault k = {.kill = einet_Tier_TIER_CLOUD};
+    assert_int_equal(fault_target(&k, three, 3, &tier, &err), 0);
+    assert_int_equal(tier, einet_Tier_TIER_CLOUD);
+    k.kill = einet_Tier_TIER_EDGE;
+    assert_int_equal(fault_target(&k, two, 2, &tier, &err), EI_E_RANGE);
+    einet_Fault both = {.link = 1, .kill = 1}, none = {0};
+    assert_int_equal(fault_target(&both, three, 3, &tier, &err), EI_E_FORMAT);
+    assert_int_equal(fault_target(&none, three, 3, &tier, &err), EI_E_FORMAT);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_ordering_one_answer),
+        cmocka_unit_test(test_random_interleavings),
+        cmocka_unit_test(test_expiry_order_and_deepest),
+        cmocka_unit_test(test_ids_skip_a_held_slot),
+        cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_percentiles_vs_sorted),
+        cmocka_unit_test(test_stats_counters),
+        cmocka_unit_test(test_cluster_health),
+        cmocka_unit_test(test_cluster_profile_reports),
+        cmocka_unit_test(test_fault_routing),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
