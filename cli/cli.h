@@ -12,6 +12,8 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_ee_search(int argc, char **argv);
+int cmd_ee_eval(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_predictor(int argc, char **argv);
 int cmd_elastic(int argc, char **argv);

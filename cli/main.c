@@ -14,6 +14,8 @@ static const cli_command_t commands[] = {
     {"train", cmd_train, "train a multi-exit model and write a model file"},
     {"eval", cmd_eval, "evaluate a model on the 10,000 test images, per exit"},
     {"plan", cmd_plan, "search an exit plan for one planning instance (JSON)"},
+    {"ee-search", cmd_ee_search, "search class-specific early exits (Bonato & Bouganis)"},
+    {"ee-eval", cmd_ee_eval, "evaluate a saved class-specific early exit on the test split"},
     {"profile", cmd_profile, "measure a model's ET- and CS-profiles (block times, exit outputs)"},
     {"predictor", cmd_predictor, "train a CS-Predictor on the validation CS-profile"},
     {"elastic", cmd_elastic, "elastic accuracy of every exit policy on the test split"},
