@@ -1,0 +1,484 @@
+/* Tests of einet-node's modules: the link state machine and its estimates, fault
+ * injection (commands and verdicts), replanning with planner offsets (against the planner
+ * called by hand), exit scores; and a whole pipeline in one process: a coordinator and two
+ * tier nodes on inproc sockets of one loop, driven by a client socket, checking that the
+ * answers equal the single-process forward, that a cut link yields `link` answers and a
+ * restored one complete answers again, and that a coordinator stopping answers every
+ * request it holds - each request exactly once. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "coordinator/coord.h"
+#include "nn/model.h"
+#include "node/fault.h"
+#include "node/link.h"
+#include "node/node.h"
+#include "node/replan.h"
+#include "node/scores.h"
+#include "wire/conf.h"
+#include "wire/wire.h"
+
+/* ---- link ---- */
+
+static void test_link_state(void **state)
+{
+    (void)state;
+    link_state_t l;
+    link_init(&l, 500000, 1000);
+    assert_false(l.up);
+    assert_int_equal(link_tick(&l, 900000), 0); /* down already: no change */
+    assert_int_equal(link_on_reply(&l, 1, 400, 1000000), 1);
+    assert_true(l.up);
+    assert_int_equal(link_on_reply(&l, 2, 300, 1100000), 0);
+    assert_true(fabs(link_latency_ms(&l) - 0.15) < 1e-9); /* half the smallest round trip */
+    assert_int_equal(link_tick(&l, 1600000), 0);          /* 500 ms: not yet */
+    assert_int_equal(link_tick(&l, 1600001), 1);          /* silent past the timeout */
+    assert_false(l.up);
+    assert_int_equal(link_silent_ms(&l, 1700000), 600);
+    assert_int_equal(link_on_reply(&l, 3, 300, 1700000), 1);
+    assert_int_equal(link_on_send_fail(&l, 1700001), 1);
+    assert_int_equal(link_on_send_fail(&l, 1700002), 0);
+    assert_false(l.up);
+}
+
+static void test_link_bandwidth_probe(void **state)
+{
+    (void)state;
+    link_state_t l;
+    link_init(&l, 500000, 0);
+    for (uint64_t s = 1; s <= 8; s++)
+        link_on_reply(&l, s, 1000, s * 100);
+    /* 100 kB behind heartbeat 9: its round trip is 1000 us longer: 800 Mbit/s */
+    link_probe(&l, 9, 100000);
+    link_probe(&l, 10, 1); /* one probe at a time */
+    link_on_reply(&l, 9, 2000, 1000);
+    assert_true(fabs(l.bw_mbps - 800.0) < 1e-6);
+    assert_int_equal(l.bw_samples, 1);
+    assert_int_equal(l.rtt_samples, 8); /* the probe is not a latency sample */
+    assert_true(fabs(link_latency_ms(&l) - 0.5) < 1e-9);
+    /* an excess below the noise floor measures nothing */
+    link_probe(&l, 11, 100000);
+    link_on_reply(&l, 11, 1010, 1100);
+    assert_int_equal(l.bw_samples, 1);
+}
+
+/* ---- faults ---- */
+
+static void test_fault_commands(void **state)
+{
+    (void)state;
+    fault_state_t f;
+    uint64_t d;
+    char text[128];
+    fault_init(&f, 1);
+    assert_int_equal(fault_verdict(&f, 0, &d), FAULT_PASS);
+    assert_false(fault_active(&f, 0));
+    fault_describe(&f, 0, text, sizeof text);
+    assert_string_equal(text, "none");
+    einet_Fault down = {.link = 2, .down_ms = 3000};
+    fault_apply(&f, &down, 1000000);
+    assert_int_equal(fault_verdict(&f, 1000000, &d), FAULT_DROP);
+    assert_int_equal(fault_verdict(&f, 3999999, &d), FAULT_DROP);
+    fault_describe(&f, 2000000, text, sizeof text);
+    assert_string_equal(text, "down 2000 ms more");
+    assert_int_equal(fault_verdict(&f, 4000000, &d), FAULT_PASS); /* S seconds, then up */
+    einet_Fault delay = {.link = 2, .delay_ms = 20};
+    fault_apply(&f, &delay, 5000000);
+    assert_int_equal(fault_verdict(&f, 5000000, &d), FAULT_DELAY);
+    assert_int_equal(d, 20000);
+    einet_Fault loss = {.link = 2, .loss_pct = 25};
+    fault_apply(&f, &loss, 5000000); /* adds to the delay */
+    int dropped = 0, delayed = 0;
+    for (int i = 0; i < 20000; i++) {
+        fault_verdict_t v = fault_verdict(&f, 5000000, &d);
+        dropped += v == FAULT_DROP;
+        delayed += v == FAULT_DELAY;
+    }
+    assert_int_equal(dropped + delayed, 20000);
+    assert_true(dropped > 4600 && dropped < 5400);
+    fault_describe(&f, 5000000, text, sizeof text);
+    assert_string_equal(text, "delay 20 ms, loss 25%");
+    einet_Fault clear = {.link = 2, .clear = true};
+    fault_apply(&f, &clear, 6000000);
+    assert_false(fault_active(&f, 6000000));
+    assert_int_equal(fault_verdict(&f, 6000000, &d), FAULT_PASS);
+    einet_Fault clear_then_down = {.link = 2, .clear = true, .down_ms = 10, .loss_pct = 200};
+    fault_apply(&f, &clear_then_down, 7000000);
+    assert_true(f.loss_pct == 100); /* clamped */
+    assert_int_equal(fault_verdict(&f, 7000000, &d), FAULT_DROP);
+}
+
+/* ---- replanning ---- */
+
+static planner_t *toy_planner(int n)
+{
+    planner_profile_t p;
+    planner_profile_init(&p, n);
+    for (int k = 0; k < n; k++) {
+        p.conv_ms[k] = 1 + k % 3;
+        p.branch_ms[k] = 0.5 + 0.25 * (k % 2);
+        p.result_ms[k] = 0.2;
+    }
+    p.link_ms[2] = 3; /* a tier boundary after block 3 */
+    planner_dist_t d = {PLANNER_DIST_UNIFORM, 0.5, 0.25};
+    ei_err_t err;
+    planner_t *pl = planner_new(&p, &d, &err);
+    assert_non_null(pl);
+    return pl;
+}
+
+static void test_replan_matches_planner(void **state)
+{
+    (void)state;
+    const int n = 8;
+    planner_t *pl = toy_planner(n);
+    double scores[8] = {0.3, 0.45, 0.5, 0.62, 0.66, 0.7, 0.72, 0.8};
+    planner_search_t s;
+    replan_search_init(&s, CONF_SEARCH_ENUM, 100, 1);
+    assert_int_equal(s.kind, PLANNER_SEARCH_ENUM);
+    ei_err_t err;
+    uint8_t plan[8] = {1, 0, 1, 1, 0, 1, 0, 1};
+    /* exit 1 arrived long ago, exit 3 is on its way */
+    replan_exit_t seen[2] = {{1, 0.5}, {3, 6.2}};
+    uint8_t got[8];
+    memcpy(got, plan, sizeof got);
+    assert_int_equal(replan_after(pl, &s, scores, got, 3, 6.0, seen, 2, &err), 1);
+    assert_memory_equal(got, plan, 3); /* spent bits kept */
+    planner_offset_t off;
+    planner_offset_init(&off);
+    off.x = 3;
+    off.t0_ms = 6.0;
+    off.c0 = scores[0];
+    off.n_pending = 1;
+    off.pending_ms[0] = 6.2;
+    off.pending_score[0] = scores[2];
+    memcpy(off.spent, plan, 3);
+    planner_result_t res;
+    planner_search_t e;
+    planner_search_init(&e);
+    e.kind = PLANNER_SEARCH_ENUM;
+    assert_int_equal(planner_search(pl, &e, scores, &off, &res, &err), 0);
+    assert_memory_equal(got, res.plan, n);
+    assert_true(fabs(planner_expect(pl, scores, got, &off) - res.expectation) < 1e-12);
+    /* nothing to plan: past the horizon, or after the last block */
+    memcpy(got, plan, sizeof got);
+    assert_int_equal(replan_after(pl, &s, scores, got, 3, 1e6, seen, 2, &err), 0);
+    assert_int_equal(replan_after(pl, &s, scores, got, n, 1.0, seen, 2, &err), 0);
+    assert_memory_equal(got, plan, n);
+    /* the initial plan is the planner's own */
+    assert_int_equal(replan_initial(pl, &s, scores, got, &err), 1);
+    assert_int_equal(planner_search(pl, &e, scores, NULL, &res, &err), 0);
+    assert_memory_equal(got, res.plan, n);
+    /* hybrid's m is clamped to the free bits */
+    replan_search_init(&s, CONF_SEARCH_HYBRID, 100, 1);
+    memcpy(got, plan, sizeof got);
+    assert_int_equal(replan_after(pl, &s, scores, got, 6, 10.0, seen, 2, &err), 1);
+    planner_destroy(&pl);
+}
+
+static void test_scores(void **state)
+{
+    (void)state;
+    scores_t s;
+    scores_prior(&s, 4);
+    double out[4];
+    scores_for(&s, NULL, 0, out);
+    for (int k = 0; k < 4; k++) {
+        assert_true(out[k] > 0 && out[k] <= 1);
+        assert_true(k == 0 || out[k] > out[k - 1]);
+    }
+    ei_err_t err;
+    assert_true(scores_from_validation(&s, "/nonexistent/model.safetensors", NULL, 10, &err) < 0);
+}
+
+/* ---- a pipeline in one process ---- */
+
+#define PIPE_N 4
+#define PIPE_BATCH 20
+
+static const char *const toy_arch =
+    "{\"name\": \"toy\", \"input\": [1, 8, 8], \"classes\": 5, \"blocks\": ["
+    "{\"conv\": [{\"type\": \"conv\", \"out\": 4, \"k\": 3, \"pad\": 1}, {\"type\": \"relu\"}],"
+    " \"branch\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"out\": 5}]},"
+    "{\"conv\": [{\"type\": \"conv\", \"out\": 6, \"k\": 3, \"pad\": 1}, {\"type\": \"relu\"},"
+    " {\"type\": \"maxpool\", \"k\": 2}],"
+    " \"branch\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"out\": 5}]},"
+    "{\"conv\": [{\"type\": \"conv\", \"out\": 6, \"k\": 3, \"pad\": 1}, {\"type\": \"bn\"},"
+    " {\"type\": \"relu\"}],"
+    " \"branch\": [{\"type\": \"gap\"}, {\"type\": \"dense\", \"out\": 5}]},"
+    "{\"conv\": [{\"type\": \"conv\", \"out\": 8, \"k\": 3, \"pad\": 1}, {\"type\": \"relu\"}],"
+    " \"branch\": [{\"type\": \"flatten\"}, {\"type\": \"dense\", \"out\": 5}]}]}";
+
+typedef struct pipe {
+    uv_loop_t loop;
+    void *zctx;
+    coord_t *coord;
+    node_t *device, *edge;
+    xport_t *client;
+    uv_timer_t timer;
+    int phase, ticks, healthy, acked;
+    uint64_t seq, sent, first_id;
+    int answers[5 * PIPE_BATCH + 1]; /* per client_id */
+    int status[5 * PIPE_BATCH + 1];
+    uint32_t cls[5 * PIPE_BATCH + 1], exit_of[5 * PIPE_BATCH + 1];
+    float conf[5 * PIPE_BATCH + 1];
+    int got, errors;
+    float images[5 * PIPE_BATCH + 1][64];
+} pipe_t;
+
+static void send_request(pipe_t *p, uint64_t cid)
+{
+    einet_Envelope env;
+    ei_err_t err;
+    wire_env_init(&env, einet_Envelope_request_tag);
+    env.seq = ++p->seq;
+    env.body.request.client_id = cid;
+    const uint32_t shape[4] = {1, 1, 8, 8};
+    wire_meta_set(&env.body.request.input, &env.body.request.has_input, shape, 4);
+    wire_payload_t t = {p->images[cid], 64, NULL, NULL};
+    assert_int_equal(wire_send(p->client, NULL, &env, &t, &err), 0);
+    p->sent++;
+}
+
+static void send_simple(pipe_t *p, pb_size_t tag, const einet_Fault *f)
+{
+    einet_Envelope env;
+    ei_err_t err;
+    wire_env_init(&env, tag);
+    env.seq = ++p->seq;
+    if (f)
+        env.body.fault = *f;
+    assert_int_equal(wire_send(p->client, NULL, &env, NULL, &err), 0);
+}
+
+static void on_client(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    pipe_t *p = arg;
+    wire_in_t in;
+    ei_err_t err;
+    (void)x;
+    assert_int_equal(wire_recv(*msg_p, &in, &err), 0);
+    if (in.env.which_body == einet_Envelope_stats_reply_tag) {
+        const einet_StatsReply *s = &in.env.body.stats_reply;
+        int ok = s->nodes_count == 2 && s->links_count == 1;
+        for (pb_size_t i = 0; ok && i < s->nodes_count; i++)
+            ok = s->nodes[i].healthy;
+        p->healthy = ok && s->links[0].up;
+    } else if (in.env.which_body == einet_Envelope_ack_tag) {
+        p->acked = in.env.body.ack.ok ? 1 : -1;
+    } else if (in.env.which_body == einet_Envelope_answer_tag) {
+        const einet_Answer *a = &in.env.body.answer;
+        assert_true(a->client_id < 5 * PIPE_BATCH + 1);
+        p->answers[a->client_id]++;
+        p->status[a->client_id] = a->status;
+        p->cls[a->client_id] = a->class_id;
+        p->conf[a->client_id] = a->confidence;
+        p->exit_of[a->client_id] = a->exit;
+        p->got++;
+    } else {
+        p->errors++;
+    }
+}
+
+static void pipe_stop(pipe_t *p)
+{
+    uv_timer_stop(&p->timer);
+    uv_close((uv_handle_t *)&p->timer, NULL);
+    xport_destroy(&p->client);
+    node_drain(p->device);
+    node_drain(p->edge);
+}
+
+/* The scenario, one step per tick (5 ms). */
+static void on_tick(uv_timer_t *t)
+{
+    pipe_t *p = t->data;
+    p->ticks++;
+    assert_true(p->ticks < 2000); /* 10 s: something hangs */
+    switch (p->phase) {
+    case 0: /* wait for all healthy */
+    case 3:
+        if (p->healthy) {
+            p->healthy = 0;
+            for (int i = 0; i < PIPE_BATCH; i++)
+                send_request(p, p->sent);
+            p->phase++;
+        } else {
+            send_simple(p, einet_Envelope_stats_query_tag, NULL);
+        }
+        break;
+    case 1: /* normal answers in: cut device-edge for 400 ms */
+        if (p->got == PIPE_BATCH) {
+            einet_Fault f = {.link = einet_Link_LINK_DEVICE_EDGE, .down_ms = 400};
+            send_simple(p, einet_Envelope_fault_tag, &f);
+            p->ticks = 0;
+            p->phase = 2;
+        }
+        break;
+    case 2: /* after the heartbeat timeout, requests during the cut */
+        if (p->ticks == 30) {
+            for (int i = 0; i < PIPE_BATCH; i++)
+                send_request(p, p->sent);
+        }
+        if (p->ticks > 30 && p->got == 2 * PIPE_BATCH)
+            p->phase = 3;
+        break;
+    case 4: /* complete again after the restore; then a burst the slow edge queues */
+        if (p->got == 3 * PIPE_BATCH) {
+            for (int i = 0; i < PIPE_BATCH; i++)
+                send_request(p, p->sent);
+            p->ticks = 0;
+            p->phase = 5;
+        }
+        break;
+    case 5: /* SIGTERM to the coordinator while it holds most of them */
+        if (p->ticks == 10) {
+            coord_shutdown(p->coord);
+            p->phase = 6;
+            p->ticks = 0;
+        }
+        break;
+    case 6:
+        if (p->got == 4 * PIPE_BATCH || p->ticks > 200)
+            pipe_stop(p);
+        break;
+    }
+}
+
+static char *write_model(char *path, size_t cap)
+{
+    ei_err_t err;
+    nn_model_t *m = nn_model_from_arch(toy_arch, "toy", 1, &err);
+    assert_non_null(m);
+    nn_model_init(m, 5);
+    snprintf(path, cap, "/tmp/einet-test-node-%d.safetensors", (int)getpid());
+    assert_int_equal(nn_model_save(m, path, NULL, &err), 0);
+    nn_model_destroy(&m);
+    return path;
+}
+
+static node_t *make_node(pipe_t *p, const char *text)
+{
+    conf_node_t c;
+    ei_err_t err;
+    if (conf_load_string(&conf_node_table, &c, "node.ini", text, &err) < 0)
+        fail_msg("%s", err.msg);
+    node_t *nd = node_new(&c, &p->loop, p->zctx, &err);
+    if (!nd)
+        fail_msg("%s", err.msg);
+    assert_int_equal(node_start(nd, &err), 0);
+    return nd;
+}
+
+static void test_pipeline_in_process(void **state)
+{
+    (void)state;
+    setenv("EINET_DATA_DIR", "/nonexistent", 1); /* exit scores: the prior, at once */
+    char model[128], text[1024];
+    write_model(model, sizeof model);
+    pipe_t *p = calloc(1, sizeof *p);
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 9);
+    for (int i = 0; i < 5 * PIPE_BATCH + 1; i++)
+        for (int j = 0; j < 64; j++)
+            p->images[i][j] = (float)ei_rng_uniform(&rng);
+    uv_loop_init(&p->loop);
+    p->zctx = zmq_ctx_new();
+    ei_err_t err;
+    conf_coord_t cc;
+    snprintf(text, sizeof text,
+             "[coordinator]\nclients = inproc://t-clients\nnodes = inproc://t-nodes\n"
+             "tiers = device,edge\nheartbeat_timeout_ms = 60\nmodel = %s\n"
+             "profile_interval_ms = 50\n",
+             model);
+    assert_int_equal(conf_load_string(&conf_coord_table, &cc, "coord.ini", text, &err), 0);
+    p->coord = coord_new(&cc, &p->loop, p->zctx, &err);
+    assert_non_null(p->coord);
+    assert_int_equal(coord_start(p->coord, &err), 0);
+    snprintf(text, sizeof text,
+             "[node]\ntier = edge\nfirst_block = 3\nlast_block = 4\nmodel = %s\n"
+             "bind = inproc://t-edge\ncoordinator = inproc://t-nodes\nheartbeat_ms = 10\n"
+             "heartbeat_timeout_ms = 60\nslowdown = 1000\n",
+             model);
+    p->edge = make_node(p, text);
+    snprintf(text, sizeof text,
+             "[node]\ntier = device\nfirst_block = 1\nlast_block = 2\nmodel = %s\n"
+             "next = inproc://t-edge\ncoordinator = inproc://t-nodes\nheartbeat_ms = 10\n"
+             "heartbeat_timeout_ms = 60\nslowdown = 3\n",
+             model);
+    p->device = make_node(p, text);
+    xport_opts_t o = {.type = ZMQ_DEALER, .linger_ms = 0};
+    p->client = xport_new(&p->loop, p->zctx, &o, &err);
+    assert_int_equal(xport_connect(p->client, "inproc://t-clients", &err), 0);
+    assert_int_equal(xport_start(p->client, on_client, p, &err), 0);
+    uv_timer_init(&p->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, on_tick, 5, 5);
+    uv_run(&p->loop, UV_RUN_DEFAULT);
+
+    /* every request answered exactly once */
+    assert_int_equal(p->errors, 0);
+    assert_int_equal(p->sent, 4 * PIPE_BATCH);
+    for (uint64_t i = 0; i < p->sent; i++)
+        assert_int_equal(p->answers[i], 1);
+    /* the answers equal the single-process forward */
+    nn_model_t *m = nn_model_load(model, 1, &err);
+    assert_non_null(m);
+    nn_model_prepare_inference(m);
+    float probs[PIPE_N * 5];
+    int shutdown = 0;
+    for (int i = 0; i < 4 * PIPE_BATCH; i++) {
+        int batch = i / PIPE_BATCH;
+        if (batch == 0 || batch == 2)
+            assert_int_equal(p->status[i], einet_Status_STATUS_COMPLETE);
+        if (batch == 1) /* device-edge cut: the device's exits at most */
+            assert_true(p->status[i] == einet_Status_STATUS_LINK && p->exit_of[i] <= 2);
+        if (batch == 3) { /* held when the coordinator stopped, or done before */
+            shutdown += p->status[i] == einet_Status_STATUS_SHUTDOWN;
+            if (p->status[i] != einet_Status_STATUS_SHUTDOWN &&
+                p->status[i] != einet_Status_STATUS_COMPLETE)
+                fail_msg("request %d: status %d exit %u", i, p->status[i], p->exit_of[i]);
+        }
+        if (p->exit_of[i] == 0)
+            continue;
+        nn_tensor_t x = nn_tensor_view(p->images[i], 1, 1, 8, 8);
+        assert_int_equal(nn_model_forward(m, &x, probs, &err), 0);
+        const float *q = probs + (p->exit_of[i] - 1) * 5;
+        int best = 0;
+        for (int c = 1; c < 5; c++)
+            best = q[c] > q[best] ? c : best;
+        assert_int_equal(p->cls[i], best);
+        assert_true(fabsf(p->conf[i] - q[best]) <= 1e-5f);
+    }
+    assert_true(shutdown >= PIPE_BATCH / 2);
+    nn_model_destroy(&m);
+    coord_destroy(&p->coord);
+    node_destroy(&p->device);
+    node_destroy(&p->edge);
+    assert_int_equal(uv_loop_close(&p->loop), 0);
+    zmq_ctx_term(p->zctx);
+    unlink(model);
+    free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_link_state),
+        cmocka_unit_test(test_link_bandwidth_probe),
+        cmocka_unit_test(test_fault_commands),
+        cmocka_unit_test(test_replan_matches_planner),
+        cmocka_unit_test(test_scores),
+        cmocka_unit_test(test_pipeline_in_process),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
