@@ -282,13 +282,13 @@ static void print_json(const run_t *r, const args_t *a)
                                       "replans", x->replans, "predict_us", x->predict_us,
                                       "search_us", x->search_us, "charged_ms", x->charged_ms));
         double g = gap_share(r, x);
-        if (r->pol[i].kind == ELASTIC_PLANNED && g == g)
+        if (r->pol[i].kind == ELASTIC_PLANNED && isfinite(g))
             json_object_set_new(gaps, r->pol[i].name, json_real(g));
     }
     json_t *root = json_pack("{s:o, s:i, s:o, s:f, s:o, s:o}", "dist", dist_json(&a->dist),
                              "samples", r->res[0].samples, "policies", pol, "horizon_ms",
                              elastic_horizon(r->el), "gap_share", gaps, "details", detail);
-    char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(6));
     puts(text);
     free(text);
     json_decref(root);
@@ -307,9 +307,12 @@ static void print_table(const run_t *r, const args_t *a, const char *dir)
     for (int i = 0; i < r->count; i++) {
         const elastic_result_t *x = &r->res[i];
         printf("%-18s %8.4f %9.2f %8.2f", r->pol[i].name, x->accuracy, x->branches, x->replans);
-        if (r->pol[i].kind == ELASTIC_PLANNED)
+        double g = gap_share(r, x);
+        if (r->pol[i].kind == ELASTIC_PLANNED && isfinite(g))
             printf(" %11.2f %10.2f %11.4f %8.1f%%\n", x->predict_us, x->search_us, x->charged_ms,
-                   100 * gap_share(r, x));
+                   100 * g);
+        else if (r->pol[i].kind == ELASTIC_PLANNED)
+            printf(" %11.2f %10.2f %11.4f %9s\n", x->predict_us, x->search_us, x->charged_ms, "-");
         else
             printf(" %11s %10s %11s %9s\n", "-", "-", "-", "");
     }
@@ -416,7 +419,12 @@ static int check_list(const run_t *r, const char *list)
 static int run(run_t *r, const args_t *a, const char *dir)
 {
     ei_err_t err = {0};
-    if (load_all(r, a, dir, &err) || make_policies(r, a, &err))
+    if (load_all(r, a, dir, &err))
+        return cli_fail("elastic", "%s%s", err.msg,
+                        err.code == EI_E_NOTFOUND ? " (make the profiles with 'einet profile' "
+                                                    "and 'einet predictor train')"
+                                                  : "");
+    if (make_policies(r, a, &err))
         return cli_fail("elastic", "%s", err.msg);
     int rc = check_list(r, a->only);
     if (rc)
