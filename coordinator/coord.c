@@ -2,10 +2,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
 #include "coordinator/coord_internal.h"
+#include "planner/profile.h"
 
 /* Answers may still be on their way when the coordinator stops: let them go. */
 #define COORD_CLIENT_LINGER_MS 1000
@@ -184,19 +187,69 @@ static void scores_done(uv_work_t *w, int status)
                 c->scores_next.source);
         return;
     }
-    c->scores = c->scores_next;
+    memcpy(c->scores.acc, c->scores_next.acc, sizeof c->scores.acc);
+    snprintf(c->scores.source, sizeof c->scores.source, "%s", c->scores_next.source);
     liveprof_set_scores(c->prof, &c->scores);
     if (c->closing || liveprof_rebuild(c->prof, &c->cluster, &err) < 0)
         return;
-    fprintf(stderr, "einet-coord: exit scores from %s; plan %s\n", c->scores.source,
+    fprintf(stderr, "einet-coord: exit scores: %s; plan %s\n", c->scores.source,
             plan_text(c));
     coord__push_profile(c, -1);
 }
 
 static void load_scores(coord_t *c)
 {
+    c->scores_next = c->scores;
+    c->scores_next.pred = NULL;
     c->scores_work.data = c;
     c->scores_busy = uv_queue_work(c->loop, &c->scores_work, scores_run, scores_done) == 0;
+}
+
+/* The profile files: `profile` names a profile directory (et.json, cs-val.safetensors), an
+ * ET-profile (.json) or a CS-profile; empty, the model's own profile directory if any. */
+static void profile_paths(const coord_t *c, char *et, char *cs, size_t cap)
+{
+    const char *p = c->conf.profile;
+    struct stat st;
+    et[0] = cs[0] = 0;
+    if (!p[0]) {
+        scores_profile_path(c->conf.model, cs, cap);
+        const char *slash = strrchr(cs, '/');
+        snprintf(et, cap, "%.*s/et.json", (int)(slash - cs), cs);
+    } else if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(et, cap, "%s/et.json", p);
+        snprintf(cs, cap, "%s/cs-val.safetensors", p);
+    } else if (strlen(p) > 5 && strcmp(p + strlen(p) - 5, ".json") == 0) {
+        snprintf(et, cap, "%s", p);
+    } else {
+        snprintf(cs, cap, "%s", p);
+    }
+}
+
+/* Exit scores and first block times from the profile files, and the predictor. A file the
+ * config names must load; the model's own profile directory is used only when present. */
+static int load_profile(coord_t *c, profile_et_t *et, int *has_et, int *has_cs, ei_err_t *err)
+{
+    char etp[CONF_STR_MAX + 64], csp[CONF_STR_MAX + 64];
+    int named = c->conf.profile[0] != 0;
+    profile_paths(c, etp, csp, sizeof etp);
+    *has_et = *has_cs = 0;
+    if (etp[0] && access(etp, F_OK) == 0) {
+        if (profile_et_load(etp, et, err) < 0)
+            return err->code;
+        *has_et = et->times.n == c->n;
+    }
+    if (csp[0] && access(csp, F_OK) == 0) {
+        if (scores_from_profile(&c->scores, csp, err) < 0)
+            return err->code;
+        *has_cs = 1;
+    }
+    if (named && !*has_et && !*has_cs)
+        return ei_err_set(err, EI_E_NOTFOUND, "profile '%s': no et.json or cs-val.safetensors",
+                          c->conf.profile);
+    if (c->conf.predictor[0] && scores_load_predictor(&c->scores, c->conf.predictor, err) < 0)
+        return err->code;
+    return 0;
 }
 
 static int make_parts(coord_t *c, ei_err_t *err)
@@ -210,8 +263,13 @@ static int make_parts(coord_t *c, ei_err_t *err)
     if (nn_model_classes(c->model) > WIRE_MAX_CLASSES)
         return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d",
                           c->conf.model, nn_model_classes(c->model), WIRE_MAX_CLASSES);
-    scores_prior(&c->scores, c->n);
-    c->prof = liveprof_new(c->model, &c->conf, &c->scores, err);
+    scores_prior(&c->scores, c->n, nn_model_classes(c->model));
+    profile_et_t et;
+    int has_et, has_cs;
+    if (load_profile(c, &et, &has_et, &has_cs, err) < 0)
+        return err->code;
+    c->scores_computed = has_cs;
+    c->prof = liveprof_new(c->model, &c->conf, &c->scores, has_et ? &et.times : NULL, err);
     c->reqs = reqs_new(c->conf.max_pending, COORD_KEEP_ANSWERS, coord__on_answer, c);
     c->stats = stats_new(c->n, 0);
     if (!c->prof)
@@ -244,6 +302,7 @@ static void free_parts(coord_t *c)
     xport_destroy(&c->clients);
     xport_destroy(&c->nodes);
     liveprof_destroy(&c->prof);
+    scores_release(&c->scores);
     reqs_destroy(&c->reqs);
     stats_destroy(&c->stats);
     nn_model_destroy(&c->model);
@@ -271,7 +330,8 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     uv_timer_init(loop, &c->profile_timer);
     c->tick_timer.data = c->expiry_timer.data = c->profile_timer.data = c;
     c->handles_open = 3;
-    load_scores(c);
+    if (!c->scores_computed)
+        load_scores(c);
     return c;
 }
 
@@ -288,10 +348,11 @@ int coord_start(coord_t *c, ei_err_t *err)
     uv_timer_start(&c->profile_timer, on_profile_timer, (uint64_t)c->conf.profile_interval_ms,
                    (uint64_t)c->conf.profile_interval_ms);
     fprintf(stderr,
-            "einet-coord: %d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms on "
-            "own timing, exit scores from a %s)\n",
+            "einet-coord: %d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms; "
+            "exit scores: %s%s)\n",
             c->n, xport_endpoint(c->clients), xport_endpoint(c->nodes), plan_text(c),
-            liveprof_horizon_ms(c->prof), c->scores.source);
+            liveprof_horizon_ms(c->prof), c->scores.source,
+            c->scores.pred ? ", with a CS-Predictor" : "");
     return 0;
 }
 

@@ -31,7 +31,7 @@ struct coord {
     scores_t scores;          /* a prior until the validation scores are computed */
     uv_work_t scores_work;
     scores_t scores_next;     /* computed off the loop thread */
-    int scores_rc, scores_busy;
+    int scores_rc, scores_busy, scores_computed;
     uv_timer_t tick_timer, expiry_timer, profile_timer;
     uint64_t expiry_armed_us; /* 0: not armed */
     uint64_t start_us, seq;

@@ -60,7 +60,8 @@ static void set_dist(liveprof_t *lp, const conf_coord_t *c)
     lp->dist.sigma = c->sigma;
 }
 
-liveprof_t *liveprof_new(nn_model_t *m, const conf_coord_t *conf, const scores_t *s, ei_err_t *err)
+liveprof_t *liveprof_new(nn_model_t *m, const conf_coord_t *conf, const scores_t *s,
+                         const planner_profile_t *et, ei_err_t *err)
 {
     liveprof_t *lp = calloc(1, sizeof *lp);
     if (!lp) {
@@ -78,7 +79,12 @@ liveprof_t *liveprof_new(nn_model_t *m, const conf_coord_t *conf, const scores_t
     cluster_t none;
     conf_tiers_t one = {1, {einet_Tier_TIER_DEVICE}};
     cluster_init(&none, &one, lp->n, 1);
-    if (lp->n > CLUSTER_MAX_BLOCKS || time_blocks(lp, m, err) < 0 ||
+    if (et && et->n == lp->n)
+        for (int k = 0; k < lp->n; k++) {
+            lp->own_conv_ms[k] = et->conv_ms[k];
+            lp->own_branch_ms[k] = et->branch_ms[k];
+        }
+    if (lp->n > CLUSTER_MAX_BLOCKS || ((!et || et->n != lp->n) && time_blocks(lp, m, err) < 0) ||
         liveprof_rebuild(lp, &none, err) < 0) {
         if (lp->n > CLUSTER_MAX_BLOCKS)
             ei_err_set(err, EI_E_RANGE, "%d blocks, at most %d", lp->n, CLUSTER_MAX_BLOCKS);
@@ -140,7 +146,7 @@ static int replan(liveprof_t *lp, const planner_profile_t *p, ei_err_t *err)
     else if (!(lp->planner = planner_new(p, &lp->dist, err)))
         rc = err ? err->code : EI_E_INVAL;
     double scores[SCORES_MAX_EXITS];
-    scores_for(&lp->scores, NULL, 0, scores);
+    scores_for(&lp->scores, NULL, 0, 0, scores);
     if (rc == 0)
         rc = replan_initial(lp->planner, &lp->search, scores, lp->plan, err);
     if (rc < 0)

@@ -19,18 +19,21 @@
 
 typedef struct liveprof liveprof_t;
 
-/* Times every block of model m (prepared for inference, max_batch >= 1) and makes the first
- * profile (version 1) and plan, with the search and interruption distribution of conf and
- * the exit scores s (copied). Caller owns the result; NULL with err set on failure. */
+/* Makes the first profile (version 1) and plan of model m (prepared for inference,
+ * max_batch >= 1), with the search and interruption distribution of conf and the exit
+ * scores s (copied; a predictor in it is borrowed, not owned). The block times until the
+ * nodes report are those of the ET-profile et when given (its n must be m's), else the
+ * coordinator times every block itself. Caller owns the result; NULL with err set. */
 liveprof_t *liveprof_new(nn_model_t *m, const conf_coord_t *conf, const scores_t *s,
-                         ei_err_t *err);
+                         const planner_profile_t *et, ei_err_t *err);
 void liveprof_destroy(liveprof_t **self_p);
 
 /* Rebuilds the profile from what the cluster has measured and replans: a new version. On a
  * profile the planner refuses, the previous one stays and a negative code is returned. */
 int liveprof_rebuild(liveprof_t *self, const cluster_t *c, ei_err_t *err) EI_CHECK;
 
-/* Replaces the exit scores (copied); the next rebuild plans with them. */
+/* Replaces the exit scores (copied, a predictor borrowed); the next rebuild plans with
+ * them. */
 void liveprof_set_scores(liveprof_t *self, const scores_t *s);
 
 /* The profile as a ProfileUpdate body. */

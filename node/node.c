@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -73,19 +74,33 @@ static void scores_done(uv_work_t *w, int status)
 {
     node_t *nd = w->data;
     nd->scores_busy = 0;
-    if (status == 0 && nd->scores_rc == 0 && nd->scores_next.n == nd->n)
-        nd->scores = nd->scores_next;
-    else
+    if (status == 0 && nd->scores_rc == 0 && nd->scores_next.n == nd->n) {
+        memcpy(nd->scores.acc, nd->scores_next.acc, sizeof nd->scores.acc);
+        snprintf(nd->scores.source, sizeof nd->scores.source, "%s", nd->scores_next.source);
+    } else {
         fprintf(stderr, "einet-node: exit scores: %s; keeping the prior\n",
                 nd->scores_next.source);
+    }
     node__maybe_close(nd);
 }
 
-static void load_scores(node_t *nd)
+/* Exit scores: the predictor named in the config (an error if it does not load), and the
+ * accuracies from the model's CS-profile when it has one, else measured off the loop. */
+static int load_scores(node_t *nd, ei_err_t *err)
 {
-    scores_prior(&nd->scores, nd->n);
+    char cs[CONF_STR_MAX + 64];
+    ei_err_t e2;
+    scores_prior(&nd->scores, nd->n, nd->classes);
+    if (nd->conf.predictor[0] && scores_load_predictor(&nd->scores, nd->conf.predictor, err) < 0)
+        return err->code;
+    scores_profile_path(nd->conf.model, cs, sizeof cs);
+    if (access(cs, R_OK) == 0 && scores_from_profile(&nd->scores, cs, &e2) == 0)
+        return 0;
+    nd->scores_next = nd->scores;
+    nd->scores_next.pred = NULL;
     nd->scores_work.data = nd;
     nd->scores_busy = uv_queue_work(nd->loop, &nd->scores_work, scores_run, scores_done) == 0;
+    return 0;
 }
 
 static xport_t *socket_new(node_t *nd, int type, const char *identity, ei_err_t *err)
@@ -138,9 +153,9 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->n = nn_model_blocks(nd->model);
     nd->classes = nn_model_classes(nd->model);
     nd->in_shape = nn_model_input_shape(nd->model);
-    if (check_blocks(nd, err) < 0 || node__warmup(nd, err) < 0 || make_sockets(nd, err) < 0)
+    if (check_blocks(nd, err) < 0 || node__warmup(nd, err) < 0 || make_sockets(nd, err) < 0 ||
+        load_scores(nd, err) < 0)
         goto fail;
-    load_scores(nd);
     replan_search_init(&nd->search, conf->search, 100, 1);
     fault_init(&nd->fault, (uint64_t)conf->tier * 7919u + (uint64_t)node__wall_us());
     uint64_t now = node__now_us(), timeout = (uint64_t)conf->heartbeat_timeout_ms * 1000;
@@ -153,6 +168,7 @@ fail:
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
     nn_model_destroy(&nd->model);
+    scores_release(&nd->scores);
     free(nd);
     return NULL;
 }
@@ -303,6 +319,7 @@ void node_destroy(node_t **self_p)
     node__delay_clear(nd);
     planner_destroy(&nd->planner);
     nn_model_destroy(&nd->model);
+    scores_release(&nd->scores);
     free(nd);
     *self_p = NULL;
 }

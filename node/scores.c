@@ -1,4 +1,4 @@
-/* Exit scores from the validation split (see scores.h). */
+/* Exit scores: validation accuracies, CS-profiles, CS-Predictors (see scores.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,16 +9,18 @@
 #include "nn/safetensors.h"
 #include "nn/train.h"
 #include "node/scores.h"
+#include "planner/profile.h"
 
 /* The trainer's defaults (cli/cmd_train.c), used when a model file does not say. */
 #define SCORES_DEFAULT_VAL 5000
 #define SCORES_DEFAULT_SEED 1
 #define SCORES_BATCH 100
 
-void scores_prior(scores_t *s, int n)
+void scores_prior(scores_t *s, int n, int classes)
 {
     memset(s, 0, sizeof *s);
     s->n = n < SCORES_MAX_EXITS ? n : SCORES_MAX_EXITS;
+    s->classes = classes;
     for (int k = 0; k < s->n; k++)
         s->acc[k] = 0.5 + 0.4 * (k + 1) / s->n;
     snprintf(s->source, sizeof s->source, "prior (deeper exits score higher)");
@@ -84,7 +86,6 @@ int scores_from_validation(scores_t *s, const char *model_path, const char *data
     int val;
     uint64_t seed;
     read_split(model_path, &val, &seed);
-    memset(s, 0, sizeof *s);
     s->n = n;
     if (rc == 0)
         rc = eval_split(s, m, data, val, seed, samples > 0 ? samples : 1, err);
@@ -93,12 +94,70 @@ int scores_from_validation(scores_t *s, const char *model_path, const char *data
     return rc;
 }
 
-void scores_for(const scores_t *s, const scores_seen_t *seen, int nseen, double *out)
+void scores_profile_path(const char *model_path, char *out, size_t cap)
 {
-    /* No per-sample predictor yet: every request gets the validation accuracies. A
-     * CS-Predictor replaces this body (seen -> n predicted scores). */
-    (void)seen;
-    (void)nseen;
+    size_t len = strlen(model_path), ext = strlen(".safetensors");
+    if (len > ext && strcmp(model_path + len - ext, ".safetensors") == 0)
+        len -= ext;
+    snprintf(out, cap, "%.*s.profile/cs-val.safetensors", (int)len, model_path);
+}
+
+int scores_from_profile(scores_t *s, const char *cs_path, ei_err_t *err)
+{
+    profile_cs_t *cs = profile_cs_load(cs_path, err);
+    if (!cs)
+        return err ? err->code : EI_E_IO;
+    int rc = 0;
+    if (profile_cs_exits(cs) != s->n || profile_cs_count(cs) < 1)
+        rc = ei_err_set(err, EI_E_SHAPE, "%s: %d exits, the model has %d", cs_path,
+                        profile_cs_exits(cs), s->n);
+    if (rc == 0) {
+        profile_cs_accuracy(cs, s->acc, NULL);
+        snprintf(s->source, sizeof s->source, "validation CS-profile (%d samples)",
+                 profile_cs_count(cs));
+    }
+    profile_cs_destroy(&cs);
+    return rc;
+}
+
+int scores_load_predictor(scores_t *s, const char *path, ei_err_t *err)
+{
+    predictor_t *p = predictor_load(path, err);
+    if (!p)
+        return err ? err->code : EI_E_IO;
+    if (predictor_exits(p) != s->n || predictor_classes(p) != s->classes) {
+        int e = predictor_exits(p), k = predictor_classes(p);
+        predictor_destroy(&p);
+        return ei_err_set(err, EI_E_SHAPE, "%s: a predictor for %d exits and %d classes, the "
+                          "model has %d and %d", path, e, k, s->n, s->classes);
+    }
+    predictor_destroy(&s->pred);
+    s->pred = p;
+    return 0;
+}
+
+void scores_release(scores_t *s)
+{
+    predictor_destroy(&s->pred);
+}
+
+void scores_for(scores_t *s, const scores_seen_t *seen, int nseen, int x, double *out)
+{
+    if (s->pred) {
+        float probs[SCORES_MAX_EXITS * SCORES_MAX_CLASSES] = {0};
+        uint8_t executed[SCORES_MAX_EXITS] = {0};
+        for (int i = 0; i < nseen; i++) {
+            int j = seen[i].exit - 1;
+            if (j < 0 || j >= s->n || seen[i].nprobs != s->classes)
+                continue; /* no softmax vector: the predictor cannot read this exit */
+            memcpy(probs + (size_t)j * s->classes, seen[i].probs, sizeof(float) * s->classes);
+            executed[j] = 1;
+        }
+        predictor_predict(s->pred, probs, executed, x < 0 ? 0 : x > s->n ? s->n : x, out);
+    } else {
+        for (int k = 0; k < s->n; k++)
+            out[k] = s->acc[k];
+    }
     for (int k = 0; k < s->n; k++)
-        out[k] = s->acc[k] < 0 ? 0 : s->acc[k] > 1 ? 1 : s->acc[k];
+        out[k] = out[k] >= 0 ? (out[k] <= 1 ? out[k] : 1) : 0; /* NaN -> 0 too */
 }

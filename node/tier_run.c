@@ -135,7 +135,7 @@ static void replan(node_t *nd, job_t *j, int k, double t0_ms)
         return;
     double scores[SCORES_MAX_EXITS];
     ei_err_t err;
-    scores_for(&nd->scores, j->seen, j->nseen, scores);
+    scores_for(&nd->scores, j->seen, j->nseen, k, scores);
     if (replan_after(nd->planner, &nd->search, scores, j->plan, k, t0_ms, j->arrive, j->nseen,
                      &err) < 0)
         fprintf(stderr, "einet-node: replanning request %llu: %s\n",

@@ -189,15 +189,40 @@ static void test_scores(void **state)
 {
     (void)state;
     scores_t s;
-    scores_prior(&s, 4);
-    double out[4];
-    scores_for(&s, NULL, 0, out);
+    scores_prior(&s, 4, 5);
+    double out[4], ref[4];
+    scores_for(&s, NULL, 0, 0, out);
     for (int k = 0; k < 4; k++) {
         assert_true(out[k] > 0 && out[k] <= 1);
         assert_true(k == 0 || out[k] > out[k - 1]);
     }
     ei_err_t err;
     assert_true(scores_from_validation(&s, "/nonexistent/model.safetensors", NULL, 10, &err) < 0);
+    char path[128];
+    scores_profile_path("/a/b/m.safetensors", path, sizeof path);
+    assert_string_equal(path, "/a/b/m.profile/cs-val.safetensors");
+    /* with a predictor: what predictor_predict gives for the same evidence */
+    predictor_t *p = predictor_new(PREDICTOR_CORRECTNESS, 4, 5, 8, 8, 3, &err);
+    assert_non_null(p);
+    snprintf(path, sizeof path, "/tmp/einet-test-pred-%d.safetensors", (int)getpid());
+    assert_int_equal(predictor_save(p, path, "toy", NULL, &err), 0);
+    assert_int_equal(scores_load_predictor(&s, path, &err), 0);
+    scores_seen_t seen[2] = {{1, 0.6f, 2, 5, {0.1f, 0.1f, 0.6f, 0.1f, 0.1f}},
+                             {2, 0.5f, 0, 5, {0.5f, 0.2f, 0.1f, 0.1f, 0.1f}}};
+    scores_for(&s, seen, 2, 2, out);
+    float probs[20] = {0.1f, 0.1f, 0.6f, 0.1f, 0.1f, 0.5f, 0.2f, 0.1f, 0.1f, 0.1f};
+    uint8_t executed[4] = {1, 1, 0, 0};
+    predictor_predict(p, probs, executed, 2, ref);
+    for (int k = 0; k < 4; k++)
+        assert_true(out[k] == ref[k]);
+    scores_t wrong;
+    scores_prior(&wrong, 5, 5);
+    assert_int_equal(scores_load_predictor(&wrong, path, &err), EI_E_SHAPE);
+    assert_non_null(strstr(err.msg, "4 exits and 5 classes"));
+    scores_release(&s);
+    assert_null(s.pred);
+    predictor_destroy(&p);
+    unlink(path);
 }
 
 /* ---- a pipeline in one process ---- */
