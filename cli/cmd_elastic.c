@@ -30,7 +30,9 @@ static const char usage_text[] =
     "  --dist D          uniform (default) or normal:MU:SIGMA (fractions of the horizon)\n"
     "  --samples N       the first N test samples (default all)\n"
     "  --json            {\"dist\":..., \"samples\":N, \"policies\":{\"einet\":acc, ...}, ...}\n"
-    "  --plot FILE.png   accuracy in effect against interruption time (gnuplot)\n"
+    "  --plot FILE.png   accuracy in effect against interruption time for the main\n"
+    "                    policies (einet, einet-confidence, static-100, static-opt,\n"
+    "                    confidence-0.9, single-exit, oracle), drawn by gnuplot\n"
     "  --profiles DIR    profile directory (default: the shipped " DEFAULT_PROFILES ")\n"
     "  --predictor FILE  einet's predictor (default DIR/" DEFAULT_PREDICTOR ")\n"
     "  --policies LIST   comma-separated names to run (default all)\n"
@@ -124,6 +126,8 @@ static int parse_args(int argc, char **argv, args_t *a)
             a->json = 1;
             break;
         case 'P':
+            if (strchr(optarg, '\'') || !*optarg)
+                return bad_value("--plot", "a file name without quotes");
             a->plot = optarg;
             break;
         case 'p':
@@ -318,8 +322,24 @@ static void print_table(const run_t *r, const args_t *a, const char *dir)
     }
 }
 
+/* The policies drawn by --plot (those of them that ran; all that ran if none did). */
+static int plotted(const run_t *r, int i)
+{
+    static const char *const main_policies[] = {"einet",      "einet-confidence", "static-100",
+                                                "static-opt", "confidence-0.9",   "single-exit",
+                                                "oracle"};
+    int any = 0, mine = 0;
+    for (int q = 0; q < r->count; q++)
+        for (size_t m = 0; m < sizeof main_policies / sizeof main_policies[0]; m++)
+            if (!strcmp(r->pol[q].name, main_policies[m])) {
+                any = 1;
+                mine |= q == i;
+            }
+    return mine || !any;
+}
+
 /* Writes the curves as columns (time in ms, then one per policy) to a temporary file and has
- * gnuplot draw them. */
+ * gnuplot draw them; gnuplot's messages go to stderr. */
 static int plot(const run_t *r, const args_t *a, ei_err_t *err)
 {
     char data[] = "/tmp/einet-elastic-XXXXXX";
@@ -335,19 +355,25 @@ static int plot(const run_t *r, const args_t *a, ei_err_t *err)
         fputc('\n', f);
     }
     fclose(f);
-    FILE *gp = popen("gnuplot 2>&1", "w");
+    FILE *gp = popen("gnuplot 1>&2", "w");
     int rc = gp ? 0 : ei_err_set(err, EI_E_IO, "--plot: cannot run gnuplot");
     if (gp) {
+        char dist[64] = "uniform";
+        if (a->dist.kind == PLANNER_DIST_NORMAL)
+            snprintf(dist, sizeof dist, "normal(%g, %g)", a->dist.mu, a->dist.sigma);
         fprintf(gp, "set terminal pngcairo size 960,600 noenhanced\nset output '%s'\n", a->plot);
         fprintf(gp,
-                "set title 'accuracy in effect against interruption time (%d test samples)'\n"
+                "set title '%d test samples; in brackets: elastic accuracy, %s interruption'\n"
                 "set xlabel 'interruption time (ms)'\nset ylabel 'accuracy in effect'\n"
-                "set key bottom right\nset grid\nset yrange [0:1]\nset xrange [0:%g]\n",
-                r->res[0].samples, H);
-        fprintf(gp, "plot ");
-        for (int i = 0; i < r->count; i++)
-            fprintf(gp, "%s'%s' using 1:%d with lines lw 2 title '%s (%.4f)'", i ? ", " : "", data,
-                    i + 2, r->pol[i].name, r->res[i].accuracy);
+                "set key right center opaque box\nset grid\nset yrange [0:1]\n"
+                "set xrange [0:%g]\nplot ",
+                r->res[0].samples, dist, H);
+        for (int i = 0, first = 1; i < r->count; i++)
+            if (plotted(r, i)) {
+                fprintf(gp, "%s'%s' using 1:%d with lines lw 2 title '%s (%.4f)'",
+                        first ? "" : ", ", data, i + 2, r->pol[i].name, r->res[i].accuracy);
+                first = 0;
+            }
         fprintf(gp, "\n");
         int st = pclose(gp);
         if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st))
