@@ -52,6 +52,8 @@ static int check_blocks(node_t *nd, ei_err_t *err)
         return ei_err_set(err, EI_E_INVAL,
                           "'next' is empty but blocks %d..%d are left for a next tier",
                           c->last_block + 1, nd->n);
+    if (c->ee[0] && (c->tier != einet_Tier_TIER_DEVICE || c->first_block != 1))
+        return ei_err_set(err, EI_E_INVAL, "'ee' is for the device (the tier with block 1)");
     if (nd->classes > WIRE_MAX_CLASSES)
         return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d", c->model,
                           nd->classes, WIRE_MAX_CLASSES);
@@ -100,6 +102,22 @@ static int load_scores(node_t *nd, ei_err_t *err)
     nd->scores_next.pred = NULL;
     nd->scores_work.data = nd;
     nd->scores_busy = uv_queue_work(nd->loop, &nd->scores_work, scores_run, scores_done) == 0;
+    return 0;
+}
+
+/* The device's class-specific early exit: it must tap blocks this node runs. */
+static int load_ee(node_t *nd, ei_err_t *err)
+{
+    if (!nd->conf.ee[0])
+        return 0;
+    nd->ee = ee_load(nd->conf.ee, nd->model, 1, err);
+    if (!nd->ee)
+        return err->code;
+    if (ee_layer(nd->ee) > nd->conf.last_block)
+        return ei_err_set(err, EI_E_RANGE, "%s: the early exit follows block %d, the device runs "
+                          "blocks 1..%d", nd->conf.ee, ee_layer(nd->ee), nd->conf.last_block);
+    fprintf(stderr, "einet-node: early exit for class %d after block %d, alpha %g\n",
+            ee_target(nd->ee), ee_layer(nd->ee), ee_alpha(nd->ee));
     return 0;
 }
 
@@ -153,8 +171,8 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->n = nn_model_blocks(nd->model);
     nd->classes = nn_model_classes(nd->model);
     nd->in_shape = nn_model_input_shape(nd->model);
-    if (check_blocks(nd, err) < 0 || node__warmup(nd, err) < 0 || make_sockets(nd, err) < 0 ||
-        load_scores(nd, err) < 0)
+    if (check_blocks(nd, err) < 0 || load_ee(nd, err) < 0 || node__warmup(nd, err) < 0 ||
+        make_sockets(nd, err) < 0 || load_scores(nd, err) < 0)
         goto fail;
     replan_search_init(&nd->search, conf->search, 100, 1);
     fault_init(&nd->fault, (uint64_t)conf->tier * 7919u + (uint64_t)node__wall_us());
@@ -168,6 +186,7 @@ fail:
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
     nn_model_destroy(&nd->model);
+    ee_destroy(&nd->ee);
     scores_release(&nd->scores);
     free(nd);
     return NULL;
@@ -319,6 +338,7 @@ void node_destroy(node_t **self_p)
     node__delay_clear(nd);
     planner_destroy(&nd->planner);
     nn_model_destroy(&nd->model);
+    ee_destroy(&nd->ee);
     scores_release(&nd->scores);
     free(nd);
     *self_p = NULL;

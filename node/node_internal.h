@@ -7,6 +7,7 @@
 
 #include <uv.h>
 
+#include "nn/ee.h"
 #include "nn/model.h"
 #include "node/fault.h"
 #include "node/link.h"
@@ -34,7 +35,10 @@ typedef struct job {
     xport_msg_t *msg;         /* owns the input's bytes */
     const float *input;
     const nn_tensor_t *cur;   /* map after block k-1 (model-owned); NULL before the first */
-    int branch_ran;           /* block k-1's branch ran (for the slow-down wait) */
+    int branch_ran;           /* block k's branch ran (for the slow-down wait) */
+    int ee_fired;             /* the device's class-specific exit accepted at block k */
+    float ee_pk;              /* its P(k) */
+    const nn_tensor_t *taps[NODE_MAX_BLOCKS]; /* conv outputs so far, for the EE */
     int nseen;
     scores_seen_t seen[NODE_MAX_BLOCKS];
     replan_exit_t arrive[NODE_MAX_BLOCKS];
@@ -59,6 +63,7 @@ struct node {
     uv_loop_t *loop;
     void *zctx;
     nn_model_t *model;
+    ee_t *ee;                 /* the device's class-specific early exit, or NULL */
     int n, classes;
     nn_shape_t in_shape;
     xport_t *coord, *bind, *next;

@@ -175,6 +175,25 @@ static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
     replan(nd, j, k, (double)el / 1000.0);
 }
 
+/* The class-specific early exit fired after block k: a final result, class k of the EE with
+ * confidence P(k) (no softmax vector: the EE has two outputs, k and not k). */
+static void send_early_exit(node_t *nd, const job_t *j, int k, uint64_t now_us)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_exit_result_tag);
+    einet_ExitResult *r = &env.body.exit_result;
+    r->request_id = j->request_id;
+    r->exit = (uint32_t)k;
+    r->tier = nd->conf.tier;
+    r->class_id = (uint32_t)ee_target(nd->ee);
+    r->confidence = j->ee_pk < 0 ? 0 : j->ee_pk > 1 ? 1 : j->ee_pk;
+    r->elapsed_us = elapsed_us(j, now_us);
+    r->sent_at_us = node__wall_us();
+    r->early_exit = true;
+    if (node__send_coord(nd, &env) == 0)
+        nd->counts.exits_sent++;
+}
+
 /* ---- the tier boundary ---- */
 
 static void fill_map(node_t *nd, const job_t *j, int k, uint64_t now_us, einet_Envelope *env)
@@ -233,6 +252,11 @@ static void finish_block(node_t *nd)
     uint64_t now = node__now_us();
     int k = j->k;
     if (job_dead(nd, j, now)) {
+        finish_job(nd);
+        return;
+    }
+    if (j->ee_fired) { /* final: the request is answered, nothing more to run */
+        send_early_exit(nd, j, k, now);
         finish_job(nd);
         return;
     }
@@ -303,7 +327,15 @@ static void run_block(node_t *nd, job_t *j)
     if (branch)
         note_time(&nd->branch_ms[k - 1], nd->conf.slowdown * (double)(t2 - t1) / 1e6);
     j->cur = y;
+    j->taps[k - 1] = y;
     j->branch_ran = branch;
+    if (nd->ee && k == ee_layer(nd->ee)) {
+        int fired = ee_check(nd->ee, j->taps, &j->ee_pk, &err);
+        if (fired < 0)
+            fprintf(stderr, "einet-node: early exit: %s\n", err.msg);
+        j->ee_fired = fired > 0;
+        t2 = uv_hrtime(); /* the check is on the critical path: part of the block's time */
+    }
     if (nd->conf.slowdown > 1.0)
         slow_down(nd, t2 - t0);
     else

@@ -18,6 +18,7 @@
 #include <zmq.h>
 
 #include "coordinator/coord.h"
+#include "nn/ee.h"
 #include "nn/model.h"
 #include "node/fault.h"
 #include "node/link.h"
@@ -250,7 +251,7 @@ typedef struct pipe {
     node_t *device, *edge;
     xport_t *client;
     uv_timer_t timer;
-    int phase, ticks, healthy, acked;
+    int phase, ticks, healthy, acked, want_nodes;
     uint64_t seq, sent, first_id;
     int answers[5 * PIPE_BATCH + 1]; /* per client_id */
     int status[5 * PIPE_BATCH + 1];
@@ -294,10 +295,12 @@ static void on_client(xport_t *x, xport_msg_t **msg_p, void *arg)
     assert_int_equal(wire_recv(*msg_p, &in, &err), 0);
     if (in.env.which_body == einet_Envelope_stats_reply_tag) {
         const einet_StatsReply *s = &in.env.body.stats_reply;
-        int ok = s->nodes_count == 2 && s->links_count == 1;
+        int ok = (int)s->nodes_count == p->want_nodes && (int)s->links_count == p->want_nodes - 1;
         for (pb_size_t i = 0; ok && i < s->nodes_count; i++)
             ok = s->nodes[i].healthy;
-        p->healthy = ok && s->links[0].up;
+        for (pb_size_t i = 0; ok && i < s->links_count; i++)
+            ok = s->links[i].up;
+        p->healthy = ok;
     } else if (in.env.which_body == einet_Envelope_ack_tag) {
         p->acked = in.env.body.ack.ok ? 1 : -1;
     } else if (in.env.which_body == einet_Envelope_answer_tag) {
@@ -411,6 +414,7 @@ static void test_pipeline_in_process(void **state)
     char model[128], text[1024];
     write_model(model, sizeof model);
     pipe_t *p = calloc(1, sizeof *p);
+    p->want_nodes = 2;
     ei_rng_t rng;
     ei_rng_seed(&rng, 9);
     for (int i = 0; i < 5 * PIPE_BATCH + 1; i++)
@@ -495,6 +499,101 @@ static void test_pipeline_in_process(void **state)
     free(p);
 }
 
+/* ---- the device's class-specific early exit, in a one-tier pipeline ---- */
+
+static void on_ee_tick(uv_timer_t *t)
+{
+    pipe_t *p = t->data;
+    assert_true(++p->ticks < 2000);
+    if (p->phase == 0 && p->healthy) {
+        for (int i = 0; i < PIPE_BATCH; i++)
+            send_request(p, p->sent);
+        p->phase = 1;
+    } else if (p->phase == 0) {
+        send_simple(p, einet_Envelope_stats_query_tag, NULL);
+    } else if (p->phase == 1 && p->got == PIPE_BATCH) {
+        uv_timer_stop(&p->timer);
+        uv_close((uv_handle_t *)&p->timer, NULL);
+        xport_destroy(&p->client);
+        node_drain(p->device);
+        coord_shutdown(p->coord);
+    }
+}
+
+static void test_device_early_exit(void **state)
+{
+    (void)state;
+    setenv("EINET_DATA_DIR", "/nonexistent", 1);
+    char model[128], eefile[128], text[1024];
+    write_model(model, sizeof model);
+    ei_err_t err;
+    nn_model_t *m = nn_model_load(model, 1, &err);
+    assert_non_null(m);
+    nn_model_prepare_inference(m);
+    /* target class 3 after block 2, alpha 0: it accepts every sample */
+    ee_spec_t spec = {3, 2, 1, 2, 0.0};
+    ee_t *ee = ee_new_for_model(&spec, m, 1, &err);
+    assert_non_null(ee);
+    ee_init(ee, 4);
+    snprintf(eefile, sizeof eefile, "/tmp/einet-test-ee-%d.safetensors", (int)getpid());
+    ee_backbone_ref_t bb = {model, "toy", NULL};
+    assert_int_equal(ee_save(ee, eefile, &bb, NULL, &err), 0);
+    pipe_t *p = calloc(1, sizeof *p);
+    p->want_nodes = 1;
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 5);
+    for (int i = 0; i < PIPE_BATCH; i++)
+        for (int j = 0; j < 64; j++)
+            p->images[i][j] = (float)ei_rng_uniform(&rng);
+    uv_loop_init(&p->loop);
+    p->zctx = zmq_ctx_new();
+    conf_coord_t cc;
+    snprintf(text, sizeof text,
+             "[coordinator]\nclients = inproc://e-clients\nnodes = inproc://e-nodes\n"
+             "tiers = device\nheartbeat_timeout_ms = 60\nmodel = %s\n", model);
+    assert_int_equal(conf_load_string(&conf_coord_table, &cc, "coord.ini", text, &err), 0);
+    p->coord = coord_new(&cc, &p->loop, p->zctx, &err);
+    assert_non_null(p->coord);
+    assert_int_equal(coord_start(p->coord, &err), 0);
+    snprintf(text, sizeof text,
+             "[node]\ntier = device\nfirst_block = 1\nlast_block = 4\nmodel = %s\n"
+             "coordinator = inproc://e-nodes\nheartbeat_ms = 10\nheartbeat_timeout_ms = 60\n"
+             "ee = %s\n", model, eefile);
+    p->device = make_node(p, text);
+    xport_opts_t o = {.type = ZMQ_DEALER, .linger_ms = 0};
+    p->client = xport_new(&p->loop, p->zctx, &o, &err);
+    assert_int_equal(xport_connect(p->client, "inproc://e-clients", &err), 0);
+    assert_int_equal(xport_start(p->client, on_client, p, &err), 0);
+    uv_timer_init(&p->loop, &p->timer);
+    p->timer.data = p;
+    uv_timer_start(&p->timer, on_ee_tick, 5, 5);
+    uv_run(&p->loop, UV_RUN_DEFAULT);
+    assert_int_equal(p->errors, 0);
+    for (int i = 0; i < PIPE_BATCH; i++) {
+        assert_int_equal(p->answers[i], 1);
+        assert_int_equal(p->status[i], einet_Status_STATUS_DEVICE_EE);
+        assert_int_equal(p->exit_of[i], 2);
+        assert_int_equal(p->cls[i], 3);
+        /* P(k) as the EE gives it on the single-process taps */
+        nn_tensor_t x = nn_tensor_view(p->images[i], 1, 1, 8, 8);
+        const nn_tensor_t *taps[2];
+        taps[0] = nn_model_conv(m, 0, &x, &err);
+        taps[1] = nn_model_conv(m, 1, taps[0], &err);
+        float pk;
+        assert_int_equal(ee_check(ee, taps, &pk, &err), 1);
+        assert_true(fabsf(pk - p->conf[i]) <= 1e-6f);
+    }
+    ee_destroy(&ee);
+    nn_model_destroy(&m);
+    coord_destroy(&p->coord);
+    node_destroy(&p->device);
+    assert_int_equal(uv_loop_close(&p->loop), 0);
+    zmq_ctx_term(p->zctx);
+    unlink(model);
+    unlink(eefile);
+    free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -504,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_replan_matches_planner),
         cmocka_unit_test(test_scores),
         cmocka_unit_test(test_pipeline_in_process),
+        cmocka_unit_test(test_device_early_exit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
