@@ -53,6 +53,7 @@ stream() {
     mode=$1
     n=$2
     out="$tmp/$mode.jsonl"
+    : >"$out"
     "$bin/einet" infer --coordinator "$ep" --count "$n" --window 4 --json --timeout-ms 10000 \
         >"$out" 2>"$tmp/$mode.err" &
     pid=$!
@@ -64,6 +65,7 @@ stream() {
         sleep 0.05
     done
     before=$(wc -l <"$out")
+    [ "$before" -ge 15 ] || fail "$mode: einet infer stopped after $before answers"
     if [ "$mode" = down ]; then "$netns" cut edge-cloud; else "$netns" cut edge-cloud --loss; fi
     sleep 2
     at_restore=$(wc -l <"$out")
