@@ -16,6 +16,7 @@ void fault_apply(fault_state_t *f, const einet_Fault *cmd, uint64_t now_us)
         f->down_until_us = 0;
         f->delay_ms = 0;
         f->loss_pct = 0;
+        fault_release(f);
     }
     if (cmd->down_ms)
         f->down_until_us = now_us + (uint64_t)cmd->down_ms * 1000;
@@ -25,23 +26,44 @@ void fault_apply(fault_state_t *f, const einet_Fault *cmd, uint64_t now_us)
         f->loss_pct = cmd->loss_pct > 100 ? 100 : cmd->loss_pct;
 }
 
-fault_verdict_t fault_verdict(fault_state_t *f, uint64_t now_us, uint64_t *delay_us)
+/* Lateness from lost transmissions: after f losses, 200 (2^f - 1) ms. */
+static uint64_t loss_delay(fault_state_t *f)
 {
-    *delay_us = 0;
-    if (f->down_until_us && now_us < f->down_until_us) {
-        f->dropped++;
-        return FAULT_DROP;
-    }
-    if (f->loss_pct > 0 && ei_rng_uniform(&f->rng) * 100.0 < f->loss_pct) {
-        f->dropped++;
-        return FAULT_DROP;
-    }
-    if (f->delay_ms) {
-        *delay_us = (uint64_t)f->delay_ms * 1000;
-        f->delayed++;
-        return FAULT_DELAY;
-    }
-    return FAULT_PASS;
+    if (f->loss_pct <= 0)
+        return 0;
+    int lost = 0;
+    while (lost <= FAULT_MAX_RETRIES && ei_rng_uniform(&f->rng) * 100.0 < f->loss_pct)
+        lost++;
+    f->lost_transmissions += (uint64_t)lost;
+    if (lost > FAULT_MAX_RETRIES)
+        return FAULT_NEVER;
+    return (uint64_t)FAULT_RTO_US * ((1ull << lost) - 1);
+}
+
+uint64_t fault_deliver_at(fault_state_t *f, int dir, uint64_t now_us)
+{
+    uint64_t at = now_us;
+    if (f->down_until_us > now_us)
+        at = f->down_until_us;
+    uint64_t late = loss_delay(f);
+    at = late == FAULT_NEVER ? FAULT_NEVER : at + late;
+    if (at != FAULT_NEVER && f->delay_ms)
+        at += (uint64_t)f->delay_ms * 1000;
+    if (at < f->last_at[dir & 1])
+        at = f->last_at[dir & 1]; /* in order: behind the previous one */
+    f->last_at[dir & 1] = at;
+    f->held += at > now_us;
+    return at;
+}
+
+void fault_lost(fault_state_t *f)
+{
+    f->last_at[0] = f->last_at[1] = 0;
+}
+
+void fault_release(fault_state_t *f)
+{
+    f->last_at[0] = f->last_at[1] = 0;
 }
 
 int fault_active(const fault_state_t *f, uint64_t now_us)

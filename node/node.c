@@ -216,9 +216,9 @@ static void on_heartbeat(uv_timer_t *t)
     heartbeat_coord(nd);
     node__heartbeat_next(nd, 0);
     if (nd->next && link_tick(&nd->link, node__now_us())) {
-        fprintf(stderr, "einet-node: %s link down (no reply for %d ms)\n", node__link_name(nd),
-                nd->conf.heartbeat_timeout_ms);
-        node__report_link(nd);
+        char why[64];
+        snprintf(why, sizeof why, "no reply for %d ms", nd->conf.heartbeat_timeout_ms);
+        node__link_down(nd, why);
     }
 }
 
@@ -347,7 +347,6 @@ void node_destroy(node_t **self_p)
 node_counts_t node_counts(const node_t *nd)
 {
     node_counts_t k = nd->counts;
-    k.fault_dropped = nd->fault.dropped;
-    k.fault_delayed = nd->fault.delayed;
+    k.fault_held = nd->fault.held;
     return k;
 }

@@ -40,7 +40,9 @@ void node_destroy(node_t **self_p);
 /* What the node did, for logs and tests. */
 typedef struct node_counts {
     uint64_t tasks, maps, exits_sent, maps_sent, handed_back, dropped_deadline, cancelled;
-    uint64_t bad_messages, send_failed, fault_dropped, fault_delayed;
+    uint64_t bad_messages, send_failed;
+    uint64_t fault_held;      /* messages held back by injected faults */
+    uint64_t fault_discarded; /* held messages lost when the link was declared down */
 } node_counts_t;
 
 node_counts_t node_counts(const node_t *self);

@@ -79,7 +79,8 @@ struct node {
     link_state_t coord_link;  /* to the coordinator (round trips only) */
     int link_reported;        /* -1: never, else the state last reported */
     fault_state_t fault;
-    delayed_t *delayed;
+    delayed_t *delayed;       /* held by injected faults, in delivery order */
+    int held[2];              /* of them, outgoing (FAULT_OUT) and incoming (FAULT_IN) */
     uint64_t hb_seq, seq;
     /* planning */
     planner_t *planner;
@@ -129,7 +130,15 @@ void node__hand_back(node_t *nd, uint64_t request_id, const char *why);
 void node__report_link(node_t *nd);
 void node__heartbeat_next(node_t *nd, size_t probe_bytes);
 void node__delay_fire(uv_timer_t *t);
+/* Drain: frees everything held, handing back held feature maps. */
 void node__delay_clear(node_t *nd);
+/* The link was declared down: what it held is lost (no hand-backs: the coordinator answers
+ * the requests cut off). */
+void node__delay_discard(node_t *nd);
+/* A clear: everything held goes now, in order. */
+void node__delay_release(node_t *nd);
+/* Declares the next link down: logs, discards what it held, reports to the coordinator. */
+void node__link_down(node_t *nd, const char *why);
 
 /* tier_run.c */
 /* Takes a job (a parsed task or map); hands it back when the node is draining or full. */

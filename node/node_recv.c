@@ -141,6 +141,8 @@ static void on_fault(node_t *nd, const wire_in_t *in)
     }
     uint64_t now = node__now_us();
     fault_apply(&nd->fault, f, now);
+    if (f->clear)
+        node__delay_release(nd);
     fault_describe(&nd->fault, now, what, sizeof what);
     fprintf(stderr, "einet-node: fault on %s: %s\n", node__link_name(nd), what);
 }
@@ -316,17 +318,13 @@ void node__on_next(xport_t *x, xport_msg_t **msg_p, void *arg)
 {
     node_t *nd = arg;
     (void)x;
-    uint64_t now = node__now_us(), delay;
-    switch (fault_verdict(&nd->fault, now, &delay)) {
-    case FAULT_DROP:
-        nd->counts.fault_dropped++;
+    uint64_t now = node__now_us(), at = fault_deliver_at(&nd->fault, FAULT_IN, now);
+    if (at == FAULT_NEVER && !nd->link.up) {
+        nd->counts.fault_discarded++;
         return;
-    case FAULT_DELAY:
-        if (node__delay_incoming(nd, msg_p, now + delay) == 0)
-            return;
-        break;
-    case FAULT_PASS:
-        break;
     }
+    if ((at > now || nd->held[FAULT_IN] > 0) &&
+        node__delay_incoming(nd, msg_p, at > now ? at : now) == 0)
+        return;
     node__handle_next(nd, msg_p);
 }

@@ -1,6 +1,6 @@
 /* Sending from a node: to the coordinator, and to the next tier through the injected faults
- * of that link (dropped, held back on a timer, or sent), noticing refused sends as link
- * failures; hand-backs and link reports to the coordinator. */
+ * of that link (sent, or held back on a timer in order, see fault.h), noticing refused
+ * sends as link failures; hand-backs and link reports to the coordinator. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +47,19 @@ void node__report_link(node_t *nd)
         nd->link_reported = nd->link.up;
 }
 
+void node__link_down(node_t *nd, const char *why)
+{
+    fprintf(stderr, "einet-node: %s link down (%s)\n", node__link_name(nd), why);
+    /* The connection is lost with what it held: the coordinator answers those requests. */
+    node__delay_discard(nd);
+    fault_lost(&nd->fault);
+    node__report_link(nd);
+}
+
 static void link_failed(node_t *nd)
 {
-    if (link_on_send_fail(&nd->link, node__now_us())) {
-        fprintf(stderr, "einet-node: %s link down (send refused)\n", node__link_name(nd));
-        node__report_link(nd);
-    }
+    if (link_on_send_fail(&nd->link, node__now_us()))
+        node__link_down(nd, "send refused");
 }
 
 /* ---- injected delays ---- */
@@ -64,6 +71,10 @@ static void delay_arm(node_t *nd)
         return;
     }
     uint64_t now = node__now_us(), at = nd->delayed->at_us;
+    if (at == FAULT_NEVER) { /* held until a clear or the link is declared down */
+        uv_timer_stop(&nd->delay_timer);
+        return;
+    }
     uint64_t ms = at > now ? (at - now + 999) / 1000 : 0;
     uv_timer_start(&nd->delay_timer, node__delay_fire, ms, 0);
 }
@@ -75,12 +86,13 @@ static void delay_push(node_t *nd, delayed_t *d)
         pp = &(*pp)->next;
     d->next = *pp;
     *pp = d;
-    nd->counts.fault_delayed++;
+    nd->held[d->outgoing ? FAULT_OUT : FAULT_IN]++;
     delay_arm(nd);
 }
 
-static void delayed_free(delayed_t *d)
+static void delayed_free(node_t *nd, delayed_t *d)
 {
+    nd->held[d->outgoing ? FAULT_OUT : FAULT_IN]--;
     free(d->frame0);
     free(d->tensor);
     xport_msg_destroy(&d->msg);
@@ -103,8 +115,11 @@ static int delay_outgoing(node_t *nd, const einet_Envelope *env, const float *te
         rc = d->frame0 && (!tensor || d->tensor) ? 0 : EI_E_NOMEM;
     }
     if (rc < 0) {
-        if (d)
-            delayed_free(d);
+        if (d) {
+            free(d->frame0);
+            free(d->tensor);
+            free(d);
+        }
         return rc;
     }
     memcpy(d->frame0, buf, len);
@@ -142,7 +157,7 @@ void node__delay_fire(uv_timer_t *t)
             delay_send(nd, d);
         else
             node__handle_next(nd, &d->msg);
-        delayed_free(d);
+        delayed_free(nd, d);
     }
     delay_arm(nd);
     node__maybe_close(nd);
@@ -155,8 +170,27 @@ void node__delay_clear(node_t *nd)
         nd->delayed = d->next;
         if (d->outgoing && d->request_id)
             node__hand_back(nd, d->request_id, "draining");
-        delayed_free(d);
+        delayed_free(nd, d);
     }
+}
+
+void node__delay_discard(node_t *nd)
+{
+    while (nd->delayed) {
+        delayed_t *d = nd->delayed;
+        nd->delayed = d->next;
+        nd->counts.fault_discarded++;
+        delayed_free(nd, d);
+    }
+    delay_arm(nd);
+}
+
+void node__delay_release(node_t *nd)
+{
+    uint64_t now = node__now_us();
+    for (delayed_t *d = nd->delayed; d; d = d->next)
+        d->at_us = now; /* the order stays */
+    delay_arm(nd);
 }
 
 int node__delay_incoming(node_t *nd, xport_msg_t **msg_p, uint64_t at_us)
@@ -180,16 +214,13 @@ int node__send_next(node_t *nd, einet_Envelope *env, const float *tensor, size_t
     if (!nd->next)
         return EI_E_PEER;
     env->seq = ++nd->seq;
-    uint64_t now = node__now_us(), delay;
-    switch (fault_verdict(&nd->fault, now, &delay)) {
-    case FAULT_DROP:
-        nd->counts.fault_dropped++;
+    uint64_t now = node__now_us(), at = fault_deliver_at(&nd->fault, FAULT_OUT, now);
+    if (at == FAULT_NEVER && !nd->link.up) {
+        nd->counts.fault_discarded++; /* into a connection already declared lost */
         return 0;
-    case FAULT_DELAY:
-        return delay_outgoing(nd, env, tensor, numel, request_id, now + delay);
-    case FAULT_PASS:
-        break;
     }
+    if (at > now || nd->held[FAULT_OUT] > 0) /* late, or behind one that is */
+        return delay_outgoing(nd, env, tensor, numel, request_id, at > now ? at : now);
     wire_payload_t p = {tensor, numel, NULL, NULL};
     int rc = wire_send(nd->next, NULL, env, tensor ? &p : NULL, &err);
     if (rc == EI_E_PEER) {

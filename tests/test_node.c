@@ -78,44 +78,60 @@ static void test_fault_commands(void **state)
 {
     (void)state;
     fault_state_t f;
-    uint64_t d;
     char text[128];
     fault_init(&f, 1);
-    assert_int_equal(fault_verdict(&f, 0, &d), FAULT_PASS);
+    assert_int_equal(fault_deliver_at(&f, FAULT_OUT, 10), 10);
     assert_false(fault_active(&f, 0));
     fault_describe(&f, 0, text, sizeof text);
     assert_string_equal(text, "none");
+    /* down 3 s: everything waits for the end of the window, then passes */
     einet_Fault down = {.link = 2, .down_ms = 3000};
     fault_apply(&f, &down, 1000000);
-    assert_int_equal(fault_verdict(&f, 1000000, &d), FAULT_DROP);
-    assert_int_equal(fault_verdict(&f, 3999999, &d), FAULT_DROP);
+    assert_int_equal(fault_deliver_at(&f, FAULT_OUT, 1000000), 4000000);
+    assert_int_equal(fault_deliver_at(&f, FAULT_IN, 3999999), 4000000);
     fault_describe(&f, 2000000, text, sizeof text);
     assert_string_equal(text, "down 2000 ms more");
-    assert_int_equal(fault_verdict(&f, 4000000, &d), FAULT_PASS); /* S seconds, then up */
+    assert_int_equal(fault_deliver_at(&f, FAULT_OUT, 4000000), 4000000);
+    /* delay: constant lateness */
     einet_Fault delay = {.link = 2, .delay_ms = 20};
     fault_apply(&f, &delay, 5000000);
-    assert_int_equal(fault_verdict(&f, 5000000, &d), FAULT_DELAY);
-    assert_int_equal(d, 20000);
+    assert_int_equal(fault_deliver_at(&f, FAULT_OUT, 5000000), 5020000);
+    /* loss 25%: f lost transmissions cost 200 (2^f - 1) ms, f geometric */
     einet_Fault loss = {.link = 2, .loss_pct = 25};
-    fault_apply(&f, &loss, 5000000); /* adds to the delay */
-    int dropped = 0, delayed = 0;
+    fault_apply(&f, &loss, 5000000);
+    int late[4] = {0};
     for (int i = 0; i < 20000; i++) {
-        fault_verdict_t v = fault_verdict(&f, 5000000, &d);
-        dropped += v == FAULT_DROP;
-        delayed += v == FAULT_DELAY;
+        fault_release(&f); /* each on its own, no head-of-line blocking */
+        uint64_t at = fault_deliver_at(&f, FAULT_OUT, 6000000) - 6000000 - 20000;
+        for (int l = 0; l < 4; l++)
+            late[l] += at == (uint64_t)FAULT_RTO_US * ((1u << l) - 1);
     }
-    assert_int_equal(dropped + delayed, 20000);
-    assert_true(dropped > 4600 && dropped < 5400);
+    assert_true(late[0] > 14600 && late[0] < 15400); /* 75% */
+    assert_true(late[1] > 3450 && late[1] < 4050);   /* 18.75% */
+    assert_true(late[2] > 750 && late[2] < 1120);    /* 4.7% */
     fault_describe(&f, 5000000, text, sizeof text);
     assert_string_equal(text, "delay 20 ms, loss 25%");
+    /* in order within a direction: never before the previous one */
+    fault_release(&f);
+    uint64_t prev = 0;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t at = fault_deliver_at(&f, FAULT_OUT, 7000000 + (uint64_t)i);
+        assert_true(at >= prev);
+        prev = at;
+    }
+    /* clear restores and lets the order restart */
     einet_Fault clear = {.link = 2, .clear = true};
-    fault_apply(&f, &clear, 6000000);
-    assert_false(fault_active(&f, 6000000));
-    assert_int_equal(fault_verdict(&f, 6000000, &d), FAULT_PASS);
-    einet_Fault clear_then_down = {.link = 2, .clear = true, .down_ms = 10, .loss_pct = 200};
-    fault_apply(&f, &clear_then_down, 7000000);
+    fault_apply(&f, &clear, 8000000);
+    assert_false(fault_active(&f, 8000000));
+    assert_int_equal(fault_deliver_at(&f, FAULT_OUT, 8000000), 8000000);
+    /* 100% loss: never delivered, nor anything behind it, until the link is lost */
+    einet_Fault all = {.link = 2, .clear = true, .loss_pct = 200};
+    fault_apply(&f, &all, 9000000);
     assert_true(f.loss_pct == 100); /* clamped */
-    assert_int_equal(fault_verdict(&f, 7000000, &d), FAULT_DROP);
+    assert_true(fault_deliver_at(&f, FAULT_IN, 9000000) == FAULT_NEVER);
+    fault_apply(&f, &clear, 9500000);
+    fault_lost(&f);
+    assert_int_equal(fault_deliver_at(&f, FAULT_IN, 9600000), 9600000);
 }
 
 /* ---- replanning ---- */
