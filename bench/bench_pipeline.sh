@@ -35,7 +35,7 @@ model=$(sed -n 's/^model *= *//p' "$tmp/conf/coordinator.ini" | sed 's/[[:space:
 echo "single process: einet eval --model $model --samples $n (batch 1, 1 thread)"
 "$bin/einet" eval --model "$model" --samples "$n" --threads 1 --json >"$tmp/eval.json"
 fwd_ms=$(jq '[.exits[] | .conv_ms + .branch_ms] | add' "$tmp/eval.json")
-final_ms=$(jq '[.exits[] | .conv_ms] | add + .exits[-1].branch_ms' "$tmp/eval.json")
+final_ms=$(jq '([.exits[] | .conv_ms] | add) + .exits[-1].branch_ms' "$tmp/eval.json")
 
 echo "pipeline: deploy/local.sh up ($conf)"
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
