@@ -145,11 +145,16 @@ static int check_health(const einet_StatsReply *s)
 {
     char why[512] = "";
     size_t len = 0;
-    for (int i = 0; i < s->nodes_count && len < sizeof why; i++)
-        if (!s->nodes[i].healthy)
-            len += (size_t)snprintf(why + len, sizeof why - len, "%snode %s (last seen %.0f ms ago)",
-                                    len ? ", " : "", client_tier_name(s->nodes[i].tier),
-                                    s->nodes[i].last_seen_us / 1e3);
+    for (int i = 0; i < s->nodes_count && len < sizeof why; i++) {
+        const einet_NodeStats *n = &s->nodes[i];
+        char seen[48] = "no heartbeat yet";
+        if (n->healthy)
+            continue;
+        if (n->last_seen_us)
+            snprintf(seen, sizeof seen, "last seen %.0f ms ago", n->last_seen_us / 1e3);
+        len += (size_t)snprintf(why + len, sizeof why - len, "%snode %s (%s)", len ? ", " : "",
+                                client_tier_name(n->tier), seen);
+    }
     for (int i = 0; i < s->links_count && len < sizeof why; i++)
         if (!s->links[i].up)
             len += (size_t)snprintf(why + len, sizeof why - len, "%slink %s down",

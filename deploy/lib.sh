@@ -2,7 +2,8 @@
 # deploy/lib.sh: what deploy/local.sh and deploy/netns.sh share (sourced, not run).
 # The caller sets: bin (directory of einet, einet-node, einet-coord), run (run directory:
 # NAME.log and NAME.pid per process), names (the processes: coordinator and the tiers),
-# clients (the coordinator's client endpoint as a client connects to it).
+# clients (the coordinator's client endpoint as a client connects to it), down_cmd (the
+# command that stops the cluster, for messages).
 
 die() {
     echo "$(basename "$0"): $*" >&2
@@ -53,6 +54,12 @@ health() {
     "$bin/einet" stats --healthy --coordinator "$clients" --timeout-ms 1000 2>&1
 }
 
+# The end of a failed `up`: the processes that did start are left running for inspection.
+up_failed() {
+    echo "$(basename "$0"): the processes that started are still running; '$down_cmd' stops them" >&2
+    exit 1
+}
+
 # Waits up to $1 seconds until every process runs and the coordinator calls the cluster
 # healthy; on failure says which is not, with the tail of its log, and exits 1.
 wait_healthy() {
@@ -62,7 +69,7 @@ wait_healthy() {
             if [ -z "$(pid_of "$_n")" ]; then
                 echo "$(basename "$0"): $_n exited during start-up" >&2
                 log_tail "$_n"
-                exit 1
+                up_failed
             fi
         done
         _h=$(health) && break
@@ -72,7 +79,7 @@ wait_healthy() {
                 case "$_h" in *"$_n"*) log_tail "$_n" ;; esac
             done
             case "$_h" in *"cannot reach"* | *"no reply"*) log_tail coordinator ;; esac
-            exit 1
+            up_failed
         fi
         sleep 0.2
     done

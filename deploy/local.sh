@@ -38,6 +38,7 @@ verb=$1
 conf=$(cd "$2" && pwd)
 [ -f "$conf/coordinator.ini" ] || die "$conf has no coordinator.ini"
 run=${EINET_RUN_DIR:-${TMPDIR:-/tmp}/einet-run-$(id -u)/$(echo "$conf" | tr / _)}
+down_cmd="$0 down $2"
 
 tiers=$(ini_get "$conf/coordinator.ini" tiers | tr ',' ' ')
 [ -n "$tiers" ] || tiers="device edge cloud"

@@ -47,6 +47,7 @@ ec_rate=${EINET_EC_RATE:-100mbit}
 tiers="device edge cloud"
 names="coordinator $tiers"
 clients="ipc://$run/clients.ipc"
+down_cmd="$0 down"
 
 # shellcheck source=deploy/lib.sh
 . "$here/lib.sh"
