@@ -201,6 +201,12 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
         refuse(nd, nd->bind, in, EI_E_RANGE, "bind", msg);
         return;
     }
+    if (f->seen_count > f->block) {
+        snprintf(msg, sizeof msg, "feature_map.seen: %u exits after %u blocks",
+                 (unsigned)f->seen_count, (unsigned)f->block);
+        refuse(nd, nd->bind, in, EI_E_RANGE, "bind", msg);
+        return;
+    }
     nn_shape_t s = nn_model_feature_shape(nd->model, (int)f->block - 1);
     if ((int)f->plan_count != nd->n || !shape_is(&f->tensor, s, why, sizeof why)) {
         if ((int)f->plan_count != nd->n)
@@ -208,6 +214,7 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
                      (unsigned)f->plan_count, nd->n);
         snprintf(msg, sizeof msg, "feature_map.tensor: %s", why);
         refuse(nd, nd->bind, in, EI_E_SHAPE, "bind", msg);
+        node__hand_back(nd, f->request_id, "bad map"); /* answered now, not at its expiry */
         return;
     }
     nd->counts.maps++;

@@ -163,6 +163,8 @@ static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
     r->last = k == nd->n;
     if (node__send_coord(nd, &env) == 0)
         nd->counts.exits_sent++;
+    if (j->nseen >= NODE_MAX_BLOCKS)
+        return; /* cannot happen with a checked map: at most one entry per block */
     scores_seen_t *s = &j->seen[j->nseen];
     s->exit = k;
     s->confidence = r->confidence;
