@@ -263,6 +263,15 @@ static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
 static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
 {
     const einet_ExitResult *r = &in->env.body.exit_result;
+    const cluster_node_t *nd = &c->cluster.node[pos];
+    if ((int)r->exit > c->n || (nd->last_block && (r->exit < nd->first_block ||
+                                                   r->exit > nd->last_block))) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "exit_result.exit: %u is not a block %s runs",
+                 (unsigned)r->exit, cluster_tier_name(nd->tier));
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE, msg);
+        return;
+    }
     int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
     if (c->trace)
         fprintf(stderr,
