@@ -351,7 +351,19 @@ pid_t itest_cluster_pid(const itest_cluster_t *c, const char *name)
             pid = -1;
         fclose(f);
     }
-    return pid > 0 && kill((pid_t)pid, 0) == 0 ? (pid_t)pid : -1;
+    if (pid <= 0 || kill((pid_t)pid, 0) != 0)
+        return -1;
+    /* The processes are orphans once local.sh exits; where nothing reaps them a dead one
+     * lingers as a zombie, which kill(pid, 0) still finds. */
+    char stat[64], state = 0;
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%*d (%63[^)]) %c", stat, &state) != 2)
+            state = 0;
+        fclose(f);
+    }
+    return state == 'Z' || state == 'X' ? -1 : (pid_t)pid;
 }
 
 void itest_cluster_dump_logs(const itest_cluster_t *c)

@@ -77,7 +77,8 @@ int itest_cluster_restart(itest_cluster_t *c);
 /* `deploy/local.sh down`, then removes the directory. */
 void itest_cluster_down(itest_cluster_t *c);
 
-/* The pid of a running process of the cluster ("coordinator", "device", ...); -1. */
+/* The pid of a running process of the cluster ("coordinator", "device", ...); -1 when it
+ * is not running (or is a zombie nobody reaped). */
 pid_t itest_cluster_pid(const itest_cluster_t *c, const char *name);
 
 /* Prints the last lines of each process's log on stderr (after a failure). */

@@ -4,7 +4,7 @@
  *
  * Cases (`test_cluster CASE...`; the cases named share one cluster, as ctest runs them:
  * integration_healthy = forward badinput, integration_deadline, integration_faults = cut
- * kill):
+ * kill killcmd):
  *   forward   no faults: every answer complete, from the final exit, and equal to the
  *             single-process forward (same class, confidence within 1e-5); statistics agree
  *   deadline  a slow cloud and a short deadline: `deadline` answers from the edge's exits,
@@ -12,6 +12,8 @@
  *   cut       edge-cloud cut mid-stream (einet fault --down, then --clear): `link` answers
  *             from the device or edge within the heartbeat timeout, full depth after restore
  *   kill      SIGKILL of the cloud node mid-stream, then deploy/local.sh up restarts it
+ *   killcmd   `einet fault --kill edge`: the edge dies, answers come from the device's
+ *             exits until it is restarted
  *   badinput  random bytes, truncated and oversized frames, wrong tensor shapes, unknown
  *             versions and too many frames sent to every socket: refused, counted, and the
  *             cluster keeps serving
@@ -450,7 +452,8 @@ static void einet_fault(const char *a, const char *b, const char *c, const char 
     int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, "fault",
                          "--coordinator", g_cluster.clients, a, b, c, d, NULL);
     if (rc != 0)
-        fail_msg("einet fault %s %s %s %s: exit %d: %s", a, b, c, d ? d : "", rc, g_err);
+        fail_msg("einet fault %s %s %s %s: exit %d: %s", a, b, c ? c : "", d ? d : "", rc,
+                 g_err);
 }
 
 static void cut_edge_cloud(void)
@@ -485,6 +488,42 @@ static void test_kill(void **state)
 {
     (void)state;
     run_fault_stream(kill_cloud, restart_cloud, 1);
+}
+
+/* `einet fault --kill edge`: the edge node dies at once; requests are answered `link` from
+ * the device's exits until deploy/local.sh up brings the edge back. */
+static void test_killcmd(void **state)
+{
+    (void)state;
+    einet_fault("--kill", "edge", NULL, NULL);
+    double t0 = ei_now();
+    einet_StatsReply *st = calloc(1, sizeof *st);
+    for (;;) {
+        stats_query(st);
+        if (!st->nodes[1].healthy)
+            break;
+        if (ei_now() - t0 > (HB_TIMEOUT_MS + LINK_SLACK_MS) / 1e3)
+            fail_msg("edge still healthy %.0f ms after --kill", (ei_now() - t0) * 1e3);
+        usleep(20000);
+    }
+    free(st);
+    assert_true(itest_cluster_pid(&g_cluster, "edge") < 0);
+    stats_reset();
+    infer_line_t *lines = calloc(20, sizeof *lines);
+    tally_t t = {0};
+    run_infer(lines, 20, &t, NULL);
+    for (int i = 0; i < 20; i++) {
+        assert_int_equal(lines[i].status, einet_Status_STATUS_LINK);
+        assert_true(lines[i].exit <= 2);
+    }
+    check_stats_agree(&t);
+    assert_int_equal(itest_cluster_restart(&g_cluster), 0);
+    memset(&t, 0, sizeof t);
+    stats_reset();
+    run_infer(lines, 20, &t, NULL);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(lines[i].status, einet_Status_STATUS_COMPLETE);
+    free(lines);
 }
 
 /* ---- bad input to every socket ---- */
@@ -664,6 +703,7 @@ static const struct {
     {"deadline", test_deadline, {HB_MS, HB_TIMEOUT_MS, {0, 1, 1, 300}, 0}},
     {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
     {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
+    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
     {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
 };
 
@@ -706,7 +746,8 @@ int main(int argc, char **argv)
         tests[n++] = (struct CMUnitTest){cases[found].name, cases[found].fn, NULL, NULL, NULL};
     }
     if (n == 0 || n != argc - 1) {
-        fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, badinput; "
+        fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, killcmd, "
+                        "badinput; "
                         "the cases share one cluster made with the first one's options)\n");
         return 2;
     }
