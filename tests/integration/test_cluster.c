@@ -271,6 +271,11 @@ static void test_deadline(void **state)
         assert_true(l->latency_ms >= DEADLINE - 1);
         assert_true(l->latency_ms <= DEADLINE + LINK_SLACK_MS);
     }
+    printf("  %d deadline answers by exit:", N);
+    for (int k = 0; k <= g_blocks; k++)
+        if (t.by_exit[k])
+            printf(" %d: %llu", k, (unsigned long long)t.by_exit[k]);
+    printf("\n");
     check_stats_agree(&t);
     /* The stored result is the deepest exit that arrived, as answered. */
     char id[32];
