@@ -12,8 +12,8 @@
 static const char usage_text[] =
     "usage: einet result --coordinator ENDPOINT ID\n"
     "Prints request ID's answer as one JSON line, as 'einet infer' does, plus \"pending\":\n"
-    "true while the request is not answered yet (the answer is then the deepest exit result\n"
-    "so far, status \"none\").\n" CLIENT_OPTS_HELP
+    "true while the request is not answered yet: the answer is then the deepest exit result\n"
+    "so far, as if cut off now (status \"deadline\", reason \"pending: ...\").\n" CLIENT_OPTS_HELP
     "Exit status: 0, 1 when the coordinator has no request ID or cannot be reached, 2 for a\n"
     "usage error.\n";
 
