@@ -1,6 +1,7 @@
-/* einet ee-search and ee-eval: the class-specific early exits of Bonato & Bouganis on the
- * baseline B (the default backbone with its final exit only): the design-space search with
- * its Table-3-like report, and the test-split evaluation of a saved EE. */
+/* einet ee-search and ee-eval: the class-specific early exits of Bonato &
+ * Bouganis on the baseline B (the default backbone with its final exit only):
+ * the design-space search with its Table-3-like report, and the test-split
+ * evaluation of a saved EE. */
 #include <cblas.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "nn/dataset.h"
@@ -16,6 +18,7 @@
 #include "nn/ee_search.h"
 #include "nn/model.h"
 #include "nn/safetensors.h"
+#include "planner/profile.h"
 
 #define DEFAULT_MODEL "models/fmnist-8exit.safetensors"
 #define BANK_BATCH 256
@@ -24,35 +27,39 @@
 static const char search_usage[] =
     "usage: einet ee-search (--target K | --all-classes) [options]\n"
     "Class-specific early exits (Bonato & Bouganis): for every conv layer i of B (the model's\n"
-    "backbone with its final exit only) and each KP setting, trains an EE branch with B frozen,\n"
-    "sweeps alpha over [0.95, 1.0], keeps the points that meet constraints (5)-(7) on the\n"
-    "validation split with a time gain, picks the largest gain/loss on the Pareto front and\n"
-    "reports it on the test split. Times: B's conv parts and final branch and each EE, at\n"
-    "batch 1 (medians). docs/ee.md.\n"
+    "backbone with its final exit only) and each KP setting, trains an EE branch with B\n"
+    "frozen, sweeps alpha over [0.95, 1.0], keeps the points that meet constraints (5)-(7) on\n"
+    "the validation split with a time gain, picks the largest gain/loss on the Pareto front\n"
+    "and reports it on the test split. docs/ee.md.\n"
     "  --model FILE       model file (default: the shipped " DEFAULT_MODEL ")\n"
     "  --target K         one target class (0-based)\n"
     "  --all-classes      every class: a Table-3-like table (markdown, or JSON with --json)\n"
     "  --kp on|off|both   KP settings to try (default both)\n"
     "  --alpha-step S     alpha grid step over [0.95, 1.0] (default 0.01)\n"
     "  --layers A-B       only conv layers A..B (1-based, default all)\n"
-    "  --pool S           pooled side of each tapped map (default 2)\n"
-    "  --train-limit N    training rows for the EEs (default all of the model's training\n"
-    "                     split: 60000 minus its validation samples)\n"
+    "  --pool S           each tapped map is average-pooled to min(S, its side) per side\n"
+    "                     (default 4)\n"
+    "  --train-limit N    training rows for the EEs, from the model's training split\n"
+    "                     (default 30000; the split has 60000 minus the validation samples)\n"
     "  --patience N       early-stopping patience in epochs (default 10)\n"
     "  --seed N           EE initialisation and sampling seed (default 1)\n"
     "  --save DIR         write each chosen EE to DIR/ee-class<K>.safetensors\n"
+    "  --et FILE|measure  B's block times: an ET-profile (einet profile), or measured here at\n"
+    "                     batch 1 (default: the model's .profile/et.json if it exists, else\n"
+    "                     measured); each EE's own time is always measured\n"
     "  --json             JSON instead of a table\n"
-    "  --threads N        OpenBLAS threads for running B over the data (default 2; timing\n"
+    "  --threads N        OpenBLAS threads for running B over the images (default 2; timing\n"
     "                     and EE training use 1)\n"
     "  --data DIR         Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n";
 
 static const char eval_usage[] =
     "usage: einet ee-eval --ee FILE [--model FILE] [--json] [options]\n"
-    "Evaluates a saved class-specific EE with its baseline on the test split: the constraints\n"
+    "Evaluates a saved class-specific EE with its baseline on the test split: constraints\n"
     "(5)-(7) against B's own test accuracies, gain and loss from batch-1 times, precision.\n"
     "  --ee FILE          EE file (from einet ee-search --save)\n"
     "  --model FILE       its backbone (default: the path recorded in the EE file)\n"
     "  --samples N        only the first N test images (default all 10000)\n"
+    "  --et FILE|measure  B's block times (default as ee-search: the model's ET-profile)\n"
     "  --json             one JSON object\n"
     "  --threads N        OpenBLAS threads for running B (default 2; timing uses 1)\n"
     "  --data DIR         Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n";
@@ -103,14 +110,13 @@ static json_t *figures_json(const ee_search_figures_t *f)
     return o;
 }
 
-static json_t *times_json(const ee_search_times_t *t)
+static json_t *times_json(const ee_search_times_t *t, const char *source)
 {
     json_t *conv = json_array();
     for (int k = 0; k < t->n; k++)
         json_array_append_new(conv, json_real(t->conv_ms[k]));
     return json_pack("{s:f, s:o, s:f, s:s}", "t_ms", ee_search_t_ms(t), "conv_ms", conv,
-                     "final_branch_ms", t->final_branch_ms, "source",
-                     "measured: batch 1, 1 thread, medians");
+                     "final_branch_ms", t->final_branch_ms, "source", source);
 }
 
 static void print_json(json_t *root)
@@ -122,8 +128,8 @@ static void print_json(json_t *root)
     json_decref(root);
 }
 
-/* Seed and validation size of the model's training split from its "info" metadata
- * (the defaults of einet train when absent). */
+/* Seed and validation size of the model's training split from its "info"
+ * metadata (the defaults of einet train when absent). */
 static void model_split(const char *path, uint64_t *seed, int *n_val)
 {
     *seed = 1, *n_val = 5000;
@@ -139,13 +145,46 @@ static void model_split(const char *path, uint64_t *seed, int *n_val)
     nn_st_close(&f);
 }
 
-/* B's block times on the first validation images, at batch 1 and 1 thread as the tiers
- * run them. */
-static int measure_times(nn_model_t *m, const nn_dataset_t *data, const int *idx, int count,
-                         ee_search_times_t *t, ei_err_t *err)
+/* B's block times, from one place: an ET-profile (et a path; NULL: the model's
+ * own
+ * "<model>.profile/et.json" when it exists) or measured here on
+ * data[idx[0..count-1]] at batch 1 with one thread, as the tiers run the blocks
+ * (et "measure", or no profile). source (len bytes) says which. */
+static int load_times(const char *et, const char *model_path, nn_model_t *m,
+                      const nn_dataset_t *data, const int *idx, int count, ee_search_times_t *t,
+                      char *source, size_t len, ei_err_t *err)
 {
-    openblas_set_num_threads(1);
-    return ee_search_times_measure(m, data, idx, count, t, err);
+    char def[1200];
+    if (!et) {
+        size_t n = strlen(model_path), ext = strlen(".safetensors");
+        int cut =
+            n > ext && !strcmp(model_path + n - ext, ".safetensors") ? (int)(n - ext) : (int)n;
+        snprintf(def, sizeof def, "%.*s.profile/" PROFILE_ET_FILE, cut, model_path);
+        et = access(def, R_OK) == 0 ? def : "measure";
+    }
+    if (!strcmp(et, "measure")) {
+        openblas_set_num_threads(1);
+        snprintf(source, len, "measured here: batch 1, 1 thread, medians over %d images", count);
+        return ee_search_times_measure(m, data, idx, count, t, err);
+    }
+    profile_et_t p;
+    int rc = profile_et_load(et, &p, err);
+    if (rc)
+        return rc;
+    int n = nn_model_blocks(m);
+    if (p.times.n != n)
+        return ei_err_set(err, EI_E_SHAPE, "%s: ET-profile of %d blocks, the model has %d", et,
+                          p.times.n, n);
+    if (strcmp(p.model, nn_model_name(m)))
+        return ei_err_set(err, EI_E_INVAL, "%s: ET-profile of model '%s', not '%s'", et, p.model,
+                          nn_model_name(m));
+    t->n = n;
+    for (int k = 0; k < n; k++)
+        t->conv_ms[k] = p.times.conv_ms[k];
+    t->final_branch_ms = p.times.branch_ms[n - 1];
+    snprintf(source, len, "ET-profile %s: means of %d samples at batch %d, %d thread%s", et,
+             p.samples, p.batch, p.threads, p.threads == 1 ? "" : "s");
+    return 0;
 }
 
 static const char *ok_mark(int ok)
@@ -156,7 +195,7 @@ static const char *ok_mark(int ok)
 /* ---- ee-search ---- */
 
 typedef struct search_args {
-    const char *model, *save, *data;
+    const char *model, *save, *data, *et;
     int target, all, json;
     long pool, train_limit, threads, layer_lo, layer_hi, patience, seed;
     ee_search_opts_t opts;
@@ -205,6 +244,7 @@ static int search_parse(int argc, char **argv, search_args_t *a)
                                              {"json", no_argument, 0, 'j'},
                                              {"threads", required_argument, 0, 't'},
                                              {"data", required_argument, 0, 'd'},
+                                             {"et", required_argument, 0, 'E'},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     long target = -1;
@@ -220,6 +260,9 @@ static int search_parse(int argc, char **argv, search_args_t *a)
             break;
         case 'S':
             a->save = optarg;
+            break;
+        case 'E':
+            a->et = optarg;
             break;
         case 'j':
             a->json = 1;
@@ -241,17 +284,13 @@ static int search_parse(int argc, char **argv, search_args_t *a)
             break;
         case 'a':
             if (cli_parse_double(optarg, 1e-4, 0.05, &a->opts.alpha_step))
-                return cli_usage_error("ee-search",
-                                       "--alpha-step: '%s' is not in [0.0001, "
-                                       "0.05]",
+                return cli_usage_error("ee-search", "--alpha-step: '%s' is not in [0.0001, 0.05]",
                                        optarg);
             break;
         case 'L':
             if (parse_layers(optarg, &a->layer_lo, &a->layer_hi))
                 return cli_usage_error("ee-search",
-                                       "--layers: '%s' is not A-B or A with "
-                                       "1 <= A <= B",
-                                       optarg);
+                                       "--layers: '%s' is not A-B or A with 1 <= A <= B", optarg);
             break;
         case 'p':
             if (cli_parse_long(optarg, 1, 64, &a->pool))
@@ -259,9 +298,7 @@ static int search_parse(int argc, char **argv, search_args_t *a)
             break;
         case 'l':
             if (cli_parse_long(optarg, 10, 1000000, &a->train_limit))
-                return cli_usage_error("ee-search",
-                                       "--train-limit: '%s' is not in [10, "
-                                       "1000000]",
+                return cli_usage_error("ee-search", "--train-limit: '%s' is not in [10, 1000000]",
                                        optarg);
             break;
         case 'P':
@@ -270,9 +307,7 @@ static int search_parse(int argc, char **argv, search_args_t *a)
             break;
         case 's':
             if (cli_parse_long(optarg, 0, 0x7fffffffL, &a->seed))
-                return cli_usage_error("ee-search",
-                                       "--seed: '%s' is not a non-negative "
-                                       "integer",
+                return cli_usage_error("ee-search", "--seed: '%s' is not a non-negative integer",
                                        optarg);
             break;
         case 't':
@@ -297,6 +332,7 @@ typedef struct search_run {
     nn_dataset_t *train, *test;
     int *tr, *va, n_train, n_val;
     ee_search_times_t times;
+    char times_source[1400];
     ee_search_bank_t *bank;
     char fnv[17];
 } search_run_t;
@@ -335,12 +371,12 @@ static int run_load(const search_args_t *a, search_run_t *r, ei_err_t *err)
     nn_dataset_split(r->train->count, r->n_val, seed, r->tr, r->va);
     r->n_train = a->train_limit && a->train_limit < rest ? (int)a->train_limit : rest;
     int nt = r->n_val < TIME_SAMPLES ? r->n_val : TIME_SAMPLES;
-    if ((rc = measure_times(r->m, r->train, r->va, nt, &r->times, err)))
+    if ((rc = load_times(a->et, a->model, r->m, r->train, r->va, nt, &r->times, r->times_source,
+                         sizeof r->times_source, err)))
         return rc;
     openblas_set_num_threads((int)a->threads);
     fprintf(stderr,
-            "einet ee-search: running B over %d training, %d validation and %d test "
-            "images\n",
+            "einet ee-search: running B over %d training, %d validation and %d test images\n",
             r->n_train, r->n_val, r->test->count);
     r->bank = ee_search_bank_new(r->m, r->train, r->tr, r->n_train, r->va, r->n_val, r->test,
                                  r->test->count, (int)a->pool, stderr, err);
@@ -396,8 +432,11 @@ static void print_row(const ee_search_result_t *r, int classes)
 {
     printf("| %d | %s |", r->target, class_name(r->target, classes));
     if (!r->found) {
-        printf(" - | - | - | %.3f | %.3f | %.3f | no feasible EE |||||||||||||\n", r->beta, r->eta,
-               r->zeta);
+        /* 23 columns: k, class, then KP, i, alpha empty, B's own figures, the verdict. */
+        printf(" - | - | - | %.3f | %.3f | %.3f | no feasible EE |", r->beta, r->eta, r->zeta);
+        for (int c = 0; c < 11; c++)
+            printf(" |");
+        printf(" %.3f | %.3f | - |\n", r->beta_t, r->eta_t);
         return;
     }
     const ee_spec_t *s = ee_spec(r->ee);
@@ -420,15 +459,15 @@ static void print_table(const search_args_t *a, const search_run_t *r,
            nn_model_name(r->m), ee_search_t_ms(t));
     for (int k = 0; k < t->n; k++)
         printf(" %.4f", t->conv_ms[k]);
-    printf(", final branch %.4f; batch 1, 1 thread, medians).\n", t->final_branch_ms);
+    printf(", final branch %.4f); times: %s.\n", t->final_branch_ms, r->times_source);
     printf("EEs trained on %d rows, judged on %d validation rows, reported on %d test rows "
            "(primed); pooling avg:%ld.\n\n",
            r->n_train, r->n_val, r->test->count, a->pool);
-    printf("| k | class | KP | i | alpha | beta | eta | zeta | gain | loss | acc B(V-k) | "
-           "acc EE | acc EE_G | prec | gain' | loss' | acc B(V-k)' | acc EE' | acc EE_G' | "
-           "prec' | beta' | eta' | (5)-(7) hold' |\n");
-    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-           "---|---|\n");
+    printf("| k | class | KP | i | alpha | beta | eta | zeta | gain | loss | acc B(V-k) | acc EE | "
+           "acc EE_G | prec | gain' | loss' | acc B(V-k)' | acc EE' | acc EE_G' | prec' | beta' | "
+           "eta' | (5)-(7) hold' |\n");
+    printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|--"
+           "-|---|\n");
     for (int i = 0; i < count; i++)
         print_row(&res[i], r->bank->classes);
 }
@@ -438,12 +477,13 @@ static int save_chosen(const search_args_t *a, const search_run_t *r, const ee_s
 {
     if (!res->found)
         return 0;
-    mkdir(a->save, 0755); /* an existing directory is fine; a real failure shows at the write */
+    mkdir(a->save, 0755); /* an existing directory is fine; a real failure shows
+                             at the write */
     char path[4096];
     snprintf(path, sizeof path, "%s/ee-class%d.safetensors", a->save, res->target);
     json_t *info = result_json(res, r->bank->classes);
     json_object_del(info, "candidates");
-    json_object_set_new(info, "times", times_json(&r->times));
+    json_object_set_new(info, "times", times_json(&r->times, r->times_source));
     char *text = json_dumps(info, JSON_REAL_PRECISION(6) | JSON_COMPACT);
     json_decref(info);
     ee_backbone_ref_t bb = {a->model, nn_model_name(r->m), r->fnv};
@@ -476,7 +516,7 @@ static int search_all(const search_args_t *a, search_run_t *r, ee_search_result_
 int cmd_ee_search(int argc, char **argv)
 {
     char pathbuf[1024];
-    search_args_t a = {.pool = 2, .threads = 2, .patience = 10, .seed = 1};
+    search_args_t a = {.pool = 4, .train_limit = 30000, .threads = 2, .patience = 10, .seed = 1};
     ee_search_opts_default(&a.opts);
     int rc = search_parse(argc, argv, &a);
     if (rc)
@@ -499,11 +539,12 @@ int cmd_ee_search(int argc, char **argv)
         json_t *classes = json_array();
         for (int i = 0; i < count; i++)
             json_array_append_new(classes, result_json(&res[i], r.bank->classes));
-        json_t *root = json_pack(
-            "{s:s, s:s, s:s, s:o, s:i, s:f, s:i, s:i, s:i, s:f, s:o}", "model", a.model, "name",
-            nn_model_name(r.m), "model_fnv1a", r.fnv, "times", times_json(&r.times), "pool",
-            (int)a.pool, "alpha_step", a.opts.alpha_step, "train_rows", r.n_train, "val_rows",
-            r.n_val, "test_rows", r.test->count, "seconds", ei_now() - t0, "classes", classes);
+        json_t *root =
+            json_pack("{s:s, s:s, s:s, s:o, s:i, s:f, s:i, s:i, s:i, s:f, s:o}", "model", a.model,
+                      "name", nn_model_name(r.m), "model_fnv1a", r.fnv, "times",
+                      times_json(&r.times, r.times_source), "pool", (int)a.pool, "alpha_step",
+                      a.opts.alpha_step, "train_rows", r.n_train, "val_rows", r.n_val, "test_rows",
+                      r.test->count, "seconds", ei_now() - t0, "classes", classes);
         print_json(root);
     } else if (!rc) {
         print_table(&a, &r, res, count);
@@ -521,22 +562,29 @@ int cmd_ee_search(int argc, char **argv)
 /* ---- ee-eval ---- */
 
 typedef struct eval_args {
-    const char *ee, *model, *data;
+    const char *ee, *model, *data, *et;
     long samples, threads;
     int json;
 } eval_args_t;
 
 static int eval_parse(int argc, char **argv, eval_args_t *a)
 {
-    static const struct option longopts[] = {
-        {"ee", required_argument, 0, 'e'},      {"model", required_argument, 0, 'm'},
-        {"samples", required_argument, 0, 'n'}, {"json", no_argument, 0, 'j'},
-        {"threads", required_argument, 0, 't'}, {"data", required_argument, 0, 'd'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"ee", required_argument, 0, 'e'},
+                                             {"model", required_argument, 0, 'm'},
+                                             {"samples", required_argument, 0, 'n'},
+                                             {"json", no_argument, 0, 'j'},
+                                             {"threads", required_argument, 0, 't'},
+                                             {"data", required_argument, 0, 'd'},
+                                             {"help", no_argument, 0, 'h'},
+                                             {"et", required_argument, 0, 'E'},
+                                             {0, 0, 0, 0}};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
+        case 'E':
+            a->et = optarg;
+            break;
         case 'e':
             a->ee = optarg;
             break;
@@ -571,8 +619,8 @@ static int eval_parse(int argc, char **argv, eval_args_t *a)
     return 0;
 }
 
-/* The backbone path: --model, else the recorded one (relative paths also tried against the
- * source tree); its bytes must be those the EE was made for. */
+/* The backbone path: --model, else the recorded one (relative paths also tried
+ * against the source tree); its bytes must be those the EE was made for. */
 static int eval_backbone(const eval_args_t *a, const ee_t *ee, char *buf, int len,
                          const char **path, ei_err_t *err)
 {
@@ -581,21 +629,24 @@ static int eval_backbone(const eval_args_t *a, const ee_t *ee, char *buf, int le
         const char *rec = ee_backbone(ee);
         if (!*rec)
             return ei_err_set(err, EI_E_INVAL, "%s records no backbone: give --model", a->ee);
-        *path = rec[0] == '/' ? rec : cli_default_path(rec, buf, len);
+        /* Copied: the EE (and its metadata) is reloaded against the model later. */
+        if (rec[0] == '/')
+            snprintf(buf, (size_t)len, "%s", rec);
+        *path = rec[0] == '/' ? buf : cli_default_path(rec, buf, len);
     }
     char fnv[17];
     int rc = ee_file_fnv1a(*path, fnv, err);
     if (rc)
         return rc;
     if (*ee_backbone_fnv1a(ee) && strcmp(fnv, ee_backbone_fnv1a(ee)))
-        return ei_err_set(err, EI_E_INVAL,
-                          "%s was made for a backbone with FNV-1a %s, %s has "
-                          "%s (a different or retrained model)",
-                          a->ee, ee_backbone_fnv1a(ee), *path, fnv);
+        return ei_err_set(
+            err, EI_E_INVAL,
+            "%s was made for a backbone with FNV-1a %s, %s has %s (a different or retrained model)",
+            a->ee, ee_backbone_fnv1a(ee), *path, fnv);
     return 0;
 }
 
-static void eval_print(const eval_args_t *a, const char *model, const ee_t *ee,
+static void eval_print(const eval_args_t *a, const char *model, const char *source, const ee_t *ee,
                        const ee_search_figures_t *f)
 {
     const ee_spec_t *s = ee_spec(ee);
@@ -607,6 +658,7 @@ static void eval_print(const eval_args_t *a, const char *model, const ee_t *ee,
         json_object_set_new(o, "pooling", json_integer(s->pool));
         json_object_set_new(o, "ee", json_string(a->ee));
         json_object_set_new(o, "model", json_string(model));
+        json_object_set_new(o, "times_source", json_string(source));
         print_json(o);
         return;
     }
@@ -619,8 +671,8 @@ static void eval_print(const eval_args_t *a, const char *model, const ee_t *ee,
            "%.3f)\n",
            f->c.tp_ee, f->c.fp_ee, f->gamma, p, f->zeta);
     printf("times: t %.4f ms, delta_i %.4f ms, e_i %.4f ms, t'' %.4f ms: gain %.2fx, loss "
-           "%.2fx\n",
-           f->t_ms, f->delta_ms, f->e_ms, f->t2_ms, f->gain, f->loss);
+           "%.2fx\n(times: %s)\n",
+           f->t_ms, f->delta_ms, f->e_ms, f->t2_ms, f->gain, f->loss, source);
     printf("(5) acc B(V-k) %.4f >= beta %.4f: %s\n", f->acc_b, f->beta, ok_mark(f->c5));
     printf("(6) acc EE     %.4f >= eta  %.4f: %s\n", f->acc_ee, f->eta, ok_mark(f->c6));
     printf("(7) acc EE_G   %.4f >= eta  %.4f: %s\n", f->acc_g, f->eta, ok_mark(f->c7));
@@ -649,7 +701,9 @@ static int eval_run(const eval_args_t *a, ei_err_t *err)
     nn_model_prepare_inference(m);
     int n = a->samples < test->count ? (int)a->samples : test->count;
     ee_search_times_t times;
-    if ((rc = measure_times(m, test, NULL, n < TIME_SAMPLES ? n : TIME_SAMPLES, &times, err)))
+    char source[1400];
+    if ((rc = load_times(a->et, model, m, test, NULL, n < TIME_SAMPLES ? n : TIME_SAMPLES, &times,
+                         source, sizeof source, err)))
         goto done;
     openblas_set_num_threads((int)a->threads);
     bank = ee_search_bank_new(m, NULL, NULL, 0, NULL, 0, test, n, ee_spec(ee)->pool, NULL, err);
@@ -661,7 +715,7 @@ static int eval_run(const eval_args_t *a, ei_err_t *err)
     double e_ms = ee_search_time_ee(ee, (const nn_tensor_t *const *)bank->taps1, 201);
     ee_search_figures_t f;
     ee_search_eval_rows(ee, bank, 0, n, &times, e_ms, &f);
-    eval_print(a, model, ee, &f);
+    eval_print(a, model, source, ee, &f);
 done:
     ee_search_bank_destroy(&bank);
     nn_dataset_destroy(&test);
