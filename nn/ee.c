@@ -481,12 +481,13 @@ static int trainer_alloc(trainer_t *t, int batch, ei_err_t *err)
 }
 
 /* Mean and inverse deviation of every feature over the first training rows. */
-static void trainer_stats(trainer_t *t)
+static int trainer_stats(trainer_t *t, ei_err_t *err)
 {
     const ee_train_data_t *d = t->d;
     int rows = d->n_train < EE_STATS_ROWS ? d->n_train : EE_STATS_ROWS;
     double *s1 = ei_calloc((size_t)t->F * 2, sizeof(double));
-    EI_ASSERT(s1); /* a few kilobytes, checked sizes */
+    if (!s1)
+        return ei_err_set(err, EI_E_NOMEM, "ee: out of memory for training");
     double *s2 = s1 + t->F;
     for (int r = 0; r < rows; r++) {
         const float *f = d->feat + (size_t)d->train_rows[r] * d->ld;
@@ -501,6 +502,7 @@ static void trainer_stats(trainer_t *t)
         t->inv_sd[j] = (float)(1.0 / sqrt((var > 0 ? var : 0) + 1e-6));
     }
     free(s1);
+    return 0;
 }
 
 /* Standardised rows into t->x. */
@@ -617,7 +619,7 @@ static void fold_standardisation(trainer_t *t, ee_t *ee)
 static int check_train(const ee_t *self, const ee_train_data_t *d, const ee_train_opts_t *o,
                        ei_err_t *err)
 {
-    if (o->max_epochs < 1 || o->patience < 1 || o->batch < 1 || o->batch > 65536 || !(o->lr > 0) ||
+    if (o->max_epochs < 1 || o->patience < 1 || o->batch < 1 || o->batch > 4096 || !(o->lr > 0) ||
         !(o->weight_decay >= 0))
         return ei_err_set(err, EI_E_INVAL,
                           "ee: training options out of range (epochs %d, "
@@ -660,7 +662,8 @@ int ee_train(ee_t *self, const ee_train_data_t *d, const ee_train_opts_t *o, ee_
     trainer_t t = {.d = d, .F = self->features, .target = self->spec.target};
     if ((rc = trainer_alloc(&t, o->batch, err)) || (rc = split_classes(&t, err)))
         goto done;
-    trainer_stats(&t);
+    if ((rc = trainer_stats(&t, err)))
+        goto done;
     ee_init(self, o->seed);
     ei_rng_t rng;
     ei_rng_seed(&rng, o->seed ^ 0x9e3779b97f4a7c15ull);
