@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up for a fresh Debian 12 machine from a fresh clone: installs what is missing
 # (apt-get, non-interactive, only when something is missing), builds, then
-#   run   - runs the main job
+#   run   - runs the main job (scripts/demo.sh: the three-tier cluster with a link cut)
 #   test  - runs the whole test suite through ctest
 #   asan  - the whole test suite again, built with ASan and UBSan (build-asan/)
 #   build - builds only
@@ -33,7 +33,7 @@ build() { # build DIR [cmake options...]
 
 case "$mode" in
   build) build build ;;
-  run)   build build && build/bin/einet eval ;;
+  run)   build build && scripts/demo.sh ;;
   test)  build build && ctest --test-dir build --output-on-failure -j "$jobs" ;;
   asan)  build build-asan -DEINET_SANITIZE=ON &&
          ASAN_OPTIONS=detect_leaks=1 ctest --test-dir build-asan --output-on-failure -j "$jobs" ;;
