@@ -444,7 +444,7 @@ static void print_row(const ee_search_result_t *r, int classes)
     char p[16], pt[16];
     fmt3(p, sizeof p, v->precision);
     fmt3(pt, sizeof pt, t->precision);
-    printf(" %s | %d | %.2f | %.3f | %.3f | %.3f | %.2f | %.2f | %.3f | %.3f | %.3f | %s |",
+    printf(" %s | %d | %g | %.3f | %.3f | %.3f | %.2f | %.2f | %.3f | %.3f | %.3f | %s |",
            s->kp ? "on" : "off", s->layer, s->alpha, v->beta, v->eta, v->zeta, v->gain, v->loss,
            v->acc_b, v->acc_ee, v->acc_g, p);
     printf(" %.2f | %.2f | %.3f | %.3f | %.3f | %s | %.3f | %.3f | %s |\n", t->gain, t->loss,
@@ -664,7 +664,7 @@ static void eval_print(const eval_args_t *a, const char *model, const char *sour
     }
     char p[16];
     fmt3(p, sizeof p, f->precision);
-    printf("EE %s: target %d, after conv layer %d, KP %s, alpha %.3f, pooling avg:%d\n", a->ee,
+    printf("EE %s: target %d, after conv layer %d, KP %s, alpha %g, pooling avg:%d\n", a->ee,
            s->target, s->layer, s->kp ? "on" : "off", s->alpha, s->pool);
     printf("backbone %s, %ld test images (%ld of class %d)\n", model, f->c.n, f->c.k, s->target);
     printf("answered at the EE: %ld of class k, %ld others (gamma %.3f, precision %s, B's zeta "
