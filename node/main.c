@@ -1,72 +1,37 @@
 /* einet-node --config FILE: one tier of the pipeline (node/node.h, docs/tiers.md). */
-#include <stdio.h>
-#include <string.h>
-
-#include <uv.h>
-#include <zmq.h>
-
 #include "node/node.h"
+#include "wire/service.h"
 
-static void on_signal(uv_signal_t *s, int signum)
+static int load(void *conf, const char *path, ei_err_t *err)
 {
-    (void)signum;
-    node_drain(s->data);
+    return conf_node_load(conf, path, err);
 }
 
-static int usage(FILE *out)
+static void *create(const void *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)
 {
-    fprintf(out, "usage: einet-node --config FILE\n\nkeys of FILE ([node] section):\n");
-    conf_describe(&conf_node_table, out);
-    return out == stdout ? 0 : 2;
+    return node_new(conf, loop, zctx, err);
+}
+
+static int start(void *self, ei_err_t *err)
+{
+    return node_start(self, err);
+}
+
+static void stop(void *self)
+{
+    node_drain(self);
+}
+
+static void destroy(void *self)
+{
+    node_t *nd = self;
+    node_destroy(&nd);
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--config") && i + 1 < argc)
-            path = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout);
-        else
-            return usage(stderr);
-    }
-    if (!path)
-        return usage(stderr);
-    conf_node_t conf;
-    ei_err_t err;
-    if (conf_node_load(&conf, path, &err) < 0) {
-        fprintf(stderr, "einet-node: %s\n", err.msg);
-        return 2;
-    }
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    void *zctx = zmq_ctx_new();
-    node_t *nd = node_new(&conf, &loop, zctx, &err);
-    if (!nd) {
-        fprintf(stderr, "einet-node: %s\n", err.msg);
-        zmq_ctx_term(zctx);
-        return 1;
-    }
-    uv_signal_t sigterm, sigint;
-    uv_signal_init(&loop, &sigterm);
-    uv_signal_init(&loop, &sigint);
-    sigterm.data = sigint.data = nd;
-    uv_signal_start(&sigterm, on_signal, SIGTERM);
-    uv_signal_start(&sigint, on_signal, SIGINT);
-    uv_unref((uv_handle_t *)&sigterm); /* the node's own handles keep the loop alive */
-    uv_unref((uv_handle_t *)&sigint);
-    int rc = node_start(nd, &err);
-    if (rc < 0) {
-        fprintf(stderr, "einet-node: %s\n", err.msg);
-        node_drain(nd);
-    }
-    uv_run(&loop, UV_RUN_DEFAULT);
-    uv_close((uv_handle_t *)&sigterm, NULL);
-    uv_close((uv_handle_t *)&sigint, NULL);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    node_destroy(&nd);
-    uv_loop_close(&loop);
-    zmq_ctx_term(zctx);
-    return rc < 0 ? 1 : 0;
+    static const wire_service_t svc = {"einet-node", "keys of FILE ([node] section):",
+                                       &conf_node_table, sizeof(conf_node_t), load, create,
+                                       start, stop, destroy};
+    return wire_service_main(&svc, argc, argv);
 }
