@@ -247,12 +247,21 @@ static int run(infer_t *a)
 {
     ei_err_t err = {0};
     a->t_start = ei_now();
+    int send_failed = 0;
     while (a->next < a->count || a->inflight > 0) {
-        while (a->next < a->count && a->inflight < a->window) {
-            if (send_request(a, a->next, &err))
-                return cli_fail(CMD, "image %ld: %s", a->next, err.msg);
+        while (!send_failed && a->next < a->count && a->inflight < a->window) {
+            if (send_request(a, a->next, &err)) {
+                /* Stop sending, but keep reading: answers to what was sent may already
+                 * be queued (a coordinator answers everything it holds as it stops). */
+                fprintf(stderr, "einet infer: image %ld: %s\n", a->next, err.msg);
+                send_failed = 1;
+                a->count = a->next;
+                break;
+            }
             a->next++;
         }
+        if (a->inflight == 0)
+            break;
         double now = ei_now();
         if (now - a->t_start >= a->total_ms / 1e3)
             return cli_fail(CMD,
@@ -272,7 +281,7 @@ static int run(infer_t *a)
             fprintf(stderr, "einet infer: bad reply ignored: %s\n", err.msg);
         expire(a, ei_now());
     }
-    return 0;
+    return send_failed ? CLI_FAIL : 0;
 }
 
 static int cmp_double(const void *x, const void *y)
