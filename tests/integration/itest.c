@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -273,13 +274,24 @@ static int write_configs(itest_cluster_t *c)
             snprintf(bind, sizeof bind, "bind = %s\n", c->cloud_bind);
         if (t < 3)
             snprintf(next, sizeof next, "next = %s\n", t == 1 ? c->edge_bind : c->cloud_bind);
+        char ee[PATH_MAX + 16] = "";
+        if (t == 1 && o->device_ee) {
+            char rel[1024], abs[PATH_MAX];
+            snprintf(rel, sizeof rel, "%s%s%s", o->device_ee[0] == '/' ? "" : ITEST_SOURCE_DIR,
+                     o->device_ee[0] == '/' ? "" : "/", o->device_ee);
+            if (!realpath(rel, abs)) {
+                fprintf(stderr, "no EE file: %s\n", rel);
+                return -1;
+            }
+            snprintf(ee, sizeof ee, "ee = %s\n", abs);
+        }
         rc = write_file(c->dir, name,
                         "[node]\ntier = %s\nfirst_block = %d\nlast_block = %d\nmodel = %s\n%s%s"
                         "coordinator = %s\nthreads = 1\nslowdown = %g\nheartbeat_ms = %d\n"
-                        "heartbeat_timeout_ms = %d\n",
+                        "heartbeat_timeout_ms = %d\n%s",
                         tiers[t], first[t], last[t], c->model, bind, next, c->nodes,
                         o->slowdown[t] > 0 ? o->slowdown[t] : 1.0, o->heartbeat_ms,
-                        o->heartbeat_timeout_ms);
+                        o->heartbeat_timeout_ms, ee);
     }
     return rc;
 }
@@ -326,6 +338,11 @@ int itest_cluster_up(itest_cluster_t *c, const itest_cluster_opts_t *opts)
 int itest_cluster_restart(itest_cluster_t *c)
 {
     return local_sh(c, "up", 60000);
+}
+
+int itest_cluster_stop(itest_cluster_t *c)
+{
+    return c->dir[0] ? local_sh(c, "down", 30000) : -1;
 }
 
 void itest_cluster_down(itest_cluster_t *c)

@@ -56,6 +56,8 @@ typedef struct itest_cluster_opts {
     int heartbeat_timeout_ms; /* 0: 300 */
     double slowdown[4];       /* per tier (index einet_Tier); 0: 1 */
     int deadline_ms;          /* the coordinator's default deadline; 0: none */
+    const char *device_ee;    /* class-specific EE file for the device (`ee` key): absolute,
+                                 or relative to the source root; NULL: none */
 } itest_cluster_opts_t;
 
 typedef struct itest_cluster {
@@ -73,6 +75,10 @@ int itest_cluster_up(itest_cluster_t *c, const itest_cluster_opts_t *opts);
 /* `deploy/local.sh up` again: restarts whatever process is not running and waits until
  * the cluster is healthy. 0 or -1. */
 int itest_cluster_restart(itest_cluster_t *c);
+
+/* `deploy/local.sh down`, keeping the directory and the logs (the nodes write their
+ * totals there when they stop); itest_cluster_restart starts it again. 0 or -1. */
+int itest_cluster_stop(itest_cluster_t *c);
 
 /* `deploy/local.sh down`, then removes the directory. */
 void itest_cluster_down(itest_cluster_t *c);

@@ -17,6 +17,12 @@
  *   badinput  random bytes, truncated and oversized frames, wrong tensor shapes, unknown
  *             versions and too many frames sent to every socket: refused, counted, and the
  *             cluster keeps serving
+ *   ee        the device runs models/ee-class1.safetensors (Trouser after block 1): every
+ *             image on which the same EE fires in this process is answered `device_ee` by
+ *             the device alone (class 1, P(k) within 1e-5), every other one goes on and is
+ *             answered complete as `forward`; the statistics count the device_ee answers and
+ *             the edge and cloud received maps only for the others (their logs at stop).
+ *             Must be the first case on its cluster (integration_ee).
  * In every case each request is answered exactly once and the coordinator's statistics
  * agree with what the client received. */
 #include <setjmp.h>
@@ -37,6 +43,7 @@
 #include "common/ei.h"
 #include "itest.h"
 #include "nn/dataset.h"
+#include "nn/ee.h"
 #include "nn/model.h"
 #include "wire/wire.h"
 
@@ -55,6 +62,7 @@ static char *g_done;
 static int g_blocks;
 static itest_cluster_t g_cluster;
 static char g_out[1 << 20], g_err[1 << 16];
+static long g_sent; /* requests sent to the cluster by any case so far */
 
 /* The single-process forward of test image i: every exit's probabilities. */
 static const float *forward(int i)
@@ -213,12 +221,15 @@ static int run_infer(infer_line_t *lines, int count, tally_t *t, const char *dea
         assert_true(l->index >= 0 && l->index < count);
         assert_int_equal(seen[l->index]++, 0);
         assert_int_equal(l->label, g_test->labels[l->index]);
-        check_against_forward(l->index, l->exit, l->cls, l->conf);
+        /* A device_ee answer is the EE's, not an exit's: test_ee checks it. */
+        if (l->status != einet_Status_STATUS_DEVICE_EE)
+            check_against_forward(l->index, l->exit, l->cls, l->conf);
         assert_true(l->exit == 0 || l->tier == tier_of_exit(l->exit));
         tally_add(t, l->status, l->exit, l->tier, l->cls, l->label);
         t->requests++;
     }
     assert_int_equal(got, count);
+    g_sent += count;
     free(seen);
     return got;
 }
@@ -322,6 +333,7 @@ static void stream_send(stream_t *s)
         fail_msg("send: %s", err.msg);
     s->recs[i].sent_at = ei_now();
     s->sent++;
+    g_sent++;
     s->inflight++;
     s->t.requests++;
 }
@@ -697,6 +709,146 @@ static void test_badinput(void **state)
     free(after);
 }
 
+/* ---- the device's class-specific early exit ---- */
+
+/* The number in "... N what" of the `stopped:` line of NAME's log (the node's totals). */
+static long long stopped_count(const char *name, const char *what)
+{
+    char path[512], line[1024];
+    snprintf(path, sizeof path, "%s/%s.log", g_cluster.run_dir, name);
+    FILE *f = fopen(path, "r");
+    long long n = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, " stopped: "))
+            continue;
+        char *at = strstr(line, what);
+        if (!at)
+            fail_msg("%s.log: no '%s' in %s", name, what, line);
+        while (at > line && at[-1] == ' ')
+            at--;
+        while (at > line && at[-1] >= '0' && at[-1] <= '9')
+            at--;
+        n = atoll(at);
+    }
+    if (f)
+        fclose(f);
+    if (n < 0)
+        fail_msg("%s.log has no 'stopped:' line", name);
+    return n;
+}
+
+/* What the device must do with test image i: run conv parts 1..layer at batch 1, keep their
+ * maps, ee_check. 1: fires, with P(k) in *p_k. */
+static int ee_fires(ee_t *ee, int i, float *p_k)
+{
+    ei_err_t err;
+    const nn_tensor_t *taps[EE_MAX_LAYERS] = {0};
+    nn_tensor_t x = nn_tensor_view(g_test->images + (size_t)i * 784, 1, 1, g_test->h, g_test->w);
+    const nn_tensor_t *y = &x;
+    for (int k = 1; k <= ee_layer(ee); k++) {
+        y = nn_model_conv(g_model, k - 1, y, &err);
+        if (!y)
+            fail_msg("image %d block %d: %s", i, k, err.msg);
+        taps[k - 1] = y;
+    }
+    int fired = ee_check(ee, taps, p_k, &err);
+    if (fired < 0)
+        fail_msg("image %d: ee_check: %s", i, err.msg);
+    return fired;
+}
+
+static void test_ee(void **state)
+{
+    (void)state;
+    const char *path = g_cluster.opts.device_ee;
+    if (!path)
+        fail_msg("the cluster's device runs no EE: name `ee` first");
+    if (g_sent)
+        fail_msg("%ld requests were sent before: the nodes' totals would not be this case's",
+                 g_sent);
+    char file[1024];
+    snprintf(file, sizeof file, "%s/%s", ITEST_SOURCE_DIR, path);
+    ei_err_t err;
+    ee_t *ee = ee_load(file, g_model, 1, &err);
+    if (!ee)
+        fail_msg("%s", err.msg);
+    const int k = ee_target(ee), layer = ee_layer(ee);
+    assert_int_equal(tier_of_exit(layer), einet_Tier_TIER_DEVICE);
+    int n = 300, fired = 0, went_on = 0, ee_correct = 0, k_went_on = 0;
+    infer_line_t *lines = NULL;
+    tally_t t;
+    for (;;) {
+        free(lines);
+        lines = calloc((size_t)n, sizeof *lines);
+        memset(&t, 0, sizeof t);
+        stats_reset();
+        run_infer(lines, n, &t, NULL);
+        fired = went_on = ee_correct = k_went_on = 0;
+        for (int r = 0; r < n; r++) {
+            const infer_line_t *l = &lines[r];
+            float p_k = -1;
+            int fires = ee_fires(ee, l->index, &p_k);
+            if (fires) {
+                if (l->status != einet_Status_STATUS_DEVICE_EE || l->tier != einet_Tier_TIER_DEVICE)
+                    fail_msg("image %d: P(%d) %.6f >= alpha %g, but the answer is %s from tier %d "
+                             "(exit %d)",
+                             l->index, k, p_k, ee_alpha(ee), client_status_name(l->status),
+                             l->tier, l->exit);
+                assert_int_equal(l->cls, k);
+                assert_int_equal(l->exit, layer);
+                if (l->conf < p_k - 1e-5 || l->conf > p_k + 1e-5)
+                    fail_msg("image %d: device_ee confidence %.7f, P(k) here %.7f", l->index,
+                             l->conf, p_k);
+                fired++;
+                ee_correct += l->label == k;
+            } else {
+                if (l->status != einet_Status_STATUS_COMPLETE)
+                    fail_msg("image %d: P(%d) %.6f < alpha %g, but the answer is %s (exit %d)",
+                             l->index, k, p_k, ee_alpha(ee), client_status_name(l->status),
+                             l->exit);
+                assert_int_equal(l->exit, g_blocks); /* and run_infer compared it */
+                assert_int_equal(l->tier, einet_Tier_TIER_CLOUD);
+                went_on++;
+                k_went_on += l->label == k;
+            }
+        }
+        if ((fired > 0 && went_on > 0) || n >= 1000)
+            break;
+        n = 1000; /* not both kinds yet: more images */
+    }
+    assert_true(fired > 0);
+    assert_true(went_on > 0);
+    printf("  %d images, class %d after block %d at alpha %g: %d answered device_ee (%d of "
+           "them right: of class %d), %d went on (%d of class %d)\n",
+           n, k, layer, ee_alpha(ee), fired, ee_correct, k, went_on, k_went_on, k);
+    /* The statistics: as many device_ee answers as the client got, and the accuracy over
+     * all answers (the EE's included: class k right when the label is k). */
+    check_stats_agree(&t);
+    einet_StatsReply *st = calloc(1, sizeof *st);
+    stats_query(st);
+    assert_true(st->by_status_count > einet_Status_STATUS_DEVICE_EE);
+    assert_int_equal(st->by_status[einet_Status_STATUS_DEVICE_EE], fired);
+    assert_int_equal(st->by_status[einet_Status_STATUS_COMPLETE], went_on);
+    free(st);
+    /* Edge and cloud never saw the device_ee requests: their totals at stop. Then the cluster
+     * comes back for any case named after this one. */
+    assert_int_equal(itest_cluster_stop(&g_cluster), 0);
+    long long dev_out = stopped_count("device", "maps out"), edge_in = stopped_count("edge", "maps in"),
+              edge_out = stopped_count("edge", "maps out"), cloud_in = stopped_count("cloud", "maps in"),
+              dev_tasks = stopped_count("device", "tasks");
+    printf("  node totals: device %lld tasks, %lld maps out; edge %lld maps in, %lld out; cloud "
+           "%lld maps in\n",
+           dev_tasks, dev_out, edge_in, edge_out, cloud_in);
+    assert_int_equal(dev_tasks, n);
+    assert_int_equal(dev_out, went_on);
+    assert_int_equal(edge_in, went_on);
+    assert_int_equal(edge_out, went_on);
+    assert_int_equal(cloud_in, went_on);
+    assert_int_equal(itest_cluster_restart(&g_cluster), 0);
+    free(lines);
+    ee_destroy(&ee);
+}
+
 /* ---- setup ---- */
 
 static const struct {
@@ -704,12 +856,13 @@ static const struct {
     void (*fn)(void **);
     itest_cluster_opts_t opts;
 } cases[] = {
-    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
-    {"deadline", test_deadline, {HB_MS, HB_TIMEOUT_MS, {0, 1, 1, 300}, 0}},
-    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
-    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
-    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
-    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0}},
+    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
+    {"deadline", test_deadline, {HB_MS, HB_TIMEOUT_MS, {0, 1, 1, 300}, 0, NULL}},
+    {"ee", test_ee, {HB_MS, HB_TIMEOUT_MS, {0}, 0, "models/ee-class1.safetensors"}},
+    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
+    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
+    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
+    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
 };
 
 static int g_case; /* the first case named: its cluster options serve them all */
@@ -752,7 +905,7 @@ int main(int argc, char **argv)
     }
     if (n == 0 || n != argc - 1) {
         fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, killcmd, "
-                        "badinput; "
+                        "badinput, ee; "
                         "the cases share one cluster made with the first one's options)\n");
         return 2;
     }
