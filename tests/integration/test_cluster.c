@@ -833,9 +833,11 @@ static void test_ee(void **state)
     /* Edge and cloud never saw the device_ee requests: their totals at stop. Then the cluster
      * comes back for any case named after this one. */
     assert_int_equal(itest_cluster_stop(&g_cluster), 0);
-    long long dev_out = stopped_count("device", "maps out"), edge_in = stopped_count("edge", "maps in"),
-              edge_out = stopped_count("edge", "maps out"), cloud_in = stopped_count("cloud", "maps in"),
-              dev_tasks = stopped_count("device", "tasks");
+    long long dev_tasks = stopped_count("device", "tasks");
+    long long dev_out = stopped_count("device", "maps out");
+    long long edge_in = stopped_count("edge", "maps in");
+    long long edge_out = stopped_count("edge", "maps out");
+    long long cloud_in = stopped_count("cloud", "maps in");
     printf("  node totals: device %lld tasks, %lld maps out; edge %lld maps in, %lld out; cloud "
            "%lld maps in\n",
            dev_tasks, dev_out, edge_in, edge_out, cloud_in);
