@@ -65,6 +65,30 @@ static json_t *faults_json(const einet_StatsReply *s)
     return a;
 }
 
+/* {"complete": 0.94, "device_ee": 1.0, ...}: accuracy of each status's labelled answers. */
+static json_t *accuracy_by_status_json(const einet_StatsReply *s)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < s->labelled_by_status_count && i < s->correct_by_status_count; i++)
+        if (s->labelled_by_status[i])
+            json_object_set_new(o, client_status_name(i),
+                                json_real((double)s->correct_by_status[i] /
+                                          (double)s->labelled_by_status[i]));
+    return o;
+}
+
+static void print_status_accuracy(const einet_StatsReply *s)
+{
+    printf("by status ");
+    for (int i = 0; i < s->labelled_by_status_count && i < s->correct_by_status_count; i++)
+        if (s->labelled_by_status[i])
+            printf(" %s %.4f (%llu of %llu)", client_status_name(i),
+                   (double)s->correct_by_status[i] / (double)s->labelled_by_status[i],
+                   (unsigned long long)s->correct_by_status[i],
+                   (unsigned long long)s->labelled_by_status[i]);
+    printf("\n");
+}
+
 static void print_json(const einet_StatsReply *s)
 {
     json_t *o = json_pack(
@@ -79,6 +103,7 @@ static void print_json(const einet_StatsReply *s)
         "latency_p99_ms", (double)s->latency_p99_ms, "links", links_json(s), "nodes",
         nodes_json(s), "bad_messages", (json_int_t)s->bad_messages, "faults_seen",
         (json_int_t)s->faults_seen, "faults", faults_json(s), "uptime_s", s->uptime_us / 1e6);
+    json_object_set_new(o, "accuracy_by_status", accuracy_by_status_json(s));
     char *text = json_dumps(o, JSON_REAL_PRECISION(6));
     puts(text ? text : "{}");
     free(text);
@@ -112,6 +137,7 @@ static void print_table(const einet_StatsReply *s)
     printf("accuracy   %.4f (%llu of %llu labelled)\n",
            s->labelled ? (double)s->correct / (double)s->labelled : 0.0,
            (unsigned long long)s->correct, (unsigned long long)s->labelled);
+    print_status_accuracy(s);
     printf("latency    p50 %.2f ms  p95 %.2f ms  p99 %.2f ms\n", (double)s->latency_p50_ms,
            (double)s->latency_p95_ms, (double)s->latency_p99_ms);
     printf("\n%-12s %-5s %12s %14s %8s\n", "link", "up", "latency ms", "bandwidth Mb/s",

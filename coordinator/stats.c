@@ -14,6 +14,8 @@ struct stats {
     int n_exits;
     uint64_t requests, labelled, correct;
     uint64_t by_status[STATS_STATUSES];
+    /* Accuracy per status: device-ee answers and link answers are judged on their own. */
+    uint64_t labelled_by_status[STATS_STATUSES], correct_by_status[STATS_STATUSES];
     uint64_t *by_exit; /* n_exits + 1 */
     uint64_t by_tier[STATS_TIERS];
     uint64_t bad[STATS_SOCKS];
@@ -67,8 +69,13 @@ void stats_answer(stats_t *self, const einet_Answer *a)
     if (a->tier >= 0 && a->tier < STATS_TIERS)
         self->by_tier[a->tier]++;
     if (a->has_label) {
+        int right = a->exit > 0 && a->class_id == a->label;
         self->labelled++;
-        self->correct += a->exit > 0 && a->class_id == a->label;
+        self->correct += right;
+        if (a->status >= 0 && a->status < STATS_STATUSES) {
+            self->labelled_by_status[a->status]++;
+            self->correct_by_status[a->status] += right;
+        }
     }
     self->lat[self->lat_at] = (float)((double)a->latency_us / 1000.0);
     self->lat_at = (self->lat_at + 1) % self->window;
@@ -139,8 +146,12 @@ static void fill_counts(const stats_t *self, einet_StatsReply *out)
     out->labelled = self->labelled;
     out->correct = self->correct;
     out->by_status_count = STATS_STATUSES - 1; /* statuses 0..6 */
-    for (int i = 0; i < STATS_STATUSES - 1; i++)
+    out->labelled_by_status_count = out->correct_by_status_count = STATS_STATUSES - 1;
+    for (int i = 0; i < STATS_STATUSES - 1; i++) {
         out->by_status[i] = self->by_status[i];
+        out->labelled_by_status[i] = self->labelled_by_status[i];
+        out->correct_by_status[i] = self->correct_by_status[i];
+    }
     out->by_exit_count = (pb_size_t)(self->n_exits + 1);
     for (int i = 0; i <= self->n_exits; i++)
         out->by_exit[i] = self->by_exit[i];
@@ -173,6 +184,8 @@ void stats_reset(stats_t *self)
 {
     self->requests = self->labelled = self->correct = 0;
     memset(self->by_status, 0, sizeof self->by_status);
+    memset(self->labelled_by_status, 0, sizeof self->labelled_by_status);
+    memset(self->correct_by_status, 0, sizeof self->correct_by_status);
     memset(self->by_exit, 0, sizeof(uint64_t) * ((size_t)self->n_exits + 1));
     memset(self->by_tier, 0, sizeof self->by_tier);
     memset(self->bad, 0, sizeof self->bad);

@@ -109,7 +109,7 @@ static int tier_of_exit(int k)
 
 typedef struct tally {
     uint64_t requests, by_status[8], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4];
-    uint64_t labelled, correct;
+    uint64_t labelled, correct, labelled_by_status[8], correct_by_status[8];
 } tally_t;
 
 static void tally_add(tally_t *t, int status, int exit, int tier, int cls, int label)
@@ -119,6 +119,8 @@ static void tally_add(tally_t *t, int status, int exit, int tier, int cls, int l
     t->by_tier[exit ? tier : 0]++;
     t->labelled++;
     t->correct += exit > 0 && cls == label;
+    t->labelled_by_status[status]++;
+    t->correct_by_status[status] += exit > 0 && cls == label;
 }
 
 static void stats_query(einet_StatsReply *out)
@@ -164,6 +166,16 @@ static void check_stats_agree(const tally_t *t)
                      (unsigned long long)t->by_tier[i]);
     assert_int_equal(s->labelled, t->labelled);
     assert_int_equal(s->correct, t->correct);
+    /* Accuracy per status (device-ee answers among them) as the client counts it. */
+    for (int i = 0; i < 8; i++) {
+        uint64_t l = i < s->labelled_by_status_count ? s->labelled_by_status[i] : 0;
+        uint64_t c = i < s->correct_by_status_count ? s->correct_by_status[i] : 0;
+        if (l != t->labelled_by_status[i] || c != t->correct_by_status[i])
+            fail_msg("status %d: the coordinator counts %llu of %llu right, the client %llu of "
+                     "%llu", i, (unsigned long long)c, (unsigned long long)l,
+                     (unsigned long long)t->correct_by_status[i],
+                     (unsigned long long)t->labelled_by_status[i]);
+    }
     free(s);
 }
 
