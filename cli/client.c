@@ -200,7 +200,7 @@ int client_call(client_t *self, einet_Envelope *env, pb_size_t reply_tag, int ti
 }
 
 static const char *const status_names[] = {"none",     "complete",  "deadline", "link",
-                                           "rejected", "device_ee", "shutdown"};
+                                           "rejected", "device-ee", "shutdown"};
 static const char *const tier_names[] = {"none", "device", "edge", "cloud"};
 static const char *const link_names[] = {"none", "device-edge", "edge-cloud"};
 

@@ -65,7 +65,7 @@ static json_t *faults_json(const einet_StatsReply *s)
     return a;
 }
 
-/* {"complete": 0.94, "device_ee": 1.0, ...}: accuracy of each status's labelled answers. */
+/* {"complete": 0.94, "device-ee": 1.0, ...}: accuracy of each status's labelled answers. */
 static json_t *accuracy_by_status_json(const einet_StatsReply *s)
 {
     json_t *o = json_object();
