@@ -53,21 +53,12 @@ static void answer_direct(coord_t *c, const reqs_client_t *cl, int status, const
 
 static int input_ok(const coord_t *c, const einet_TensorMeta *m, char *why, size_t cap)
 {
-    const uint32_t *d = m->shape;
+    char detail[112];
     nn_shape_t s = c->in_shape;
-    int ok = (m->shape_count == 3 && d[0] == (uint32_t)s.c && d[1] == (uint32_t)s.h &&
-              d[2] == (uint32_t)s.w) ||
-             (m->shape_count == 4 && d[0] == 1 && d[1] == (uint32_t)s.c &&
-              d[2] == (uint32_t)s.h && d[3] == (uint32_t)s.w);
-    if (!ok) {
-        char got[64] = "";
-        size_t k = 0;
-        for (pb_size_t i = 0; i < m->shape_count && k < sizeof got; i++)
-            k += (size_t)snprintf(got + k, sizeof got - k, "%s%u", i ? "," : "", (unsigned)d[i]);
-        snprintf(why, cap, "request.input: shape [%s], the model takes [1,%d,%d,%d]", got, s.c,
-                 s.h, s.w);
-    }
-    return ok;
+    if (wire_meta_is_sample(m, s.c, s.h, s.w, detail, sizeof detail))
+        return 1;
+    snprintf(why, cap, "request.input: %s", detail);
+    return 0;
 }
 
 /* When nothing else answers a request: its deadline, a lost message, or (path broken) the

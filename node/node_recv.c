@@ -25,19 +25,7 @@ static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const 
 /* A tensor description equals the one a node expects: [C, H, W] or [1, C, H, W]. */
 static int shape_is(const einet_TensorMeta *m, nn_shape_t s, char *why, size_t cap)
 {
-    const uint32_t *d = m->shape;
-    int ok = (m->shape_count == 3 && d[0] == (uint32_t)s.c && d[1] == (uint32_t)s.h &&
-              d[2] == (uint32_t)s.w) ||
-             (m->shape_count == 4 && d[0] == 1 && d[1] == (uint32_t)s.c &&
-              d[2] == (uint32_t)s.h && d[3] == (uint32_t)s.w);
-    if (!ok) {
-        char got[64] = "";
-        size_t k = 0;
-        for (pb_size_t i = 0; i < m->shape_count && k < sizeof got; i++)
-            k += (size_t)snprintf(got + k, sizeof got - k, "%s%u", i ? "," : "", (unsigned)d[i]);
-        snprintf(why, cap, "shape [%s], expected [1,%d,%d,%d]", got, s.c, s.h, s.w);
-    }
-    return ok;
+    return wire_meta_is_sample(m, s.c, s.h, s.w, why, cap);
 }
 
 static job_t *job_new(node_t *nd, uint64_t id, int start, const bool *plan, xport_msg_t **msg_p,

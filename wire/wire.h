@@ -50,6 +50,11 @@ void wire_meta_set(einet_TensorMeta *meta, bool *has, const uint32_t *shape, int
  * WIRE_TENSOR_MAX_BYTES. */
 size_t wire_meta_numel(const einet_TensorMeta *meta);
 
+/* 1 when the description is one sample of shape (c, h, w): [c, h, w] or [1, c, h, w].
+ * Otherwise 0, with "shape [..], expected [1,c,h,w]" in why[0..cap). */
+int wire_meta_is_sample(const einet_TensorMeta *meta, int c, int h, int w, char *why,
+                        size_t cap);
+
 /* Checks env against the protocol's rules, tensor_bytes being the size of the tensor frame
  * that goes with it (WIRE_NO_TENSOR: none). Both encode and decode run it, so a message
  * that decodes is one that encodes. 0 or EI_E_FORMAT / EI_E_RANGE / EI_E_SHAPE /

@@ -87,6 +87,23 @@ static int check_class(uint32_t c, pb_size_t nprobs, const char *path, ei_err_t 
     return 0;
 }
 
+int wire_meta_is_sample(const einet_TensorMeta *m, int c, int h, int w, char *why, size_t cap)
+{
+    const uint32_t *d = m->shape;
+    int ok = (m->shape_count == 3 && d[0] == (uint32_t)c && d[1] == (uint32_t)h &&
+              d[2] == (uint32_t)w) ||
+             (m->shape_count == 4 && d[0] == 1 && d[1] == (uint32_t)c && d[2] == (uint32_t)h &&
+              d[3] == (uint32_t)w);
+    if (!ok) {
+        char got[64] = "";
+        size_t k = 0;
+        for (pb_size_t i = 0; i < m->shape_count && k < sizeof got; i++)
+            k += (size_t)snprintf(got + k, sizeof got - k, "%s%u", i ? "," : "", (unsigned)d[i]);
+        snprintf(why, cap, "shape [%s], expected [1,%d,%d,%d]", got, c, h, w);
+    }
+    return ok;
+}
+
 size_t wire_meta_numel(const einet_TensorMeta *meta)
 {
     size_t numel = 1, max = WIRE_TENSOR_MAX_BYTES / sizeof(float);
