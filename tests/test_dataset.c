@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "tests/test_util.h"
 #include <dirent.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -37,17 +39,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
-    DIR *d = opendir(fx->dir);
-    struct dirent *de;
-    char p[512];
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", fx->dir, de->d_name);
-            unlink(p);
-        }
-    if (d)
-        closedir(d);
-    rmdir(fx->dir);
+    tu_rmdir(fx->dir);
     free(fx);
     return 0;
 }

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include "nn/safetensors.h"
 #include "planner/predictor.h"
 
@@ -410,29 +412,21 @@ static void test_file_malformed(void **state)
 
 /* ---- the command ---- */
 
-static int run_einet(const char *args)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/einet' %s >/dev/null 2>&1", getenv("EINET_BIN"), args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void **state)
 {
     (void)state;
     if (!getenv("EINET_BIN"))
         skip();
-    assert_int_equal(run_einet("predictor"), 2);
-    assert_int_equal(run_einet("predictor --help"), 0);
-    assert_int_equal(run_einet("predictor train --help"), 0);
-    assert_int_equal(run_einet("predictor frob"), 2);
-    assert_int_equal(run_einet("predictor train --kind psychic"), 2);
-    assert_int_equal(run_einet("predictor train --hidden 3"), 2);
-    assert_int_equal(run_einet("predictor train --epochs 0"), 2);
-    assert_int_equal(run_einet("predictor train --bogus"), 2);
-    assert_int_equal(run_einet("predictor eval"), 2);
-    assert_int_equal(run_einet("predictor train --profiles /nonexistent"), 1);
+    assert_int_equal(tu_run_einet("predictor"), 2);
+    assert_int_equal(tu_run_einet("predictor --help"), 0);
+    assert_int_equal(tu_run_einet("predictor train --help"), 0);
+    assert_int_equal(tu_run_einet("predictor frob"), 2);
+    assert_int_equal(tu_run_einet("predictor train --kind psychic"), 2);
+    assert_int_equal(tu_run_einet("predictor train --hidden 3"), 2);
+    assert_int_equal(tu_run_einet("predictor train --epochs 0"), 2);
+    assert_int_equal(tu_run_einet("predictor train --bogus"), 2);
+    assert_int_equal(tu_run_einet("predictor eval"), 2);
+    assert_int_equal(tu_run_einet("predictor train --profiles /nonexistent"), 1);
     /* A real run on a small synthetic profile directory. */
     char args[512], path[256];
     profile_cs_t *val = synthetic(200, 1), *test = synthetic(100, 2);
@@ -442,11 +436,11 @@ static void test_cli(void **state)
     snprintf(path, sizeof path, "%s/%s", tmpdir, PROFILE_CS_TEST_FILE);
     assert_int_equal(profile_cs_save(test, path, &err), 0);
     snprintf(args, sizeof args, "predictor train --profiles %s --epochs 2 --quiet", tmpdir);
-    assert_int_equal(run_einet(args), 0);
+    assert_int_equal(tu_run_einet(args), 0);
     snprintf(path, sizeof path, "%s/predictor-correctness.safetensors", tmpdir);
     assert_int_equal(access(path, R_OK), 0);
     snprintf(args, sizeof args, "predictor eval --profiles %s %s", tmpdir, path);
-    assert_int_equal(run_einet(args), 0);
+    assert_int_equal(tu_run_einet(args), 0);
     profile_cs_destroy(&val);
     profile_cs_destroy(&test);
 }

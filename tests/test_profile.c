@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "tests/test_util.h"
+
 #include "nn/model.h"
 #include "nn/safetensors.h"
 #include "planner/profile.h"
@@ -362,26 +364,18 @@ static void test_measure_equals_forward(void **state)
 
 /* ---- the command ---- */
 
-static int run_einet(const char *args)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/einet' %s >/dev/null 2>&1", getenv("EINET_BIN"), args);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli_usage(void **state)
 {
     (void)state;
     if (!getenv("EINET_BIN"))
         skip();
-    assert_int_equal(run_einet("profile --help"), 0);
-    assert_int_equal(run_einet("profile --bogus"), 2);
-    assert_int_equal(run_einet("profile --val 0"), 2);
-    assert_int_equal(run_einet("profile --test 10001"), 2);
-    assert_int_equal(run_einet("profile --threads x"), 2);
-    assert_int_equal(run_einet("profile extra"), 2);
-    assert_int_equal(run_einet("profile --model /nonexistent.safetensors --out /tmp/x"), 1);
+    assert_int_equal(tu_run_einet("profile --help"), 0);
+    assert_int_equal(tu_run_einet("profile --bogus"), 2);
+    assert_int_equal(tu_run_einet("profile --val 0"), 2);
+    assert_int_equal(tu_run_einet("profile --test 10001"), 2);
+    assert_int_equal(tu_run_einet("profile --threads x"), 2);
+    assert_int_equal(tu_run_einet("profile extra"), 2);
+    assert_int_equal(tu_run_einet("profile --model /nonexistent.safetensors --out /tmp/x"), 1);
 }
 
 int main(void)
