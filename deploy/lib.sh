@@ -46,8 +46,25 @@ start_proc() {
     echo "=== $(date '+%F %T') starting $_name: $* $_prog --config $_cfg" >>"$run/$_name.log"
     # nohup and ip netns exec both exec the program, so $! is the program's own pid.
     nohup "$@" "$_prog" --config "$_cfg" >>"$run/$_name.log" 2>&1 </dev/null &
-    echo $! >"$run/$_name.pid"
-    echo "started $_name (pid $!, log $run/$_name.log)"
+    _pid=$!
+    echo $_pid >"$run/$_name.pid"
+    wait_exec "$_pid" "$_prog"
+    echo "started $_name (pid $_pid, log $run/$_name.log)"
+}
+
+# wait_exec PID PROGRAM: returns once the child PID runs PROGRAM (or whatever runs it, as
+# nohup or ip netns exec: the same pid), or has already exited. Right after the fork the
+# child is still a copy of this shell with this shell's command line, and pid_of would take
+# it for a dead process; waiting here makes every later look at the pid mean what it says.
+# A zombie's command line is empty. Bounded (10 s), so a wedged fork cannot hang `up`.
+wait_exec() {
+    _i=0
+    while [ $_i -lt 200 ]; do
+        _cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null)
+        case "$_cmd" in "" | *"$2"*) return 0 ;; esac
+        sleep 0.05
+        _i=$((_i + 1))
+    done
 }
 
 health() {
