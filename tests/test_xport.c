@@ -234,7 +234,7 @@ static void test_send_consumes_edge(void **state)
     assert_int_equal(send_seq(&e), 0); /* ... and this send resets it */
     echo_raw(server);
     usleep(20000);
-    double end = ei_now() + 2;
+    double end = ei_now() + 30; /* a guard: the echoes come at once when it works */
     while (e.received < 2 && ei_now() < end)
         uv_run(&loop, UV_RUN_NOWAIT);
     assert_int_equal(e.received, 2);
@@ -341,7 +341,7 @@ static void on_catch(xport_t *x, xport_msg_t **msg_p, void *arg)
 
 static void run_until(uv_loop_t *loop, const int *counter, int want)
 {
-    double end = ei_now() + 5;
+    double end = ei_now() + 30; /* a guard only */
     while (*counter < want && ei_now() < end)
         uv_run(loop, UV_RUN_ONCE);
     assert_int_equal(*counter, want);
@@ -416,7 +416,7 @@ static void test_multipart_zero_copy(void **state)
     xport_msg_data(m, 2, &n);
     assert_int_equal(n, 0);
     assert_int_equal(xport_msg_peer(m)->len, 0);
-    double end = ei_now() + 5; /* ZeroMQ's I/O thread frees the zero-copy frame when done */
+    double end = ei_now() + 30; /* ZeroMQ's I/O thread frees the zero-copy frame when done */
     while (freed == 0 && ei_now() < end)
         usleep(1000);
     assert_int_equal(freed, 1);
@@ -477,7 +477,7 @@ static void test_send_failures(void **state)
     assert_int_equal(xport_connect(lonely, "tcp://127.0.0.1:1", &err), 0);
     double t0 = ei_now();
     assert_int_equal(xport_send(lonely, NULL, g, 1, &err), EI_E_PEER);
-    assert_true(ei_now() - t0 < 0.5);
+    assert_true(ei_now() - t0 < 5.0); /* a blocked send would never return */
     close_all(&loop, ctx, &lonely, &none);
 }
 
@@ -543,7 +543,7 @@ static void test_oversized_and_overlong(void **state)
     xport_frame_t h = {big, sizeof big, NULL, NULL};
     assert_int_equal(xport_send(d.b, NULL, &h, 1, &err), 0);
     /* The receiver drops the connection; the sender reconnects and small ones get through. */
-    double end = ei_now() + 5;
+    double end = ei_now() + 30; /* a guard only */
     while (d.c.got == 0 && ei_now() < end) {
         if (xport_send(d.b, NULL, &f, 1, NULL) != 0) /* reconnecting: try again shortly */
             usleep(1000);

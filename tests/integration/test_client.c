@@ -352,6 +352,11 @@ static void test_infer_sends_the_test_images(void **state)
     fake_stop(&f);
 }
 
+/* A client's timeout of a few hundred ms worked when it returned well before what a hang
+ * would take (the 20 s request timeout, or itest's 30 s kill): the bound leaves room for a
+ * loaded, sanitizer-instrumented machine and says nothing about its speed otherwise. */
+#define TIMEOUT_WORKED_S 15.0
+
 static void test_infer_request_timeout(void **state)
 {
     (void)state;
@@ -363,7 +368,7 @@ static void test_infer_request_timeout(void **state)
     double secs = ei_now() - t0;
     fake_stop(&f);
     assert_int_equal(rc, 1);
-    assert_true(secs < 5.0);
+    assert_true(secs < TIMEOUT_WORKED_S);
     json_t *objs[8];
     int n = parse_lines(g_out, objs, 8);
     assert_int_equal(n, 3);
@@ -386,7 +391,7 @@ static void test_infer_overall_timeout(void **state)
     double secs = ei_now() - t0;
     fake_stop(&f);
     assert_int_equal(rc, 1);
-    assert_true(secs < 5.0);
+    assert_true(secs < TIMEOUT_WORKED_S);
     assert_non_null(strstr(g_err, "overall timeout: 3 of 6 images answered"));
 }
 
@@ -418,13 +423,13 @@ static void test_unreachable(void **state)
                              {"fault", "--kill", "cloud", NULL}};
     for (int i = 0; i < 4; i++) {
         double t0 = ei_now();
-        int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, cmds[i][0],
+        int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 30000, cmds[i][0],
                              "--coordinator", ep, "--timeout-ms", "400",
                              cmds[i][1] ? cmds[i][1] : NULL, cmds[i][1] ? cmds[i][2] : NULL,
                              NULL);
         double secs = ei_now() - t0;
         assert_int_equal(rc, 1);
-        assert_true(secs < 3.0);
+        assert_true(secs < TIMEOUT_WORKED_S);
         if (!strstr(g_err, "cannot reach the coordinator at"))
             fail_msg("%s: %s", cmds[i][0], g_err);
     }
