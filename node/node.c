@@ -121,22 +121,32 @@ static int load_ee(node_t *nd, ei_err_t *err)
     return 0;
 }
 
-static xport_t *socket_new(node_t *nd, int type, const char *identity, ei_err_t *err)
+/* server_cert: the public certificate of the server a DEALER connects to (NULL for the
+ * bind socket, a CURVE server when keys are on). */
+static xport_t *socket_new(node_t *nd, int type, const char *server_cert, ei_err_t *err)
 {
-    xport_opts_t o = {.type = type, .identity = identity, .linger_ms = -1, .immediate = 1};
+    xport_opts_t o = {.type = type, .linger_ms = -1, .immediate = 1, .sec = nd->sec,
+                      .server_cert = server_cert};
     return xport_new(nd->loop, nd->zctx, &o, err);
 }
 
+/* Random routing ids everywhere: a node is known by its heartbeat and its key, not by a
+ * routing id (any peer could claim one, and a reconnect would be refused as a duplicate). */
 static int make_sockets(node_t *nd, ei_err_t *err)
 {
-    nd->coord = socket_new(nd, ZMQ_DEALER, node__tier_name(nd->conf.tier), err);
+    nd->sec = sec_new(nd->zctx, "einet-node", nd->conf.key, nd->conf.trust, err);
+    if (!nd->sec)
+        return err->code;
+    nd->coord = socket_new(nd, ZMQ_DEALER, nd->conf.coordinator_key, err);
     if (!nd->coord)
         return err->code;
     if (nd->conf.bind[0] && !(nd->bind = socket_new(nd, ZMQ_ROUTER, NULL, err)))
         return err->code;
-    /* A random routing id on next, so a reconnect is never refused as a duplicate. */
-    if (nd->conf.last_block < nd->n && !(nd->next = socket_new(nd, ZMQ_DEALER, NULL, err)))
+    if (nd->conf.last_block < nd->n &&
+        !(nd->next = socket_new(nd, ZMQ_DEALER, nd->conf.next_key, err)))
         return err->code;
+    nd->prev_tier = nd->conf.previous ? nd->conf.previous : nd->conf.tier - 1;
+    members_init(&nd->prev, 1, (uint64_t)nd->conf.heartbeat_timeout_ms * 1000);
     return 0;
 }
 
@@ -185,6 +195,7 @@ fail:
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
+    sec_destroy(&nd->sec);
     nn_model_destroy(&nd->model);
     ee_destroy(&nd->ee);
     scores_release(&nd->scores);
@@ -336,6 +347,7 @@ void node_destroy(node_t **self_p)
     }
     node__job_free(&nd->cur);
     node__delay_clear(nd);
+    sec_destroy(&nd->sec);
     planner_destroy(&nd->planner);
     nn_model_destroy(&nd->model);
     ee_destroy(&nd->ee);

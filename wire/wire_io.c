@@ -10,6 +10,7 @@ int wire_recv(xport_msg_t *msg, wire_in_t *in, ei_err_t *err)
     int n = xport_msg_frames(msg);
     memset(in, 0, sizeof *in);
     in->peer = *xport_msg_peer(msg);
+    in->who = sec_peer_of(msg);
     if (n < 1 || n > 2)
         return ei_err_set(err, EI_E_FORMAT, "message of %d frames (1 envelope + 0 or 1 tensor)", n);
     size_t len, tbytes = WIRE_NO_TENSOR;
