@@ -115,7 +115,7 @@ static int send_frame(client_t *c, const void *data, size_t size, int more, int 
         if (errno == EAGAIN)
             return ei_err_set(err, EI_E_PEER,
                               "cannot reach the coordinator at %s: no connection within %d ms "
-                              "(is einet-coord running there?)",
+                              "(is einet-coord running there? with keys: --key and --server-key)",
                               c->endpoint, timeout_ms);
         return ei_err_set(err, EI_E_IO, "send to %s: %s", c->endpoint, zmq_strerror(errno));
     }

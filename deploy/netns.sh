@@ -164,7 +164,7 @@ make_configs() {
 }
 
 cmd_up() {
-    mkdir -p "$run" || die "cannot make the run directory $run"
+    make_run_dir
     [ -x "$bin/einet" ] || die "$bin/einet is not built (cmake --build build)"
     make_net
     make_configs "${1:-$root/configs/fmnist-3tier}"
