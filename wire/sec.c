@@ -15,6 +15,8 @@
 
 #include "proto/messages.pb.h"
 
+#define SEC_PATH_MAX 1100
+
 /* The ZAP domain of einet's server sockets (zauth admits by key, whatever the domain). */
 #define SEC_ZAP_DOMAIN "einet"
 
@@ -48,8 +50,18 @@ static int secret_is_zero(zcert_t *cert)
 static zcert_t *load_secret(const char *path, ei_err_t *err)
 {
     struct stat st;
+    char secret[SEC_PATH_MAX];
+    size_t len = strlen(path);
     if (stat(path, &st) != 0) {
         ei_err_set(err, EI_E_IO, "key %s: %s (make one with einet keygen)", path, strerror(errno));
+        return NULL;
+    }
+    /* zcert_load would quietly take NAME.key_secret beside a public NAME.key. */
+    if ((len < 7 || strcmp(path + len - 7, "_secret") != 0) &&
+        (size_t)snprintf(secret, sizeof secret, "%s_secret", path) < sizeof secret &&
+        access(secret, F_OK) == 0) {
+        ei_err_set(err, EI_E_INVAL, "key %s: a public certificate; 'key' names the secret one "
+                   "(%s)", path, secret);
         return NULL;
     }
     if (st.st_mode & 077) {

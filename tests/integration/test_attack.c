@@ -38,9 +38,9 @@
 #define CLASSES 10
 #define MAX_IMG 1000
 #define HB_MS 50
-#define HB_TIMEOUT_MS 300
-/* On top of the heartbeat timeout: a heartbeat interval and a loaded machine. */
-#define SLACK_MS 700
+/* As test_cluster.c: wide margins, so a loaded machine never fails a case. */
+#define HB_TIMEOUT_MS 1500
+#define SLACK_MS 3000
 
 static nn_dataset_t *g_test;
 static nn_model_t *g_model;
@@ -525,7 +525,7 @@ static void test_stray(void **state)
     assert_int_equal(r1.equal, 50);
     assert_int_equal(r2.equal, 30);
     assert_int_equal(itest_cluster_restart(&g_cluster), 0);
-    wait_healthy(5000, "the device was restarted");
+    wait_healthy(HB_TIMEOUT_MS + SLACK_MS, "the device was restarted");
 }
 
 /* With the device dead, a peer takes its place (keyless: a name is all it takes), receives
@@ -540,7 +540,7 @@ static void test_forgedlast(void **state)
     assert_true(dev > 0);
     assert_int_equal(kill(dev, SIGKILL), 0);
     double t0 = ei_now();
-    while (all_healthy() && ei_now() - t0 < 5)
+    while (all_healthy() && ei_now() - t0 < 10)
         usleep(20000);
     atk_t a;
     atk_open(&a, g_cluster.nodes, NULL, NULL, NULL);
@@ -549,7 +549,7 @@ static void test_forgedlast(void **state)
     link.body.fault.link = einet_Link_LINK_DEVICE_EDGE;
     link.body.fault.clear = true;
     t0 = ei_now();
-    while (!all_healthy() && ei_now() - t0 < 5) {
+    while (!all_healthy() && ei_now() - t0 < 10) {
         atk_heartbeat(&a, einet_Tier_TIER_DEVICE, 1, 2);
         atk_send(&a, &link, NULL, 0);
         atk_poll(&a, 30);
@@ -583,7 +583,7 @@ static void test_forgedlast(void **state)
     assert_int_equal(refusals, (uint64_t)forged);
     assert_int_equal(r.by_status[einet_Status_STATUS_COMPLETE], 0);
     assert_int_equal(itest_cluster_restart(&g_cluster), 0);
-    double ms = wait_healthy(5000, "the device was restarted");
+    double ms = wait_healthy(HB_TIMEOUT_MS + SLACK_MS, "the device was restarted");
     answers_t r2 = infer(50, NULL);
     printf("  forgedlast: the restarted device healthy %.0f ms after up; %d of 50 complete\n", ms,
            r2.equal);
