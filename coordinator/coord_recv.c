@@ -405,18 +405,21 @@ static int holder_alive(coord_t *c, int pos)
     return wire_send(c->nodes, &c->members.slot[pos].peer, &env, NULL, &err) == 0;
 }
 
-/* A heartbeat from a connection that holds no place yet: the node introduces itself. Its
- * tier is what its key proves (keys) or what it says (keyless, the configured name). A
+/* A message from a connection that holds no place yet: the node introduces itself. Its
+ * tier is what its key proves (keys: any message) or what its heartbeat says (keyless: the
+ * configured name). A
  * claim on a node that a live connection holds is refused; one on a node whose connection
  * is gone or silent takes its place. The position, or -1 when refused. */
 static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
 {
-    const einet_Heartbeat *h = &in->env.body.heartbeat;
-    int pos = cluster_pos(&c->cluster, h->tier);
+    int hello = in->env.which_body == einet_Envelope_heartbeat_tag;
+    int claimed = hello ? (int)in->env.body.heartbeat.tier : in->who.tier;
+    int pos = cluster_pos(&c->cluster, claimed);
     char msg[128];
     if (pos < 0 || (sec_enabled(c->sec) && (in->who.role != SEC_ROLE_NODE ||
-                                            in->who.tier != (int)h->tier))) {
-        snprintf(msg, sizeof msg, "a heartbeat claiming %s from %s", cluster_tier_name(h->tier),
+                                            in->who.tier != claimed))) {
+        snprintf(msg, sizeof msg, "%s claiming %s from %s", wire_body_name(in->env.which_body),
+                 cluster_tier_name(claimed),
                  in->who.key[0] ? sec_role_name(in->who.role) : "an unknown connection");
         refuse_stranger(c, in, COORD_REF_UNKNOWN_NODE, msg);
         return -1;
@@ -426,12 +429,12 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
     switch (members_claim(&c->members, pos, &in->peer, in->who.key, now, alive)) {
     case MEMBERS_DUPLICATE:
         snprintf(msg, sizeof msg, "a second connection claims %s, which is connected and alive",
-                 cluster_tier_name(h->tier));
+                 cluster_tier_name(claimed));
         refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_DENIED, COORD_REF_DUPLICATE, msg);
         return -1;
     case MEMBERS_TAKEN:
         fprintf(stderr, "einet-coord: %s is back on a new connection (the old one %s)\n",
-                cluster_tier_name(h->tier), alive ? "was silent" : "is gone");
+                cluster_tier_name(claimed), alive ? "was silent" : "is gone");
         if (was_up) /* what it held went with the old connection */
             reqs_fail_upto(c->reqs, pos, einet_Status_STATUS_LINK, "the node restarted", now);
         return pos;
@@ -504,7 +507,10 @@ void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg)
             refuse(c, c->nodes, STATS_SOCK_NODES, &in, rc, COORD_REF_MALFORMED, err.msg);
         return;
     }
-    if (pos < 0 && in.env.which_body == einet_Envelope_heartbeat_tag)
+    /* A connection introduces itself with a heartbeat; with keys, its key already says
+     * who it is, so any message of a node key does. */
+    if (pos < 0 && (in.env.which_body == einet_Envelope_heartbeat_tag ||
+                    (sec_enabled(c->sec) && in.who.role == SEC_ROLE_NODE)))
         pos = on_hello(c, &in, now);
     else if (pos < 0)
         refuse_stranger(c, &in, COORD_REF_UNKNOWN_NODE, "a message from a connection that is "

@@ -259,6 +259,10 @@ static void send_report(node_t *nd)
 static void on_report(uv_timer_t *t)
 {
     node_t *nd = t->data;
+    /* The coordinator knows a connection by its first heartbeat: until one has been
+     * answered, a report could arrive first and be refused as from no node. */
+    if (!nd->coord_link.up)
+        return;
     send_report(nd);
     node__report_link(nd); /* repeated, so a restarted coordinator learns it */
 }

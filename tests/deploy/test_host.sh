@@ -51,8 +51,8 @@ while ss -Htan 2>/dev/null | awk '{print $4}' | grep -Eq ":($port|$((port + 1))|
 done
 mkdir "$tmp/hostA" "$tmp/hostB"
 for f in coordinator device edge cloud; do
-    sed -e "s#tcp://127.0.0.1:5700#tcp://127.0.0.1:$port#; s#tcp://127.0.0.1:5701#tcp://127.0.0.1:$((port + 1))#" \
-        -e "s#tcp://127.0.0.1:5711#tcp://127.0.0.1:$((port + 2))#; s#tcp://127.0.0.1:5712#tcp://127.0.0.1:$((port + 3))#" \
+    sed -e "s#tcp://127.0.0.1:5620#tcp://127.0.0.1:$port#; s#tcp://127.0.0.1:5621#tcp://127.0.0.1:$((port + 1))#" \
+        -e "s#tcp://127.0.0.1:5631#tcp://127.0.0.1:$((port + 2))#; s#tcp://127.0.0.1:5632#tcp://127.0.0.1:$((port + 3))#" \
         -e "s#heartbeat_ms = 100#heartbeat_ms = 50#" \
         -e "s#^model = .*#model = $here/models/fmnist-8exit.safetensors#" \
         "$here/configs/fmnist-3tier-secure/$f.ini" >"$tmp/cfg-$f.ini"
