@@ -8,6 +8,7 @@
 #include <zmq.h>
 
 #include "coordinator/coord_internal.h"
+#include "nn/train.h"
 #include "planner/profile.h"
 
 /* Answers may still be on their way when the coordinator stops: let them go. */
@@ -260,6 +261,8 @@ static int make_parts(coord_t *c, ei_err_t *err)
     nn_model_prepare_inference(c->model);
     c->n = nn_model_blocks(c->model);
     c->in_shape = nn_model_input_shape(c->model);
+    if (nn_arch_check_served(c->conf.model, c->in_shape, err) < 0)
+        return err->code;
     if (nn_model_classes(c->model) > WIRE_MAX_CLASSES)
         return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d",
                           c->conf.model, nn_model_classes(c->model), WIRE_MAX_CLASSES);

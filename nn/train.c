@@ -122,6 +122,15 @@ int nn_arch_check_split(const char *arch, nn_shape_t input, const char *dir, con
     return rc ? rc : nn_arch_check_input(arch, input, nn_dataset_shape(&head), head.source, err);
 }
 
+int nn_arch_check_served(const char *source, nn_shape_t input, ei_err_t *err)
+{
+    ei_err_t probe = {0};
+    int rc = nn_arch_check_split(source, input, NULL, "test", &probe);
+    if (rc == EI_E_SHAPE && err)
+        *err = probe;
+    return rc == EI_E_SHAPE ? rc : 0;
+}
+
 void nn_dataset_batch(const nn_dataset_t *data, const int *idx, int first, int n, nn_tensor_t *x,
                       int *labels)
 {

@@ -57,6 +57,13 @@ int nn_model_check_data(const nn_model_t *m, const char *source, const nn_datase
 int nn_arch_check_split(const char *arch, nn_shape_t input, const char *dir, const char *split,
                         ei_err_t *err) EI_CHECK;
 
+/* The start-up check of einet-node and einet-coord: input, declared by the model file
+ * source, against the data the cluster serves (the test split in $EINET_DATA_DIR or the
+ * default directory, whose images the clients send and on which the node measures its exit
+ * scores). EI_E_SHAPE with err set for a mismatch; 0 when it matches and also when this
+ * machine has no readable data set (nothing to check against). */
+int nn_arch_check_served(const char *source, nn_shape_t input, ei_err_t *err) EI_CHECK;
+
 /* Copies images data[idx[0..n-1]] (idx NULL: from index first) into x (n, 1, h, w).
  * x of any other sample shape is a bug (the caller skipped nn_model_check_data): abort. */
 void nn_dataset_batch(const nn_dataset_t *data, const int *idx, int first, int n, nn_tensor_t *x,

@@ -9,6 +9,7 @@
 
 #include <zmq.h>
 
+#include "nn/train.h"
 #include "node/node_internal.h"
 
 uint64_t node__now_us(void)
@@ -171,7 +172,8 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->n = nn_model_blocks(nd->model);
     nd->classes = nn_model_classes(nd->model);
     nd->in_shape = nn_model_input_shape(nd->model);
-    if (check_blocks(nd, err) < 0 || load_ee(nd, err) < 0 || node__warmup(nd, err) < 0 ||
+    if (check_blocks(nd, err) < 0 || nn_arch_check_served(conf->model, nd->in_shape, err) < 0 ||
+        load_ee(nd, err) < 0 || node__warmup(nd, err) < 0 ||
         make_sockets(nd, err) < 0 || load_scores(nd, err) < 0)
         goto fail;
     replan_search_init(&nd->search, conf->search, 100, 1);

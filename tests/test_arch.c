@@ -292,12 +292,15 @@ static void test_library_refuses(void **state)
 
 /* ---- the real einet program ---- */
 
-/* Runs `einet ARGS`, stderr into buf; the exit code (-1 if it did not exit). */
-static int run_capture(const fixture_t *fx, const char *args, char *buf, size_t len)
+/* Runs `PREFIX $EINET_BIN/PROG ARGS`, stderr into buf; the exit code (-1 if it did not
+ * exit). */
+static int run_prog(const fixture_t *fx, const char *prefix, const char *prog, const char *args,
+                    char *buf, size_t len)
 {
     char cmd[2048], errf[400];
     snprintf(errf, sizeof errf, "%s/stderr.txt", fx->dir);
-    snprintf(cmd, sizeof cmd, "'%s/einet' %s >/dev/null 2>'%s'", getenv("EINET_BIN"), args, errf);
+    snprintf(cmd, sizeof cmd, "%s '%s/%s' %s >/dev/null 2>'%s'", prefix, getenv("EINET_BIN"), prog,
+             args, errf);
     int st = system(cmd);
     FILE *f = fopen(errf, "r");
     assert_non_null(f);
@@ -305,6 +308,11 @@ static int run_capture(const fixture_t *fx, const char *args, char *buf, size_t 
     buf[n] = '\0';
     fclose(f);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int run_capture(const fixture_t *fx, const char *args, char *buf, size_t len)
+{
+    return run_prog(fx, "", "einet", args, buf, len);
 }
 
 static void expect_refusal(const fixture_t *fx, const char *cmd, const char *args,
@@ -380,6 +388,66 @@ static void test_cli_model_commands_refuse(void **state)
     }
 }
 
+/* A one-block model file with the given input, written with the library. */
+static void write_tiny_model(const char *path, int c, int h, int w)
+{
+    char *json = tiny_arch(c, h, w);
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_from_arch(json, "tiny.json", 1, &err);
+    free(json);
+    assert_non_null(m);
+    nn_model_init(m, 1);
+    assert_int_equal(nn_model_save(m, path, NULL, &err), 0);
+    nn_model_destroy(&m);
+}
+
+/* einet-node and einet-coord: a model for another input than the data the cluster serves
+ * ($EINET_DATA_DIR) is refused at start-up with one line and exit 2, before any socket. */
+static void test_services_refuse_at_startup(void **state)
+{
+    fixture_t *fx = *state;
+    char model[400], node[400], coord[400], env[400], args[500], out[4096], want[1200];
+    char data[600];
+    snprintf(node, sizeof node, "%s/node.ini", fx->dir);
+    snprintf(coord, sizeof coord, "%s/coord.ini", fx->dir);
+    snprintf(env, sizeof env, "EINET_DATA_DIR='%s' timeout 20", fx->head);
+    snprintf(data, sizeof data, "%s/t10k-images-idx3-ubyte.gz", fx->head);
+    snprintf(model, sizeof model, "%s/m.safetensors", fx->dir);
+    char text[2000];
+    snprintf(text, sizeof text,
+             "[node]\ntier = device\nfirst_block = 1\nlast_block = 1\nmodel = %s\n"
+             "coordinator = tcp://127.0.0.1:1\n", model);
+    write_text(node, text);
+    snprintf(text, sizeof text,
+             "[coordinator]\nclients = ipc://%s/c.sock\nnodes = ipc://%s/n.sock\ntiers = device\n"
+             "model = %s\n", fx->dir, fx->dir, model);
+    write_text(coord, text);
+    static const char *const progs[] = {"einet-node", "einet-coord"};
+    const char *confs[] = {node, coord};
+    for (int i = 0; i < NBAD; i++) {
+        const int *s = bad_shapes[i];
+        write_tiny_model(model, s[0], s[1], s[2]);
+        for (int p = 0; p < 2; p++) {
+            snprintf(args, sizeof args, "--config '%s'", confs[p]);
+            snprintf(want, sizeof want,
+                     "%s: %s: declared input [%d,%d,%d] does not match the data's shape "
+                     "[1,28,28] (%s)\n", progs[p], model, s[0], s[1], s[2], data);
+            int rc = run_prog(fx, env, progs[p], args, out, sizeof out);
+            if (rc != 2 || strcmp(out, want))
+                fail_msg("%s %s\nexit %d, stderr:\n%swanted exit 2 and:\n%s", progs[p], args, rc,
+                         out, want);
+        }
+    }
+    /* The control: the matching model starts and runs until the timeout stops it (124). */
+    write_tiny_model(model, 1, 28, 28);
+    snprintf(env, sizeof env, "EINET_DATA_DIR='%s' timeout 2", fx->head);
+    for (int p = 0; p < 2; p++) {
+        snprintf(args, sizeof args, "--config '%s'", confs[p]);
+        assert_int_equal(run_prog(fx, env, progs[p], args, out, sizeof out), 124);
+        assert_null(strstr(out, "declared input"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -389,6 +457,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_library_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_train_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_model_commands_refuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_services_refuse_at_startup, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

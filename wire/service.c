@@ -88,7 +88,8 @@ int wire_service_main(const wire_service_t *svc, int argc, char **argv)
     running_t r = {svc, svc->create(conf, &loop, zctx, &err)};
     if (!r.self) {
         fprintf(stderr, "%s: %s\n", svc->prog, err.msg);
-        rc = 1;
+        /* A model that does not fit the data is a configuration error, as a bad config is. */
+        rc = err.code == EI_E_SHAPE ? 2 : 1;
     } else {
         rc = run(svc, &r, &loop);
         svc->destroy(r.self);
