@@ -78,6 +78,7 @@ void coord__on_answer(const reqs_done_t *d, void *arg)
         fprintf(stderr, "einet-coord: answer to request %llu not delivered: %s\n",
                 (unsigned long long)d->answer->request_id, err.msg);
     stats_answer(c->stats, d->answer);
+    coord__metrics_answer(c, d->answer);
     int st = d->answer->status;
     if (d->answer->request_id && st != einet_Status_STATUS_COMPLETE &&
         st != einet_Status_STATUS_DEVICE_EE && st != einet_Status_STATUS_REJECTED)
@@ -320,6 +321,7 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     c->zctx = zctx;
     c->start_us = coord__now_us();
     c->trace = getenv(COORD_TRACE_ENV) != NULL;
+    coord__metrics_init(c);
     if (make_parts(c, err) < 0 || make_sockets(c, err) < 0) {
         free_parts(c);
         free(c);
@@ -340,7 +342,8 @@ int coord_start(coord_t *c, ei_err_t *err)
     if (xport_bind(c->clients, c->conf.clients, err) < 0 ||
         xport_bind(c->nodes, c->conf.nodes, err) < 0 ||
         xport_start(c->clients, coord__on_clients, c, err) < 0 ||
-        xport_start(c->nodes, coord__on_nodes, c, err) < 0)
+        xport_start(c->nodes, coord__on_nodes, c, err) < 0 ||
+        coord__metrics_start(c, err) < 0)
         return err->code;
     uint64_t tick = (uint64_t)c->conf.heartbeat_timeout_ms / 10;
     tick = tick < 5 ? 5 : tick > 50 ? 50 : tick;
@@ -378,6 +381,7 @@ void coord_shutdown(coord_t *c)
     xport_stats_t xs = xport_stats(c->clients);
     fprintf(stderr, "einet-coord: clients socket: %llu sent, %llu refused\n",
             (unsigned long long)xs.sent, (unsigned long long)xs.send_failed);
+    coord__metrics_stop(c);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
     uv_close((uv_handle_t *)&c->expiry_timer, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);

@@ -10,6 +10,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/coord.h"
 #include "coordinator/liveprof.h"
+#include "coordinator/metrics.h"
 #include "coordinator/requests.h"
 #include "coordinator/stats.h"
 #include "nn/model.h"
@@ -38,6 +39,7 @@ struct coord {
     int closing, handles_open;
     int trace; /* $EINET_COORD_TRACE set: log every exit result */
     uint64_t logged_bad[STATS_SOCKS];
+    coord_metrics_t metrics; /* GET /metrics (coordinator/metrics.h) */
 };
 
 uint64_t coord__now_us(void);

@@ -16,6 +16,7 @@ static void refuse(coord_t *c, xport_t *x, int sock, const wire_in_t *in, int co
 {
     ei_err_t err;
     stats_bad(c->stats, sock);
+    coord__metrics_bad(c, sock, code);
     uint64_t n = ++c->logged_bad[sock];
     if (n <= COORD_LOG_BAD || n % 1000 == 0)
         fprintf(stderr, "einet-coord: refused on %s (%llu so far): %s\n",
@@ -111,6 +112,7 @@ static void on_request(coord_t *c, const wire_in_t *in)
     reqs_client_t cl = {in->peer, in->env.seq, r->client_id, r->has_label, r->label};
     char why[128];
     stats_request(c->stats);
+    coord__metrics_request(c);
     if (!input_ok(c, &r->input, why, sizeof why)) {
         answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
         return;

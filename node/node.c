@@ -263,7 +263,8 @@ int node_start(node_t *nd, ei_err_t *err)
         return err->code;
     if (xport_start(nd->coord, node__on_coord, nd, err) < 0 ||
         (nd->bind && xport_start(nd->bind, node__on_bind, nd, err) < 0) ||
-        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0))
+        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0) ||
+        node__metrics_start(nd, err) < 0)
         return err->code;
     uv_timer_start(&nd->hb_timer, on_heartbeat, 0, (uint64_t)c->heartbeat_ms);
     uv_timer_start(&nd->report_timer, on_report, 200, NODE_REPORT_MS);
@@ -287,6 +288,7 @@ static void close_all(node_t *nd)
     nd->closed = 1;
     uv_timer_stop(&nd->hb_timer);
     node__delay_clear(nd);
+    node__metrics_stop(nd);
     uv_close((uv_handle_t *)&nd->hb_timer, on_closed);
     uv_close((uv_handle_t *)&nd->report_timer, on_closed);
     uv_close((uv_handle_t *)&nd->slow_timer, on_closed);

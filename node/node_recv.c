@@ -14,6 +14,7 @@ static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const 
 {
     ei_err_t err;
     nd->counts.bad_messages++;
+    node__metrics_bad(nd, what, code);
     fprintf(stderr, "einet-node: %s refused on %s: %s\n", wire_body_name(in->env.which_body), what, msg);
     /* Never answer an error with an error: two peers could bounce them forever. */
     if (in->env.which_body == einet_Envelope_error_tag)
