@@ -1,6 +1,7 @@
 /* Prometheus text exposition format (see ops.h). */
 #include <ctype.h>
 #include <dirent.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,10 +63,16 @@ void ops_prom_family(ops_buf_t *b, const char *name, const char *type, const cha
 
 void ops_prom_sample(ops_buf_t *b, const char *name, const char *labels, double v)
 {
-    if (labels && labels[0])
-        ops_buf_printf(b, "%s{%s} %.15g\n", name, labels, v);
+    char num[40];
+    /* counts exactly (below 2^53), other values to 15 digits */
+    if (v == floor(v) && fabs(v) < 9007199254740992.0)
+        snprintf(num, sizeof num, "%.0f", v);
     else
-        ops_buf_printf(b, "%s %.15g\n", name, v);
+        snprintf(num, sizeof num, "%.15g", v);
+    if (labels && labels[0])
+        ops_buf_printf(b, "%s{%s} %s\n", name, labels, num);
+    else
+        ops_buf_printf(b, "%s %s\n", name, num);
 }
 
 void ops_prom_counter(ops_buf_t *b, const char *name, const char *help, double v)
