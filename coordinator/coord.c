@@ -75,7 +75,7 @@ void coord__on_answer(const reqs_done_t *d, void *arg)
     env.reply_to = d->client->seq;
     env.seq = ++c->seq;
     if (c->clients && wire_send(c->clients, &d->client->peer, &env, NULL, &err) < 0)
-        fprintf(stderr, "einet-coord: answer to request %llu not delivered: %s\n",
+        ei_log(EI_LOG_WARN, "answer to request %llu not delivered: %s",
                 (unsigned long long)d->answer->request_id, err.msg);
     stats_answer(c->stats, d->answer);
     coord__metrics_answer(c, d->answer);
@@ -122,7 +122,8 @@ static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
 {
     const cluster_node_t *nd = &c->cluster.node[e->pos];
     int link = e->kind == CLUSTER_EV_LINK_UP || e->kind == CLUSTER_EV_LINK_DOWN ? e->pos + 1 : 0;
-    fprintf(stderr, "einet-coord: %s\n", e->what);
+    int up = e->kind == CLUSTER_EV_NODE_UP || e->kind == CLUSTER_EV_LINK_UP;
+    ei_log(up ? EI_LOG_INFO : EI_LOG_WARN, "%s", e->what);
     stats_fault(c->stats, coord__uptime_us(c), link ? 0 : nd->tier, link, e->what);
     switch (e->kind) {
     case CLUSTER_EV_NODE_DOWN:
@@ -158,7 +159,7 @@ static void on_profile_timer(uv_timer_t *t)
     if (!cluster_take_changed(&c->cluster))
         return;
     if (liveprof_rebuild(c->prof, &c->cluster, &err) < 0) {
-        fprintf(stderr, "einet-coord: live profile not used: %s\n", err.msg);
+        ei_log(EI_LOG_WARN, "live profile not used: %s", err.msg);
         return;
     }
     coord__push_profile(c, -1);
@@ -184,7 +185,7 @@ static void scores_done(uv_work_t *w, int status)
     ei_err_t err;
     c->scores_busy = 0;
     if (status < 0 || c->scores_rc < 0 || c->scores_next.n != c->n) {
-        fprintf(stderr, "einet-coord: exit scores: %s; keeping the prior\n",
+        ei_log(EI_LOG_WARN, "exit scores: %s; keeping the prior",
                 c->scores_next.source);
         return;
     }
@@ -193,7 +194,7 @@ static void scores_done(uv_work_t *w, int status)
     liveprof_set_scores(c->prof, &c->scores);
     if (c->closing || liveprof_rebuild(c->prof, &c->cluster, &err) < 0)
         return;
-    fprintf(stderr, "einet-coord: exit scores: %s; plan %s\n", c->scores.source,
+    ei_log(EI_LOG_INFO, "exit scores: %s; plan %s", c->scores.source,
             plan_text(c));
     coord__push_profile(c, -1);
 }
@@ -350,9 +351,9 @@ int coord_start(coord_t *c, ei_err_t *err)
     uv_timer_start(&c->tick_timer, on_tick, tick, tick);
     uv_timer_start(&c->profile_timer, on_profile_timer, (uint64_t)c->conf.profile_interval_ms,
                    (uint64_t)c->conf.profile_interval_ms);
-    fprintf(stderr,
-            "einet-coord: %d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms; "
-            "exit scores: %s%s)\n",
+    ei_log(EI_LOG_INFO,
+            "%d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms; "
+            "exit scores: %s%s)",
             c->n, xport_endpoint(c->clients), xport_endpoint(c->nodes), plan_text(c),
             liveprof_horizon_ms(c->prof), c->scores.source,
             c->scores.pred ? ", with a CS-Predictor" : "");
@@ -372,14 +373,14 @@ void coord_shutdown(coord_t *c)
     int n = reqs_answer_all(c->reqs, einet_Status_STATUS_SHUTDOWN,
                             "the coordinator is shutting down", coord__now_us());
     c->closing = 1;
-    fprintf(stderr,
-            "einet-coord: stopping: answered %d held requests; %llu malformed messages refused "
-            "from clients, %llu from nodes; %llu late results\n",
+    ei_log(EI_LOG_INFO,
+            "stopping: answered %d held requests; %llu malformed messages refused "
+            "from clients, %llu from nodes; %llu late results",
             n, (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_CLIENTS),
             (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_NODES),
             (unsigned long long)reqs_late(c->reqs));
     xport_stats_t xs = xport_stats(c->clients);
-    fprintf(stderr, "einet-coord: clients socket: %llu sent, %llu refused\n",
+    ei_log(EI_LOG_INFO, "clients socket: %llu sent, %llu refused",
             (unsigned long long)xs.sent, (unsigned long long)xs.send_failed);
     coord__metrics_stop(c);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);

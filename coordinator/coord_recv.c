@@ -19,7 +19,7 @@ static void refuse(coord_t *c, xport_t *x, int sock, const wire_in_t *in, int co
     coord__metrics_bad(c, sock, code);
     uint64_t n = ++c->logged_bad[sock];
     if (n <= COORD_LOG_BAD || n % 1000 == 0)
-        fprintf(stderr, "einet-coord: refused on %s (%llu so far): %s\n",
+        ei_log(EI_LOG_WARN, "refused on %s (%llu so far): %s",
                 sock == STATS_SOCK_CLIENTS ? "clients" : "nodes", (unsigned long long)n, msg);
     if (in->env.which_body == einet_Envelope_error_tag)
         return; /* never answer an error with an error */
@@ -33,7 +33,7 @@ static void reply(coord_t *c, const wire_in_t *in, einet_Envelope *env)
     env->reply_to = in->env.seq;
     env->seq = ++c->seq;
     if (wire_send(c->clients, &in->peer, env, NULL, &err) < 0)
-        fprintf(stderr, "einet-coord: reply not delivered: %s\n", err.msg);
+        ei_log(EI_LOG_WARN, "reply not delivered: %s", err.msg);
 }
 
 /* ---- requests ---- */
@@ -168,7 +168,7 @@ static void on_fault_cmd(coord_t *c, const wire_in_t *in)
                      cluster_link_name(f->link), f->clear ? " clear," : "", (unsigned)f->down_ms,
                      (unsigned)f->delay_ms, (double)f->loss_pct);
         stats_fault(c->stats, coord__uptime_us(c), f->kill, f->link, what);
-        fprintf(stderr, "einet-coord: %s\n", what);
+        ei_log(EI_LOG_INFO, "%s", what);
     }
     reply(c, in, &env);
 }
@@ -245,7 +245,7 @@ static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
     env.body.heartbeat_reply.echo_sent_at_us = h->sent_at_us;
     env.body.heartbeat_reply.profile_version = liveprof_version(c->prof);
     if (wire_send(c->nodes, &in->peer, &env, NULL, &err) < 0)
-        fprintf(stderr, "einet-coord: heartbeat reply: %s\n", err.msg);
+        ei_log(EI_LOG_WARN, "heartbeat reply: %s", err.msg);
     if (h->profile_version != liveprof_version(c->prof) || !was_seen ||
         h->draining != (c->cluster.node[pos].state == CLUSTER_DRAINING))
         coord__tick(c); /* a node back, or draining: act now, not at the next tick */
@@ -267,9 +267,9 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
     }
     int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
     if (c->trace)
-        fprintf(stderr,
-                "einet-coord: trace exit request=%llu exit=%u tier=%s class=%u "
-                "confidence=%.9g elapsed_us=%llu%s%s\n",
+        ei_log(EI_LOG_INFO,
+                "trace exit request=%llu exit=%u tier=%s class=%u "
+                "confidence=%.9g elapsed_us=%llu%s%s",
                 (unsigned long long)r->request_id, (unsigned)r->exit,
                 cluster_tier_name(r->tier), (unsigned)r->class_id, (double)r->confidence,
                 (unsigned long long)r->elapsed_us, r->last ? " last" : "",
@@ -351,7 +351,7 @@ static void dispatch_node(coord_t *c, int pos, const wire_in_t *in)
         on_hand_back(c, pos, in);
         break;
     case einet_Envelope_error_tag:
-        fprintf(stderr, "einet-coord: %s refused a message: %s\n",
+        ei_log(EI_LOG_WARN, "%s refused a message: %s",
                 cluster_tier_name(c->cluster.node[pos].tier), in->env.body.error.message);
         break;
     case einet_Envelope_ack_tag:

@@ -187,7 +187,8 @@ void ops_prom_process(ops_buf_t *b)
     if (getrusage(RUSAGE_SELF, &ru) == 0) {
         double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-        ops_prom_counter(b, "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", cpu);
+        ops_prom_counter(b, "process_cpu_seconds_total",
+                         "Total user and system CPU time spent in seconds.", cpu);
     }
     long rss = resident_pages();
     if (rss >= 0)

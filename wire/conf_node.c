@@ -58,8 +58,8 @@ static const conf_option_t options[] = {
     {"node", "metrics", CONF_STRING, N(metrics), S(metrics), 0, 0, "", NULL, NULL,
      conf_check_hostport_or_empty,
      "host:port serving GET /metrics, /healthz and /readyz over HTTP; empty: off"},
-    {"node", "log_level", CONF_ENUM, N(log_level), 0, 0, 0, "info", conf_log_levels, NULL, NULL,
-     "lowest level logged: debug, info, warn or error"},
+    {"node", "log_level", CONF_ENUM, N(log_level), 0, 0, 0, "info", conf_log_levels, NULL,
+     NULL, "lowest level logged: debug, info, warn or error"},
     {"node", "log_format", CONF_ENUM, N(log_format), 0, 0, 0, "text", conf_log_formats, NULL,
      NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
 };
