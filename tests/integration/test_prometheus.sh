@@ -7,7 +7,8 @@
 # the client received: N requests answered, as many per status as the client counted, N
 # tasks on the device, four targets up, three nodes up. Then the edge is stopped: the
 # coordinator's /readyz turns 503 naming it. Waits are polls with wide limits, never speed
-# assumptions. Skipped (exit 77, saying why) where Prometheus or curl are not installed.
+# assumptions; heartbeat timeouts are 3 s so a busy machine does not lose nodes. Skipped
+# (exit 77, saying why) where Prometheus or curl are not installed.
 set -u
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,6 +42,7 @@ mkdir -p "$tmp/conf"
 for f in "$src"/configs/fmnist-3tier/*.ini; do
     sed -e "s#^model *=.*#model = $model#" \
         -e "s#127.0.0.1:5600#127.0.0.1:$base#; s#127.0.0.1:5601#127.0.0.1:$((base + 1))#" \
+        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
         -e "s#127.0.0.1:5611#127.0.0.1:$((base + 2))#; s#127.0.0.1:5612#127.0.0.1:$((base + 3))#" \
         "$f" >"$tmp/conf/$(basename "$f")"
 done
