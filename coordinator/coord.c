@@ -254,6 +254,42 @@ static int load_profile(coord_t *c, profile_et_t *et, int *has_et, int *has_cs, 
     return 0;
 }
 
+int coord__class_names(const char *list, einet_ModelInfoReply *out)
+{
+    const char *p = list;
+    if (out)
+        out->class_names_count = 0;
+    int n = 0;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        size_t lead = strspn(p, " "), end = len;
+        while (end > lead && p[end - 1] == ' ')
+            end--;
+        if (end == lead || end - lead >= sizeof out->class_names[0])
+            return -1 - n;
+        if (out && n < (int)(sizeof out->class_names / sizeof out->class_names[0])) {
+            snprintf(out->class_names[n], sizeof out->class_names[n], "%.*s", (int)(end - lead),
+                     p + lead);
+            out->class_names_count = (pb_size_t)(n + 1);
+        }
+        n++;
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
+static int check_class_names(const coord_t *c, ei_err_t *err)
+{
+    int n = coord__class_names(c->conf.class_names, NULL), classes = nn_model_classes(c->model);
+    if (n < 0)
+        return ei_err_set(err, EI_E_RANGE, "[coordinator] class_names: name %d is empty or "
+                          "longer than 31 characters", -n);
+    if (n && n != classes)
+        return ei_err_set(err, EI_E_RANGE, "[coordinator] class_names: %d names, the model "
+                          "%s has %d classes", n, c->conf.model, classes);
+    return 0;
+}
+
 static int make_parts(coord_t *c, ei_err_t *err)
 {
     c->model = nn_model_load(c->conf.model, 1, err);
@@ -265,6 +301,8 @@ static int make_parts(coord_t *c, ei_err_t *err)
     if (nn_model_classes(c->model) > WIRE_MAX_CLASSES)
         return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d",
                           c->conf.model, nn_model_classes(c->model), WIRE_MAX_CLASSES);
+    if (check_class_names(c, err) < 0)
+        return err->code;
     scores_prior(&c->scores, c->n, nn_model_classes(c->model));
     profile_et_t et;
     int has_et, has_cs;

@@ -52,6 +52,10 @@ void coord__tick(coord_t *c);
 void coord__push_profile(coord_t *c, int pos);
 int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel);
 
+/* The names of a `class_names` list, into out (NULL: only counted). Their number, or
+ * -1 - i when name i (0-based) is empty or too long for the protocol. */
+int coord__class_names(const char *list, einet_ModelInfoReply *out);
+
 /* coord_recv.c */
 void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg);
 void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg);

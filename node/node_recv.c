@@ -19,7 +19,7 @@ static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const 
     /* Never answer an error with an error: two peers could bounce them forever. */
     if (in->env.which_body == einet_Envelope_error_tag)
         return;
-    if (wire_send_error(x, in->peer.len ? &in->peer : NULL, in->env.seq, code, msg, &err) < 0)
+    if (wire_refuse(x, in, code, msg, &err) < 0)
         nd->counts.send_failed++;
 }
 

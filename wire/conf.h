@@ -151,6 +151,7 @@ typedef struct conf_coord {
     int seed;
     char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
     int log_level, log_format;
+    char class_names[CONF_STR_MAX * 2]; /* "T-shirt/top,Trouser,...": model_info; "" none */
 } conf_coord_t;
 
 extern const conf_table_t conf_coord_table;

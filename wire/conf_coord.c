@@ -80,6 +80,8 @@ static const conf_option_t options[] = {
      NULL, "lowest level logged: debug, info, warn or error"},
     {"coordinator", "log_format", CONF_ENUM, N(log_format), 0, 0, 0, "text", conf_log_formats, NULL,
      NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
+    {"coordinator", "class_names", CONF_STRING, N(class_names), S(class_names), 0, 0, "", NULL,
+     NULL, NULL, "the classes' names, comma-separated in class order, for model_info; empty: none"},
     {"planner", "search", CONF_ENUM, N(search), 0, 0, 0, "hybrid", searches, NULL, NULL,
      "exit-plan search"},
     {"planner", "interrupt", CONF_ENUM, N(interrupt), 0, 0, 0, "uniform", interrupts, NULL, NULL,
