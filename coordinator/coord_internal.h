@@ -10,6 +10,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/coord.h"
 #include "coordinator/liveprof.h"
+#include "coordinator/metrics.h"
 #include "coordinator/requests.h"
 #include "coordinator/stats.h"
 #include "nn/model.h"
@@ -38,6 +39,7 @@ struct coord {
     int closing, handles_open;
     int trace; /* $EINET_COORD_TRACE set: log every exit result */
     uint64_t logged_bad[STATS_SOCKS];
+    coord_metrics_t metrics; /* GET /metrics (coordinator/metrics.h) */
 };
 
 uint64_t coord__now_us(void);
@@ -49,6 +51,10 @@ void coord__arm_expiry(coord_t *c);
 void coord__tick(coord_t *c);
 void coord__push_profile(coord_t *c, int pos);
 int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel);
+
+/* The names of a `class_names` list, into out (NULL: only counted). Their number, or
+ * -1 - i when name i (0-based) is empty or too long for the protocol. */
+int coord__class_names(const char *list, einet_ModelInfoReply *out);
 
 /* coord_recv.c */
 void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg);

@@ -81,7 +81,7 @@ static void scores_done(uv_work_t *w, int status)
         memcpy(nd->scores.acc, nd->scores_next.acc, sizeof nd->scores.acc);
         snprintf(nd->scores.source, sizeof nd->scores.source, "%s", nd->scores_next.source);
     } else {
-        fprintf(stderr, "einet-node: exit scores: %s; keeping the prior\n",
+        ei_log(EI_LOG_WARN, "exit scores: %s; keeping the prior",
                 nd->scores_next.source);
     }
     node__maybe_close(nd);
@@ -117,7 +117,7 @@ static int load_ee(node_t *nd, ei_err_t *err)
     if (ee_layer(nd->ee) > nd->conf.last_block)
         return ei_err_set(err, EI_E_RANGE, "%s: the early exit follows block %d, the device runs "
                           "blocks 1..%d", nd->conf.ee, ee_layer(nd->ee), nd->conf.last_block);
-    fprintf(stderr, "einet-node: early exit for class %d after block %d, alpha %g\n",
+    ei_log(EI_LOG_INFO, "early exit for class %d after block %d, alpha %g",
             ee_target(nd->ee), ee_layer(nd->ee), ee_alpha(nd->ee));
     return 0;
 }
@@ -265,11 +265,12 @@ int node_start(node_t *nd, ei_err_t *err)
         return err->code;
     if (xport_start(nd->coord, node__on_coord, nd, err) < 0 ||
         (nd->bind && xport_start(nd->bind, node__on_bind, nd, err) < 0) ||
-        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0))
+        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0) ||
+        node__metrics_start(nd, err) < 0)
         return err->code;
     uv_timer_start(&nd->hb_timer, on_heartbeat, 0, (uint64_t)c->heartbeat_ms);
     uv_timer_start(&nd->report_timer, on_report, 200, NODE_REPORT_MS);
-    fprintf(stderr, "einet-node: %s runs blocks %d..%d of %d%s%s, coordinator %s%s%s\n",
+    ei_log(EI_LOG_INFO, "%s runs blocks %d..%d of %d%s%s, coordinator %s%s%s",
             node__tier_name(c->tier), c->first_block, c->last_block, nd->n,
             nd->bind ? ", bound to " : "", nd->bind ? xport_endpoint(nd->bind) : "",
             c->coordinator, nd->next ? ", next " : "", nd->next ? c->next : "");
@@ -289,6 +290,7 @@ static void close_all(node_t *nd)
     nd->closed = 1;
     uv_timer_stop(&nd->hb_timer);
     node__delay_clear(nd);
+    node__metrics_stop(nd);
     uv_close((uv_handle_t *)&nd->hb_timer, on_closed);
     uv_close((uv_handle_t *)&nd->report_timer, on_closed);
     uv_close((uv_handle_t *)&nd->slow_timer, on_closed);
@@ -298,9 +300,9 @@ static void close_all(node_t *nd)
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
     node_counts_t k = nd->counts;
-    fprintf(stderr,
-            "einet-node: %s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
-            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused\n",
+    ei_log(EI_LOG_INFO,
+            "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
+            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
@@ -319,7 +321,7 @@ void node_drain(node_t *nd)
     if (nd->draining)
         return;
     nd->draining = 1;
-    fprintf(stderr, "einet-node: %s draining\n", node__tier_name(nd->conf.tier));
+    ei_log(EI_LOG_INFO, "%s draining", node__tier_name(nd->conf.tier));
     heartbeat_coord(nd); /* before the hand-backs, so the coordinator says why */
     node__hand_back_queue(nd);
     node__delay_clear(nd);

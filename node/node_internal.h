@@ -11,6 +11,7 @@
 #include "nn/model.h"
 #include "node/fault.h"
 #include "node/link.h"
+#include "node/metrics.h"
 #include "node/node.h"
 #include "node/replan.h"
 #include "node/scores.h"
@@ -99,6 +100,7 @@ struct node {
     int draining, closed;
     node_counts_t counts;
     float probs[WIRE_MAX_CLASSES];
+    node_metrics_t metrics; /* GET /metrics (node/metrics.h) */
 };
 
 /* Monotonic and wall-clock microseconds. */

@@ -14,11 +14,12 @@ static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const 
 {
     ei_err_t err;
     nd->counts.bad_messages++;
-    fprintf(stderr, "einet-node: %s refused on %s: %s\n", wire_body_name(in->env.which_body), what, msg);
+    node__metrics_bad(nd, what, code);
+    ei_log(EI_LOG_WARN, "%s refused on %s: %s", wire_body_name(in->env.which_body), what, msg);
     /* Never answer an error with an error: two peers could bounce them forever. */
     if (in->env.which_body == einet_Envelope_error_tag)
         return;
-    if (wire_send_error(x, in->peer.len ? &in->peer : NULL, in->env.seq, code, msg, &err) < 0)
+    if (wire_refuse(x, in, code, msg, &err) < 0)
         nd->counts.send_failed++;
 }
 
@@ -110,7 +111,7 @@ static void on_profile(node_t *nd, const wire_in_t *in)
     else if (!(nd->planner = planner_new(&p, &dist, &err)))
         rc = err.code;
     if (rc < 0)
-        fprintf(stderr, "einet-node: profile %llu not used: %s\n", (unsigned long long)u->version,
+        ei_log(EI_LOG_WARN, "profile %llu not used: %s", (unsigned long long)u->version,
                 err.msg);
 }
 
@@ -119,7 +120,7 @@ static void on_fault(node_t *nd, const wire_in_t *in)
     const einet_Fault *f = &in->env.body.fault;
     char what[128];
     if ((int)f->kill == nd->conf.tier) {
-        fprintf(stderr, "einet-node: fault: kill %s\n", node__tier_name(nd->conf.tier));
+        ei_log(EI_LOG_INFO, "fault: kill %s", node__tier_name(nd->conf.tier));
         fflush(stderr);
         raise(SIGKILL);
     }
@@ -132,7 +133,7 @@ static void on_fault(node_t *nd, const wire_in_t *in)
     if (f->clear)
         node__delay_release(nd);
     fault_describe(&nd->fault, now, what, sizeof what);
-    fprintf(stderr, "einet-node: fault on %s: %s\n", node__link_name(nd), what);
+    ei_log(EI_LOG_INFO, "fault on %s: %s", node__link_name(nd), what);
 }
 
 void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
@@ -165,7 +166,7 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
         node__cancel(nd, in.env.body.cancel.request_id);
         break;
     case einet_Envelope_error_tag:
-        fprintf(stderr, "einet-node: the coordinator refused a message: %s\n",
+        ei_log(EI_LOG_WARN, "the coordinator refused a message: %s",
                 in.env.body.error.message);
         break;
     case einet_Envelope_ack_tag:
@@ -268,7 +269,7 @@ void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
         on_peer_heartbeat(nd, &in);
         break;
     case einet_Envelope_error_tag:
-        fprintf(stderr, "einet-node: the previous tier refused a message: %s\n",
+        ei_log(EI_LOG_WARN, "the previous tier refused a message: %s",
                 in.env.body.error.message);
         break;
     default:
@@ -294,13 +295,13 @@ void node__handle_next(node_t *nd, xport_msg_t **msg_p)
         uint64_t echo = in.env.body.heartbeat_reply.echo_sent_at_us;
         if (link_on_reply(&nd->link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
                           now)) {
-            fprintf(stderr, "einet-node: %s link up\n", node__link_name(nd));
+            ei_log(EI_LOG_INFO, "%s link up", node__link_name(nd));
             node__report_link(nd);
         }
         break;
     }
     case einet_Envelope_error_tag:
-        fprintf(stderr, "einet-node: the next tier refused a message: %s\n",
+        ei_log(EI_LOG_WARN, "the next tier refused a message: %s",
                 in.env.body.error.message);
         break;
     default:

@@ -55,6 +55,13 @@ static const conf_option_t options[] = {
      "class-specific early-exit file (device only); empty: none"},
     {"node", "max_inflight", CONF_INT, N(max_inflight), 0, 1, 100000, "64", NULL, NULL, NULL,
      "requests held at once; more are handed back as failed"},
+    {"node", "metrics", CONF_STRING, N(metrics), S(metrics), 0, 0, "", NULL, NULL,
+     conf_check_hostport_or_empty,
+     "host:port serving GET /metrics, /healthz and /readyz over HTTP; empty: off"},
+    {"node", "log_level", CONF_ENUM, N(log_level), 0, 0, 0, "info", conf_log_levels, NULL,
+     NULL, "lowest level logged: debug, info, warn or error"},
+    {"node", "log_format", CONF_ENUM, N(log_format), 0, 0, 0, "text", conf_log_formats, NULL,
+     NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
 };
 
 /* Relations between keys; the returned key is the one whose line the error points at. */
