@@ -4,6 +4,7 @@
 #define CLI_H
 
 #include "../common/ei.h"
+#include "../nn/model.h"
 
 /* Exit codes: 0 success, 1 a runtime failure (file, data, network), 2 a usage error. */
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -36,6 +37,14 @@ int cli_parse_double(const char *s, double lo, double hi, double *out) EI_CHECK;
 /* The getopt_long message for an unknown flag or missing value is replaced by ours:
  * call this with the option character getopt_long returned ('?' or ':') and optopt. */
 int cli_bad_option(const char *cmd, char **argv, int optind_after);
+
+/* Checks the input an architecture or model file (source) declares against the data's
+ * sample shape before any data is loaded: the header of each split ("train", "test" or
+ * "train,test") in dir (NULL: the default). On a mismatch prints "einet CMD: SOURCE:
+ * declared input [C,H,W] does not match the data's shape [1,H,W] (FILE)" and returns
+ * CLI_USAGE; data that cannot be read gives its error and CLI_FAIL; else CLI_OK. */
+int cli_check_data(const char *cmd, const char *source, nn_shape_t input, const char *dir,
+                   const char *splits);
 
 /* Paths of the shipped defaults, relative to the source root or $EINET_HOME. */
 const char *cli_default_path(const char *rel, char *buf, int len);

@@ -335,6 +335,7 @@ typedef struct search_run {
     char times_source[1400];
     ee_search_bank_t *bank;
     char fnv[17];
+    int refused; /* an exit code cli_check_data already reported */
 } search_run_t;
 
 static void run_free(search_run_t *r)
@@ -354,6 +355,9 @@ static int run_load(const search_args_t *a, search_run_t *r, ei_err_t *err)
         return rc;
     if (!(r->m = nn_model_load(a->model, BANK_BATCH, err)))
         return err->code;
+    if ((r->refused = cli_check_data("ee-search", a->model, nn_model_input_shape(r->m),
+                                     a->data, "train,test")))
+        return EI_E_SHAPE;
     nn_model_prepare_inference(r->m);
     if (!(r->train = nn_dataset_load(a->data, "train", err)) ||
         !(r->test = nn_dataset_load(a->data, "test", err)))
@@ -554,7 +558,7 @@ int cmd_ee_search(int argc, char **argv)
     free(res);
     run_free(&r);
     if (rc)
-        return cli_fail("ee-search", "%s", err.msg);
+        return r.refused ? r.refused : cli_fail("ee-search", "%s", err.msg);
     fprintf(stderr, "einet ee-search: done in %.0f s\n", ei_now() - t0);
     return CLI_OK;
 }
@@ -678,7 +682,8 @@ static void eval_print(const eval_args_t *a, const char *model, const char *sour
     printf("(7) acc EE_G   %.4f >= eta  %.4f: %s\n", f->acc_g, f->eta, ok_mark(f->c7));
 }
 
-static int eval_run(const eval_args_t *a, ei_err_t *err)
+/* *refused: the exit code of a refusal cli_check_data already reported (else 0). */
+static int eval_run(const eval_args_t *a, int *refused, ei_err_t *err)
 {
     char buf[1024];
     const char *model;
@@ -693,8 +698,15 @@ static int eval_run(const eval_args_t *a, ei_err_t *err)
         goto done;
     ee_destroy(&ee); /* reloaded against the model: the taps are checked */
     if (!(m = nn_model_load(model, BANK_BATCH, err)) ||
-        !(ee = ee_load(a->ee, m, BANK_BATCH, err)) ||
-        !(test = nn_dataset_load(a->data, "test", err))) {
+        !(ee = ee_load(a->ee, m, BANK_BATCH, err))) {
+        rc = err->code;
+        goto done;
+    }
+    if ((*refused = cli_check_data("ee-eval", model, nn_model_input_shape(m), a->data, "test"))) {
+        rc = EI_E_SHAPE;
+        goto done;
+    }
+    if (!(test = nn_dataset_load(a->data, "test", err))) {
         rc = err->code;
         goto done;
     }
@@ -731,7 +743,8 @@ int cmd_ee_eval(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_OK : rc;
     ei_err_t err = {0};
-    if (eval_run(&a, &err))
-        return cli_fail("ee-eval", "%s", err.msg);
+    int refused = 0;
+    if (eval_run(&a, &refused, &err))
+        return refused ? refused : cli_fail("ee-eval", "%s", err.msg);
     return CLI_OK;
 }

@@ -95,11 +95,8 @@ static void print_table(const nn_model_t *m, const char *path, const tally_t *t,
 static int evaluate(nn_model_t *m, const nn_dataset_t *test, int n, tally_t *t)
 {
     ei_err_t err = {0};
-    nn_shape_t in = nn_model_input_shape(m);
-    if (in.c != 1 || in.h != test->h || in.w != test->w)
-        return cli_fail("eval", "model input (%d, %d, %d) does not fit %dx%d images", in.c, in.h,
-                        in.w, test->h, test->w);
-    nn_tensor_t *x = nn_tensor_new(1, 1, in.h, in.w);
+    nn_shape_t in = nn_model_input_shape(m); /* checked against the data: cli_check_data */
+    nn_tensor_t *x = nn_tensor_new(1, in.c, in.h, in.w);
     if (!x)
         return cli_fail("eval", "out of memory");
     int rc = 0;
@@ -151,6 +148,11 @@ int cmd_eval(int argc, char **argv)
     nn_model_t *m = nn_model_load(path, 1, &err);
     if (!m)
         return cli_fail("eval", "%s", err.msg);
+    int rc = cli_check_data("eval", path, nn_model_input_shape(m), data, "test");
+    if (rc != CLI_OK) {
+        nn_model_destroy(&m);
+        return rc;
+    }
     nn_model_prepare_inference(m);
     nn_dataset_t *test = nn_dataset_load(data, "test", &err);
     if (!test) {
@@ -160,7 +162,7 @@ int cmd_eval(int argc, char **argv)
     int n = samples < test->count ? (int)samples : test->count;
     tally_t *t = ei_calloc(1, sizeof *t);
     t->exits = nn_model_blocks(m) < 256 ? nn_model_blocks(m) : 256;
-    int rc = evaluate(m, test, n, t);
+    rc = evaluate(m, test, n, t);
     if (!rc)
         json ? print_json(m, path, t, n, (int)threads) : print_table(m, path, t, n, (int)threads);
     free(t);

@@ -221,6 +221,11 @@ int cmd_profile(int argc, char **argv)
     nn_model_t *m = nn_model_load(a.model, 1, &err);
     if (!m)
         return cli_fail("profile", "%s", err.msg);
+    if ((rc = cli_check_data("profile", a.model, nn_model_input_shape(m), a.data,
+                             "train,test")) != CLI_OK) {
+        nn_model_destroy(&m);
+        return rc;
+    }
     nn_model_prepare_inference(m);
     nn_dataset_t *train = nn_dataset_load(a.data, "train", &err);
     nn_dataset_t *test = train ? nn_dataset_load(a.data, "test", &err) : NULL;

@@ -180,6 +180,12 @@ int cmd_train(int argc, char **argv)
         a.arch = cli_default_path(DEFAULT_ARCH, archbuf, sizeof archbuf);
     openblas_set_num_threads((int)a.threads);
     ei_err_t err = {0};
+    nn_shape_t input;
+    /* The input first: blocks built for another size can fail with a less telling error. */
+    if (nn_arch_file_input(a.arch, &input, &err))
+        return cli_fail("train", "%s", err.msg);
+    if ((rc = cli_check_data("train", a.arch, input, a.data, "train")) != CLI_OK)
+        return rc;
     nn_model_t *m = nn_model_load_arch(a.arch, a.opts.batch, &err);
     if (!m)
         return cli_fail("train", "%s", err.msg);

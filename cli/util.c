@@ -4,9 +4,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "nn/train.h"
 
 static int vreport(const char *cmd, int code, const char *fmt, va_list ap)
 {
@@ -75,4 +77,21 @@ const char *cli_default_path(const char *rel, char *buf, int len)
     else
         snprintf(buf, (size_t)len, "%s/%s", EINET_SOURCE_DIR, rel);
     return buf;
+}
+
+int cli_check_data(const char *cmd, const char *source, nn_shape_t input, const char *dir,
+                   const char *splits)
+{
+    static const char *const names[] = {"train", "test"};
+    ei_err_t err = {0};
+    for (int i = 0; i < 2; i++) {
+        if (!strstr(splits, names[i]))
+            continue;
+        int rc = nn_arch_check_split(source, input, dir, names[i], &err);
+        if (rc == EI_E_SHAPE)
+            return cli_usage_error(cmd, "%s", err.msg);
+        if (rc)
+            return cli_fail(cmd, "%s", err.msg);
+    }
+    return CLI_OK;
 }

@@ -21,7 +21,7 @@
     XX(TIMEOUT, -10, "timed out")                          \
     XX(PEER, -11, "peer failure")                          \
     XX(UNSUPPORTED, -12, "unsupported")                    \
-    XX(DENIED, -20, "permission denied")
+    XX(DENIED, -13, "permission denied")
 
 enum {
     EI_OK = 0,
@@ -76,5 +76,26 @@ void ei_rng_shuffle(ei_rng_t *rng, int *a, int n); /* Fisher-Yates */
 
 /* Monotonic wall time in seconds. */
 double ei_now(void);
+
+/* Logging: the one function every einet program logs through. Each line goes to stderr in
+ * one write, as text (logfmt: `time=2026-11-29T05:08:17.123456Z level=info prog=einet-coord
+ * msg="..."`) or as a JSON object (`{"time":...,"level":...,"prog":...,"msg":...}`); the
+ * time is RFC 3339 in UTC with microseconds. Lines below the set level are dropped. */
+enum { EI_LOG_DEBUG = 0, EI_LOG_INFO = 1, EI_LOG_WARN = 2, EI_LOG_ERROR = 3 };
+enum { EI_LOG_TEXT = 0, EI_LOG_JSON = 1 };
+
+/* Sets the program name, the lowest level written and the format (defaults: "einet",
+ * EI_LOG_INFO, EI_LOG_TEXT). Call before other threads log. */
+void ei_log_setup(const char *prog, int level, int format);
+void ei_log(int level, const char *fmt, ...) EI_PRINTF(2, 3);
+/* Formats one line into buf (cap bytes, ending in a newline when it fits) at wall time
+ * unix_us; what ei_log writes. Returns its length. */
+size_t ei_log_format(char *buf, size_t cap, int format, uint64_t unix_us, int level,
+                     const char *prog, const char *msg);
+
+/* The project version ("0.1.0") and the git commit the build came from ("3f2a9c1d0e4b",
+ * "-dirty" appended for uncommitted changes, "unknown" outside a git tree). */
+const char *ei_version(void);
+const char *ei_commit(void);
 
 #endif

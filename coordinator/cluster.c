@@ -189,7 +189,7 @@ void cluster_fill(const cluster_t *c, uint64_t now_us, einet_StatsReply *out)
         memset(s, 0, sizeof *s);
         s->tier = n->tier;
         s->healthy = n->state == CLUSTER_UP;
-        s->last_seen_us = n->seen ? now_us - n->last_seen_us : 0;
+        s->last_seen_us = n->last_seen_us ? now_us - n->last_seen_us : 0; /* kept once lost */
         s->first_block = n->first_block;
         s->last_block = n->last_block;
         s->in_flight = n->in_flight;

@@ -8,6 +8,7 @@
 #include <zmq.h>
 
 #include "coordinator/coord_internal.h"
+#include "nn/train.h"
 #include "planner/profile.h"
 
 /* Answers may still be on their way when the coordinator stops: let them go. */
@@ -70,9 +71,10 @@ void coord__on_answer(const reqs_done_t *d, void *arg)
     env.reply_to = d->client->seq;
     env.seq = ++c->seq;
     if (c->clients && wire_send(c->clients, &d->client->peer, &env, NULL, &err) < 0)
-        fprintf(stderr, "einet-coord: answer to request %llu not delivered: %s\n",
+        ei_log(EI_LOG_WARN, "answer to request %llu not delivered: %s",
                 (unsigned long long)d->answer->request_id, err.msg);
     stats_answer(c->stats, d->answer);
+    coord__metrics_answer(c, d->answer);
     int st = d->answer->status;
     if (d->answer->request_id && st != einet_Status_STATUS_COMPLETE &&
         st != einet_Status_STATUS_DEVICE_EE && st != einet_Status_STATUS_REJECTED)
@@ -116,7 +118,8 @@ static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
 {
     const cluster_node_t *nd = &c->cluster.node[e->pos];
     int link = e->kind == CLUSTER_EV_LINK_UP || e->kind == CLUSTER_EV_LINK_DOWN ? e->pos + 1 : 0;
-    fprintf(stderr, "einet-coord: %s\n", e->what);
+    int up = e->kind == CLUSTER_EV_NODE_UP || e->kind == CLUSTER_EV_LINK_UP;
+    ei_log(up ? EI_LOG_INFO : EI_LOG_WARN, "%s", e->what);
     stats_fault(c->stats, coord__uptime_us(c), link ? 0 : nd->tier, link, e->what);
     switch (e->kind) {
     case CLUSTER_EV_NODE_DOWN:
@@ -152,7 +155,7 @@ static void on_profile_timer(uv_timer_t *t)
     if (!cluster_take_changed(&c->cluster))
         return;
     if (liveprof_rebuild(c->prof, &c->cluster, &err) < 0) {
-        fprintf(stderr, "einet-coord: live profile not used: %s\n", err.msg);
+        ei_log(EI_LOG_WARN, "live profile not used: %s", err.msg);
         return;
     }
     coord__push_profile(c, -1);
@@ -178,7 +181,7 @@ static void scores_done(uv_work_t *w, int status)
     ei_err_t err;
     c->scores_busy = 0;
     if (status < 0 || c->scores_rc < 0 || c->scores_next.n != c->n) {
-        fprintf(stderr, "einet-coord: exit scores: %s; keeping the prior\n",
+        ei_log(EI_LOG_WARN, "exit scores: %s; keeping the prior",
                 c->scores_next.source);
         return;
     }
@@ -187,7 +190,7 @@ static void scores_done(uv_work_t *w, int status)
     liveprof_set_scores(c->prof, &c->scores);
     if (c->closing || liveprof_rebuild(c->prof, &c->cluster, &err) < 0)
         return;
-    fprintf(stderr, "einet-coord: exit scores: %s; plan %s\n", c->scores.source,
+    ei_log(EI_LOG_INFO, "exit scores: %s; plan %s", c->scores.source,
             plan_text(c));
     coord__push_profile(c, -1);
 }
@@ -247,6 +250,42 @@ static int load_profile(coord_t *c, profile_et_t *et, int *has_et, int *has_cs, 
     return 0;
 }
 
+int coord__class_names(const char *list, einet_ModelInfoReply *out)
+{
+    const char *p = list;
+    if (out)
+        out->class_names_count = 0;
+    int n = 0;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        size_t lead = strspn(p, " "), end = len;
+        while (end > lead && p[end - 1] == ' ')
+            end--;
+        if (end == lead || end - lead >= sizeof out->class_names[0])
+            return -1 - n;
+        if (out && n < (int)(sizeof out->class_names / sizeof out->class_names[0])) {
+            snprintf(out->class_names[n], sizeof out->class_names[n], "%.*s", (int)(end - lead),
+                     p + lead);
+            out->class_names_count = (pb_size_t)(n + 1);
+        }
+        n++;
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
+static int check_class_names(const coord_t *c, ei_err_t *err)
+{
+    int n = coord__class_names(c->conf.class_names, NULL), classes = nn_model_classes(c->model);
+    if (n < 0)
+        return ei_err_set(err, EI_E_RANGE, "[coordinator] class_names: name %d is empty or "
+                          "longer than 31 characters", -n);
+    if (n && n != classes)
+        return ei_err_set(err, EI_E_RANGE, "[coordinator] class_names: %d names, the model "
+                          "%s has %d classes", n, c->conf.model, classes);
+    return 0;
+}
+
 static int make_parts(coord_t *c, ei_err_t *err)
 {
     c->model = nn_model_load(c->conf.model, 1, err);
@@ -255,9 +294,13 @@ static int make_parts(coord_t *c, ei_err_t *err)
     nn_model_prepare_inference(c->model);
     c->n = nn_model_blocks(c->model);
     c->in_shape = nn_model_input_shape(c->model);
+    if (nn_arch_check_served(c->conf.model, c->in_shape, err) < 0)
+        return err->code;
     if (nn_model_classes(c->model) > WIRE_MAX_CLASSES)
         return ei_err_set(err, EI_E_RANGE, "%s: %d classes, the protocol carries %d",
                           c->conf.model, nn_model_classes(c->model), WIRE_MAX_CLASSES);
+    if (check_class_names(c, err) < 0)
+        return err->code;
     scores_prior(&c->scores, c->n, nn_model_classes(c->model));
     profile_et_t et;
     int has_et, has_cs;
@@ -324,6 +367,7 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     c->zctx = zctx;
     c->start_us = coord__now_us();
     c->trace = getenv(COORD_TRACE_ENV) != NULL;
+    coord__metrics_init(c);
     if (make_parts(c, err) < 0 || make_sockets(c, err) < 0) {
         free_parts(c);
         free(c);
@@ -344,16 +388,17 @@ int coord_start(coord_t *c, ei_err_t *err)
     if (xport_bind(c->clients, c->conf.clients, err) < 0 ||
         xport_bind(c->nodes, c->conf.nodes, err) < 0 ||
         xport_start(c->clients, coord__on_clients, c, err) < 0 ||
-        xport_start(c->nodes, coord__on_nodes, c, err) < 0)
+        xport_start(c->nodes, coord__on_nodes, c, err) < 0 ||
+        coord__metrics_start(c, err) < 0)
         return err->code;
     uint64_t tick = (uint64_t)c->conf.heartbeat_timeout_ms / 10;
     tick = tick < 5 ? 5 : tick > 50 ? 50 : tick;
     uv_timer_start(&c->tick_timer, on_tick, tick, tick);
     uv_timer_start(&c->profile_timer, on_profile_timer, (uint64_t)c->conf.profile_interval_ms,
                    (uint64_t)c->conf.profile_interval_ms);
-    fprintf(stderr,
-            "einet-coord: %d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms; "
-            "exit scores: %s%s)\n",
+    ei_log(EI_LOG_INFO,
+            "%d blocks; clients on %s, nodes on %s; first plan %s (H %.2f ms; "
+            "exit scores: %s%s)",
             c->n, xport_endpoint(c->clients), xport_endpoint(c->nodes), plan_text(c),
             liveprof_horizon_ms(c->prof), c->scores.source,
             c->scores.pred ? ", with a CS-Predictor" : "");
@@ -374,15 +419,16 @@ void coord_shutdown(coord_t *c)
                             "the coordinator is shutting down", coord__now_us());
     c->closing = 1;
     coord__count_dropped(c);
-    fprintf(stderr,
-            "einet-coord: stopping: answered %d held requests; %llu malformed messages refused "
-            "from clients, %llu from nodes; %llu late results\n",
+    ei_log(EI_LOG_INFO,
+            "stopping: answered %d held requests; %llu malformed messages refused "
+            "from clients, %llu from nodes; %llu late results",
             n, (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_CLIENTS),
             (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_NODES),
             (unsigned long long)reqs_late(c->reqs));
     xport_stats_t xs = xport_stats(c->clients);
-    fprintf(stderr, "einet-coord: clients socket: %llu sent, %llu refused\n",
+    ei_log(EI_LOG_INFO, "clients socket: %llu sent, %llu refused",
             (unsigned long long)xs.sent, (unsigned long long)xs.send_failed);
+    coord__metrics_stop(c);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
     uv_close((uv_handle_t *)&c->expiry_timer, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);

@@ -11,6 +11,7 @@
 #include "coordinator/coord.h"
 #include "coordinator/liveprof.h"
 #include "coordinator/owners.h"
+#include "coordinator/metrics.h"
 #include "coordinator/requests.h"
 #include "coordinator/stats.h"
 #include "nn/model.h"
@@ -58,6 +59,7 @@ struct coord {
     owners_t *owners;           /* which key submitted each recent request */
     uint64_t refused[STATS_SOCKS][COORD_REFUSALS];
     uint64_t dropped_seen[STATS_SOCKS]; /* of xport's dropped counts, already counted */
+    coord_metrics_t metrics; /* GET /metrics (coordinator/metrics.h) */
 };
 
 uint64_t coord__now_us(void);
@@ -69,6 +71,10 @@ void coord__arm_expiry(coord_t *c);
 void coord__tick(coord_t *c);
 void coord__push_profile(coord_t *c, int pos);
 int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel);
+
+/* The names of a `class_names` list, into out (NULL: only counted). Their number, or
+ * -1 - i when name i (0-based) is empty or too long for the protocol. */
+int coord__class_names(const char *list, einet_ModelInfoReply *out);
 
 /* coord_recv.c */
 /* Counts the messages xport dropped for having too many frames as refused. */

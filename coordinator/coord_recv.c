@@ -2,6 +2,7 @@
  * queries, faults) and from nodes (heartbeats, exit results, profile reports, link reports,
  * hand-backs). A message that does not decode, or is not one its socket takes, is refused
  * with an Error, counted per socket, and the coordinator goes on serving. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,14 +22,15 @@ static const char *sock_name(int sock)
     return sock == STATS_SOCK_CLIENTS ? "clients" : "nodes";
 }
 
-static void count_refusal(coord_t *c, int sock, coord_refusal_t why, const char *msg)
+static void count_refusal(coord_t *c, int sock, int code, coord_refusal_t why, const char *msg)
 {
     stats_bad(c->stats, sock);
+    coord__metrics_bad(c, sock, code);
     c->refused[sock][why]++;
     uint64_t n = ++c->logged_bad[sock];
     if (n <= COORD_LOG_BAD || n % 1000 == 0)
-        fprintf(stderr, "einet-coord: refused on %s (%llu so far): %s: %s\n", sock_name(sock),
-                (unsigned long long)n, refusal_names[why], msg);
+        ei_log(EI_LOG_WARN, "refused on %s (%llu so far): %s: %s", sock_name(sock),
+               (unsigned long long)n, refusal_names[why], msg);
 }
 
 /* Counts and logs a refusal and answers it with an Error carrying msg. */
@@ -36,10 +38,10 @@ static void refuse(coord_t *c, xport_t *x, int sock, const wire_in_t *in, int co
                    coord_refusal_t why, const char *msg)
 {
     ei_err_t err;
-    count_refusal(c, sock, why, msg);
+    count_refusal(c, sock, code, why, msg);
     if (in->env.which_body == einet_Envelope_error_tag)
         return; /* never answer an error with an error */
-    if (wire_send_error(x, in->peer.len ? &in->peer : NULL, in->env.seq, code, msg, &err) < 0)
+    if (wire_refuse(x, in, code, msg, &err) < 0)
         return; /* the sender is gone */
 }
 
@@ -48,9 +50,9 @@ static void refuse_stranger(coord_t *c, const wire_in_t *in, coord_refusal_t why
                             const char *logged)
 {
     ei_err_t err;
-    count_refusal(c, STATS_SOCK_NODES, why, logged);
+    count_refusal(c, STATS_SOCK_NODES, EI_E_DENIED, why, logged);
     if (in->env.which_body != einet_Envelope_error_tag &&
-        wire_send_error(c->nodes, &in->peer, in->env.seq, EI_E_DENIED, "refused", &err) < 0)
+        wire_refuse(c->nodes, in, EI_E_DENIED, "refused", &err) < 0)
         return; /* the sender is gone */
 }
 
@@ -60,7 +62,7 @@ void coord__count_dropped(coord_t *c)
     for (int s = 0; s < STATS_SOCKS; s++) {
         uint64_t d = x[s] ? xport_stats(x[s]).dropped : c->dropped_seen[s];
         for (; c->dropped_seen[s] < d; c->dropped_seen[s]++)
-            count_refusal(c, s, COORD_REF_FRAMES, "a message of more than 4 frames");
+            count_refusal(c, s, EI_E_FORMAT, COORD_REF_FRAMES, "a message of more than 4 frames");
     }
 }
 
@@ -84,7 +86,7 @@ static void reply(coord_t *c, const wire_in_t *in, einet_Envelope *env)
     env->reply_to = in->env.seq;
     env->seq = ++c->seq;
     if (wire_send(c->clients, &in->peer, env, NULL, &err) < 0)
-        fprintf(stderr, "einet-coord: reply not delivered: %s\n", err.msg);
+        ei_log(EI_LOG_WARN, "reply not delivered: %s", err.msg);
 }
 
 /* ---- requests ---- */
@@ -103,14 +105,22 @@ static void answer_direct(coord_t *c, const reqs_client_t *cl, int status, const
     coord__on_answer(&d, c);
 }
 
-static int input_ok(const coord_t *c, const einet_TensorMeta *m, char *why, size_t cap)
+static int input_ok(const coord_t *c, const wire_in_t *in, char *why, size_t cap)
 {
     char detail[112];
     nn_shape_t s = c->in_shape;
-    if (wire_meta_is_sample(m, s.c, s.h, s.w, detail, sizeof detail))
-        return 1;
-    snprintf(why, cap, "request.input: %s", detail);
-    return 0;
+    if (!wire_meta_is_sample(&in->env.body.request.input, s.c, s.h, s.w, detail, sizeof detail)) {
+        snprintf(why, cap, "request.input: %s", detail);
+        return 0;
+    }
+    /* refused here, by name, rather than failing on the device as if it were overloaded */
+    for (size_t i = 0; i < in->tensor_numel; i++)
+        if (!isfinite(in->tensor[i])) {
+            snprintf(why, cap, "request.input: non-finite value (%g) at index %zu",
+                     (double)in->tensor[i], i);
+            return 0;
+        }
+    return 1;
 }
 
 /* When nothing else answers a request: its deadline, a lost message, or (path broken) the
@@ -163,7 +173,8 @@ static void on_request(coord_t *c, const wire_in_t *in)
     reqs_client_t cl = {in->peer, in->env.seq, r->client_id, r->has_label, r->label};
     char why[128];
     stats_request(c->stats);
-    if (!input_ok(c, &r->input, why, sizeof why)) {
+    coord__metrics_request(c);
+    if (!input_ok(c, in, why, sizeof why)) {
         answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
         return;
     }
@@ -219,7 +230,7 @@ static void on_fault_cmd(coord_t *c, const wire_in_t *in)
                      cluster_link_name(f->link), f->clear ? " clear," : "", (unsigned)f->down_ms,
                      (unsigned)f->delay_ms, (double)f->loss_pct);
         stats_fault(c->stats, coord__uptime_us(c), f->kill, f->link, what);
-        fprintf(stderr, "einet-coord: %s\n", what);
+        ei_log(EI_LOG_INFO, "%s", what);
     }
     reply(c, in, &env);
 }
@@ -242,6 +253,38 @@ static void on_stats_query(coord_t *c, const wire_in_t *in)
     reply(c, in, &env);
     if (in->env.body.stats_query.reset)
         stats_reset(c->stats);
+}
+
+/* The tier whose node runs block k, as the heartbeats say; TIER_NONE when none does yet. */
+static int tier_of_exit(const coord_t *c, uint32_t k)
+{
+    for (int i = 0; i < c->cluster.n_tiers; i++) {
+        const cluster_node_t *nd = &c->cluster.node[i];
+        if (nd->seen && nd->first_block <= k && k <= nd->last_block)
+            return nd->tier;
+    }
+    return einet_Tier_TIER_NONE;
+}
+
+static void on_model_info(coord_t *c, const wire_in_t *in)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_model_info_reply_tag);
+    einet_ModelInfoReply *m = &env.body.model_info_reply;
+    m->protocol_version = WIRE_VERSION;
+    snprintf(m->model, sizeof m->model, "%s", nn_model_name(c->model));
+    m->input_shape_count = 3;
+    m->input_shape[0] = (uint32_t)c->in_shape.c;
+    m->input_shape[1] = (uint32_t)c->in_shape.h;
+    m->input_shape[2] = (uint32_t)c->in_shape.w;
+    m->classes = (uint32_t)nn_model_classes(c->model);
+    coord__class_names(c->conf.class_names, m);
+    m->exits_count = (pb_size_t)c->n;
+    for (int k = 1; k <= c->n; k++) {
+        m->exits[k - 1].exit = (uint32_t)k;
+        m->exits[k - 1].tier = tier_of_exit(c, (uint32_t)k);
+    }
+    reply(c, in, &env);
 }
 
 static void on_result_query(coord_t *c, const wire_in_t *in)
@@ -297,6 +340,9 @@ void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg)
     case einet_Envelope_fault_tag:
         on_fault_cmd(c, &in);
         break;
+    case einet_Envelope_model_info_query_tag:
+        on_model_info(c, &in);
+        break;
     default: {
         char msg[96];
         snprintf(msg, sizeof msg, "%s: not a message the clients socket takes",
@@ -324,7 +370,7 @@ static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
     env.body.heartbeat_reply.echo_sent_at_us = h->sent_at_us;
     env.body.heartbeat_reply.profile_version = liveprof_version(c->prof);
     if (wire_send(c->nodes, &in->peer, &env, NULL, &err) < 0)
-        fprintf(stderr, "einet-coord: heartbeat reply: %s\n", err.msg);
+        ei_log(EI_LOG_WARN, "heartbeat reply: %s", err.msg);
     if (h->profile_version != liveprof_version(c->prof) || !was_seen ||
         h->draining != (c->cluster.node[pos].state == CLUSTER_DRAINING))
         coord__tick(c); /* a node back, or draining: act now, not at the next tick */
@@ -352,9 +398,9 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
     }
     int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
     if (c->trace)
-        fprintf(stderr,
-                "einet-coord: trace exit request=%llu exit=%u tier=%s class=%u "
-                "confidence=%.9g elapsed_us=%llu%s%s\n",
+        ei_log(EI_LOG_INFO,
+                "trace exit request=%llu exit=%u tier=%s class=%u "
+                "confidence=%.9g elapsed_us=%llu%s%s",
                 (unsigned long long)r->request_id, (unsigned)r->exit,
                 cluster_tier_name(r->tier), (unsigned)r->class_id, (double)r->confidence,
                 (unsigned long long)r->elapsed_us, r->last ? " last" : "",
@@ -433,8 +479,8 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
         refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_DENIED, COORD_REF_DUPLICATE, msg);
         return -1;
     case MEMBERS_TAKEN:
-        fprintf(stderr, "einet-coord: %s is back on a new connection (the old one %s)\n",
-                cluster_tier_name(claimed), alive ? "was silent" : "is gone");
+        ei_log(EI_LOG_INFO, "%s is back on a new connection (the old one %s)",
+               cluster_tier_name(claimed), alive ? "was silent" : "is gone");
         if (was_up) /* what it held went with the old connection */
             reqs_fail_upto(c->reqs, pos, einet_Status_STATUS_LINK, "the node restarted", now);
         return pos;
@@ -476,7 +522,7 @@ static void dispatch_node(coord_t *c, int pos, const wire_in_t *in)
         on_hand_back(c, pos, in);
         break;
     case einet_Envelope_error_tag:
-        fprintf(stderr, "einet-coord: %s refused a message: %s\n",
+        ei_log(EI_LOG_WARN, "%s refused a message: %s",
                 cluster_tier_name(c->cluster.node[pos].tier), in->env.body.error.message);
         break;
     case einet_Envelope_ack_tag:

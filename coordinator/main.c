@@ -1,4 +1,6 @@
 /* einet-coord --config FILE: the coordinator (coordinator/coord.h, docs/tiers.md). */
+#include <stddef.h>
+
 #include "coordinator/coord.h"
 #include "wire/service.h"
 
@@ -32,6 +34,6 @@ int main(int argc, char **argv)
 {
     static const wire_service_t svc = {"einet-coord", "keys of FILE:", &conf_coord_table,
                                        sizeof(conf_coord_t), load, create, start, stop,
-                                       destroy};
+                                       destroy, offsetof(conf_coord_t, log_level)};
     return wire_service_main(&svc, argc, argv);
 }

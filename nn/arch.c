@@ -168,3 +168,14 @@ void nn__arch_free(nn_arch_t *a)
     free(a->name);
     *a = (nn_arch_t){0};
 }
+
+int nn_arch_check_input(const char *arch, nn_shape_t input, nn_shape_t data,
+                        const char *data_source, ei_err_t *err)
+{
+    if (input.c == data.c && input.h == data.h && input.w == data.w)
+        return 0;
+    return ei_err_set(err, EI_E_SHAPE,
+                      "%s: declared input [%d,%d,%d] does not match the data's shape [%d,%d,%d] "
+                      "(%s)", arch, input.c, input.h, input.w, data.c, data.h, data.w,
+                      data_source);
+}

@@ -138,6 +138,22 @@ static int ds_body(gzFile gz, const char *path, const char *what, size_t n, int 
     return rc;
 }
 
+/* The image file's header: magic and count x rows x cols within bounds; *n is the pixels. */
+static int ds_image_dims(gzFile gz, const char *path, uint32_t *d, size_t *n, ei_err_t *err)
+{
+    int rc = ds_header(gz, path, DS_MAGIC_IMAGES, d, 3, err);
+    if (rc)
+        return rc;
+    if (d[0] < 1 || d[0] > INT_MAX || d[1] < 1 || d[1] > DS_MAX_SIDE || d[2] < 1 ||
+        d[2] > DS_MAX_SIDE || __builtin_mul_overflow((size_t)d[0], (size_t)d[1] * d[2], n) ||
+        *n > SIZE_MAX / sizeof(float))
+        return ei_err_set(err, EI_E_FORMAT,
+                          "%s: implausible dims %u x %u x %u (count 1..%d, "
+                          "sides 1..%d)",
+                          path, d[0], d[1], d[2], INT_MAX, DS_MAX_SIDE);
+    return 0;
+}
+
 static int ds_load_images(nn_dataset_t *ds, const char *path, ei_err_t *err)
 {
     gzFile gz;
@@ -145,21 +161,11 @@ static int ds_load_images(nn_dataset_t *ds, const char *path, ei_err_t *err)
     if (rc)
         return rc;
     uint32_t d[3] = {0};
-    size_t n;
-    if ((rc = ds_header(gz, path, DS_MAGIC_IMAGES, d, 3, err)) != 0)
-        goto out;
-    if (d[0] < 1 || d[0] > INT_MAX || d[1] < 1 || d[1] > DS_MAX_SIDE || d[2] < 1 ||
-        d[2] > DS_MAX_SIDE || __builtin_mul_overflow((size_t)d[0], (size_t)d[1] * d[2], &n) ||
-        n > SIZE_MAX / sizeof(float)) {
-        rc = ei_err_set(err, EI_E_FORMAT,
-                        "%s: implausible dims %u x %u x %u (count 1..%d, "
-                        "sides 1..%d)",
-                        path, d[0], d[1], d[2], INT_MAX, DS_MAX_SIDE);
-        goto out;
+    size_t n = 0;
+    if ((rc = ds_image_dims(gz, path, d, &n, err)) == 0) {
+        ds->count = (int)d[0], ds->h = (int)d[1], ds->w = (int)d[2];
+        rc = ds_body(gz, path, "pixels", n, 1, (void **)&ds->images, err);
     }
-    ds->count = (int)d[0], ds->h = (int)d[1], ds->w = (int)d[2];
-    rc = ds_body(gz, path, "pixels", n, 1, (void **)&ds->images, err);
-out:
     gzclose(gz);
     return rc;
 }
@@ -192,38 +198,67 @@ out:
     return rc;
 }
 
-nn_dataset_t *nn_dataset_load(const char *dir, const char *split, ei_err_t *err)
+/* The image and label file names of split in dir (NULL: $EINET_DATA_DIR or the default). */
+static int ds_paths(const char *dir, const char *split, char *ipath, char *lpath, ei_err_t *err)
 {
     const char *prefix = NULL;
     if (split && strcmp(split, "train") == 0)
         prefix = "train";
     else if (split && strcmp(split, "test") == 0)
         prefix = "t10k";
-    if (!prefix) {
-        ei_err_set(err, EI_E_INVAL, "unknown split '%s' (expected 'train' or 'test')",
-                   split ? split : "(null)");
-        return NULL;
-    }
+    if (!prefix)
+        return ei_err_set(err, EI_E_INVAL, "unknown split '%s' (expected 'train' or 'test')",
+                          split ? split : "(null)");
     if (!dir) {
         const char *env = getenv("EINET_DATA_DIR");
         dir = env && *env ? env : NN_DATASET_DEFAULT_DIR;
     }
+    int ni = snprintf(ipath, PATH_MAX, "%s/%s-images-idx3-ubyte.gz", dir, prefix);
+    int nl = snprintf(lpath, PATH_MAX, "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
+    if (ni < 0 || nl < 0 || ni >= PATH_MAX || nl >= PATH_MAX)
+        return ei_err_set(err, EI_E_INVAL, "data directory path is too long: %s", dir);
+    return 0;
+}
+
+nn_dataset_t *nn_dataset_load(const char *dir, const char *split, ei_err_t *err)
+{
     char ipath[PATH_MAX], lpath[PATH_MAX];
-    int ni = snprintf(ipath, sizeof ipath, "%s/%s-images-idx3-ubyte.gz", dir, prefix);
-    int nl = snprintf(lpath, sizeof lpath, "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
-    if (ni < 0 || nl < 0 || (size_t)ni >= sizeof ipath || (size_t)nl >= sizeof lpath) {
-        ei_err_set(err, EI_E_INVAL, "data directory path is too long: %s", dir);
+    if (ds_paths(dir, split, ipath, lpath, err))
         return NULL;
-    }
     nn_dataset_t *ds = calloc(1, sizeof *ds);
     if (!ds) {
         ei_err_set(err, EI_E_NOMEM, "out of memory");
         return NULL;
     }
     ds->classes = DS_CLASSES;
+    snprintf(ds->source, sizeof ds->source, "%.511s", ipath);
     if (ds_load_images(ds, ipath, err) != 0 || ds_load_labels(ds, lpath, ipath, err) != 0)
         nn_dataset_destroy(&ds);
     return ds;
+}
+
+int nn_dataset_probe(const char *dir, const char *split, nn_dataset_t *out, ei_err_t *err)
+{
+    char ipath[PATH_MAX], lpath[PATH_MAX];
+    *out = (nn_dataset_t){.classes = DS_CLASSES};
+    int rc = ds_paths(dir, split, ipath, lpath, err);
+    gzFile gz;
+    if (rc || (rc = ds_open(ipath, &gz, err)) != 0)
+        return rc;
+    uint32_t d[3] = {0};
+    size_t n = 0;
+    rc = ds_image_dims(gz, ipath, d, &n, err);
+    gzclose(gz);
+    if (rc)
+        return rc;
+    out->count = (int)d[0], out->h = (int)d[1], out->w = (int)d[2];
+    snprintf(out->source, sizeof out->source, "%.511s", ipath);
+    return 0;
+}
+
+nn_shape_t nn_dataset_shape(const nn_dataset_t *self)
+{
+    return (nn_shape_t){1, self->h, self->w};
 }
 
 void nn_dataset_destroy(nn_dataset_t **self_p)

@@ -61,13 +61,15 @@ int ee_search_times_measure(nn_model_t *b, const nn_dataset_t *data, const int *
     if (n > EE_MAX_LAYERS || count < 1)
         return ei_err_set(err, EI_E_RANGE, "ee times: %d blocks, %d classes, %d samples", n,
                           nn_model_classes(b), count);
+    int rc = nn_model_check_data(b, NULL, data, err);
+    if (rc)
+        return rc;
     nn_shape_t in = nn_model_input_shape(b);
     nn_tensor_t *x = nn_tensor_new(1, in.c, in.h, in.w);
     double *rows = ei_calloc((size_t)count * (size_t)(n + 1), sizeof(double));
     double *col = ei_calloc((size_t)count, sizeof(double));
     float *probs = ei_calloc((size_t)nn_model_classes(b), sizeof(float));
-    int rc =
-        !x || !rows || !col || !probs ? ei_err_set(err, EI_E_NOMEM, "ee times: out of memory") : 0;
+    rc = !x || !rows || !col || !probs ? ei_err_set(err, EI_E_NOMEM, "ee times: out of memory") : 0;
     for (int s = 0; s < count && !rc; s++) {
         int label;
         nn_dataset_batch(data, idx ? idx + s : NULL, s, 1, x, &label);
@@ -288,15 +290,13 @@ static int bank_fill(ee_search_bank_t *bank, nn_model_t *b, ee_t *all, const nn_
 {
     int batch = nn_model_max_batch(b), K = bank->classes;
     nn_shape_t in = nn_model_input_shape(b);
-    if (in.c != 1 || in.h != data->h || in.w != data->w)
-        return ei_err_set(err, EI_E_SHAPE,
-                          "ee bank: model input %dx%dx%d does not fit %dx%d "
-                          "images",
-                          in.c, in.h, in.w, data->h, data->w);
+    int rc = nn_model_check_data(b, NULL, data, err);
+    if (rc)
+        return rc;
     nn_tensor_t *x = nn_tensor_new(batch, 1, in.h, in.w);
     float *probs = ei_calloc((size_t)batch * K, sizeof(float));
     int *labels = ei_calloc((size_t)batch, sizeof(int));
-    int rc = !x || !probs || !labels ? ei_err_set(err, EI_E_NOMEM, "ee bank: out of memory") : 0;
+    rc = !x || !probs || !labels ? ei_err_set(err, EI_E_NOMEM, "ee bank: out of memory") : 0;
     for (int at = 0; at < n && !rc; at += batch) {
         int nb = n - at < batch ? n - at : batch;
         nn_tensor_t xv = nn_tensor_view(x->data, nb, 1, in.h, in.w);

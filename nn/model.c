@@ -82,7 +82,8 @@ fail:
     return NULL;
 }
 
-nn_model_t *nn_model_load_arch(const char *path, int max_batch, ei_err_t *err)
+/* The whole architecture file as a string (at most 16 MiB); caller frees. */
+static char *read_arch_file(const char *path, ei_err_t *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -108,9 +109,32 @@ nn_model_t *nn_model_load_arch(const char *path, int max_batch, ei_err_t *err)
     } while (got > 0);
     fclose(f);
     buf[len] = '\0';
+    return buf;
+}
+
+nn_model_t *nn_model_load_arch(const char *path, int max_batch, ei_err_t *err)
+{
+    char *buf = read_arch_file(path, err);
+    if (!buf)
+        return NULL;
     nn_model_t *m = nn_model_from_arch(buf, path, max_batch, err);
     free(buf);
     return m;
+}
+
+int nn_arch_file_input(const char *path, nn_shape_t *input, ei_err_t *err)
+{
+    char *buf = read_arch_file(path, err);
+    if (!buf)
+        return err ? err->code : EI_E_NOTFOUND;
+    nn_arch_t a;
+    int rc = nn__arch_parse(buf, path, &a, err);
+    free(buf);
+    if (rc)
+        return rc;
+    *input = a.input;
+    nn__arch_free(&a);
+    return 0;
 }
 
 void nn_model_destroy(nn_model_t **self_p)

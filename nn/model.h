@@ -29,8 +29,22 @@ typedef struct nn_model nn_model_t;
 nn_model_t *nn_model_from_arch(const char *json, const char *source, int max_batch,
                                ei_err_t *err);
 
+/* The one check wherever an architecture meets data or a tensor: the input the
+ * architecture declares must be the data's sample shape, or the kernels would read
+ * misaligned bytes or past the end of a buffer. arch names the architecture or model
+ * file, data_source where the data came from (a data file, a config, a peer). Returns 0,
+ * or EI_E_SHAPE with err set to one line naming both, e.g.
+ * "a.json: declared input [1,14,14] does not match the data's shape [1,28,28] (DATA)". */
+int nn_arch_check_input(const char *arch, nn_shape_t input, nn_shape_t data,
+                        const char *data_source, ei_err_t *err) EI_CHECK;
+
 /* Reads an architecture file and builds the model from it. */
 nn_model_t *nn_model_load_arch(const char *path, int max_batch, ei_err_t *err);
+
+/* Reads an architecture file and gives the input [C, H, W] it declares, without building
+ * the model, so a command can check it against the data first. 0 or a negative code with
+ * err set (the file's, or a format error naming the file). */
+int nn_arch_file_input(const char *path, nn_shape_t *input, ei_err_t *err) EI_CHECK;
 
 /* Loads a model file (architecture from its metadata, then every tensor checked by name,
  * shape and dtype; unknown or missing tensors are errors). Caller owns the result. */

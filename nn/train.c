@@ -106,9 +106,35 @@ static double schedule_lr(const nn_train_opts_t *o, double progress /* epochs do
     return o->lr;
 }
 
+int nn_model_check_data(const nn_model_t *m, const char *source, const nn_dataset_t *data,
+                        ei_err_t *err)
+{
+    return nn_arch_check_input(source ? source : nn_model_name(m), nn_model_input_shape(m),
+                               nn_dataset_shape(data), data->source[0] ? data->source : "data set",
+                               err);
+}
+
+int nn_arch_check_split(const char *arch, nn_shape_t input, const char *dir, const char *split,
+                        ei_err_t *err)
+{
+    nn_dataset_t head;
+    int rc = nn_dataset_probe(dir, split, &head, err);
+    return rc ? rc : nn_arch_check_input(arch, input, nn_dataset_shape(&head), head.source, err);
+}
+
+int nn_arch_check_served(const char *source, nn_shape_t input, ei_err_t *err)
+{
+    ei_err_t probe = {0};
+    int rc = nn_arch_check_split(source, input, NULL, "test", &probe);
+    if (rc == EI_E_SHAPE && err)
+        *err = probe;
+    return rc == EI_E_SHAPE ? rc : 0;
+}
+
 void nn_dataset_batch(const nn_dataset_t *data, const int *idx, int first, int n, nn_tensor_t *x,
                       int *labels)
 {
+    EI_ASSERT(x->c == 1 && x->h == data->h && x->w == data->w);
     size_t per = (size_t)data->h * (size_t)data->w;
     x->n = n;
     for (int s = 0; s < n; s++) {
@@ -157,11 +183,14 @@ int nn_eval_exits(nn_model_t *m, const nn_dataset_t *data, const int *idx, int n
                   double *conf, ei_err_t *err)
 {
     int B = nn_model_max_batch(m), K = nn_model_classes(m), E = nn_model_blocks(m);
+    int rc = nn_model_check_data(m, NULL, data, err);
+    if (rc)
+        return rc;
     nn_shape_t in = nn_model_input_shape(m);
     nn_tensor_t *x = nn_tensor_new(B, in.c, in.h, in.w);
     float *probs = ei_calloc((size_t)E * B * K, sizeof(float));
     int *labels = ei_calloc((size_t)B, sizeof(int));
-    int rc = x && probs && labels ? 0 : ei_err_set(err, EI_E_NOMEM, "out of memory");
+    rc = x && probs && labels ? 0 : ei_err_set(err, EI_E_NOMEM, "out of memory");
     for (int e = 0; e < E; e++)
         acc[e] = 0, conf ? conf[e] = 0 : 0;
     for (int first = 0; !rc && first < n; first += B) {
@@ -215,7 +244,7 @@ int nn_train(nn_model_t *m, const nn_dataset_t *data, const int *train_idx, int 
              const int *val_idx, int n_val, const nn_train_opts_t *o, ei_err_t *err)
 {
     int rc = check_opts(o, err);
-    if (rc)
+    if (rc || (rc = nn_model_check_data(m, NULL, data, err)) != 0)
         return rc;
     int B = o->batch < nn_model_max_batch(m) ? o->batch : nn_model_max_batch(m);
     int E = nn_model_blocks(m), nbatches = n_train / B; /* drop the ragged last batch */

@@ -43,7 +43,29 @@ int nn_train(nn_model_t *m, const nn_dataset_t *data, const int *train_idx, int 
 int nn_eval_exits(nn_model_t *m, const nn_dataset_t *data, const int *idx, int n, double *acc,
                   double *conf, ei_err_t *err) EI_CHECK;
 
-/* Copies images data[idx[0..n-1]] (idx NULL: from index first) into x (n, 1, h, w). */
+/* nn_arch_check_input for a model and a data set: m's input against data's sample shape.
+ * source names the model's architecture or model file (NULL: the model's name). Every
+ * function here that takes a model and a data set calls it first; commands call it after
+ * nn_dataset_probe, before loading anything heavy. 0 or EI_E_SHAPE with err set. */
+int nn_model_check_data(const nn_model_t *m, const char *source, const nn_dataset_t *data,
+                        ei_err_t *err) EI_CHECK;
+
+/* nn_arch_check_input of input, declared by arch (a file name), against split ("train" or
+ * "test") of the IDX data in dir (NULL: the default), reading only the image file's header
+ * (nn_dataset_probe). Returns 0, EI_E_SHAPE for a mismatch (and for nothing else), or the
+ * probe's error. */
+int nn_arch_check_split(const char *arch, nn_shape_t input, const char *dir, const char *split,
+                        ei_err_t *err) EI_CHECK;
+
+/* The start-up check of einet-node and einet-coord: input, declared by the model file
+ * source, against the data the cluster serves (the test split in $EINET_DATA_DIR or the
+ * default directory, whose images the clients send and on which the node measures its exit
+ * scores). EI_E_SHAPE with err set for a mismatch; 0 when it matches and also when this
+ * machine has no readable data set (nothing to check against). */
+int nn_arch_check_served(const char *source, nn_shape_t input, ei_err_t *err) EI_CHECK;
+
+/* Copies images data[idx[0..n-1]] (idx NULL: from index first) into x (n, 1, h, w).
+ * x of any other sample shape is a bug (the caller skipped nn_model_check_data): abort. */
 void nn_dataset_batch(const nn_dataset_t *data, const int *idx, int first, int n, nn_tensor_t *x,
                       int *labels);
 

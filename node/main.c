@@ -1,4 +1,6 @@
 /* einet-node --config FILE: one tier of the pipeline (node/node.h, docs/tiers.md). */
+#include <stddef.h>
+
 #include "node/node.h"
 #include "wire/service.h"
 
@@ -32,6 +34,6 @@ int main(int argc, char **argv)
 {
     static const wire_service_t svc = {"einet-node", "keys of FILE ([node] section):",
                                        &conf_node_table, sizeof(conf_node_t), load, create,
-                                       start, stop, destroy};
+                                       start, stop, destroy, offsetof(conf_node_t, log_level)};
     return wire_service_main(&svc, argc, argv);
 }

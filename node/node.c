@@ -9,6 +9,7 @@
 
 #include <zmq.h>
 
+#include "nn/train.h"
 #include "node/node_internal.h"
 
 uint64_t node__now_us(void)
@@ -80,7 +81,7 @@ static void scores_done(uv_work_t *w, int status)
         memcpy(nd->scores.acc, nd->scores_next.acc, sizeof nd->scores.acc);
         snprintf(nd->scores.source, sizeof nd->scores.source, "%s", nd->scores_next.source);
     } else {
-        fprintf(stderr, "einet-node: exit scores: %s; keeping the prior\n",
+        ei_log(EI_LOG_WARN, "exit scores: %s; keeping the prior",
                 nd->scores_next.source);
     }
     node__maybe_close(nd);
@@ -116,7 +117,7 @@ static int load_ee(node_t *nd, ei_err_t *err)
     if (ee_layer(nd->ee) > nd->conf.last_block)
         return ei_err_set(err, EI_E_RANGE, "%s: the early exit follows block %d, the device runs "
                           "blocks 1..%d", nd->conf.ee, ee_layer(nd->ee), nd->conf.last_block);
-    fprintf(stderr, "einet-node: early exit for class %d after block %d, alpha %g\n",
+    ei_log(EI_LOG_INFO, "early exit for class %d after block %d, alpha %g",
             ee_target(nd->ee), ee_layer(nd->ee), ee_alpha(nd->ee));
     return 0;
 }
@@ -181,7 +182,8 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->n = nn_model_blocks(nd->model);
     nd->classes = nn_model_classes(nd->model);
     nd->in_shape = nn_model_input_shape(nd->model);
-    if (check_blocks(nd, err) < 0 || load_ee(nd, err) < 0 || node__warmup(nd, err) < 0 ||
+    if (check_blocks(nd, err) < 0 || nn_arch_check_served(conf->model, nd->in_shape, err) < 0 ||
+        load_ee(nd, err) < 0 || node__warmup(nd, err) < 0 ||
         make_sockets(nd, err) < 0 || load_scores(nd, err) < 0)
         goto fail;
     replan_search_init(&nd->search, conf->search, 100, 1);
@@ -278,11 +280,12 @@ int node_start(node_t *nd, ei_err_t *err)
         return err->code;
     if (xport_start(nd->coord, node__on_coord, nd, err) < 0 ||
         (nd->bind && xport_start(nd->bind, node__on_bind, nd, err) < 0) ||
-        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0))
+        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0) ||
+        node__metrics_start(nd, err) < 0)
         return err->code;
     uv_timer_start(&nd->hb_timer, on_heartbeat, 0, (uint64_t)c->heartbeat_ms);
     uv_timer_start(&nd->report_timer, on_report, 200, NODE_REPORT_MS);
-    fprintf(stderr, "einet-node: %s runs blocks %d..%d of %d%s%s, coordinator %s%s%s\n",
+    ei_log(EI_LOG_INFO, "%s runs blocks %d..%d of %d%s%s, coordinator %s%s%s",
             node__tier_name(c->tier), c->first_block, c->last_block, nd->n,
             nd->bind ? ", bound to " : "", nd->bind ? xport_endpoint(nd->bind) : "",
             c->coordinator, nd->next ? ", next " : "", nd->next ? c->next : "");
@@ -297,23 +300,35 @@ static void on_closed(uv_handle_t *h)
     nd->handles_open--;
 }
 
+/* Messages xport dropped for having more frames than any message has. */
+static uint64_t dropped(const node_t *nd)
+{
+    uint64_t n = 0;
+    const xport_t *x[3] = {nd->coord, nd->bind, nd->next};
+    for (int i = 0; i < 3; i++)
+        n += x[i] ? xport_stats(x[i]).dropped : 0;
+    return n;
+}
+
 static void close_all(node_t *nd)
 {
     nd->closed = 1;
     uv_timer_stop(&nd->hb_timer);
     node__delay_clear(nd);
+    node__metrics_stop(nd);
     uv_close((uv_handle_t *)&nd->hb_timer, on_closed);
     uv_close((uv_handle_t *)&nd->report_timer, on_closed);
     uv_close((uv_handle_t *)&nd->slow_timer, on_closed);
     uv_close((uv_handle_t *)&nd->delay_timer, on_closed);
     uv_close((uv_handle_t *)&nd->work, on_closed);
+    nd->counts.bad_messages += dropped(nd); /* messages of too many frames, refused by xport */
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
     node_counts_t k = nd->counts;
-    fprintf(stderr,
-            "einet-node: %s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
-            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused\n",
+    ei_log(EI_LOG_INFO,
+            "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
+            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
@@ -332,7 +347,7 @@ void node_drain(node_t *nd)
     if (nd->draining)
         return;
     nd->draining = 1;
-    fprintf(stderr, "einet-node: %s draining\n", node__tier_name(nd->conf.tier));
+    ei_log(EI_LOG_INFO, "%s draining", node__tier_name(nd->conf.tier));
     heartbeat_coord(nd); /* before the hand-backs, so the coordinator says why */
     node__hand_back_queue(nd);
     node__delay_clear(nd);
@@ -364,5 +379,7 @@ node_counts_t node_counts(const node_t *nd)
 {
     node_counts_t k = nd->counts;
     k.fault_held = nd->fault.held;
+    if (!nd->closed)
+        k.bad_messages += dropped(nd);
     return k;
 }

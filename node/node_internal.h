@@ -11,6 +11,7 @@
 #include "nn/model.h"
 #include "node/fault.h"
 #include "node/link.h"
+#include "node/metrics.h"
 #include "node/node.h"
 #include "node/replan.h"
 #include "node/scores.h"
@@ -106,6 +107,7 @@ struct node {
     int prev_tier;            /* the tier whose maps the bind takes */
     members_t prev;           /* which connection on the bind is that tier's node */
     uint64_t logged_bad;      /* refusals logged (the first NODE_LOG_BAD, then every 1000th) */
+    node_metrics_t metrics; /* GET /metrics (node/metrics.h) */
 };
 
 #define NODE_LOG_BAD 10

@@ -20,7 +20,7 @@ void node__log_bad(node_t *nd, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "einet-node: %s (%llu so far)\n", msg, (unsigned long long)n);
+    ei_log(EI_LOG_WARN, "%s (%llu so far)", msg, (unsigned long long)n);
 }
 
 static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const char *what,
@@ -28,11 +28,12 @@ static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const 
 {
     ei_err_t err;
     nd->counts.bad_messages++;
+    node__metrics_bad(nd, what, code);
     node__log_bad(nd, "%s refused on %s: %s", wire_body_name(in->env.which_body), what, msg);
     /* Never answer an error with an error: two peers could bounce them forever. */
     if (in->env.which_body == einet_Envelope_error_tag)
         return;
-    if (wire_send_error(x, in->peer.len ? &in->peer : NULL, in->env.seq, code, msg, &err) < 0)
+    if (wire_refuse(x, in, code, msg, &err) < 0)
         nd->counts.send_failed++;
 }
 
@@ -44,7 +45,7 @@ static void refuse_stranger(node_t *nd, const wire_in_t *in, const char *logged)
     nd->counts.bad_messages++;
     node__log_bad(nd, "%s refused on bind: %s", wire_body_name(in->env.which_body), logged);
     if (in->env.which_body != einet_Envelope_error_tag &&
-        wire_send_error(nd->bind, &in->peer, in->env.seq, EI_E_DENIED, "refused", &err) < 0)
+        wire_refuse(nd->bind, in, EI_E_DENIED, "refused", &err) < 0)
         nd->counts.send_failed++;
 }
 
@@ -136,7 +137,7 @@ static void on_profile(node_t *nd, const wire_in_t *in)
     else if (!(nd->planner = planner_new(&p, &dist, &err)))
         rc = err.code;
     if (rc < 0)
-        fprintf(stderr, "einet-node: profile %llu not used: %s\n", (unsigned long long)u->version,
+        ei_log(EI_LOG_WARN, "profile %llu not used: %s", (unsigned long long)u->version,
                 err.msg);
 }
 
@@ -145,7 +146,7 @@ static void on_fault(node_t *nd, const wire_in_t *in)
     const einet_Fault *f = &in->env.body.fault;
     char what[128];
     if ((int)f->kill == nd->conf.tier) {
-        fprintf(stderr, "einet-node: fault: kill %s\n", node__tier_name(nd->conf.tier));
+        ei_log(EI_LOG_INFO, "fault: kill %s", node__tier_name(nd->conf.tier));
         fflush(stderr);
         raise(SIGKILL);
     }
@@ -158,7 +159,7 @@ static void on_fault(node_t *nd, const wire_in_t *in)
     if (f->clear)
         node__delay_release(nd);
     fault_describe(&nd->fault, now, what, sizeof what);
-    fprintf(stderr, "einet-node: fault on %s: %s\n", node__link_name(nd), what);
+    ei_log(EI_LOG_INFO, "fault on %s: %s", node__link_name(nd), what);
 }
 
 void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
@@ -313,8 +314,7 @@ static int claim_prev(node_t *nd, const wire_in_t *in)
         return 0;
     }
     if (r == MEMBERS_TAKEN)
-        fprintf(stderr, "einet-node: %s is back on a new connection\n",
-                node__tier_name(nd->prev_tier));
+        ei_log(EI_LOG_INFO, "%s is back on a new connection", node__tier_name(nd->prev_tier));
     return 1;
 }
 
@@ -368,7 +368,7 @@ void node__handle_next(node_t *nd, xport_msg_t **msg_p)
         uint64_t echo = in.env.body.heartbeat_reply.echo_sent_at_us;
         if (link_on_reply(&nd->link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
                           now)) {
-            fprintf(stderr, "einet-node: %s link up\n", node__link_name(nd));
+            ei_log(EI_LOG_INFO, "%s link up", node__link_name(nd));
             node__report_link(nd);
         }
         break;

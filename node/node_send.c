@@ -49,7 +49,7 @@ void node__report_link(node_t *nd)
 
 void node__link_down(node_t *nd, const char *why)
 {
-    fprintf(stderr, "einet-node: %s link down (%s)\n", node__link_name(nd), why);
+    ei_log(EI_LOG_WARN, "%s link down (%s)", node__link_name(nd), why);
     /* The connection is lost with what it held: the coordinator answers those requests. */
     node__delay_discard(nd);
     fault_lost(&nd->fault);
@@ -227,7 +227,7 @@ int node__send_next(node_t *nd, einet_Envelope *env, const float *tensor, size_t
         nd->counts.send_failed++;
         link_failed(nd);
     } else if (rc < 0) {
-        fprintf(stderr, "einet-node: %s\n", err.msg);
+        ei_log(EI_LOG_INFO, "%s", err.msg);
     }
     return rc;
 }

@@ -79,10 +79,8 @@ int scores_from_validation(scores_t *s, const char *model_path, const char *data
     nn_model_prepare_inference(m);
     nn_dataset_t *data = nn_dataset_load(data_dir, "train", err);
     int rc = data ? 0 : (err ? err->code : EI_E_IO);
-    nn_shape_t in = nn_model_input_shape(m);
-    if (rc == 0 && (in.c != 1 || in.h != data->h || in.w != data->w))
-        rc = ei_err_set(err, EI_E_SHAPE, "scores: the model takes [%d,%d,%d], the data set has "
-                        "[1,%d,%d] images", in.c, in.h, in.w, data->h, data->w);
+    if (rc == 0)
+        rc = nn_model_check_data(m, model_path, data, err);
     int val;
     uint64_t seed;
     read_split(model_path, &val, &seed);

@@ -138,7 +138,7 @@ static void replan(node_t *nd, job_t *j, int k, double t0_ms)
     scores_for(&nd->scores, j->seen, j->nseen, k, scores);
     if (replan_after(nd->planner, &nd->search, scores, j->plan, k, t0_ms, j->arrive, j->nseen,
                      &err) < 0)
-        fprintf(stderr, "einet-node: replanning request %llu: %s\n",
+        ei_log(EI_LOG_INFO, "replanning request %llu: %s",
                 (unsigned long long)j->request_id, err.msg);
 }
 
@@ -318,7 +318,7 @@ static void run_block(node_t *nd, job_t *j)
         y = NULL;
     uint64_t t2 = uv_hrtime();
     if (!y) {
-        fprintf(stderr, "einet-node: request %llu block %d: %s\n",
+        ei_log(EI_LOG_INFO, "request %llu block %d: %s",
                 (unsigned long long)j->request_id, k, err.msg);
         node__hand_back(nd, j->request_id, "compute failed");
         finish_job(nd);
@@ -334,7 +334,7 @@ static void run_block(node_t *nd, job_t *j)
     if (nd->ee && k == ee_layer(nd->ee)) {
         int fired = ee_check(nd->ee, j->taps, &j->ee_pk, &err);
         if (fired < 0)
-            fprintf(stderr, "einet-node: early exit: %s\n", err.msg);
+            ei_log(EI_LOG_INFO, "early exit: %s", err.msg);
         j->ee_fired = fired > 0;
         t2 = uv_hrtime(); /* the check is on the critical path: part of the block's time */
     }

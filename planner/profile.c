@@ -543,12 +543,12 @@ int profile_measure(nn_model_t *m, const nn_dataset_t *data, const int *idx, int
                           "CS-profile of %d x %d x %d for a model of %d exits, "
                           "%d classes and %d samples",
                           cs->count, cs->n, cs->classes, n, K, count);
-    if (in.c != 1 || in.h != data->h || in.w != data->w)
-        return ei_err_set(err, EI_E_SHAPE, "model input (%d, %d, %d) does not fit %dx%d images",
-                          in.c, in.h, in.w, data->h, data->w);
+    int rc = nn_model_check_data(m, NULL, data, err);
+    if (rc)
+        return rc;
     nn_tensor_t *x = nn_tensor_new(1, 1, in.h, in.w);
     float *probs = malloc((size_t)(n * K) * sizeof *probs);
-    int rc = x && probs ? 0 : ei_err_set(err, EI_E_NOMEM, "out of memory");
+    rc = x && probs ? 0 : ei_err_set(err, EI_E_NOMEM, "out of memory");
     for (int i = 0; i < count && !rc; i++) {
         int label;
         nn_dataset_batch(data, idx, i, 1, x, &label);

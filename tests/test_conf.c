@@ -229,6 +229,40 @@ static void test_endpoints(void **state)
     assert_null(conf_check_endpoint_or_empty(""));
 }
 
+/* metrics, log_level and log_format: defaults (off, info, text), values, refusals naming
+ * the line. */
+static void test_ops_keys(void **state)
+{
+    (void)state;
+    conf_coord_t c;
+    ei_err_t err = {0};
+    const char *base = "[coordinator]\nclients = tcp://*:1\nnodes = tcp://*:2\nmodel = m\n";
+    char text[400];
+    assert_int_equal(conf_load_string(&conf_coord_table, &c, "c.ini", base, &err), 0);
+    assert_string_equal(c.metrics, "");
+    assert_int_equal(c.log_level, EI_LOG_INFO);
+    assert_int_equal(c.log_format, EI_LOG_TEXT);
+    snprintf(text, sizeof text, "%smetrics = 127.0.0.1:9600\nlog_level = warn\nlog_format = json\n",
+             base);
+    assert_int_equal(conf_load_string(&conf_coord_table, &c, "c.ini", text, &err), 0);
+    assert_string_equal(c.metrics, "127.0.0.1:9600");
+    assert_int_equal(c.log_level, EI_LOG_WARN);
+    assert_int_equal(c.log_format, EI_LOG_JSON);
+    snprintf(text, sizeof text, "%smetrics = 9600\n", base);
+    assert_int_equal(conf_load_string(&conf_coord_table, &c, "c.ini", text, &err), EI_E_RANGE);
+    assert_non_null(strstr(err.msg, "c.ini:5: "));
+    assert_non_null(strstr(err.msg, "'metrics'"));
+    snprintf(text, sizeof text, "%slog_level = loud\n", base);
+    assert_int_equal(conf_load_string(&conf_coord_table, &c, "c.ini", text, &err), EI_E_FORMAT);
+    assert_non_null(strstr(err.msg, "c.ini:5: "));
+    assert_non_null(strstr(err.msg, "'log_level'"));
+    conf_node_t n;
+    snprintf(text, sizeof text, "%smetrics = localhost:0\nlog_format = json\n", device_ini);
+    assert_int_equal(conf_load_string(&conf_node_table, &n, "d.ini", text, &err), 0);
+    assert_string_equal(n.metrics, "localhost:0");
+    assert_int_equal(n.log_format, EI_LOG_JSON);
+}
+
 /* Every key of both tables appears in the description (and so can be documented). */
 static void test_describe(void **state)
 {
@@ -258,6 +292,7 @@ int main(void)
         cmocka_unit_test(test_node_good), cmocka_unit_test(test_coord_good),
         cmocka_unit_test(test_node_bad),  cmocka_unit_test(test_long_line_and_missing_file),
         cmocka_unit_test(test_coord_bad), cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_ops_keys),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

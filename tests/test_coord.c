@@ -549,6 +549,8 @@ static void test_cluster_health(void **state)
     assert_int_equal(r.nodes_count, 3);
     assert_int_equal(r.links_count, 2);
     assert_true(r.nodes[0].healthy && r.nodes[1].healthy && !r.nodes[2].healthy);
+    /* a lost node still says when it was last seen (never "no heartbeat yet") */
+    assert_true(r.nodes[2].last_seen_us > 500000 && r.nodes[2].last_seen_us <= 500001);
     assert_true(r.links[0].up && r.links[1].up);
     /* it comes back; the device drains; the edge claims the wrong blocks */
     cluster_heartbeat(&c, 2, &k, 501002);

@@ -206,7 +206,7 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         e->body.cancel.request_id = 77;
         break;
     case einet_Envelope_error_tag:
-        e->body.error.code = EI_E_VERSION;
+        e->body.error.code = (einet_ErrorCode)EI_E_VERSION;
         strcpy(e->body.error.message, "envelope.version: 2 is not supported (this is 1)");
         e->body.error.version = 1;
         break;
@@ -445,6 +445,14 @@ static void test_versions_refused(void **state)
     assert_true(pb_encode(&s, einet_Envelope_fields, &e));
     assert_int_equal(wire_decode(buf, s.bytes_written, tb, &d, &err), EI_E_VERSION);
     assert_int_equal(wire_decode(buf, 0, tb, &d, &err), EI_E_VERSION);
+    assert_string_equal(err.msg, "envelope.version: missing (this is 1)");
+    /* garbage is malformed, not a version mismatch; protobuf without a version is */
+    static const uint8_t junk[] = {0xff, 0xff, 0xff, 0x07, 0x13};
+    assert_int_equal(wire_decode(junk, sizeof junk, tb, &d, &err), EI_E_FORMAT);
+    assert_string_equal(err.msg, "envelope: malformed: 5 bytes that are not a protobuf Envelope");
+    static const uint8_t seq_only[] = {0x10, 0x05};
+    assert_int_equal(wire_decode(seq_only, sizeof seq_only, tb, &d, &err), EI_E_VERSION);
+    assert_int_equal(d.seq, 5);
 }
 
 /* Hand-made bytes whose protobuf breaks a bound; the error names the path. */

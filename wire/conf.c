@@ -368,6 +368,30 @@ const char *conf_check_endpoint_or_empty(const void *field)
     return ((const char *)field)[0] ? conf_check_endpoint(field) : NULL;
 }
 
+const char *conf_check_hostport_or_empty(const void *field)
+{
+    const char *s = field;
+    if (!s[0])
+        return NULL;
+    const char *colon = strrchr(s, ':');
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == s || !colon[1] || *end || port < 0 || port > 65535)
+        return "expected host:port with a port from 0 to 65535, such as 127.0.0.1:9600";
+    return NULL;
+}
+
+const conf_choice_t conf_log_levels[] = {
+    {"debug", EI_LOG_DEBUG}, {"info", EI_LOG_INFO}, {"warn", EI_LOG_WARN},
+    {"error", EI_LOG_ERROR}, {NULL, 0},
+};
+
+const conf_choice_t conf_log_formats[] = {
+    {"text", EI_LOG_TEXT},
+    {"json", EI_LOG_JSON},
+    {NULL, 0},
+};
+
 static const char *type_name(const conf_option_t *o)
 {
     static const char *const names[] = {"string", "path",   "int",  "number",

@@ -77,6 +77,12 @@ void conf_describe(const conf_table_t *t, FILE *out);
 /* Validators shared by the tables. */
 const char *conf_check_endpoint(const void *field);          /* tcp://, ipc://, inproc:// */
 const char *conf_check_endpoint_or_empty(const void *field); /* the same, or "" */
+const char *conf_check_hostport_or_empty(const void *field);  /* host:port, or "" */
+
+/* The operations keys both programs take (docs/config.md, "Operations"): the metrics and
+ * health HTTP address, the lowest log level written and the log line format. */
+extern const conf_choice_t conf_log_levels[]; /* debug, info, warn, error: EI_LOG_* */
+extern const conf_choice_t conf_log_formats[]; /* text, json: EI_LOG_TEXT, EI_LOG_JSON */
 
 /* ---- einet-node ---- */
 
@@ -109,6 +115,8 @@ typedef struct conf_node {
     char trust[CONF_STR_MAX];           /* allow-list directory for the bind socket */
     char coordinator_key[CONF_STR_MAX]; /* the coordinator's public certificate */
     char next_key[CONF_STR_MAX];        /* the next tier's public certificate */
+    char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
+    int log_level, log_format;
 } conf_node_t;
 
 extern const conf_table_t conf_node_table;
@@ -150,6 +158,9 @@ typedef struct conf_coord {
     /* keys (wire/sec.h); both empty: a keyless cluster */
     char key[CONF_STR_MAX];   /* the coordinator's secret certificate */
     char trust[CONF_STR_MAX]; /* allow-list directory: node, client and operator keys */
+    char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
+    int log_level, log_format;
+    char class_names[CONF_STR_MAX * 2]; /* "T-shirt/top,Trouser,...": model_info; "" none */
 } conf_coord_t;
 
 extern const conf_table_t conf_coord_table;

@@ -72,6 +72,13 @@ static const conf_option_t options[] = {
      NULL, NULL, "the coordinator's public certificate (with 'key')"},
     {"node", "next_key", CONF_PATH, N(next_key), S(next_key), 0, 0, "", NULL, NULL, NULL,
      "the next tier's public certificate (with 'key', when 'next' is set)"},
+    {"node", "metrics", CONF_STRING, N(metrics), S(metrics), 0, 0, "", NULL, NULL,
+     conf_check_hostport_or_empty,
+     "host:port serving GET /metrics, /healthz and /readyz over HTTP; empty: off"},
+    {"node", "log_level", CONF_ENUM, N(log_level), 0, 0, 0, "info", conf_log_levels, NULL,
+     NULL, "lowest level logged: debug, info, warn or error"},
+    {"node", "log_format", CONF_ENUM, N(log_format), 0, 0, 0, "text", conf_log_formats, NULL,
+     NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
 };
 
 /* Keys are all or nothing: with 'key', every socket of the node needs its counterpart. */

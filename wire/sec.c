@@ -111,8 +111,9 @@ sec_t *sec_new(void *zctx, const char *prog, const char *secret_cert, const char
     secret_cert = secret_cert ? secret_cert : "";
     trust = trust ? trust : "";
     if (!secret_cert[0] && !trust[0]) {
-        fprintf(stderr, "%s: unauthenticated: no keys configured, so any process that reaches "
-                "its sockets is trusted (docs/security.md)\n", prog);
+        (void)prog; /* ei_log names the program */
+        ei_log(EI_LOG_WARN, "unauthenticated: no keys configured, so any process that reaches "
+               "its sockets is trusted (docs/security.md)");
         return s;
     }
     if (!secret_cert[0]) {

@@ -23,7 +23,7 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static int usage(const wire_service_t *svc, FILE *out)
 {
-    fprintf(out, "usage: %s --config FILE\n\n%s\n", svc->prog, svc->keys_note);
+    fprintf(out, "usage: %s --config FILE | --version\n\n%s\n", svc->prog, svc->keys_note);
     conf_describe(svc->table, out);
     return out == stdout ? 0 : 2;
 }
@@ -35,6 +35,9 @@ static const char *parse_args(const wire_service_t *svc, int argc, char **argv, 
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
             path = argv[++i];
+        else if (!strcmp(argv[i], "--version"))
+            return *rc = 0, printf("%s %s (commit %s)\n", svc->prog, ei_version(), ei_commit()),
+                   NULL;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return *rc = usage(svc, stdout), NULL;
         else
@@ -60,7 +63,7 @@ static int run(const wire_service_t *svc, running_t *r, uv_loop_t *loop)
     ei_err_t err;
     int rc = svc->start(r->self, &err);
     if (rc < 0) {
-        fprintf(stderr, "%s: %s\n", svc->prog, err.msg);
+        ei_log(EI_LOG_ERROR, "%s", err.msg);
         svc->stop(r->self);
     }
     uv_run(loop, UV_RUN_DEFAULT);
@@ -76,6 +79,7 @@ int wire_service_main(const wire_service_t *svc, int argc, char **argv)
     const char *path = parse_args(svc, argc, argv, &rc);
     if (!path)
         return rc;
+    ei_log_setup(svc->prog, EI_LOG_INFO, EI_LOG_TEXT);
     void *conf = calloc(1, svc->conf_size);
     ei_err_t err;
     if (!conf || svc->load(conf, path, &err) < 0) {
@@ -83,13 +87,16 @@ int wire_service_main(const wire_service_t *svc, int argc, char **argv)
         free(conf);
         return 2;
     }
+    const int *log = (const int *)((const char *)conf + svc->log_offset);
+    ei_log_setup(svc->prog, log[0], log[1]);
     uv_loop_t loop;
     uv_loop_init(&loop);
     void *zctx = sec_context(); /* CZMQ's, so the ZAP handler guards these sockets */
     running_t r = {svc, svc->create(conf, &loop, zctx, &err)};
     if (!r.self) {
-        fprintf(stderr, "%s: %s\n", svc->prog, err.msg);
-        rc = 1;
+        ei_log(EI_LOG_ERROR, "%s", err.msg);
+        /* A model that does not fit the data is a configuration error, as a bad config is. */
+        rc = err.code == EI_E_SHAPE ? 2 : 1;
     } else {
         rc = run(svc, &r, &loop);
         svc->destroy(r.self);

@@ -23,6 +23,8 @@ typedef struct wire_service {
     int (*start)(void *self, ei_err_t *err);
     void (*stop)(void *self);
     void (*destroy)(void *self);
+    /* Offset in the config of `int log_level, log_format;` (in that order). */
+    size_t log_offset;
 } wire_service_t;
 
 /* Runs the service to the end. Exit codes: 0 after a clean stop, 1 when the service could

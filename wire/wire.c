@@ -74,8 +74,10 @@ int wire_encode(const einet_Envelope *env, size_t tensor_bytes, uint8_t *buf, si
 
 /* Reads version and seq without decoding the body, so that a message from a peer speaking
  * another version is refused as such (and answered with its seq) even when its body would
- * not decode here. Field numbers 1 and 2 of Envelope never change. */
-static void prescan(const uint8_t *buf, size_t len, uint32_t *version, uint64_t *seq)
+ * not decode here. Field numbers 1 and 2 of Envelope never change. Returns 0 when the scan
+ * reached the end, -1 when the bytes stopped being protobuf before it: with no version
+ * seen by then they are garbage, refused as malformed rather than as a version mismatch. */
+static int prescan(const uint8_t *buf, size_t len, uint32_t *version, uint64_t *seq)
 {
     pb_istream_t s = pb_istream_from_buffer(buf, len);
     *version = 0;
@@ -85,20 +87,21 @@ static void prescan(const uint8_t *buf, size_t len, uint32_t *version, uint64_t 
         pb_wire_type_t wt;
         bool eof;
         uint64_t v;
-        if (!pb_decode_tag(&s, &wt, &tag, &eof))
-            return;
+        if (!pb_decode_tag(&s, &wt, &tag, &eof) || tag == 0)
+            return -1;
         if ((tag == einet_Envelope_version_tag || tag == einet_Envelope_seq_tag) &&
             wt == PB_WT_VARINT) {
             if (!pb_decode_varint(&s, &v))
-                return;
+                return -1;
             if (tag == einet_Envelope_version_tag)
                 *version = (uint32_t)v;
             else
                 *seq = v;
         } else if (!pb_skip_field(&s, wt)) {
-            return;
+            return -1;
         }
     }
+    return 0;
 }
 
 static int decode_failed(const uint8_t *buf, size_t len, pb_istream_t *s, ei_err_t *err)
@@ -115,7 +118,16 @@ int wire_decode(const uint8_t *buf, size_t len, size_t tensor_bytes, einet_Envel
     uint32_t version;
     uint64_t seq;
     memset(env, 0, sizeof *env);
-    prescan(buf, len, &version, &seq);
+    if (prescan(buf, len, &version, &seq) < 0 && version == 0) {
+        env->seq = seq;
+        return ei_err_set(err, EI_E_FORMAT, "envelope: malformed: %zu bytes that are not a "
+                          "protobuf Envelope", len);
+    }
+    if (version == 0) {
+        env->seq = seq;
+        return ei_err_set(err, EI_E_VERSION, "envelope.version: missing (this is %u)",
+                          WIRE_VERSION);
+    }
     if (version != WIRE_VERSION) {
         env->seq = seq;
         return ei_err_set(err, EI_E_VERSION, "envelope.version: %u is not supported (this is %u)",

@@ -19,7 +19,7 @@
 #include "wire/sec.h"
 #include "wire/xport.h"
 
-#define WIRE_VERSION 1
+#define WIRE_VERSION einet_Protocol_PROTOCOL_VERSION /* proto/messages.proto */
 
 /* Limits of the protocol; proto/messages.options holds the same numbers. */
 #define WIRE_MAX_BLOCKS 128
@@ -83,6 +83,7 @@ typedef struct wire_in {
     size_t tensor_numel;
     xport_peer_t peer; /* the sender's routing id on a ROUTER: where replies go, never who */
     sec_peer_t who;    /* who sent it, as its key proved (empty on a keyless socket) */
+    int delimited;     /* an empty first frame came (a REQ socket): refused; see wire_refuse */
 } wire_in_t;
 
 /* Decodes msg (1 or 2 frames) into *in. On failure in->peer and, when readable,
@@ -103,6 +104,11 @@ typedef struct wire_payload {
  * 0, EI_E_PEER when ZeroMQ would not take it now (see xport_send), or a check error. */
 int wire_send(xport_t *x, const xport_peer_t *to, const einet_Envelope *env,
               const wire_payload_t *tensor, ei_err_t *err) EI_CHECK;
+
+/* The Error reply to a message refused by wire_recv or its handler: wire_send_error to the
+ * sender, with an empty delimiter frame first when the message came from a REQ socket, so
+ * that socket reads the refusal instead of waiting forever. */
+int wire_refuse(xport_t *x, const wire_in_t *in, int code, const char *message, ei_err_t *err);
 
 /* Sends an Error body with code and message (truncated to fit), answering seq reply_to. */
 int wire_send_error(xport_t *x, const xport_peer_t *to, uint64_t reply_to, int code,

@@ -13,6 +13,22 @@ _Static_assert(WIRE_MAX_CLASSES == sizeof(((einet_ExitResult *)0)->probs) / size
                "proto/messages.options and WIRE_MAX_CLASSES disagree");
 _Static_assert(WIRE_MAX_DIMS == sizeof(((einet_TensorMeta *)0)->shape) / sizeof(uint32_t),
                "proto/tensor.options and WIRE_MAX_DIMS disagree");
+/* Error.code's enum in proto/messages.proto is common/ei.h's table. */
+#define WIRE_SAME_CODE(name)                                                                    \
+    _Static_assert((int)einet_ErrorCode_ERROR_##name == EI_E_##name,                           \
+                   "proto ErrorCode and EI_E_" #name " disagree");
+WIRE_SAME_CODE(NOMEM)
+WIRE_SAME_CODE(IO)
+WIRE_SAME_CODE(FORMAT)
+WIRE_SAME_CODE(SHAPE)
+WIRE_SAME_CODE(INVAL)
+WIRE_SAME_CODE(NOTFOUND)
+WIRE_SAME_CODE(NONFINITE)
+WIRE_SAME_CODE(VERSION)
+WIRE_SAME_CODE(RANGE)
+WIRE_SAME_CODE(TIMEOUT)
+WIRE_SAME_CODE(PEER)
+WIRE_SAME_CODE(UNSUPPORTED)
 
 /* Sets *err to "<path>: <what>"; path names the field ("exit_result.confidence"). */
 static int bad(ei_err_t *err, int code, const char *path, const char *fmt, ...) EI_PRINTF(4, 5);
@@ -330,6 +346,8 @@ static int check_body(const einet_Envelope *e, size_t frame, ei_err_t *err)
     case einet_Envelope_ack_tag:
     case einet_Envelope_cancel_tag:
     case einet_Envelope_error_tag:
+    case einet_Envelope_model_info_query_tag:
+    case einet_Envelope_model_info_reply_tag:
         return 0;
     }
     return ei_err_set(err, EI_E_FORMAT, "envelope: no body");

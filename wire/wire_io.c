@@ -11,10 +11,15 @@ int wire_recv(xport_msg_t *msg, wire_in_t *in, ei_err_t *err)
     memset(in, 0, sizeof *in);
     in->peer = *xport_msg_peer(msg);
     in->who = sec_peer_of(msg);
+    size_t len, tbytes = WIRE_NO_TENSOR;
+    const uint8_t *buf = n >= 1 ? xport_msg_data(msg, 0, &len) : NULL;
+    if (buf && len == 0 && n >= 2) { /* REQ's delimiter: answered with one, so REQ reads it */
+        in->delimited = 1;
+        return ei_err_set(err, EI_E_UNSUPPORTED, "an empty first frame (a REQ socket?): "
+                          "clients must use a DEALER socket (docs/protocol.md)");
+    }
     if (n < 1 || n > 2)
         return ei_err_set(err, EI_E_FORMAT, "message of %d frames (1 envelope + 0 or 1 tensor)", n);
-    size_t len, tbytes = WIRE_NO_TENSOR;
-    const uint8_t *buf = xport_msg_data(msg, 0, &len);
     if (n == 2)
         xport_msg_data(msg, 1, &tbytes);
     int rc = wire_decode(buf, len, tbytes, &in->env, err);
@@ -74,4 +79,23 @@ int wire_send_error(xport_t *x, const xport_peer_t *to, uint64_t reply_to, int c
     env.body.error.version = WIRE_VERSION;
     snprintf(env.body.error.message, sizeof env.body.error.message, "%s", message);
     return wire_send(x, to, &env, NULL, err);
+}
+
+int wire_refuse(xport_t *x, const wire_in_t *in, int code, const char *message, ei_err_t *err)
+{
+    const xport_peer_t *to = in->peer.len ? &in->peer : NULL;
+    if (!in->delimited)
+        return wire_send_error(x, to, in->env.seq, code, message, err);
+    einet_Envelope env;
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len;
+    wire_env_init(&env, einet_Envelope_error_tag);
+    env.body.error.code = code;
+    env.body.error.version = WIRE_VERSION;
+    snprintf(env.body.error.message, sizeof env.body.error.message, "%s", message);
+    int rc = wire_encode(&env, WIRE_NO_TENSOR, buf, sizeof buf, &len, err);
+    if (rc < 0)
+        return rc;
+    xport_frame_t frames[2] = {{"", 0, NULL, NULL}, {buf, len, NULL, NULL}};
+    return xport_send(x, to, frames, 2, err);
 }

@@ -1,0 +1,229 @@
+#!/usr/bin/python3
+"""The Python client (clients/python/einet_client) against a real three-tier cluster on
+loopback, started with deploy/local.sh: model_info, pipelined submit/await checked against
+`einet infer` (the C client) on the same images, result and stats queries, a fault with a
+deadline, and every refusal reason: non-finite input, wrong shape, garbage bytes, a missing
+version, a REQ socket. Waits are polls with wide limits. Exit 77 (skip, saying why) when
+python3-zmq, python3-protobuf or the generated einet_proto modules are missing."""
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BIN = os.environ.get("EINET_BIN", os.path.join(SRC, "build", "bin"))
+PYDIR = os.environ.get("EINET_PYTHON_DIR", os.path.join(os.path.dirname(BIN), "python"))
+sys.path[:0] = [PYDIR, os.path.join(SRC, "clients", "python")]
+
+
+def skip(why):
+    print(f"SKIP: {why}", file=sys.stderr)
+    sys.exit(77)
+
+
+try:
+    import zmq
+    from einet_proto import messages_pb2 as pb
+    from einet_client import Client, EinetError, Refused
+except ImportError as e:
+    skip(f"{e} (apt-get install python3-zmq python3-protobuf protobuf-compiler; build first)")
+
+MODEL = os.environ.get("EINET_TEST_MODEL", os.path.join(SRC, "models", "fmnist-8exit.safetensors"))
+DATA = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz"
+for p in ("einet", "einet-node", "einet-coord"):
+    if not os.access(os.path.join(BIN, p), os.X_OK):
+        skip(f"{BIN}/{p} is not built")
+if not os.path.exists(MODEL):
+    skip(f"no model file {MODEL}")
+if not os.path.exists(DATA):
+    skip(f"no Fashion-MNIST test set at {DATA} (apt-get install dataset-fashion-mnist)")
+
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    print(("ok: " if cond else "FAIL: ") + what, flush=True)
+    if not cond:
+        failures += 1
+
+
+def images(n):
+    """The first n test images as float32 lists, pixel / 255 (as `einet infer` sends)."""
+    with gzip.open(DATA) as f:
+        f.read(16)
+        raw = f.read(784 * n)
+    return [[raw[i * 784 + k] / 255.0 for k in range(784)] for i in range(n)]
+
+
+def write_configs(d, base):
+    ports = {"5600": base, "5601": base + 1, "5611": base + 2, "5612": base + 3}
+    os.makedirs(d)
+    for name in ("coordinator", "device", "edge", "cloud"):
+        lines = []
+        for line in open(os.path.join(SRC, "configs", "fmnist-3tier", name + ".ini")):
+            if line.startswith("model"):
+                line = f"model = {MODEL}\n"
+            if line.startswith("heartbeat_timeout_ms"):
+                line = "heartbeat_timeout_ms = 3000\n"
+            for old, new in ports.items():
+                line = line.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+            lines.append(line)
+        open(os.path.join(d, name + ".ini"), "w").write("".join(lines))
+    return f"tcp://127.0.0.1:{base}"
+
+
+def poll(what, fn, seconds=60):
+    until = time.monotonic() + seconds
+    while True:
+        v = fn()
+        if v or time.monotonic() > until:
+            return v
+        time.sleep(0.25)
+
+
+def raw_exchange(ep, sock_type, frames, timeout_ms=20000):
+    """Sends frames on a fresh socket; the reply's Envelope (None when nothing came)."""
+    s = zmq.Context.instance().socket(sock_type)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(ep)
+    s.send_multipart(frames)
+    env = None
+    if s.poll(timeout_ms):
+        env = pb.Envelope()
+        env.ParseFromString(s.recv_multipart()[-1])
+    s.close(0)
+    return env
+
+
+def test_model_info(c):
+    info = c.model_info()
+    check(info["protocol_version"] == pb.PROTOCOL_VERSION == 1, f"protocol version {info['protocol_version']}")
+    check(info["model"] == "fmnist-8exit", f"model name {info['model']!r}")
+    check(info["input_shape"] == [1, 28, 28], f"input shape {info['input_shape']}")
+    check(info["classes"] == 10, f"classes {info['classes']}")
+    check(len(info["class_names"]) == 10 and info["class_names"][1] == "Trouser"
+          and info["class_names"][9] == "Ankle boot", f"class names {info['class_names']}")
+    want = ["device"] * 2 + ["edge"] * 3 + ["cloud"] * 3
+    tiers = poll("exit tiers", lambda: [e["tier"] for e in c.model_info()["exits"]] == want and want)
+    info = c.model_info()
+    check([e["exit"] for e in info["exits"]] == list(range(1, 9)) and tiers == want,
+          f"exits and their tiers {info['exits']}")
+
+
+def reference(ep, tmp, n):
+    """`einet infer` (the C client) on the first n images: index -> answer."""
+    out = subprocess.run([os.path.join(BIN, "einet"), "infer", "--coordinator", ep, "--count",
+                          str(n), "--json", "--quiet", "--timeout-ms", "20000"],
+                         capture_output=True, text=True, timeout=300)
+    check(out.returncode == 0, f"einet infer exit {out.returncode} {out.stderr.strip()}")
+    return {a["index"]: a for a in map(json.loads, out.stdout.splitlines())}
+
+
+def test_submit_await(c, ep, tmp):
+    n = 30
+    ref = reference(ep, tmp, n)
+    imgs = images(n)
+    handles = [c.submit(img, label=None, client_id=i) for i, img in enumerate(imgs)]
+    answers = [c.await_answer(h, timeout_ms=60000) for h in handles]
+    check(all(a["status"] == "complete" for a in answers),
+          f"{n} answers, statuses {sorted(set(a['status'] for a in answers))}")
+    same = [i for i in range(n) if ref[i]["status"] == "complete" and answers[i]["status"] == "complete"]
+    agree = [i for i in same if answers[i]["class"] == ref[i]["class"] and answers[i]["exit"] == ref[i]["exit"]
+             and abs(answers[i]["confidence"] - ref[i]["confidence"]) < 1e-5]
+    check(len(same) > 0 and agree == same,
+          f"class, exit and confidence equal to einet infer's on {len(agree)} of {len(same)} complete answers")
+    check([a["client_id"] for a in answers] == list(range(n)), "client ids echoed in order of handles")
+    r = c.result(answers[3]["request_id"])
+    check(r["found"] and not r["pending"] and r["answer"]["class"] == answers[3]["class"]
+          and r["answer"]["status"] == "complete", f"result of request {answers[3]['request_id']}")
+    check(not c.result(10 ** 12)["found"], "an unknown request id is not found")
+    s = c.stats()
+    check(s["requests"] == 2 * n and s["by_status"]["complete"] >= n,
+          f"stats: {s['requests']} requests (the C client's {n} and these {n})")
+    return imgs
+
+
+def test_deadline_and_fault(c, imgs):
+    c.fault(link="edge-cloud", delay_ms=1500)
+    a = c.infer(imgs[0], deadline_ms=200)
+    check(a["status"] == "deadline" and a["exit"] <= 5 and a["tier"] != "cloud",
+          f"edge-cloud delayed 1.5 s, deadline 200 ms: {a['status']} from exit {a['exit']} ({a['tier']})")
+    c.fault(link="edge-cloud", clear=True)
+    got = poll("complete after clear", lambda: c.infer(imgs[1], deadline_ms=None)["status"] == "complete")
+    check(bool(got), "complete again once the fault is cleared")
+    try:
+        c.fault(link="sideways")
+        check(False, "a bad link name is refused")
+    except ValueError:
+        check(True, "a bad link name is refused")
+
+
+def test_refusals(c, ep):
+    nan = [float("nan")] * 784
+    a = c.infer(nan)
+    check(a["status"] == "rejected" and "non-finite" in a["reason"],
+          f"all-NaN image: {a['status']}: {a['reason']}")
+    inf = [0.0] * 783 + [math.inf]
+    a = c.infer(inf)
+    check(a["status"] == "rejected" and "non-finite" in a["reason"] and "783" in a["reason"],
+          f"one infinity: {a['status']}: {a['reason']}")
+    a = c.infer([0.5] * 729, shape=[1, 1, 27, 27])
+    check(a["status"] == "rejected" and a["reason"].startswith("request.input"),
+          f"27x27 image: {a['status']}: {a['reason']}")
+    env = raw_exchange(ep, zmq.DEALER, [bytes([0xff, 0xff, 0xff, 0x07, 0x13])])
+    check(env is not None and env.WhichOneof("body") == "error"
+          and env.error.code == pb.ERROR_FORMAT and "malformed" in env.error.message,
+          f"garbage bytes: {env and pb.ErrorCode.Name(env.error.code)}: {env and env.error.message}")
+    q = pb.Envelope()
+    q.seq = 7
+    q.stats_query.reset = False
+    env = raw_exchange(ep, zmq.DEALER, [q.SerializeToString()])
+    check(env is not None and env.error.code == pb.ERROR_VERSION and "missing" in env.error.message
+          and env.reply_to == 7 and env.error.version == pb.PROTOCOL_VERSION,
+          f"no version: {env and pb.ErrorCode.Name(env.error.code)}: {env and env.error.message}")
+    q.version = pb.PROTOCOL_VERSION
+    env = raw_exchange(ep, zmq.REQ, [q.SerializeToString()])
+    check(env is not None and env.error.code == pb.ERROR_UNSUPPORTED and "DEALER" in env.error.message,
+          f"REQ socket: {env and pb.ErrorCode.Name(env.error.code)}: {env and env.error.message}")
+    ack = pb.Envelope()
+    ack.version = pb.PROTOCOL_VERSION
+    ack.ack.ok = True
+    env = raw_exchange(ep, zmq.DEALER, [ack.SerializeToString()])
+    check(env is not None and env.error.code == pb.ERROR_FORMAT
+          and "not a message the clients socket takes" in env.error.message,
+          f"an ack sent to the coordinator: {env and env.error.message}")
+    s = c.stats()
+    check(s["bad_messages"] == 4, f"stats count {s['bad_messages']} refused messages (4 sent)")
+
+
+def main():
+    base = 30000 + (os.getpid() % 2000) * 10
+    with tempfile.TemporaryDirectory(prefix="einet-pyclient-") as tmp:
+        conf = os.path.join(tmp, "conf")
+        ep = write_configs(conf, base)
+        env = dict(os.environ, EINET_BIN=BIN, EINET_RUN_DIR=os.path.join(tmp, "run"))
+        local = os.path.join(SRC, "deploy", "local.sh")
+        up = subprocess.run([local, "up", conf], env=env, capture_output=True, text=True, timeout=300)
+        try:
+            if up.returncode != 0:
+                print(up.stdout, up.stderr, file=sys.stderr)
+                check(False, "deploy/local.sh up")
+                return 1
+            with Client(ep, timeout_ms=20000) as c:
+                test_model_info(c)
+                imgs = test_submit_await(c, ep, tmp)
+                test_refusals(c, ep)
+                test_deadline_and_fault(c, imgs)
+        finally:
+            subprocess.run([local, "down", conf], env=env, capture_output=True, timeout=120)
+    print("PASS" if failures == 0 else f"{failures} FAILED")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
