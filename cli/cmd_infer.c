@@ -388,8 +388,9 @@ static int load_inputs(infer_t *a)
                     &err) < 0)
         return cli_fail(CMD, "asking the model's input shape: %s", err.msg);
     const einet_ModelInfoReply *m = &env.body.model_info_reply;
-    if (m->input_shape_count != 3 || !m->input_shape[0] || !m->input_shape[1] ||
-        !m->input_shape[2] || m->input_shape[0] * m->input_shape[1] * m->input_shape[2] > (1u << 24))
+    uint64_t n3 = (uint64_t)m->input_shape[0] * m->input_shape[1] * m->input_shape[2];
+    if (m->input_shape_count != 3 || n3 == 0 || n3 > (1u << 24) || m->input_shape[0] > 4096 ||
+        m->input_shape[1] > 65536 || m->input_shape[2] > 65536)
         return cli_fail(CMD, "the coordinator gave no usable input shape");
     int c = (int)m->input_shape[0], h = (int)m->input_shape[1], w = (int)m->input_shape[2];
     size_t numel = (size_t)c * (size_t)h * (size_t)w;
