@@ -6,7 +6,8 @@
 
 static int load(void *conf, const char *path, ei_err_t *err)
 {
-    return conf_node_load(conf, path, err);
+    return conf_node_load(conf, path, err) < 0 ? err->code
+                                               : conf_check_files(&conf_node_table, conf, path, err);
 }
 
 static void *create(const void *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)
