@@ -46,6 +46,14 @@ int cli_bad_option(const char *cmd, char **argv, int optind_after);
 int cli_check_data(const char *cmd, const char *source, nn_shape_t input, const char *dir,
                    const char *splits);
 
+/* Reads one input file for `einet infer --input` into out[c * h * w] (planar, [0, 1] for
+ * images): a PNG (gray or RGB, converted to c = 1 or 3 channels; another size is refused
+ * unless resize, which scales it bilinearly) or a .npy float32 array of shape (c, h, w),
+ * (1, c, h, w) or, for c = 1, (h, w). EI_E_NOTFOUND, EI_E_FORMAT (not PNG/.npy, bad dtype,
+ * truncated), EI_E_SHAPE or EI_E_NONFINITE with err naming the file and what is wrong. */
+int cli_input_load(const char *path, int c, int h, int w, int resize, float *out,
+                   ei_err_t *err) EI_CHECK;
+
 /* Paths of the shipped defaults, relative to the source root or $EINET_HOME. */
 const char *cli_default_path(const char *rel, char *buf, int len);
 

@@ -358,6 +358,10 @@ static int run_load(const search_args_t *a, search_run_t *r, ei_err_t *err)
     if ((r->refused = cli_check_data("ee-search", a->model, nn_model_input_shape(r->m),
                                      a->data, "train,test")))
         return EI_E_SHAPE;
+    if (!a->all && a->target >= nn_model_classes(r->m)) /* before minutes of work */
+        return ei_err_set(err, EI_E_RANGE, "--target %d: the model %s has %d classes (0..%d)",
+                          a->target, a->model, nn_model_classes(r->m),
+                          nn_model_classes(r->m) - 1);
     nn_model_prepare_inference(r->m);
     if (!(r->train = nn_dataset_load(a->data, "train", err)) ||
         !(r->test = nn_dataset_load(a->data, "test", err)))

@@ -18,11 +18,13 @@
 
 static const char usage_text[] =
     "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--json]\n"
-    "Sends the first N Fashion-MNIST test images with their labels and prints one JSON line\n"
-    "per answer on stdout, in the order answers arrive:\n"
+    "       einet infer --coordinator ENDPOINT --input FILE... [--resize] [...]\n"
+    "Sends the first N Fashion-MNIST test images with their labels (or the given files) and\n"
+    "prints one JSON line per answer on stdout, in the order answers arrive:\n"
     "  {\"id\", \"index\", \"status\", \"class\", \"confidence\", \"exit\", \"tier\",\n"
-    "   \"latency_ms\", \"label\"[, \"reason\"]}\n"
-    "(id: the coordinator's request id, for 'einet result'; index: the test image). A summary\n"
+    "   \"latency_ms\", \"label\"[, \"reason\"][, \"input\"]}\n"
+    "(id: the coordinator's request id, for 'einet result'; index: the test image or the\n"
+    "file's position; input: the file). A summary\n"
     "follows on stderr: readable, or one JSON object with --json.\n" CLIENT_OPTS_HELP
     "                          each request's answer is awaited that long after its\n"
     "                          deadline (or after sending, with no deadline)\n"
@@ -33,6 +35,12 @@ static const char usage_text[] =
     "  --json                  the summary as one JSON object\n"
     "  --quiet                 no summary\n"
     "  --data DIR              Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n"
+    "  --input FILE...         send these files instead: PNG images (gray or RGB, converted\n"
+    "                          to the model's channels, scaled to [0, 1]) or .npy float32\n"
+    "                          arrays of the model's input shape; the shape comes from the\n"
+    "                          coordinator (model_info); every file is checked before any\n"
+    "                          is sent\n"
+    "  --resize                scale PNG images of another size to the model's (bilinear)\n"
     "Exit status: 0 when every request got exactly one answer (of any status), 1 when one\n"
     "got none in time, was refused or answered twice, or the coordinator cannot be reached;\n"
     "2 for a usage error.\n";
@@ -44,6 +52,8 @@ typedef struct infer {
     long count, deadline_ms, window, total_ms;
     int json, quiet;
     const char *data_dir;
+    char **inputs; /* --input files (argv's), or NULL */
+    int ninputs, resize, in_c;
     /* run state */
     client_t *c;
     nn_dataset_t *data;
@@ -68,6 +78,8 @@ static int parse_args(int argc, char **argv, infer_t *a)
         {"json", no_argument, 0, 'j'},
         {"quiet", no_argument, 0, 'q'},
         {"data", required_argument, 0, 'd'},
+        {"input", required_argument, 0, 'i'},
+        {"resize", no_argument, 0, 'R'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int c;
@@ -82,6 +94,8 @@ static int parse_args(int argc, char **argv, infer_t *a)
         case 'j': a->json = 1; break;
         case 'q': a->quiet = 1; break;
         case 'd': a->data_dir = optarg; break;
+        case 'i': a->inputs[a->ninputs++] = optarg; break;
+        case 'R': a->resize = 1; break;
         case 'h': fputs(usage_text, stdout); return -1;
         case 'n':
             if (cli_parse_long(optarg, 1, 10000, &a->count))
@@ -105,8 +119,12 @@ static int parse_args(int argc, char **argv, infer_t *a)
             return cli_bad_option(CMD, argv, optind);
         }
     }
+    while (a->ninputs && optind < argc) /* --input a.png b.npy ... */
+        a->inputs[a->ninputs++] = argv[optind++];
     if (optind < argc)
         return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (a->resize && !a->ninputs)
+        return cli_usage_error(CMD, "--resize is for --input images");
     return client_opts_finish(CMD, &a->o) ? CLI_USAGE : 0;
 }
 
@@ -119,19 +137,19 @@ static double request_timeout_s(const infer_t *a)
 static int send_request(infer_t *a, long i, ei_err_t *err)
 {
     const nn_dataset_t *d = a->data;
-    size_t numel = (size_t)d->h * (size_t)d->w;
+    size_t numel = (size_t)a->in_c * (size_t)d->h * (size_t)d->w;
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_request_tag);
     einet_Request *r = &env.body.request;
     r->client_id = (uint64_t)i;
-    uint32_t shape[4] = {1, 1, (uint32_t)d->h, (uint32_t)d->w};
+    uint32_t shape[4] = {1, (uint32_t)a->in_c, (uint32_t)d->h, (uint32_t)d->w};
     wire_meta_set(&r->input, &r->has_input, shape, 4);
     if (a->deadline_ms) {
         r->has_deadline_ms = true;
         r->deadline_ms = (uint32_t)a->deadline_ms;
     }
-    r->has_label = true;
-    r->label = d->labels[i];
+    r->has_label = d->labels != NULL;
+    r->label = d->labels ? d->labels[i] : 0;
     int rc = client_send(a->c, &env, d->images + (size_t)i * numel, numel, (int)a->o.timeout_ms,
                          err);
     if (rc)
@@ -144,9 +162,11 @@ static int send_request(infer_t *a, long i, ei_err_t *err)
     return 0;
 }
 
-static void print_answer(const einet_Answer *ans)
+static void print_answer(const infer_t *a, const einet_Answer *ans)
 {
     json_t *o = client_answer_json(ans);
+    if (a->ninputs)
+        json_object_set_new(o, "input", json_string(a->inputs[ans->client_id]));
     char *text = json_dumps(o, JSON_REAL_PRECISION(9));
     if (text)
         puts(text);
@@ -193,7 +213,7 @@ static void on_answer(infer_t *a, const einet_Answer *ans)
     a->inflight--;
     tally(a, ans);
     a->answered++;
-    print_answer(ans);
+    print_answer(a, ans);
 }
 
 /* An Error reply refuses the request whose seq it answers. */
@@ -357,10 +377,52 @@ static void summary(infer_t *a)
         summary_text(a, secs, p);
 }
 
+/* The model's input [C, H, W] from the coordinator (model_info), then every --input file
+ * read and checked into a dataset without labels; nothing is sent before all are good. */
+static int load_inputs(infer_t *a)
+{
+    ei_err_t err = {0};
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_model_info_query_tag);
+    if (client_call(a->c, &env, einet_Envelope_model_info_reply_tag, (int)a->o.timeout_ms,
+                    &err) < 0)
+        return cli_fail(CMD, "asking the model's input shape: %s", err.msg);
+    const einet_ModelInfoReply *m = &env.body.model_info_reply;
+    uint64_t n3 = (uint64_t)m->input_shape[0] * m->input_shape[1] * m->input_shape[2];
+    if (m->input_shape_count != 3 || n3 == 0 || n3 > (1u << 24) || m->input_shape[0] > 4096 ||
+        m->input_shape[1] > 65536 || m->input_shape[2] > 65536)
+        return cli_fail(CMD, "the coordinator gave no usable input shape");
+    int c = (int)m->input_shape[0], h = (int)m->input_shape[1], w = (int)m->input_shape[2];
+    size_t numel = (size_t)c * (size_t)h * (size_t)w;
+    a->data = ei_calloc(1, sizeof *a->data);
+    if (!a->data || !(a->data->images = ei_calloc((size_t)a->ninputs * numel, sizeof(float))))
+        return cli_fail(CMD, "out of memory for %d inputs", a->ninputs);
+    a->data->count = a->ninputs;
+    a->data->h = h;
+    a->data->w = w;
+    a->in_c = c;
+    for (int i = 0; i < a->ninputs; i++)
+        if (cli_input_load(a->inputs[i], c, h, w, a->resize, a->data->images + (size_t)i * numel,
+                           &err) < 0)
+            return cli_usage_error(CMD, "%s", err.msg);
+    return 0;
+}
+
 static int infer_main(infer_t *a)
 {
     ei_err_t err = {0};
-    a->data = nn_dataset_load(a->data_dir, "test", &err);
+    if (a->ninputs) {
+        a->c = client_new_keys(a->o.endpoint, a->o.key, a->o.server_key, &err);
+        if (!a->c)
+            return cli_fail(CMD, "%s", err.msg);
+        int rc = load_inputs(a);
+        if (rc)
+            return rc;
+        a->count = a->ninputs;
+    } else {
+        a->in_c = 1;
+        a->data = nn_dataset_load(a->data_dir, "test", &err);
+    }
     if (!a->data)
         return cli_fail(CMD, "%s", err.msg);
     if (a->count > a->data->count)
@@ -370,8 +432,7 @@ static int infer_main(infer_t *a)
     a->latency = ei_calloc((size_t)a->count, sizeof *a->latency);
     if (!a->state || !a->sent_at || !a->latency)
         return cli_fail(CMD, "out of memory");
-    a->c = client_new_keys(a->o.endpoint, a->o.key, a->o.server_key, &err);
-    if (!a->c)
+    if (!a->c && !(a->c = client_new_keys(a->o.endpoint, a->o.key, a->o.server_key, &err)))
         return cli_fail(CMD, "%s", err.msg);
     int rc = run(a);
     if (!a->quiet && a->next > 0)
@@ -395,7 +456,8 @@ int cmd_infer(int argc, char **argv)
     a->window = DEFAULT_WINDOW;
     a->total_ms = DEFAULT_TOTAL_MS;
     setvbuf(stdout, NULL, _IOLBF, 0); /* a reader of the pipe sees each answer at once */
-    int rc = parse_args(argc, argv, a);
+    a->inputs = ei_calloc((size_t)argc + 1, sizeof *a->inputs);
+    int rc = a->inputs ? parse_args(argc, argv, a) : cli_fail(CMD, "out of memory");
     if (rc == 0)
         rc = infer_main(a);
     else if (rc < 0)
@@ -405,6 +467,7 @@ int cmd_infer(int argc, char **argv)
     free(a->state);
     free(a->sent_at);
     free(a->latency);
+    free(a->inputs);
     free(a);
     return rc;
 }

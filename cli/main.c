@@ -31,7 +31,7 @@ static void usage(FILE *out)
     fprintf(out, "usage: einet COMMAND [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-    fprintf(out, "\n'einet COMMAND --help' describes one command.\n");
+    fprintf(out, "\n'einet COMMAND --help' describes one command; 'einet --version' the build.\n");
 }
 
 int main(int argc, char **argv)
@@ -39,6 +39,10 @@ int main(int argc, char **argv)
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("einet %s (commit %s)\n", ei_version(), ei_commit());
+        return CLI_OK;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -6,7 +6,9 @@
 
 static int load(void *conf, const char *path, ei_err_t *err)
 {
-    return conf_coord_load(conf, path, err);
+    if (conf_coord_load(conf, path, err) < 0)
+        return err->code;
+    return conf_check_files(&conf_coord_table, conf, path, err);
 }
 
 static void *create(const void *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)

@@ -73,12 +73,26 @@ ensure_keys() {
 }
 
 # The pid of process NAME when it is running (and is an einet program), else nothing.
+# The command line tells an einet program from an unrelated process that got a stale pid.
+# It reads empty for a zombie, and also for a moment while a process execs (nohup becoming
+# the program): an empty one is read again, for at most a second, unless the process is a
+# zombie.
 pid_of() {
     _f="$run/$1.pid"
     [ -f "$_f" ] || return 0
     _p=$(cat "$_f" 2>/dev/null)
     [ -n "$_p" ] && kill -0 "$_p" 2>/dev/null || return 0
-    grep -q einet "/proc/$_p/cmdline" 2>/dev/null && echo "$_p"
+    _i=0
+    while [ $_i -lt 20 ]; do
+        _cmd=$(tr '\0' ' ' <"/proc/$_p/cmdline" 2>/dev/null)
+        case "$_cmd" in
+        *einet*) echo "$_p"; return 0 ;;
+        "") case "$(cut -d ' ' -f 3 "/proc/$_p/stat" 2>/dev/null)" in Z | X | "") return 0 ;; esac ;;
+        *) return 0 ;;
+        esac
+        sleep 0.05
+        _i=$((_i + 1))
+    done
     return 0
 }
 

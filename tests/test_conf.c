@@ -263,6 +263,29 @@ static void test_ops_keys(void **state)
     assert_int_equal(n.log_format, EI_LOG_JSON);
 }
 
+/* conf_check_files (what einet-node and einet-coord load with): a path key naming a file
+ * that cannot be opened is an error naming the file, line and key; existing files pass. */
+static void test_check_files(void **state)
+{
+    (void)state;
+    conf_node_t c;
+    ei_err_t err = {0};
+    write_file("m.safetensors", "x");
+    const char *path = write_file("dev.ini", "[node]\ntier = device\nfirst_block = 1\n"
+                                             "last_block = 2\nmodel = m.safetensors\n"
+                                             "coordinator = tcp://127.0.0.1:5600\n"
+                                             "predictor = missing.predictor\n");
+    assert_int_equal(conf_node_load(&c, path, &err), 0); /* the table alone does not look */
+    assert_int_equal(conf_check_files(&conf_node_table, &c, path, &err), EI_E_NOTFOUND);
+    char want[1024];
+    snprintf(want, sizeof want, "%s:7: 'predictor' in [node]: cannot open '%s/missing.predictor': "
+             "No such file or directory", path, dir);
+    assert_string_equal(err.msg, want);
+    path = write_file("dev.ini", "[node]\ntier = device\nfirst_block = 1\nlast_block = 2\n"
+                                 "model = m.safetensors\ncoordinator = tcp://127.0.0.1:5600\n");
+    assert_int_equal(conf_check_files(&conf_node_table, &c, path, &err), 0);
+}
+
 /* Every key of both tables appears in the description (and so can be documented). */
 static void test_describe(void **state)
 {
@@ -292,7 +315,7 @@ int main(void)
         cmocka_unit_test(test_node_good), cmocka_unit_test(test_coord_good),
         cmocka_unit_test(test_node_bad),  cmocka_unit_test(test_long_line_and_missing_file),
         cmocka_unit_test(test_coord_bad), cmocka_unit_test(test_endpoints),
-        cmocka_unit_test(test_ops_keys),
+        cmocka_unit_test(test_ops_keys), cmocka_unit_test(test_check_files),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -26,6 +27,7 @@ typedef struct parse {
     int line_max;  /* ... which holds this many characters */
     ei_err_t *err;
     int err_line; /* line of the first error (-1 for errors without a line); 0: none */
+    int check_files; /* conf_check_files: every path set must name a readable file */
 } parse_t;
 
 /* Records the first error only: later ones are often consequences of it. */
@@ -309,6 +311,13 @@ static int run(parse_t *p)
     }
     if (!p->err_line)
         check_complete(p);
+    for (int i = 0; p->check_files && !p->err_line && i < p->t->n; i++) {
+        const conf_option_t *o = &p->t->options[i];
+        const char *v = field_of(p, o);
+        if (o->type == CONF_PATH && p->lines[i] && v[0] && access(v, R_OK) != 0)
+            fail(p, p->lines[i], EI_E_NOTFOUND, "'%s' in [%s]: cannot open '%s': %s", o->name,
+                 o->section, v, strerror(errno));
+    }
     free(p->lines);
     return p->err_line ? p->err->code : 0;
 }
@@ -322,17 +331,29 @@ int conf_load_string(const conf_table_t *t, void *target, const char *name, cons
     return run(&p);
 }
 
-int conf_load(const conf_table_t *t, void *target, const char *path, ei_err_t *err)
+static int load_file(const conf_table_t *t, void *target, const char *path, int check_files,
+                     ei_err_t *err)
 {
     ei_err_t local;
     FILE *f = fopen(path, "r");
     if (!f)
         return ei_err_set(err, EI_E_IO, "%s: cannot open config: %s", path, strerror(errno));
-    parse_t p = {.t = t, .target = target, .name = path, .f = f, .err = err ? err : &local};
+    parse_t p = {.t = t, .target = target, .name = path, .f = f, .err = err ? err : &local,
+                 .check_files = check_files};
     set_dir(&p, path);
     int rc = run(&p);
     fclose(f);
     return rc;
+}
+
+int conf_load(const conf_table_t *t, void *target, const char *path, ei_err_t *err)
+{
+    return load_file(t, target, path, 0, err);
+}
+
+int conf_check_files(const conf_table_t *t, void *target, const char *path, ei_err_t *err)
+{
+    return load_file(t, target, path, 1, err);
 }
 
 /* ---- shared validators and the description ---- */

@@ -67,6 +67,12 @@ typedef struct conf_table {
  * by a validator. On failure target holds partial data and must not be used. */
 int conf_load(const conf_table_t *t, void *target, const char *path, ei_err_t *err) EI_CHECK;
 
+/* conf_load, then every path key set in the file must name a readable file or directory:
+ * EI_E_NOTFOUND "device.ini:5: 'model' in [node]: cannot open '/x/m.safetensors': No such
+ * file or directory" otherwise. What the programs call (tests of the tables alone use
+ * conf_load with paths that need not exist). */
+int conf_check_files(const conf_table_t *t, void *target, const char *path, ei_err_t *err) EI_CHECK;
+
 /* The same from a string; name stands for the file in messages and for resolving paths. */
 int conf_load_string(const conf_table_t *t, void *target, const char *name, const char *text,
                      ei_err_t *err) EI_CHECK;

@@ -9,10 +9,12 @@ import gzip
 import json
 import math
 import os
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("EINET_BIN", os.path.join(SRC, "build", "bin"))
@@ -201,6 +203,86 @@ def test_refusals(c, ep):
     check(s["bad_messages"] == 4, f"stats count {s['bad_messages']} refused messages (4 sent)")
 
 
+def write_png(path, w, h, pixels, channels=1):
+    """An 8-bit PNG (gray, or RGB for channels 3) of w x h pixels (row-major bytes)."""
+    stride = w * channels
+    raw = b"".join(b"\x00" + bytes(pixels[y * stride:(y + 1) * stride]) for y in range(h))
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0 if channels == 1 else 2, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+                + chunk(b"IEND", b""))
+
+
+def write_npy(path, values, shape, descr="<f4"):
+    header = f"{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    fmt = {"<f4": "<%df", "<f8": "<%dd"}[descr] % len(values)
+    with open(path, "wb") as f:
+        f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode()
+                + struct.pack(fmt, *values))
+
+
+def einet_infer(ep, *args):
+    out = subprocess.run([os.path.join(BIN, "einet"), "infer", "--coordinator", ep, "--json",
+                          "--quiet", "--timeout-ms", "20000", *args],
+                         capture_output=True, text=True, timeout=300)
+    return out.returncode, [json.loads(l) for l in out.stdout.splitlines()], out.stderr.strip()
+
+
+def test_infer_input(c, ep, tmp):
+    """einet infer --input: PNG and .npy files give the answers the Python client gets for
+    the same pixels; bad files are one clear error each and nothing is sent."""
+    with gzip.open(DATA) as f:
+        f.read(16)
+        raw = f.read(784 * 3)
+    px = [raw[i * 784:(i + 1) * 784] for i in range(3)]
+    gray, npy, rgb = (os.path.join(tmp, n) for n in ("gray.png", "img.npy", "rgb.png"))
+    write_png(gray, 28, 28, px[0])
+    write_npy(npy, [b / 255.0 for b in px[1]], (1, 28, 28))
+    write_png(rgb, 28, 28, bytes(v for b in px[2] for v in (b, b, b)), channels=3)
+    rc, answers, err = einet_infer(ep, "--input", gray, npy, rgb)
+    check(rc == 0 and [a["input"] for a in answers if True] and len(answers) == 3,
+          f"einet infer --input gray.png img.npy rgb.png: exit {rc}, {len(answers)} answers {err}")
+    by_index = {a["index"]: a for a in answers}
+    for i in range(3):
+        mine = c.infer([b / 255.0 for b in px[i]])
+        theirs = by_index.get(i, {})
+        same = (theirs.get("status") == mine["status"] == "complete" and theirs.get("class") == mine["class"]
+                and theirs.get("exit") == mine["exit"])
+        if i < 2:
+            same = same and abs(theirs.get("confidence", -1) - mine["confidence"]) < 1e-5
+        check(same, f"input {i} ({os.path.basename(theirs.get('input', '?'))}): class "
+                    f"{theirs.get('class')} exit {theirs.get('exit')}, the Python client's {mine['class']} {mine['exit']}")
+    before = c.stats()["requests"]
+    big = os.path.join(tmp, "big.png")
+    write_png(big, 32, 32, bytes((x * 7) % 256 for x in range(32 * 32)))
+    f64 = os.path.join(tmp, "f64.npy")
+    write_npy(f64, [0.5] * 784, (28, 28), descr="<f8")
+    small = os.path.join(tmp, "small.npy")
+    write_npy(small, [0.5] * 729, (27, 27))
+    text = os.path.join(tmp, "notes.txt")
+    open(text, "w").write("not an image\n")
+    nan = os.path.join(tmp, "nan.npy")
+    write_npy(nan, [0.0] * 100 + [float("nan")] + [0.0] * 683, (28, 28))
+    cases = [(big, "32x32 pixels, the model takes 28x28"), (f64, "dtype '<f8', expected float32"),
+             (small, "shape (27, 27), the model takes (1, 28, 28)"),
+             (text, "not a PNG image or a .npy array"), (nan, "non-finite value (nan) at index 100"),
+             (os.path.join(tmp, "missing.png"), "cannot open")]
+    for path, want in cases:
+        rc, answers, err = einet_infer(ep, "--input", gray, path)
+        check(rc == 2 and not answers and want in err and path in err,
+              f"{os.path.basename(path)}: exit {rc}: {err}")
+    check(c.stats()["requests"] == before, "nothing was sent for the bad files")
+    rc, answers, err = einet_infer(ep, "--resize", "--input", big)
+    check(rc == 0 and len(answers) == 1 and answers[0]["status"] == "complete",
+          f"--resize: the 32x32 image answered {answers and answers[0]['status']} {err}")
+
+
 def main():
     base = 30000 + (os.getpid() % 2000) * 10
     with tempfile.TemporaryDirectory(prefix="einet-pyclient-") as tmp:
@@ -218,6 +300,7 @@ def main():
                 test_model_info(c)
                 imgs = test_submit_await(c, ep, tmp)
                 test_refusals(c, ep)
+                test_infer_input(c, ep, tmp)
                 test_deadline_and_fault(c, imgs)
         finally:
             subprocess.run([local, "down", conf], env=env, capture_output=True, timeout=120)
