@@ -3,33 +3,103 @@
 # forward, measured in the same run on this machine.
 #
 #   bench/bench_pipeline.sh [CONFIG_DIR] [N]     (default configs/fmnist-3tier, 1000 images)
+#   bench/bench_pipeline.sh --keys-vs-plain [N]  configs/fmnist-3tier-secure (CURVE on every
+#                                                socket) against configs/fmnist-3tier, in the
+#                                                same run, twice each, alternating
 #
 # Single process: `einet eval` times every conv part and branch at batch 1; the sum is one
 # full forward (every exit), its inverse the single-process throughput.
 # Pipeline: the cluster of CONFIG_DIR started by deploy/local.sh (with the model of
 # $EINET_BENCH_MODEL when set), `einet infer` with one request in flight (latency: the
 # coordinator's receipt to answer, p50/p95) and with 32 in flight (throughput, answers/s).
-# Prints the ratios pipeline / single process. The configs' slowdown factors are kept (the
-# shipped device runs at half speed on purpose); EINET_BENCH_NO_SLOWDOWN=1 removes them.
+# A cluster with keys gets fresh certificates (local.sh up) and the client's key.
+# Prints the ratios pipeline / single process (or keys / plain). The configs' slowdown
+# factors are kept (the shipped device runs at half speed on purpose);
+# EINET_BENCH_NO_SLOWDOWN=1 removes them.
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
 export EINET_BIN="$bin"
-conf=$(cd "${1:-$src/configs/fmnist-3tier}" && pwd)
-n=${2:-1000}
+compare=0
+if [ "${1:-}" = --keys-vs-plain ]; then
+    compare=1
+    shift
+    n=${1:-1000}
+else
+    conf=$(cd "${1:-$src/configs/fmnist-3tier}" && pwd)
+    n=${2:-1000}
+fi
 tmp=$(mktemp -d /tmp/einet-bench.XXXXXX)
 export EINET_RUN_DIR="$tmp/run"
-trap '"$src/deploy/local.sh" down "$tmp/conf" >/dev/null 2>&1; rm -rf "$tmp"' EXIT INT TERM
+trap 'for d in "$tmp"/conf*; do "$src/deploy/local.sh" down "$d" >/dev/null 2>&1; done; rm -rf "$tmp"' EXIT INT TERM
 
-mkdir -p "$tmp/conf"
-for f in "$conf"/*.ini; do
-    sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" "$f" >"$tmp/conf/$(basename "$f")"
-    if [ -n "${EINET_BENCH_MODEL:-}" ]; then
-        sed -i "s#^model *=.*#model = $(cd "$(dirname "$EINET_BENCH_MODEL")" && pwd)/$(basename "$EINET_BENCH_MODEL")#" "$tmp/conf/$(basename "$f")"
-    fi
-    [ -z "${EINET_BENCH_NO_SLOWDOWN:-}" ] || sed -i '/^slowdown/d' "$tmp/conf/$(basename "$f")"
-done
+# copy_conf SRC DST: the config files with their model paths made absolute.
+copy_conf() {
+    mkdir -p "$2"
+    for f in "$1"/*.ini; do
+        sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $1/\2#" "$f" >"$2/$(basename "$f")"
+        if [ -n "${EINET_BENCH_MODEL:-}" ]; then
+            sed -i "s#^model *=.*#model = $(cd "$(dirname "$EINET_BENCH_MODEL")" && pwd)/$(basename "$EINET_BENCH_MODEL")#" "$2/$(basename "$f")"
+        fi
+        [ -z "${EINET_BENCH_NO_SLOWDOWN:-}" ] || sed -i '/^slowdown/d' "$2/$(basename "$f")"
+    done
+}
+
+# pipeline DIR: starts the cluster of DIR, measures, stops it; sets p50, p95, tput, exits.
+pipeline() {
+    echo "pipeline: deploy/local.sh up ($1)"
+    "$src/deploy/local.sh" up "$1" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
+    ep=$(tail -n 1 "$tmp/up.out")
+    keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count 50 --quiet >/dev/null # warm-up
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count "$n" --window 1 --json >/dev/null 2>"$tmp/w1.json"
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count "$n" --window 32 --json >/dev/null 2>"$tmp/w32.json"
+    "$src/deploy/local.sh" down "$1" >/dev/null
+    p50=$(tail -n 1 "$tmp/w1.json" | jq .latency_p50_ms)
+    p95=$(tail -n 1 "$tmp/w1.json" | jq .latency_p95_ms)
+    tput=$(tail -n 1 "$tmp/w32.json" | jq .answers_per_s)
+    exits=$(tail -n 1 "$tmp/w32.json" | jq -c .by_exit)
+}
+
+# free_prefix: P such that ports P00..P99 are all free (ss from iproute2 lists those in use).
+free_prefix() {
+    for _p in $(seq 310 10 640); do
+        ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${_p}[0-9][0-9]\$" || { echo "$_p"; return; }
+    done
+    echo 0
+}
+
+if [ $compare = 1 ]; then
+    # The two clusters on ports nobody else uses (the machine may run other clusters).
+    copy_conf "$src/configs/fmnist-3tier" "$tmp/conf-plain"
+    copy_conf "$src/configs/fmnist-3tier-secure" "$tmp/conf-keys"
+    prefix=$(free_prefix)
+    [ "$prefix" != 0 ] || { echo "bench_pipeline: no free block of 100 ports" >&2; exit 1; }
+    sed -i "s#127\.0\.0\.1:5[67]\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" "$tmp"/conf-*/*.ini
+    res=""
+    for round in 1 2; do
+        for kind in plain keys; do
+            pipeline "$tmp/conf-$kind"
+            res="$res $kind $p50 $p95 $tput"
+            echo "  round $round, $kind: p50 $p50 ms, p95 $p95 ms, $tput answers/s (by exit $exits)"
+        done
+    done
+    echo "$res" | awk -v n="$n" '{
+        for (i = 1; i <= NF; i += 4) { k = $i; p50[k] += $(i+1) / 2; p95[k] += $(i+2) / 2; t[k] += $(i+3) / 2 }
+        printf "\n%d images per run, mean of 2 runs each\n", n
+        printf "plain (configs/fmnist-3tier):        p50 %.3f ms  p95 %.3f ms  %8.0f answers/s\n", p50["plain"], p95["plain"], t["plain"]
+        printf "keys (configs/fmnist-3tier-secure):  p50 %.3f ms  p95 %.3f ms  %8.0f answers/s\n", p50["keys"], p95["keys"], t["keys"]
+        printf "throughput ratio keys / plain: %.2f\n", t["keys"] / t["plain"]
+        printf "latency ratio keys / plain (p50): %.2f\n", p50["keys"] / p50["plain"]
+    }'
+    exit 0
+fi
+
+copy_conf "$conf" "$tmp/conf"
 model=$(sed -n 's/^model *= *//p' "$tmp/conf/coordinator.ini" | sed 's/[[:space:]].*//')
 
 echo "single process: einet eval --model $model --samples $n (batch 1, 1 thread)"
@@ -37,16 +107,7 @@ echo "single process: einet eval --model $model --samples $n (batch 1, 1 thread)
 fwd_ms=$(jq '[.exits[] | .conv_ms + .branch_ms] | add' "$tmp/eval.json")
 final_ms=$(jq '([.exits[] | .conv_ms] | add) + .exits[-1].branch_ms' "$tmp/eval.json")
 
-echo "pipeline: deploy/local.sh up ($conf)"
-"$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
-ep=$(tail -n 1 "$tmp/up.out")
-"$bin/einet" infer --coordinator "$ep" --count 50 --quiet >/dev/null # warm-up
-"$bin/einet" infer --coordinator "$ep" --count "$n" --window 1 --json >/dev/null 2>"$tmp/w1.json"
-"$bin/einet" infer --coordinator "$ep" --count "$n" --window 32 --json >/dev/null 2>"$tmp/w32.json"
-p50=$(tail -n 1 "$tmp/w1.json" | jq .latency_p50_ms)
-p95=$(tail -n 1 "$tmp/w1.json" | jq .latency_p95_ms)
-tput=$(tail -n 1 "$tmp/w32.json" | jq .answers_per_s)
-exits=$(tail -n 1 "$tmp/w32.json" | jq -c .by_exit)
+pipeline "$tmp/conf"
 
 awk -v f="$fwd_ms" -v fin="$final_ms" -v p50="$p50" -v p95="$p95" -v t="$tput" -v n="$n" -v e="$exits" 'BEGIN {
     printf "\n%d images, Fashion-MNIST test set\n", n

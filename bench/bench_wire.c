@@ -10,16 +10,22 @@
  *              libuv loop: what a node does per hop;
  *   enc / dec  wire_encode / wire_decode of the envelope alone (CPU only).
  * "w=1" has one message in flight (hop latency); "w=64" keeps 64 in flight (throughput).
+ * zmq and einet run twice: plain, and with CURVE (both ends proving keys made for the run,
+ * the server's ZAP handler CZMQ's zauth over an allow-list, as every einet socket with keys;
+ * docs/security.md). The CURVE columns compare einet's CURVE hop with raw ZeroMQ's CURVE hop
+ * carrying the same bytes, and CURVE with plain.
  * Usage: bench_wire [messages per run] (default 2000). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
 #include "common/ei.h"
 #include "nn/model.h"
 #include "wire/conf.h"
+#include "wire/sec.h"
 #include "wire/wire.h"
 
 #define REPS 5
@@ -32,10 +38,19 @@ typedef struct hop {
     size_t numel;
 } hop_t;
 
+/* One pair of raw ZeroMQ sockets and one pair of xports, plain or with CURVE. */
+typedef struct pair {
+    void *zdealer, *zrouter; /* raw ZeroMQ pair */
+    xport_t *xdealer, *xrouter;
+} pair_t;
+
 typedef struct bench {
     void *ctx;
     uv_loop_t loop;
-    void *zdealer, *zrouter; /* raw ZeroMQ pair */
+    pair_t pair[2]; /* plain, CURVE */
+    sec_t *server, *client;
+    char keydir[64], server_pub[128];
+    void *zdealer, *zrouter; /* the pair being timed */
     xport_t *xdealer, *xrouter;
     const hop_t *hop;
     float *data;
@@ -218,55 +233,128 @@ static double run_decode(bench_t *b)
     return t;
 }
 
-static int open_sockets(bench_t *b, ei_err_t *err)
+/* Keys for the CURVE pair: a server allowing only the client's public key. */
+static int make_keys(bench_t *b, ei_err_t *err)
 {
-    b->ctx = zmq_ctx_new();
-    uv_loop_init(&b->loop);
+    char pub[1024], secret[1100], trust[128];
+    snprintf(b->keydir, sizeof b->keydir, "/tmp/einet-bench-wire-XXXXXX");
+    if (!mkdtemp(b->keydir))
+        return ei_err_set(err, EI_E_IO, "mkdtemp failed");
+    snprintf(trust, sizeof trust, "%s/trust", b->keydir);
+    if (sec_keygen(b->keydir, "server", SEC_ROLE_COORDINATOR, 0, pub, sizeof pub, err) ||
+        sec_keygen(trust, "client", SEC_ROLE_NODE, 2, pub, sizeof pub, err))
+        return err->code;
+    snprintf(b->server_pub, sizeof b->server_pub, "%s/server.key", b->keydir);
+    snprintf(secret, sizeof secret, "%s_secret", b->server_pub);
+    b->server = sec_new(b->ctx, "bench_wire", secret, trust, err);
+    snprintf(secret, sizeof secret, "%s/client.key_secret", trust);
+    b->client = b->server ? sec_new(b->ctx, "bench_wire", secret, "", err) : NULL;
+    return b->client ? 0 : err->code;
+}
+
+static int open_pair(bench_t *b, pair_t *p, int curve, ei_err_t *err)
+{
     char ep[128];
     size_t len = sizeof ep;
-    b->zrouter = zmq_socket(b->ctx, ZMQ_ROUTER);
-    b->zdealer = zmq_socket(b->ctx, ZMQ_DEALER);
+    p->zrouter = zmq_socket(b->ctx, ZMQ_ROUTER);
+    p->zdealer = zmq_socket(b->ctx, ZMQ_DEALER);
     int hwm = 10000;
-    zmq_setsockopt(b->zdealer, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    zmq_setsockopt(b->zrouter, ZMQ_RCVHWM, &hwm, sizeof hwm);
-    if (zmq_bind(b->zrouter, "tcp://127.0.0.1:*") != 0)
+    zmq_setsockopt(p->zdealer, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(p->zrouter, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    if (curve && (sec_apply(b->server, p->zrouter, NULL, err) ||
+                  sec_apply(b->client, p->zdealer, b->server_pub, err)))
+        return err->code;
+    if (zmq_bind(p->zrouter, "tcp://127.0.0.1:*") != 0)
         return ei_err_set(err, EI_E_IO, "bind: %s", zmq_strerror(zmq_errno()));
-    zmq_getsockopt(b->zrouter, ZMQ_LAST_ENDPOINT, ep, &len);
-    if (zmq_connect(b->zdealer, ep) != 0)
+    zmq_getsockopt(p->zrouter, ZMQ_LAST_ENDPOINT, ep, &len);
+    if (zmq_connect(p->zdealer, ep) != 0)
         return ei_err_set(err, EI_E_IO, "connect: %s", zmq_strerror(zmq_errno()));
     xport_opts_t ro = {.type = ZMQ_ROUTER, .linger_ms = 0}, dopt = {.type = ZMQ_DEALER,
                                                                    .linger_ms = 0};
     ro.rcvhwm = dopt.sndhwm = 10000;
-    b->xrouter = xport_new(&b->loop, b->ctx, &ro, err);
-    b->xdealer = b->xrouter ? xport_new(&b->loop, b->ctx, &dopt, err) : NULL;
-    if (!b->xdealer)
+    if (curve) {
+        ro.sec = b->server;
+        dopt.sec = b->client;
+        dopt.server_cert = b->server_pub;
+    }
+    p->xrouter = xport_new(&b->loop, b->ctx, &ro, err);
+    p->xdealer = p->xrouter ? xport_new(&b->loop, b->ctx, &dopt, err) : NULL;
+    if (!p->xdealer)
         return err->code;
-    if (xport_bind(b->xrouter, "tcp://127.0.0.1:*", err) ||
-        xport_connect(b->xdealer, xport_endpoint(b->xrouter), err) ||
-        xport_start(b->xrouter, on_einet, b, err))
+    if (xport_bind(p->xrouter, "tcp://127.0.0.1:*", err) ||
+        xport_connect(p->xdealer, xport_endpoint(p->xrouter), err) ||
+        xport_start(p->xrouter, on_einet, b, err))
         return err->code;
-    /* Let both connections come up before anything is timed. */
-    zmq_send(b->zdealer, "x", 1, 0);
+    /* Let both connections come up (and CURVE finish its handshake) before anything is
+     * timed. */
+    zmq_send(p->zdealer, "x", 1, 0);
     zmq_msg_t m;
     zmq_msg_init(&m);
-    zmq_msg_recv(&m, b->zrouter, 0);
-    zmq_msg_recv(&m, b->zrouter, 0);
+    zmq_msg_recv(&m, p->zrouter, 0);
+    zmq_msg_recv(&m, p->zrouter, 0);
     zmq_msg_close(&m);
+    return 0;
+}
+
+static int open_sockets(bench_t *b, ei_err_t *err)
+{
+    b->ctx = sec_context(); /* the ZAP handler must share the sockets' context */
+    uv_loop_init(&b->loop);
+    if (make_keys(b, err))
+        return err->code;
+    for (int c = 0; c < 2; c++)
+        if (open_pair(b, &b->pair[c], c, err))
+            return err->code;
     return 0;
 }
 
 static void close_sockets(bench_t *b)
 {
-    xport_destroy(&b->xdealer);
-    xport_destroy(&b->xrouter);
+    int zero = 0;
+    for (int c = 0; c < 2; c++) {
+        pair_t *p = &b->pair[c];
+        xport_destroy(&p->xdealer);
+        xport_destroy(&p->xrouter);
+        zmq_setsockopt(p->zdealer, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt(p->zrouter, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(p->zdealer);
+        zmq_close(p->zrouter);
+    }
     uv_run(&b->loop, UV_RUN_DEFAULT);
     uv_loop_close(&b->loop);
-    int zero = 0;
-    zmq_setsockopt(b->zdealer, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(b->zrouter, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_close(b->zdealer);
-    zmq_close(b->zrouter);
-    zmq_ctx_term(b->ctx);
+    sec_destroy(&b->server);
+    sec_destroy(&b->client);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", b->keydir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "bench_wire: could not remove %s\n", b->keydir);
+    sec_context_end();
+}
+
+/* The pair the next runs time. */
+static void use_pair(bench_t *b, int curve)
+{
+    pair_t *p = &b->pair[curve];
+    b->zdealer = p->zdealer;
+    b->zrouter = p->zrouter;
+    b->xdealer = p->xdealer;
+    b->xrouter = p->xrouter;
+}
+
+static double run_zmq_curve(bench_t *b)
+{
+    use_pair(b, 1);
+    double t = run_zmq(b);
+    use_pair(b, 0);
+    return t;
+}
+
+static double run_einet_curve(bench_t *b)
+{
+    use_pair(b, 1);
+    double t = run_einet(b);
+    use_pair(b, 0);
+    return t;
 }
 
 typedef double (*method_fn)(bench_t *b);
@@ -303,10 +391,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_wire: %s\n", err.msg);
         return 1;
     }
-    printf("per-hop cost, us per message (best of %d runs of %d messages; tcp loopback)\n",
+    use_pair(b, 0);
+    printf("per-hop cost, us per message (best of %d runs of %d messages; tcp loopback;\n"
+           "+c: with CURVE, keys and the zauth allow-list as on an einet cluster with keys)\n",
            REPS, n);
-    printf("%-36s %7s %8s %8s %8s %8s %8s %9s %9s\n", "hop", "bytes", "memcpy", "enc",
-           "dec", "zmq", "einet", "einet/zmq", "einet/cpy");
+    printf("%-36s %7s %7s %6s %6s %7s %7s %8s %8s %9s %9s %10s %10s\n", "hop", "bytes",
+           "memcpy", "enc", "dec", "zmq", "einet", "zmq+c", "einet+c", "einet/zmq",
+           "einet/cpy", "e+c/zmq+c", "zmq+c/zmq");
     for (int i = 0; i < 3; i++) {
         b->hop = &hops[i];
         b->data = calloc(hops[i].numel, sizeof(float));
@@ -314,14 +405,16 @@ int main(int argc, char **argv)
             b->data[k] = (float)(k % 97) / 97.0f;
         make_env(&b->env, &hops[i], blocks);
         for (int w = 1; w <= WINDOW; w *= WINDOW) {
-            static const method_fn fns[] = {run_memcpy, run_encode, run_decode, run_zmq,
-                                            run_einet};
-            double us[5];
+            static const method_fn fns[] = {run_memcpy, run_encode,    run_decode,
+                                            run_zmq,    run_einet,     run_zmq_curve,
+                                            run_einet_curve};
+            double us[7];
             b->window = w;
-            measure(b, fns, 5, us);
-            printf("%-31s w=%-2d %7zu %8.2f %8.2f %8.2f %8.2f %8.2f %9.2f %9.1f\n", hops[i].what,
-                   w, hops[i].numel * 4, us[0], us[1], us[2], us[3], us[4], us[4] / us[3],
-                   us[4] / us[0]);
+            measure(b, fns, 7, us);
+            printf("%-31s w=%-2d %7zu %7.2f %6.2f %6.2f %7.2f %7.2f %8.2f %8.2f %9.2f %9.1f "
+                   "%10.2f %10.2f\n",
+                   hops[i].what, w, hops[i].numel * 4, us[0], us[1], us[2], us[3], us[4], us[5],
+                   us[6], us[4] / us[3], us[4] / us[0], us[6] / us[5], us[5] / us[3]);
         }
         free(b->data);
     }

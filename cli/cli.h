@@ -22,6 +22,7 @@ int cmd_infer(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_result(int argc, char **argv);
 int cmd_fault(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 
 /* Prints "einet CMD: message" on stderr and returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) EI_PRINTF(2, 3);

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "client.h"
 #include "wire/conf.h"
+#include "wire/sec.h"
 
 struct client {
     void *ctx, *sock;
@@ -20,6 +21,31 @@ struct client {
 };
 
 client_t *client_new(const char *endpoint, ei_err_t *err)
+{
+    return client_new_keys(endpoint, NULL, NULL, err);
+}
+
+/* CURVE on the client's socket: its own secret certificate, the server's public one. */
+static int apply_keys(client_t *c, const char *key, const char *server_key, ei_err_t *err)
+{
+    key = key ? key : "";
+    server_key = server_key ? server_key : "";
+    if (!key[0] && !server_key[0])
+        return 0;
+    if (!key[0] || !server_key[0])
+        return ei_err_set(err, EI_E_INVAL, "%s is set but %s is not: a cluster with keys needs "
+                          "both", key[0] ? "--key" : "--server-key",
+                          key[0] ? "--server-key" : "--key");
+    sec_t *sec = sec_new(NULL, "einet", key, "", err);
+    if (!sec)
+        return err->code;
+    int rc = sec_apply(sec, c->sock, server_key, err);
+    sec_destroy(&sec);
+    return rc;
+}
+
+client_t *client_new_keys(const char *endpoint, const char *key, const char *server_key,
+                          ei_err_t *err)
 {
     client_t *c = ei_calloc(1, sizeof *c);
     if (!c) {
@@ -44,6 +70,8 @@ client_t *client_new(const char *endpoint, ei_err_t *err)
     zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    if (apply_keys(c, key, server_key, err) < 0)
+        goto fail;
     if (zmq_connect(c->sock, endpoint) != 0) {
         ei_err_set(err, EI_E_INVAL, "cannot connect to '%s': %s", endpoint,
                    zmq_strerror(errno));
@@ -87,7 +115,7 @@ static int send_frame(client_t *c, const void *data, size_t size, int more, int 
         if (errno == EAGAIN)
             return ei_err_set(err, EI_E_PEER,
                               "cannot reach the coordinator at %s: no connection within %d ms "
-                              "(is einet-coord running there?)",
+                              "(is einet-coord running there? with keys: --key and --server-key)",
                               c->endpoint, timeout_ms);
         return ei_err_set(err, EI_E_IO, "send to %s: %s", c->endpoint, zmq_strerror(errno));
     }
@@ -275,6 +303,8 @@ void client_opts_init(client_opts_t *o)
 {
     o->endpoint = NULL;
     o->timeout_ms = CLIENT_TIMEOUT_MS;
+    o->key = NULL;
+    o->server_key = NULL;
 }
 
 int client_opts_parse(const char *cmd, client_opts_t *o, int c, const char *arg)
@@ -282,6 +312,12 @@ int client_opts_parse(const char *cmd, client_opts_t *o, int c, const char *arg)
     switch (c) {
     case CLIENT_OPT_COORDINATOR:
         o->endpoint = arg;
+        return 1;
+    case CLIENT_OPT_KEY:
+        o->key = arg;
+        return 1;
+    case CLIENT_OPT_SERVER_KEY:
+        o->server_key = arg;
         return 1;
     case CLIENT_OPT_TIMEOUT:
         if (cli_parse_long(arg, 1, 3600000, &o->timeout_ms)) {
@@ -305,6 +341,15 @@ int client_opts_finish(const char *cmd, client_opts_t *o)
         cli_usage_error(cmd, "--coordinator ENDPOINT is required (or set $%s)", CLIENT_ENV);
         return -1;
     }
+    if (!o->key && getenv(CLIENT_KEY_ENV) && *getenv(CLIENT_KEY_ENV))
+        o->key = getenv(CLIENT_KEY_ENV);
+    if (!o->server_key && getenv(CLIENT_SERVER_KEY_ENV) && *getenv(CLIENT_SERVER_KEY_ENV))
+        o->server_key = getenv(CLIENT_SERVER_KEY_ENV);
+    if ((o->key && o->key[0]) != (o->server_key && o->server_key[0])) {
+        cli_usage_error(cmd, "--key and --server-key go together (a cluster with keys needs "
+                        "both)");
+        return -1;
+    }
     const char *why = conf_check_endpoint(o->endpoint);
     if (why) {
         cli_usage_error(cmd, "--coordinator '%s': %s", o->endpoint, why);
@@ -317,7 +362,7 @@ int client_query(const char *cmd, const client_opts_t *o, einet_Envelope *env,
                  pb_size_t reply_tag)
 {
     ei_err_t err = {0};
-    client_t *c = client_new(o->endpoint, &err);
+    client_t *c = client_new_keys(o->endpoint, o->key, o->server_key, &err);
     if (!c)
         return cli_fail(cmd, "%s", err.msg);
     int rc = client_call(c, env, reply_tag, (int)o->timeout_ms, &err);

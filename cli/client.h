@@ -31,6 +31,13 @@ typedef struct client client_t;
  * (EI_E_INVAL for a malformed endpoint) on failure. */
 client_t *client_new(const char *endpoint, ei_err_t *err);
 
+/* The same over CURVE (docs/security.md): key is the caller's secret certificate file,
+ * server_key the coordinator's public one; both NULL or "" is client_new. EI_E_INVAL /
+ * EI_E_IO naming the file when one is missing, public where a secret one is needed, or
+ * readable by others. */
+client_t *client_new_keys(const char *endpoint, const char *key, const char *server_key,
+                          ei_err_t *err);
+
 /* Closes the socket and the context at once (linger 0). Accepts NULL; clears *self_p. */
 void client_destroy(client_t **self_p);
 
@@ -85,13 +92,23 @@ json_t *client_counts_json(const uint64_t *v, int n, const char *(*name)(int));
 typedef struct client_opts {
     const char *endpoint;
     long timeout_ms;
+    const char *key;        /* --key: the caller's secret certificate; NULL: keyless */
+    const char *server_key; /* --server-key: the coordinator's public certificate */
 } client_opts_t;
+
+/* The environment variables that stand in for --key and --server-key. */
+#define CLIENT_KEY_ENV "EINET_KEY"
+#define CLIENT_SERVER_KEY_ENV "EINET_SERVER_KEY"
 
 #define CLIENT_OPT_COORDINATOR 0x1001
 #define CLIENT_OPT_TIMEOUT 0x1002
+#define CLIENT_OPT_KEY 0x1003
+#define CLIENT_OPT_SERVER_KEY 0x1004
 #define CLIENT_LONGOPTS                                                   \
     {"coordinator", required_argument, 0, CLIENT_OPT_COORDINATOR},        \
-    {"timeout-ms", required_argument, 0, CLIENT_OPT_TIMEOUT}
+    {"timeout-ms", required_argument, 0, CLIENT_OPT_TIMEOUT},             \
+    {"key", required_argument, 0, CLIENT_OPT_KEY},                        \
+    {"server-key", required_argument, 0, CLIENT_OPT_SERVER_KEY}
 
 void client_opts_init(client_opts_t *o);
 int client_opts_parse(const char *cmd, client_opts_t *o, int c, const char *arg);
@@ -105,7 +122,11 @@ int client_opts_finish(const char *cmd, client_opts_t *o);
     "  --coordinator ENDPOINT  the coordinator's client endpoint, e.g. tcp://127.0.0.1:5600\n" \
     "                          (default: $" CLIENT_ENV ")\n"                                 \
     "  --timeout-ms N          wait at most N ms to reach the coordinator and for a reply\n"  \
-    "                          (default 5000)\n"
+    "                          (default 5000)\n"                                              \
+    "  --key FILE              your secret certificate, on a cluster with keys (CURVE)\n"    \
+    "                          (default: $" CLIENT_KEY_ENV ")\n"                              \
+    "  --server-key FILE       the coordinator's public certificate (default: $"           \
+    CLIENT_SERVER_KEY_ENV ")\n"
 
 /* Connects and runs one query: client_new + client_call with o's endpoint and timeout,
  * reporting any failure as "einet CMD: ..." on stderr. 0 with the reply in *env, or

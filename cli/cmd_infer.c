@@ -412,7 +412,7 @@ static int infer_main(infer_t *a)
 {
     ei_err_t err = {0};
     if (a->ninputs) {
-        a->c = client_new(a->o.endpoint, &err);
+        a->c = client_new_keys(a->o.endpoint, a->o.key, a->o.server_key, &err);
         if (!a->c)
             return cli_fail(CMD, "%s", err.msg);
         int rc = load_inputs(a);
@@ -432,7 +432,7 @@ static int infer_main(infer_t *a)
     a->latency = ei_calloc((size_t)a->count, sizeof *a->latency);
     if (!a->state || !a->sent_at || !a->latency)
         return cli_fail(CMD, "out of memory");
-    if (!a->c && !(a->c = client_new(a->o.endpoint, &err)))
+    if (!a->c && !(a->c = client_new_keys(a->o.endpoint, a->o.key, a->o.server_key, &err)))
         return cli_fail(CMD, "%s", err.msg);
     int rc = run(a);
     if (!a->quiet && a->next > 0)

@@ -89,6 +89,22 @@ static void print_status_accuracy(const einet_StatsReply *s)
     printf("\n");
 }
 
+/* {"clients": {"forbidden": 3, ...}, "nodes": {...}}: refusals per socket and reason. */
+static json_t *refusals_json(const einet_StatsReply *s)
+{
+    json_t *o = json_object();
+    for (int i = 0; i < s->refusals_count; i++) {
+        const einet_Refusal *r = &s->refusals[i];
+        json_t *sock = json_object_get(o, r->socket);
+        if (!sock) {
+            sock = json_object();
+            json_object_set_new(o, r->socket, sock);
+        }
+        json_object_set_new(sock, r->reason, json_integer((json_int_t)r->count));
+    }
+    return o;
+}
+
 static void print_json(const einet_StatsReply *s)
 {
     json_t *o = json_pack(
@@ -104,6 +120,7 @@ static void print_json(const einet_StatsReply *s)
         nodes_json(s), "bad_messages", (json_int_t)s->bad_messages, "faults_seen",
         (json_int_t)s->faults_seen, "faults", faults_json(s), "uptime_s", s->uptime_us / 1e6);
     json_object_set_new(o, "accuracy_by_status", accuracy_by_status_json(s));
+    json_object_set_new(o, "refusals", refusals_json(s));
     char *text = json_dumps(o, JSON_REAL_PRECISION(6));
     puts(text ? text : "{}");
     free(text);
@@ -156,6 +173,13 @@ static void print_table(const einet_StatsReply *s)
         printf("%-7s %-8s %-7s %14.1f %9u\n", client_tier_name(n->tier), n->healthy ? "yes" : "NO",
                blocks, n->last_seen_us / 1e3, n->in_flight);
     }
+    if (s->refusals_count)
+        printf("\nrefused:");
+    for (int i = 0; i < s->refusals_count; i++)
+        printf(" %s/%s %llu", s->refusals[i].socket, s->refusals[i].reason,
+               (unsigned long long)s->refusals[i].count);
+    if (s->refusals_count)
+        printf("\n");
     if (s->faults_count)
         printf("\nlatest faults:\n");
     for (int i = 0; i < s->faults_count; i++) {

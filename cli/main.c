@@ -23,6 +23,7 @@ static const cli_command_t commands[] = {
     {"stats", cmd_stats, "the coordinator's statistics: statuses, exits, tiers, links, nodes"},
     {"result", cmd_result, "one request's answer by id"},
     {"fault", cmd_fault, "inject a link failure, delay or loss, or kill a tier's node"},
+    {"keygen", cmd_keygen, "write a CURVE certificate pair for a cluster with keys"},
 };
 
 static void usage(FILE *out)

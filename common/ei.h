@@ -20,7 +20,8 @@
     XX(RANGE, -9, "value out of range")                    \
     XX(TIMEOUT, -10, "timed out")                          \
     XX(PEER, -11, "peer failure")                          \
-    XX(UNSUPPORTED, -12, "unsupported")
+    XX(UNSUPPORTED, -12, "unsupported")                    \
+    XX(DENIED, -13, "permission denied")
 
 enum {
     EI_OK = 0,

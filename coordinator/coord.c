@@ -24,21 +24,16 @@ uint64_t coord__uptime_us(const coord_t *c)
     return coord__now_us() - c->start_us;
 }
 
-static xport_peer_t node_peer(const coord_t *c, int pos)
-{
-    const char *name = cluster_tier_name(c->cluster.node[pos].tier);
-    return xport_peer(name, strlen(name));
-}
-
+/* Messages to a node go to the connection that holds its place (wire/members.h), never to
+ * a routing id derived from its name, which any peer could claim. */
 int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel)
 {
     ei_err_t err;
-    if (!c->nodes)
+    if (!c->nodes || !c->members.slot[pos].bound)
         return EI_E_PEER;
-    xport_peer_t to = node_peer(c, pos);
     wire_payload_t p = {tensor, numel, NULL, NULL};
     env->seq = ++c->seq;
-    return wire_send(c->nodes, &to, env, tensor ? &p : NULL, &err);
+    return wire_send(c->nodes, &c->members.slot[pos].peer, env, tensor ? &p : NULL, &err);
 }
 
 void coord__push_profile(coord_t *c, int pos)
@@ -321,22 +316,29 @@ static int make_parts(coord_t *c, ei_err_t *err)
         return ei_err_set(err, EI_E_NOMEM, "out of memory");
     cluster_init(&c->cluster, &c->conf.tiers, c->n,
                  (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
+    members_init(&c->members, c->cluster.n_tiers, (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
+    c->owners = owners_new(COORD_KEEP_ANSWERS);
+    if (!c->owners)
+        return ei_err_set(err, EI_E_NOMEM, "out of memory");
     return 0;
 }
 
+/* No ZMQ_ROUTER_HANDOVER: a connection that claims a routing id already in use is turned
+ * away by ZeroMQ, so no peer can take over (and then abandon) a live node's connection.
+ * A restarted node comes back on a new connection and proves who it is (wire/members.h). */
 static int make_sockets(coord_t *c, ei_err_t *err)
 {
-    xport_opts_t co = {.type = ZMQ_ROUTER, .linger_ms = COORD_CLIENT_LINGER_MS};
-    xport_opts_t no = {.type = ZMQ_ROUTER, .linger_ms = -1};
+    c->sec = sec_new(c->zctx, "einet-coord", c->conf.key, c->conf.trust, err);
+    if (!c->sec)
+        return err->code;
+    xport_opts_t co = {.type = ZMQ_ROUTER, .linger_ms = COORD_CLIENT_LINGER_MS, .sec = c->sec};
+    xport_opts_t no = {.type = ZMQ_ROUTER, .linger_ms = -1, .sec = c->sec};
     c->clients = xport_new(c->loop, c->zctx, &co, err);
     if (!c->clients)
         return err->code;
     c->nodes = xport_new(c->loop, c->zctx, &no, err);
     if (!c->nodes)
         return err->code;
-    int one = 1; /* a restarted node takes its routing id over at once */
-    if (zmq_setsockopt(xport_socket(c->nodes), ZMQ_ROUTER_HANDOVER, &one, sizeof one) != 0)
-        return ei_err_set(err, EI_E_INVAL, "ZMQ_ROUTER_HANDOVER: %s", zmq_strerror(zmq_errno()));
     return 0;
 }
 
@@ -344,6 +346,8 @@ static void free_parts(coord_t *c)
 {
     xport_destroy(&c->clients);
     xport_destroy(&c->nodes);
+    sec_destroy(&c->sec);
+    owners_destroy(&c->owners);
     liveprof_destroy(&c->prof);
     scores_release(&c->scores);
     reqs_destroy(&c->reqs);
@@ -414,6 +418,7 @@ void coord_shutdown(coord_t *c)
     int n = reqs_answer_all(c->reqs, einet_Status_STATUS_SHUTDOWN,
                             "the coordinator is shutting down", coord__now_us());
     c->closing = 1;
+    coord__count_dropped(c);
     ei_log(EI_LOG_INFO,
             "stopping: answered %d held requests; %llu malformed messages refused "
             "from clients, %llu from nodes; %llu late results",

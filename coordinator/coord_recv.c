@@ -12,20 +12,72 @@
 /* Refusals are logged one by one up to this many per socket, then every 1000th. */
 #define COORD_LOG_BAD 10
 
-static void refuse(coord_t *c, xport_t *x, int sock, const wire_in_t *in, int code,
-                   const char *msg)
+static const char *const refusal_names[COORD_REFUSALS] = {
+    "malformed", "unknown-node", "duplicate", "forbidden", "not-owner", "not-its-exit",
+    "too-many-frames",
+};
+
+static const char *sock_name(int sock)
 {
-    ei_err_t err;
+    return sock == STATS_SOCK_CLIENTS ? "clients" : "nodes";
+}
+
+static void count_refusal(coord_t *c, int sock, int code, coord_refusal_t why, const char *msg)
+{
     stats_bad(c->stats, sock);
     coord__metrics_bad(c, sock, code);
+    c->refused[sock][why]++;
     uint64_t n = ++c->logged_bad[sock];
     if (n <= COORD_LOG_BAD || n % 1000 == 0)
-        ei_log(EI_LOG_WARN, "refused on %s (%llu so far): %s",
-                sock == STATS_SOCK_CLIENTS ? "clients" : "nodes", (unsigned long long)n, msg);
+        ei_log(EI_LOG_WARN, "refused on %s (%llu so far): %s: %s", sock_name(sock),
+               (unsigned long long)n, refusal_names[why], msg);
+}
+
+/* Counts and logs a refusal and answers it with an Error carrying msg. */
+static void refuse(coord_t *c, xport_t *x, int sock, const wire_in_t *in, int code,
+                   coord_refusal_t why, const char *msg)
+{
+    ei_err_t err;
+    count_refusal(c, sock, code, why, msg);
     if (in->env.which_body == einet_Envelope_error_tag)
         return; /* never answer an error with an error */
     if (wire_refuse(x, in, code, msg, &err) < 0)
         return; /* the sender is gone */
+}
+
+/* A refusal to a connection that is no node: it learns nothing (no shapes, no names). */
+static void refuse_stranger(coord_t *c, const wire_in_t *in, coord_refusal_t why,
+                            const char *logged)
+{
+    ei_err_t err;
+    count_refusal(c, STATS_SOCK_NODES, EI_E_DENIED, why, logged);
+    if (in->env.which_body != einet_Envelope_error_tag &&
+        wire_refuse(c->nodes, in, EI_E_DENIED, "refused", &err) < 0)
+        return; /* the sender is gone */
+}
+
+void coord__count_dropped(coord_t *c)
+{
+    xport_t *x[STATS_SOCKS] = {c->clients, c->nodes};
+    for (int s = 0; s < STATS_SOCKS; s++) {
+        uint64_t d = x[s] ? xport_stats(x[s]).dropped : c->dropped_seen[s];
+        for (; c->dropped_seen[s] < d; c->dropped_seen[s]++)
+            count_refusal(c, s, EI_E_FORMAT, COORD_REF_FRAMES, "a message of more than 4 frames");
+    }
+}
+
+void coord__fill_refusals(const coord_t *c, einet_StatsReply *s)
+{
+    s->refusals_count = 0;
+    for (int k = 0; k < STATS_SOCKS; k++)
+        for (int r = 0; r < COORD_REFUSALS; r++) {
+            if (!c->refused[k][r] || s->refusals_count >= 32)
+                continue;
+            einet_Refusal *o = &s->refusals[s->refusals_count++];
+            snprintf(o->socket, sizeof o->socket, "%s", sock_name(k));
+            snprintf(o->reason, sizeof o->reason, "%s", refusal_names[r]);
+            o->count = c->refused[k][r];
+        }
 }
 
 static void reply(coord_t *c, const wire_in_t *in, einet_Envelope *env)
@@ -135,6 +187,7 @@ static void on_request(coord_t *c, const wire_in_t *in)
         answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
         return;
     }
+    owners_set(c->owners, id, in->who.key);
     if (cluster_broken(&c->cluster) == 0) {
         snprintf(why, sizeof why, "%s is down", cluster_tier_name(c->cluster.node[0].tier));
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, why, now);
@@ -185,9 +238,16 @@ static void on_fault_cmd(coord_t *c, const wire_in_t *in)
 static void on_stats_query(coord_t *c, const wire_in_t *in)
 {
     einet_Envelope env;
+    if (in->env.body.stats_query.reset && !sec_may(c->sec, &in->who, SEC_DO_RESET)) {
+        refuse(c, c->clients, STATS_SOCK_CLIENTS, in, EI_E_DENIED, COORD_REF_FORBIDDEN,
+               "stats_query.reset: only an operator key may reset the statistics");
+        return;
+    }
     wire_env_init(&env, einet_Envelope_stats_reply_tag);
     einet_StatsReply *s = &env.body.stats_reply;
+    coord__count_dropped(c);
     stats_fill(c->stats, s);
+    coord__fill_refusals(c, s);
     cluster_fill(&c->cluster, coord__now_us(), s);
     s->uptime_us = coord__uptime_us(c);
     reply(c, in, &env);
@@ -230,9 +290,16 @@ static void on_model_info(coord_t *c, const wire_in_t *in)
 static void on_result_query(coord_t *c, const wire_in_t *in)
 {
     einet_Envelope env;
+    uint64_t id = in->env.body.result_query.request_id;
+    if (!sec_may(c->sec, &in->who, SEC_DO_READ_ANY) && !owners_is(c->owners, id, in->who.key)) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "result_query: request %llu is not one this key submitted",
+                 (unsigned long long)id);
+        refuse(c, c->clients, STATS_SOCK_CLIENTS, in, EI_E_DENIED, COORD_REF_NOT_OWNER, msg);
+        return;
+    }
     wire_env_init(&env, einet_Envelope_result_reply_tag);
-    reqs_lookup(c->reqs, in->env.body.result_query.request_id, coord__now_us(),
-                &env.body.result_reply);
+    reqs_lookup(c->reqs, id, coord__now_us(), &env.body.result_reply);
     reply(c, in, &env);
 }
 
@@ -243,7 +310,21 @@ void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg)
     ei_err_t err;
     int rc = wire_recv(*msg_p, &in, &err);
     if (rc < 0) {
-        refuse(c, x, STATS_SOCK_CLIENTS, &in, rc, err.msg);
+        refuse(c, x, STATS_SOCK_CLIENTS, &in, rc, COORD_REF_MALFORMED, err.msg);
+        return;
+    }
+    if (sec_enabled(c->sec) && in.who.role != SEC_ROLE_CLIENT &&
+        in.who.role != SEC_ROLE_OPERATOR) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%s: a %s key cannot use the clients endpoint",
+                 wire_body_name(in.env.which_body), sec_role_name(in.who.role));
+        refuse(c, x, STATS_SOCK_CLIENTS, &in, EI_E_DENIED, COORD_REF_FORBIDDEN, msg);
+        return;
+    }
+    if (in.env.which_body == einet_Envelope_fault_tag &&
+        !sec_may(c->sec, &in.who, SEC_DO_FAULT)) {
+        refuse(c, x, STATS_SOCK_CLIENTS, &in, EI_E_DENIED, COORD_REF_FORBIDDEN,
+               "fault: only an operator key may inject faults or kill nodes");
         return;
     }
     switch (in.env.which_body) {
@@ -266,7 +347,7 @@ void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg)
         char msg[96];
         snprintf(msg, sizeof msg, "%s: not a message the clients socket takes",
                  wire_body_name(in.env.which_body));
-        refuse(c, x, STATS_SOCK_CLIENTS, &in, EI_E_FORMAT, msg);
+        refuse(c, x, STATS_SOCK_CLIENTS, &in, EI_E_FORMAT, COORD_REF_MALFORMED, msg);
         break;
     }
     }
@@ -321,12 +402,18 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
 {
     const einet_ExitResult *r = &in->env.body.exit_result;
     const cluster_node_t *nd = &c->cluster.node[pos];
-    if ((int)r->exit > c->n || (nd->last_block && (r->exit < nd->first_block ||
-                                                   r->exit > nd->last_block))) {
-        char msg[96];
+    char msg[112];
+    msg[0] = 0;
+    if ((int)r->exit > c->n || r->exit < nd->first_block || r->exit > nd->last_block)
         snprintf(msg, sizeof msg, "exit_result.exit: %u is not a block %s runs",
                  (unsigned)r->exit, cluster_tier_name(nd->tier));
-        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE, msg);
+    else if (r->last && (pos != c->cluster.n_tiers - 1 || (int)r->exit != c->n))
+        snprintf(msg, sizeof msg, "exit_result.last: only the tier of block %d (the model's "
+                 "last) ends a request", c->n);
+    else if (r->early_exit && pos != 0)
+        snprintf(msg, sizeof msg, "exit_result.early_exit: only the device answers early");
+    if (msg[0]) {
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE, COORD_REF_NOT_ITS_EXIT, msg);
         return;
     }
     int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
@@ -364,22 +451,62 @@ static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
 static void on_link_report(coord_t *c, int pos, const wire_in_t *in)
 {
     if (cluster_link_report(&c->cluster, pos, &in->env.body.fault) < 0) {
-        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE,
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE, COORD_REF_MALFORMED,
                "fault.link: not the link leaving this node");
         return;
     }
     coord__tick(c);
 }
 
-/* The pipeline position of a node message's sender, from its routing id (the tier name). */
-static int sender_pos(const coord_t *c, const xport_peer_t *p)
+/* 1 when the connection holding pos still takes messages (a send to it succeeds): a node
+ * that died or reconnected has no connection there any more. The probe is an Ack, which a
+ * node ignores. */
+static int holder_alive(coord_t *c, int pos)
 {
-    for (int i = 0; i < c->cluster.n_tiers; i++) {
-        const char *name = cluster_tier_name(c->cluster.node[i].tier);
-        if (p->len == strlen(name) && memcmp(p->id, name, p->len) == 0)
-            return i;
+    einet_Envelope env;
+    ei_err_t err;
+    wire_env_init(&env, einet_Envelope_ack_tag);
+    snprintf(env.body.ack.detail, sizeof env.body.ack.detail, "identity check");
+    env.seq = ++c->seq;
+    return wire_send(c->nodes, &c->members.slot[pos].peer, &env, NULL, &err) == 0;
+}
+
+/* A message from a connection that holds no place yet: the node introduces itself. Its
+ * tier is what its key proves (keys: any message) or what its heartbeat says (keyless: the
+ * configured name). A
+ * claim on a node that a live connection holds is refused; one on a node whose connection
+ * is gone or silent takes its place. The position, or -1 when refused. */
+static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
+{
+    int hello = in->env.which_body == einet_Envelope_heartbeat_tag;
+    int claimed = hello ? (int)in->env.body.heartbeat.tier : in->who.tier;
+    int pos = cluster_pos(&c->cluster, claimed);
+    char msg[128];
+    if (pos < 0 || (sec_enabled(c->sec) && (in->who.role != SEC_ROLE_NODE ||
+                                            in->who.tier != claimed))) {
+        snprintf(msg, sizeof msg, "%s claiming %s from %s", wire_body_name(in->env.which_body),
+                 cluster_tier_name(claimed),
+                 in->who.key[0] ? sec_role_name(in->who.role) : "an unknown connection");
+        refuse_stranger(c, in, COORD_REF_UNKNOWN_NODE, msg);
+        return -1;
     }
-    return -1;
+    int alive = members_held_by_other(&c->members, pos, &in->peer) ? holder_alive(c, pos) : 1;
+    int was_up = c->cluster.node[pos].state != CLUSTER_DOWN;
+    switch (members_claim(&c->members, pos, &in->peer, in->who.key, now, alive)) {
+    case MEMBERS_DUPLICATE:
+        snprintf(msg, sizeof msg, "a second connection claims %s, which is connected and alive",
+                 cluster_tier_name(claimed));
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_DENIED, COORD_REF_DUPLICATE, msg);
+        return -1;
+    case MEMBERS_TAKEN:
+        ei_log(EI_LOG_INFO, "%s is back on a new connection (the old one %s)",
+               cluster_tier_name(claimed), alive ? "was silent" : "is gone");
+        if (was_up) /* what it held went with the old connection */
+            reqs_fail_upto(c->reqs, pos, einet_Status_STATUS_LINK, "the node restarted", now);
+        return pos;
+    default:
+        return pos;
+    }
 }
 
 static int tier_of_body(const wire_in_t *in)
@@ -424,7 +551,7 @@ static void dispatch_node(coord_t *c, int pos, const wire_in_t *in)
         char msg[96];
         snprintf(msg, sizeof msg, "%s: not a message the nodes socket takes",
                  wire_body_name(in->env.which_body));
-        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_FORMAT, msg);
+        refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_FORMAT, COORD_REF_MALFORMED, msg);
         break;
     }
     }
@@ -435,17 +562,33 @@ void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg)
     coord_t *c = arg;
     wire_in_t in;
     ei_err_t err;
+    (void)x;
     int rc = wire_recv(*msg_p, &in, &err);
+    int pos = members_find(&c->members, &in.peer);
+    uint64_t now = coord__now_us();
     if (rc < 0) {
-        refuse(c, x, STATS_SOCK_NODES, &in, rc, err.msg);
+        if (pos < 0)
+            refuse_stranger(c, &in, COORD_REF_MALFORMED, err.msg);
+        else
+            refuse(c, c->nodes, STATS_SOCK_NODES, &in, rc, COORD_REF_MALFORMED, err.msg);
         return;
     }
-    int pos = sender_pos(c, &in.peer), tier = tier_of_body(&in);
-    if (pos < 0 || (tier && tier != c->cluster.node[pos].tier)) {
-        refuse(c, x, STATS_SOCK_NODES, &in, EI_E_INVAL,
-               pos < 0 ? "unknown node: the routing id must be a tier of this pipeline"
-                       : "the tier in the message is not the sender's");
+    /* A connection introduces itself with a heartbeat; with keys, its key already says
+     * who it is, so any message of a node key does. */
+    if (pos < 0 && (in.env.which_body == einet_Envelope_heartbeat_tag ||
+                    (sec_enabled(c->sec) && in.who.role == SEC_ROLE_NODE)))
+        pos = on_hello(c, &in, now);
+    else if (pos < 0)
+        refuse_stranger(c, &in, COORD_REF_UNKNOWN_NODE, "a message from a connection that is "
+                        "no node (a node introduces itself with a heartbeat)");
+    if (pos < 0)
+        return;
+    int tier = tier_of_body(&in);
+    if (tier && tier != c->cluster.node[pos].tier) {
+        refuse(c, c->nodes, STATS_SOCK_NODES, &in, EI_E_INVAL, COORD_REF_UNKNOWN_NODE,
+               "the tier in the message is not the sender's");
         return;
     }
+    members_heard(&c->members, pos, now);
     dispatch_node(c, pos, &in);
 }

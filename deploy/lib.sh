@@ -16,6 +16,62 @@ ini_get() {
         sed 's/[[:space:]][;#].*//; s/[[:space:]]*$//' | head -n 1
 }
 
+# private_dir DIR: makes DIR (mode 0700) if missing and checks that only this user can
+# write it: never a symlink, owned by this user. A run directory in a shared place (/tmp)
+# that someone else made or planted is refused, never followed.
+private_dir() {
+    [ -L "$1" ] && die "$1 is a symlink: refusing it as a run directory"
+    if [ ! -d "$1" ]; then
+        (umask 077 && mkdir "$1") || die "cannot make the run directory $1"
+    fi
+    [ -L "$1" ] && die "$1 is a symlink: refusing it as a run directory"
+    [ "$(stat -c %u "$1")" = "$(id -u)" ] || die "$1 belongs to another user: refusing it"
+    chmod 700 "$1" || die "cannot make $1 private"
+}
+
+# The default run directory of config directory $1 (absolute): under $XDG_RUNTIME_DIR (a
+# private per-user directory) when set, else under a private einet-run-UID in $TMPDIR or /tmp.
+default_run_dir() {
+    if [ -n "${XDG_RUNTIME_DIR:-}" ] && [ -d "$XDG_RUNTIME_DIR" ]; then
+        _base=$XDG_RUNTIME_DIR/einet
+    else
+        _base=${TMPDIR:-/tmp}/einet-run-$(id -u)
+    fi
+    echo "$_base/$(echo "$1" | tr / _)"
+}
+
+# Makes the run directory $run private (see private_dir), and its parent too when it is
+# the default one (an EINET_RUN_DIR's parent is the caller's business: it may be /tmp).
+make_run_dir() {
+    [ -n "${EINET_RUN_DIR:-}" ] || private_dir "$(dirname "$run")"
+    private_dir "$run"
+}
+
+# A file the scripts write in the run directory: refused when it is a symlink.
+not_a_link() {
+    [ -L "$1" ] && die "$1 is a symlink: refusing to write through it"
+    return 0
+}
+
+# Keys of a cluster whose config files name certificates (a 'key =' line): the
+# certificates of the coordinator, each tier, a client and an operator are made with
+# einet keygen in $conf/keys when missing (docs/security.md). Sets client_keys to the
+# operator's flags, for the health checks.
+ensure_keys() {
+    client_keys=""
+    grep -qs '^[[:space:]]*key[[:space:]]*=' "$conf"/*.ini || return 0
+    _kd=$conf/keys
+    for _k in coordinator $tiers client operator; do
+        if [ ! -e "$_kd/$_k.key" ] && [ ! -e "$_kd/$_k.key_secret" ]; then
+            "$bin/einet" keygen --out "$_kd" "$_k" >/dev/null || die "cannot make the key $_k"
+            echo "made keys/$_k.key and keys/$_k.key_secret"
+        elif [ ! -e "$_kd/$_k.key" ] || [ ! -e "$_kd/$_k.key_secret" ]; then
+            die "$_kd/$_k: only half of a certificate pair is there"
+        fi
+    done
+    client_keys="--key $_kd/operator.key_secret --server-key $_kd/coordinator.key"
+}
+
 # The pid of process NAME when it is running (and is an einet program), else nothing.
 # The command line tells an einet program from an unrelated process that got a stale pid.
 # It reads empty for a zombie, and also for a moment while a process execs (nohup becoming
@@ -57,11 +113,13 @@ start_proc() {
     shift 2
     _prog=$(program_of "$_name")
     [ -x "$_prog" ] || die "$_prog is not built (cmake --build build)"
+    not_a_link "$run/$_name.log"
     echo "=== $(date '+%F %T') starting $_name: $* $_prog --config $_cfg" >>"$run/$_name.log"
     # nohup and ip netns exec both exec the program, so $! is the program's own pid.
     nohup "$@" "$_prog" --config "$_cfg" >>"$run/$_name.log" 2>&1 </dev/null &
     _pid=$!
-    echo $_pid >"$run/$_name.pid"
+    # Written aside and renamed: a rename replaces a planted symlink instead of following it.
+    echo $_pid >"$run/.$_name.pid.$$" && mv -f "$run/.$_name.pid.$$" "$run/$_name.pid"
     wait_exec "$_pid" "$_prog"
     echo "started $_name (pid $_pid, log $run/$_name.log)"
 }
@@ -82,7 +140,8 @@ wait_exec() {
 }
 
 health() {
-    "$bin/einet" stats --healthy --coordinator "$clients" --timeout-ms 1000 2>&1
+    # shellcheck disable=SC2086
+    "$bin/einet" stats --healthy --coordinator "$clients" ${client_keys:-} --timeout-ms 1000 2>&1
 }
 
 # The end of a failed `up`: the processes that did start are left running for inspection.

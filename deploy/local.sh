@@ -9,7 +9,10 @@
 # CONFIG_DIR holds coordinator.ini and one NODE.ini per tier named in the coordinator's
 # `tiers` key (device.ini, edge.ini, cloud.ini for configs/fmnist-3tier). Each process gets a
 # log file and a pid file in the run directory: $EINET_RUN_DIR, else
-# ${TMPDIR:-/tmp}/einet-run-$(id -u)/<CONFIG_DIR's absolute path, slashes as '_'>.
+# $XDG_RUNTIME_DIR/einet/<CONFIG_DIR's absolute path, slashes as '_'>, else the same under
+# ${TMPDIR:-/tmp}/einet-run-$(id -u). It is made 0700 and refused when it is a symlink or
+# someone else's. A cluster whose files name keys (configs/fmnist-3tier-secure) gets its
+# certificates made in CONFIG_DIR/keys by `up` when they are missing.
 #
 # Environment: EINET_BIN (directory of einet, einet-node, einet-coord; default build/bin
 # beside this script), EINET_UP_TIMEOUT (seconds `up` waits for health, default 30),
@@ -37,7 +40,7 @@ verb=$1
 [ -d "$2" ] || die "no such config directory: $2"
 conf=$(cd "$2" && pwd)
 [ -f "$conf/coordinator.ini" ] || die "$conf has no coordinator.ini"
-run=${EINET_RUN_DIR:-${TMPDIR:-/tmp}/einet-run-$(id -u)/$(echo "$conf" | tr / _)}
+run=${EINET_RUN_DIR:-$(default_run_dir "$conf")}
 down_cmd="$0 down $2"
 
 tiers=$(ini_get "$conf/coordinator.ini" tiers | tr ',' ' ')
@@ -52,15 +55,21 @@ clients=$(ini_get "$conf/coordinator.ini" clients | sed 's#//\*:#//127.0.0.1:#; 
 [ -n "$clients" ] || die "$conf/coordinator.ini sets no 'clients' endpoint"
 
 cmd_up() {
-    mkdir -p "$run" || die "cannot make the run directory $run"
+    make_run_dir
     [ -x "$bin/einet" ] || die "$bin/einet is not built (cmake --build build)"
+    ensure_keys
     for n in $names; do
         p=$(pid_of "$n")
         if [ -n "$p" ]; then echo "$n already running (pid $p)"; else start_proc "$n" "$conf/$n.ini"; fi
     done
     wait_healthy "$up_timeout"
+    [ -z "$client_keys" ] || echo "keys: --key $conf/keys/client.key_secret --server-key $conf/keys/coordinator.key"
     echo "$clients"
 }
+
+client_keys=""
+[ -f "$conf/keys/operator.key_secret" ] &&
+    client_keys="--key $conf/keys/operator.key_secret --server-key $conf/keys/coordinator.key"
 
 case "$verb" in
 up) cmd_up ;;

@@ -5,7 +5,9 @@
 #   deploy/netns.sh up [CONFIG_DIR]    make the namespaces and links, start the cluster (the
 #                                      configs of CONFIG_DIR, default configs/fmnist-3tier,
 #                                      rewritten with the namespaces' addresses), wait until
-#                                      healthy; the LAST line is the client endpoint
+#                                      healthy; the LAST line is the client endpoint (with
+#                                      keys, configs/fmnist-3tier-secure, the line before it
+#                                      gives the client's --key and --server-key)
 #   deploy/netns.sh down               stop the processes (SIGTERM, then SIGKILL), remove all
 #   deploy/netns.sh status             processes, health, links and their shaping
 #   deploy/netns.sh cut LINK [--loss]  fail LINK (device-edge | edge-cloud) for real: both
@@ -53,7 +55,7 @@ down_cmd="$0 down"
 . "$here/lib.sh"
 
 usage() {
-    sed -n '5,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -107,8 +109,9 @@ shape_link() {
 # Injects the links' delays inside the nodes when the kernel cannot (no netem).
 node_delays() {
     [ "$(shaper)" = netem ] && return 0
-    "$bin/einet" fault --coordinator "$clients" --link device-edge --delay "$de_delay" >/dev/null &&
-        "$bin/einet" fault --coordinator "$clients" --link edge-cloud --delay "$ec_delay" >/dev/null ||
+    # shellcheck disable=SC2086
+    "$bin/einet" fault --coordinator "$clients" $client_keys --link device-edge --delay "$de_delay" >/dev/null &&
+        "$bin/einet" fault --coordinator "$clients" $client_keys --link edge-cloud --delay "$ec_delay" >/dev/null ||
         die "could not inject the links' delays into the nodes"
     echo "no sch_netem in this kernel: rate by tbf, delay injected inside the nodes (device-edge ${de_delay} ms, edge-cloud ${ec_delay} ms)"
 }
@@ -146,6 +149,8 @@ port_of() { sed 's#.*:##'; }
 make_configs() {
     src=$(cd "$1" && pwd)
     mkdir -p "$run/conf"
+    conf=$src
+    ensure_keys # a cluster with keys: its certificates, made in $src/keys when missing
     cn=$(ini_get "$src/coordinator.ini" nodes | port_of)
     ep=$(ini_get "$src/edge.ini" bind | port_of)
     cp_=$(ini_get "$src/cloud.ini" bind | port_of)
@@ -157,14 +162,14 @@ make_configs() {
         edge) subst="s#^bind *=.*#bind = tcp://10.77.1.2:$ep#; s#^next *=.*#next = tcp://10.77.2.2:$cp_#; s#^coordinator *=.*#coordinator = tcp://127.0.0.1:$cn#" ;;
         cloud) subst="s#^bind *=.*#bind = tcp://10.77.2.2:$cp_#; s#^coordinator *=.*#coordinator = tcp://10.77.2.1:$cn#" ;;
         esac
-        # Relative paths (model, profile, predictor, ee) were relative to the source file.
-        sed -e "$subst" -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $src/\2#" \
+        # Relative paths (model, profile, predictor, ee, keys) were relative to the source file.
+        sed -e "$subst" -e "s#^\(model\|profile\|predictor\|ee\|key\|trust\|coordinator_key\|next_key\) *= *\([^/ ;][^ ;]*\)#\1 = $src/\2#" \
             "$src/$n.ini" >"$run/conf/$n.ini"
     done
 }
 
 cmd_up() {
-    mkdir -p "$run" || die "cannot make the run directory $run"
+    make_run_dir
     [ -x "$bin/einet" ] || die "$bin/einet is not built (cmake --build build)"
     make_net
     make_configs "${1:-$root/configs/fmnist-3tier}"
@@ -176,6 +181,7 @@ cmd_up() {
     done
     wait_healthy "$up_timeout"
     node_delays
+    [ -z "$client_keys" ] || echo "keys: --key $conf/keys/client.key_secret --server-key $conf/keys/coordinator.key"
     echo "$clients"
 }
 
@@ -224,6 +230,13 @@ cmd_restore() {
         die "cannot restore $1"
     echo "$1: up"
 }
+
+# A running cluster with keys: the health checks use the operator's key.
+client_keys=""
+if [ -f "$run/conf/coordinator.ini" ]; then
+    _trust=$(ini_get "$run/conf/coordinator.ini" trust)
+    [ -n "$_trust" ] && client_keys="--key $_trust/operator.key_secret --server-key $_trust/coordinator.key"
+fi
 
 [ $# -ge 1 ] || usage
 verb=$1

@@ -122,22 +122,32 @@ static int load_ee(node_t *nd, ei_err_t *err)
     return 0;
 }
 
-static xport_t *socket_new(node_t *nd, int type, const char *identity, ei_err_t *err)
+/* server_cert: the public certificate of the server a DEALER connects to (NULL for the
+ * bind socket, a CURVE server when keys are on). */
+static xport_t *socket_new(node_t *nd, int type, const char *server_cert, ei_err_t *err)
 {
-    xport_opts_t o = {.type = type, .identity = identity, .linger_ms = -1, .immediate = 1};
+    xport_opts_t o = {.type = type, .linger_ms = -1, .immediate = 1, .sec = nd->sec,
+                      .server_cert = server_cert};
     return xport_new(nd->loop, nd->zctx, &o, err);
 }
 
+/* Random routing ids everywhere: a node is known by its heartbeat and its key, not by a
+ * routing id (any peer could claim one, and a reconnect would be refused as a duplicate). */
 static int make_sockets(node_t *nd, ei_err_t *err)
 {
-    nd->coord = socket_new(nd, ZMQ_DEALER, node__tier_name(nd->conf.tier), err);
+    nd->sec = sec_new(nd->zctx, "einet-node", nd->conf.key, nd->conf.trust, err);
+    if (!nd->sec)
+        return err->code;
+    nd->coord = socket_new(nd, ZMQ_DEALER, nd->conf.coordinator_key, err);
     if (!nd->coord)
         return err->code;
     if (nd->conf.bind[0] && !(nd->bind = socket_new(nd, ZMQ_ROUTER, NULL, err)))
         return err->code;
-    /* A random routing id on next, so a reconnect is never refused as a duplicate. */
-    if (nd->conf.last_block < nd->n && !(nd->next = socket_new(nd, ZMQ_DEALER, NULL, err)))
+    if (nd->conf.last_block < nd->n &&
+        !(nd->next = socket_new(nd, ZMQ_DEALER, nd->conf.next_key, err)))
         return err->code;
+    nd->prev_tier = nd->conf.previous ? nd->conf.previous : nd->conf.tier - 1;
+    members_init(&nd->prev, 1, (uint64_t)nd->conf.heartbeat_timeout_ms * 1000);
     return 0;
 }
 
@@ -187,6 +197,7 @@ fail:
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
+    sec_destroy(&nd->sec);
     nn_model_destroy(&nd->model);
     ee_destroy(&nd->ee);
     scores_release(&nd->scores);
@@ -250,6 +261,10 @@ static void send_report(node_t *nd)
 static void on_report(uv_timer_t *t)
 {
     node_t *nd = t->data;
+    /* The coordinator knows a connection by its first heartbeat: until one has been
+     * answered, a report could arrive first and be refused as from no node. */
+    if (!nd->coord_link.up)
+        return;
     send_report(nd);
     node__report_link(nd); /* repeated, so a restarted coordinator learns it */
 }
@@ -285,6 +300,16 @@ static void on_closed(uv_handle_t *h)
     nd->handles_open--;
 }
 
+/* Messages xport dropped for having more frames than any message has. */
+static uint64_t dropped(const node_t *nd)
+{
+    uint64_t n = 0;
+    const xport_t *x[3] = {nd->coord, nd->bind, nd->next};
+    for (int i = 0; i < 3; i++)
+        n += x[i] ? xport_stats(x[i]).dropped : 0;
+    return n;
+}
+
 static void close_all(node_t *nd)
 {
     nd->closed = 1;
@@ -296,6 +321,7 @@ static void close_all(node_t *nd)
     uv_close((uv_handle_t *)&nd->slow_timer, on_closed);
     uv_close((uv_handle_t *)&nd->delay_timer, on_closed);
     uv_close((uv_handle_t *)&nd->work, on_closed);
+    nd->counts.bad_messages += dropped(nd); /* messages of too many frames, refused by xport */
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
@@ -382,6 +408,7 @@ void node_destroy(node_t **self_p)
     }
     node__job_free(&nd->cur);
     node__delay_clear(nd);
+    sec_destroy(&nd->sec);
     planner_destroy(&nd->planner);
     nn_model_destroy(&nd->model);
     ee_destroy(&nd->ee);
@@ -394,5 +421,7 @@ node_counts_t node_counts(const node_t *nd)
 {
     node_counts_t k = nd->counts;
     k.fault_held = nd->fault.held;
+    if (!nd->closed)
+        k.bad_messages += dropped(nd);
     return k;
 }

@@ -16,6 +16,8 @@
 #include "node/replan.h"
 #include "node/scores.h"
 #include "planner/planner.h"
+#include "wire/members.h"
+#include "wire/sec.h"
 #include "wire/wire.h"
 
 #define NODE_MAX_BLOCKS WIRE_MAX_BLOCKS
@@ -101,8 +103,18 @@ struct node {
     int exit_code;            /* 2 once the node refused to run (node__check_chain) */
     node_counts_t counts;
     float probs[WIRE_MAX_CLASSES];
+    /* trust */
+    sec_t *sec;               /* keys, or keyless */
+    int prev_tier;            /* the tier whose maps the bind takes */
+    members_t prev;           /* which connection on the bind is that tier's node */
+    uint64_t logged_bad;      /* refusals logged (the first NODE_LOG_BAD, then every 1000th) */
     node_metrics_t metrics; /* GET /metrics (node/metrics.h) */
 };
+
+#define NODE_LOG_BAD 10
+
+/* Logs a refusal or a peer's complaint, rate-limited (a flood must not fill the disk). */
+void node__log_bad(node_t *nd, const char *fmt, ...) EI_PRINTF(2, 3);
 
 /* Monotonic and wall-clock microseconds. */
 uint64_t node__now_us(void);

@@ -3,11 +3,25 @@
  * heartbeats from the previous tier) and its next socket (heartbeat replies). Anything
  * refused is answered with an Error, counted and logged; the node goes on serving. */
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "node/node_internal.h"
+
+void node__log_bad(node_t *nd, const char *fmt, ...)
+{
+    uint64_t n = ++nd->logged_bad;
+    if (n > NODE_LOG_BAD && n % 1000 != 0)
+        return;
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ei_log(EI_LOG_WARN, "%s (%llu so far)", msg, (unsigned long long)n);
+}
 
 static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const char *what,
                    const char *msg)
@@ -15,11 +29,23 @@ static void refuse(node_t *nd, xport_t *x, const wire_in_t *in, int code, const 
     ei_err_t err;
     nd->counts.bad_messages++;
     node__metrics_bad(nd, what, code);
-    ei_log(EI_LOG_WARN, "%s refused on %s: %s", wire_body_name(in->env.which_body), what, msg);
+    node__log_bad(nd, "%s refused on %s: %s", wire_body_name(in->env.which_body), what, msg);
     /* Never answer an error with an error: two peers could bounce them forever. */
     if (in->env.which_body == einet_Envelope_error_tag)
         return;
     if (wire_refuse(x, in, code, msg, &err) < 0)
+        nd->counts.send_failed++;
+}
+
+/* A refusal on the bind socket to a connection that is not the previous tier's node: logged
+ * with the reason, answered with nothing it could learn from (no shapes, no names). */
+static void refuse_stranger(node_t *nd, const wire_in_t *in, const char *logged)
+{
+    ei_err_t err;
+    nd->counts.bad_messages++;
+    node__log_bad(nd, "%s refused on bind: %s", wire_body_name(in->env.which_body), logged);
+    if (in->env.which_body != einet_Envelope_error_tag &&
+        wire_refuse(nd->bind, in, EI_E_DENIED, "refused", &err) < 0)
         nd->counts.send_failed++;
 }
 
@@ -167,8 +193,7 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
         node__cancel(nd, in.env.body.cancel.request_id);
         break;
     case einet_Envelope_error_tag:
-        ei_log(EI_LOG_WARN, "the coordinator refused a message: %s",
-                in.env.body.error.message);
+        node__log_bad(nd, "the coordinator refused a message: %s", in.env.body.error.message);
         break;
     case einet_Envelope_ack_tag:
         break;
@@ -252,16 +277,65 @@ static void on_peer_heartbeat(node_t *nd, const wire_in_t *in)
         nd->counts.send_failed++;
 }
 
+/* 1 when the connection holding the previous tier's place still takes messages: the
+ * probe is an Ack, which a node ignores. */
+static int prev_alive(node_t *nd)
+{
+    einet_Envelope env;
+    ei_err_t err;
+    wire_env_init(&env, einet_Envelope_ack_tag);
+    env.seq = ++nd->seq;
+    return wire_send(nd->bind, &nd->prev.slot[0].peer, &env, NULL, &err) == 0;
+}
+
+/* A connection that holds no place on the bind claims the previous tier's: with a heartbeat
+ * naming that tier and the blocks right before this node's (keyless), or with that tier's
+ * key (keys: any message, the key proves it). Refused while another live connection holds
+ * it. 1 when the sender now holds the place. */
+static int claim_prev(node_t *nd, const wire_in_t *in)
+{
+    const einet_Heartbeat *h = &in->env.body.heartbeat;
+    int hello = in->env.which_body == einet_Envelope_heartbeat_tag;
+    char why[128];
+    if (sec_enabled(nd->sec) ? in->who.role != SEC_ROLE_NODE || in->who.tier != nd->prev_tier ||
+                                   (hello && (int)h->tier != nd->prev_tier)
+                             : !hello || (int)h->tier != nd->prev_tier ||
+                                   (int)h->last_block + 1 != nd->conf.first_block) {
+        snprintf(why, sizeof why, "not from %s, the previous tier%s", node__tier_name(nd->prev_tier),
+                 hello ? "" : " (a node introduces itself with a heartbeat)");
+        refuse_stranger(nd, in, why);
+        return 0;
+    }
+    int alive = members_held_by_other(&nd->prev, 0, &in->peer) ? prev_alive(nd) : 1;
+    members_claim_t r = members_claim(&nd->prev, 0, &in->peer, in->who.key, node__now_us(), alive);
+    if (r == MEMBERS_DUPLICATE) {
+        snprintf(why, sizeof why, "a second connection claims %s, which is connected and alive",
+                 node__tier_name(nd->prev_tier));
+        refuse_stranger(nd, in, why);
+        return 0;
+    }
+    if (r == MEMBERS_TAKEN)
+        ei_log(EI_LOG_INFO, "%s is back on a new connection", node__tier_name(nd->prev_tier));
+    return 1;
+}
+
 void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
 {
     node_t *nd = arg;
     wire_in_t in;
     ei_err_t err;
     int rc = wire_recv(*msg_p, &in, &err);
+    int member = members_find(&nd->prev, &in.peer) == 0;
     if (rc < 0) {
-        refuse(nd, x, &in, rc, "bind", err.msg);
+        if (member)
+            refuse(nd, x, &in, rc, "bind", err.msg);
+        else
+            refuse_stranger(nd, &in, err.msg);
         return;
     }
+    if (!member && !claim_prev(nd, &in))
+        return;
+    members_heard(&nd->prev, 0, node__now_us());
     switch (in.env.which_body) {
     case einet_Envelope_feature_map_tag:
         on_map(nd, &in, msg_p);
@@ -270,8 +344,7 @@ void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
         on_peer_heartbeat(nd, &in);
         break;
     case einet_Envelope_error_tag:
-        ei_log(EI_LOG_WARN, "the previous tier refused a message: %s",
-                in.env.body.error.message);
+        node__log_bad(nd, "the previous tier refused a message: %s", in.env.body.error.message);
         break;
     default:
         refuse(nd, x, &in, EI_E_FORMAT, "bind", "unexpected body from the previous tier");
@@ -302,8 +375,9 @@ void node__handle_next(node_t *nd, xport_msg_t **msg_p)
         break;
     }
     case einet_Envelope_error_tag:
-        ei_log(EI_LOG_WARN, "the next tier refused a message: %s",
-                in.env.body.error.message);
+        node__log_bad(nd, "the next tier refused a message: %s", in.env.body.error.message);
+        break;
+    case einet_Envelope_ack_tag: /* an identity check: the connection is alive */
         break;
     default:
         refuse(nd, nd->next, &in, EI_E_FORMAT, "next", "unexpected body from the next tier");

@@ -31,7 +31,7 @@ void node__hand_back(node_t *nd, uint64_t request_id, const char *why)
 
 void node__report_link(node_t *nd)
 {
-    if (!nd->next || !nd->coord)
+    if (!nd->next || !nd->coord || !nd->coord_link.up) /* on_report says why */
         return;
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_fault_tag);

@@ -115,6 +115,12 @@ typedef struct conf_node {
     char predictor[CONF_STR_MAX]; /* "" : keep the coordinator's plan, no replanning */
     char ee[CONF_STR_MAX];        /* class-specific early exit (device only); "" none */
     int max_inflight;
+    int previous; /* einet_Tier whose feature maps the bind takes; 0: the tier before this */
+    /* keys (wire/sec.h); all empty: a keyless cluster */
+    char key[CONF_STR_MAX];             /* this node's secret certificate */
+    char trust[CONF_STR_MAX];           /* allow-list directory for the bind socket */
+    char coordinator_key[CONF_STR_MAX]; /* the coordinator's public certificate */
+    char next_key[CONF_STR_MAX];        /* the next tier's public certificate */
     char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
     int log_level, log_format;
 } conf_node_t;
@@ -155,6 +161,9 @@ typedef struct conf_coord {
     double mu, sigma;
     int random_plans;
     int seed;
+    /* keys (wire/sec.h); both empty: a keyless cluster */
+    char key[CONF_STR_MAX];   /* the coordinator's secret certificate */
+    char trust[CONF_STR_MAX]; /* allow-list directory: node, client and operator keys */
     char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
     int log_level, log_format;
     char class_names[CONF_STR_MAX * 2]; /* "T-shirt/top,Trouser,...": model_info; "" none */

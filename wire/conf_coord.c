@@ -94,6 +94,10 @@ static const conf_option_t options[] = {
      "plans tried by the random search"},
     {"planner", "seed", CONF_INT, N(seed), 0, 0, 2147483647, "1", NULL, NULL, NULL,
      "seed of the random search"},
+    {"coordinator", "key", CONF_PATH, N(key), S(key), 0, 0, "", NULL, NULL, NULL,
+     "the coordinator's secret certificate (einet keygen); empty: keyless (unauthenticated)"},
+    {"coordinator", "trust", CONF_PATH, N(trust), S(trust), 0, 0, "", NULL, NULL, NULL,
+     "directory of public certificates (nodes, clients, operators) the sockets admit"},
 };
 
 static const char *finish(void *target, const char **key)
@@ -102,6 +106,10 @@ static const char *finish(void *target, const char **key)
     if (strcmp(c->clients, c->nodes) == 0) {
         *key = "nodes";
         return "'nodes' and 'clients' must be different endpoints";
+    }
+    if (!c->key[0] != !c->trust[0]) {
+        *key = c->key[0] ? "key" : "trust";
+        return "'key' and 'trust' go together: both (CURVE) or neither (keyless)";
     }
     return NULL;
 }

@@ -16,6 +16,13 @@ static const conf_choice_t tiers[] = {
     {NULL, 0},
 };
 
+static const conf_choice_t previous_tiers[] = {
+    {"auto", 0},
+    {"device", einet_Tier_TIER_DEVICE},
+    {"edge", einet_Tier_TIER_EDGE},
+    {NULL, 0},
+};
+
 static const conf_choice_t searches[] = {
     {"hybrid", CONF_SEARCH_HYBRID}, {"greedy", CONF_SEARCH_GREEDY}, {"enum", CONF_SEARCH_ENUM},
     {"exact", CONF_SEARCH_EXACT},   {"random", CONF_SEARCH_RANDOM}, {NULL, 0},
@@ -55,6 +62,16 @@ static const conf_option_t options[] = {
      "class-specific early-exit file (device only); empty: none"},
     {"node", "max_inflight", CONF_INT, N(max_inflight), 0, 1, 100000, "64", NULL, NULL, NULL,
      "requests held at once; more are handed back as failed"},
+    {"node", "previous", CONF_ENUM, N(previous), 0, 0, 0, "auto", previous_tiers, NULL, NULL,
+     "the tier whose feature maps the bind takes; auto: device for the edge, edge for the cloud"},
+    {"node", "key", CONF_PATH, N(key), S(key), 0, 0, "", NULL, NULL, NULL,
+     "this node's secret certificate (einet keygen); empty: keyless (unauthenticated)"},
+    {"node", "trust", CONF_PATH, N(trust), S(trust), 0, 0, "", NULL, NULL, NULL,
+     "directory of public certificates the bind socket admits (with 'key', on edge and cloud)"},
+    {"node", "coordinator_key", CONF_PATH, N(coordinator_key), S(coordinator_key), 0, 0, "", NULL,
+     NULL, NULL, "the coordinator's public certificate (with 'key')"},
+    {"node", "next_key", CONF_PATH, N(next_key), S(next_key), 0, 0, "", NULL, NULL, NULL,
+     "the next tier's public certificate (with 'key', when 'next' is set)"},
     {"node", "metrics", CONF_STRING, N(metrics), S(metrics), 0, 0, "", NULL, NULL,
      conf_check_hostport_or_empty,
      "host:port serving GET /metrics, /healthz and /readyz over HTTP; empty: off"},
@@ -63,6 +80,28 @@ static const conf_option_t options[] = {
     {"node", "log_format", CONF_ENUM, N(log_format), 0, 0, 0, "text", conf_log_formats, NULL,
      NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
 };
+
+/* Keys are all or nothing: with 'key', every socket of the node needs its counterpart. */
+static const char *finish_keys(const conf_node_t *c, const char **key)
+{
+    int any = c->key[0] || c->trust[0] || c->coordinator_key[0] || c->next_key[0];
+    if (!any)
+        return NULL;
+    *key = "key";
+    if (!c->key[0])
+        return "'trust', 'coordinator_key' or 'next_key' is set but 'key' is not";
+    *key = "coordinator_key";
+    if (!c->coordinator_key[0])
+        return "'key' is set but 'coordinator_key' (the coordinator's public certificate) is not";
+    *key = "next_key";
+    if (c->next[0] && !c->next_key[0])
+        return "'key' and 'next' are set but 'next_key' (the next tier's public certificate) "
+               "is not";
+    *key = "trust";
+    if (c->bind[0] && !c->trust[0])
+        return "'key' and 'bind' are set but 'trust' (the allow-list directory) is not";
+    return NULL;
+}
 
 /* Relations between keys; the returned key is the one whose line the error points at. */
 static const char *finish(void *target, const char **key)
@@ -91,7 +130,11 @@ static const char *finish(void *target, const char **key)
         *key = "heartbeat_timeout_ms";
         return "'heartbeat_timeout_ms' must be longer than 'heartbeat_ms'";
     }
-    return NULL;
+    if (c->previous && c->previous >= c->tier) {
+        *key = "previous";
+        return "'previous' must be a tier before this one";
+    }
+    return finish_keys(c, key);
 }
 
 const conf_table_t conf_node_table = {options, sizeof options / sizeof options[0], finish};

@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "service.h"
+#include "sec.h"
 
 typedef struct {
     const wire_service_t *svc;
@@ -92,7 +93,7 @@ int wire_service_main(const wire_service_t *svc, int argc, char **argv)
     ei_log_setup(svc->prog, log[0], log[1]);
     uv_loop_t loop;
     uv_loop_init(&loop);
-    void *zctx = zmq_ctx_new();
+    void *zctx = sec_context(); /* CZMQ's, so the ZAP handler guards these sockets */
     running_t r = {svc, svc->create(conf, &loop, zctx, &err)};
     if (!r.self) {
         ei_log(EI_LOG_ERROR, "%s", err.msg);
@@ -103,7 +104,7 @@ int wire_service_main(const wire_service_t *svc, int argc, char **argv)
         svc->destroy(r.self);
     }
     uv_loop_close(&loop);
-    zmq_ctx_term(zctx);
+    sec_context_end();
     free(conf);
     return rc;
 }

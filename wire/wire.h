@@ -16,6 +16,7 @@
 #include "common/ei.h"
 #include "proto/messages.pb.h"
 #include "proto/tensor.pb.h"
+#include "wire/sec.h"
 #include "wire/xport.h"
 
 #define WIRE_VERSION einet_Protocol_PROTOCOL_VERSION /* proto/messages.proto */
@@ -80,7 +81,8 @@ typedef struct wire_in {
     einet_Envelope env;
     const float *tensor; /* NULL when the body carries no tensor */
     size_t tensor_numel;
-    xport_peer_t peer; /* the sender's routing id on a ROUTER */
+    xport_peer_t peer; /* the sender's routing id on a ROUTER: where replies go, never who */
+    sec_peer_t who;    /* who sent it, as its key proved (empty on a keyless socket) */
     int delimited;     /* an empty first frame came (a REQ socket): refused; see wire_refuse */
 } wire_in_t;
 

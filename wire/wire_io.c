@@ -10,6 +10,7 @@ int wire_recv(xport_msg_t *msg, wire_in_t *in, ei_err_t *err)
     int n = xport_msg_frames(msg);
     memset(in, 0, sizeof *in);
     in->peer = *xport_msg_peer(msg);
+    in->who = sec_peer_of(msg);
     size_t len, tbytes = WIRE_NO_TENSOR;
     const uint8_t *buf = n >= 1 ? xport_msg_data(msg, 0, &len) : NULL;
     if (buf && len == 0 && n >= 2) { /* REQ's delimiter: answered with one, so REQ reads it */

@@ -1,5 +1,6 @@
 /* xport: ZeroMQ sockets on a libuv loop (see xport.h for the edge-trigger contract). */
 #include "wire/xport.h"
+#include "wire/sec.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -85,6 +86,13 @@ const xport_peer_t *xport_msg_peer(const xport_msg_t *m)
     return &m->peer;
 }
 
+const char *xport_msg_meta(const xport_msg_t *m, const char *property)
+{
+    if (m->n < 1)
+        return NULL;
+    return zmq_msg_gets((zmq_msg_t *)&m->frames[0], property);
+}
+
 const void *xport_msg_aligned(xport_msg_t *m, int i, size_t *size)
 {
     size_t n;
@@ -152,7 +160,9 @@ static int configure(xport_t *x, const xport_opts_t *o, ei_err_t *err)
         rc |= set_int(x->sock, ZMQ_ROUTER_MANDATORY, 1);
     if (o->identity)
         rc |= zmq_setsockopt(x->sock, ZMQ_ROUTING_ID, o->identity, strlen(o->identity));
-    return rc ? zerr(err, EI_E_INVAL, "xport: setting socket options", NULL) : 0;
+    if (rc)
+        return zerr(err, EI_E_INVAL, "xport: setting socket options", NULL);
+    return sec_apply(o->sec, x->sock, o->server_cert, err);
 }
 
 static void on_poll(uv_poll_t *h, int status, int events);

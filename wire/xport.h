@@ -56,6 +56,8 @@ typedef struct xport_frame {
     void *hint;
 } xport_frame_t;
 
+struct sec;
+
 typedef struct xport_opts {
     int type;             /* ZMQ_ROUTER, ZMQ_DEALER, ZMQ_PUSH, ZMQ_PULL or ZMQ_PAIR */
     const char *identity; /* routing id of a DEALER (NULL: ZeroMQ picks one) */
@@ -64,6 +66,9 @@ typedef struct xport_opts {
     int64_t maxmsgsize;   /* largest incoming frame; 0: XPORT_MAXMSGSIZE */
     int immediate;        /* 1: ZMQ_IMMEDIATE, so sends fail while a connect is not up
                            * (no queueing for an absent peer); 0: queue up to the HWM */
+    const struct sec *sec;   /* keys (wire/sec.h); NULL or keyless: plain ZeroMQ */
+    const char *server_cert; /* with keys: NULL makes a CURVE server, else the public
+                              * certificate file of the server this socket connects to */
 } xport_opts_t;
 
 typedef struct xport_stats {
@@ -119,6 +124,10 @@ void *xport_socket(xport_t *x);
 int xport_msg_frames(const xport_msg_t *m);
 const void *xport_msg_data(const xport_msg_t *m, int i, size_t *size);
 const xport_peer_t *xport_msg_peer(const xport_msg_t *m);
+
+/* A property of the connection the message came on (ZeroMQ metadata: "User-Id", and the
+ * certificate metadata the ZAP handler returned, wire/sec.h). NULL when it has none. */
+const char *xport_msg_meta(const xport_msg_t *m, const char *property);
 
 /* Frame i's bytes at an address aligned to XPORT_ALIGN (enough for float and double).
  * ZeroMQ may hand small frames

@@ -256,13 +256,32 @@ static int write_file(const char *dir, const char *name, const char *fmt, ...)
     return fclose(f);
 }
 
+/* The key lines of tier t's config (0: the coordinator's) on a cluster with keys. */
+static void key_lines(const itest_cluster_t *c, int t, char *out, size_t cap)
+{
+    static const char *const names[] = {"coordinator", "device", "edge", "cloud"};
+    out[0] = 0;
+    if (!c->keys)
+        return;
+    if (t == 0) {
+        snprintf(out, cap, "key = keys/coordinator.key_secret\ntrust = keys\n");
+        return;
+    }
+    snprintf(out, cap, "key = keys/%s.key_secret\ncoordinator_key = keys/coordinator.key\n%s%s%s%s",
+             names[t], t > 1 ? "trust = keys\n" : "", t < 3 ? "next_key = keys/" : "",
+             t < 3 ? names[t + 1] : "", t < 3 ? ".key\n" : "");
+}
+
 static int write_configs(itest_cluster_t *c)
 {
     const itest_cluster_opts_t *o = &c->opts;
+    char keys[256];
+    key_lines(c, 0, keys, sizeof keys);
     int rc = write_file(c->dir, "coordinator.ini",
                         "[coordinator]\nclients = %s\nnodes = %s\ntiers = device,edge,cloud\n"
-                        "heartbeat_timeout_ms = %d\ndeadline_ms = %d\nmodel = %s\n",
-                        c->clients, c->nodes, o->heartbeat_timeout_ms, o->deadline_ms, c->model);
+                        "heartbeat_timeout_ms = %d\ndeadline_ms = %d\nmodel = %s\n%s",
+                        c->clients, c->nodes, o->heartbeat_timeout_ms, o->deadline_ms, c->model,
+                        keys);
     static const char *const tiers[] = {"", "device", "edge", "cloud"};
     static const int first[] = {0, 1, 3, 6}, last[] = {0, 2, 5, 8};
     for (int t = 1; t <= 3 && rc == 0; t++) {
@@ -285,13 +304,14 @@ static int write_configs(itest_cluster_t *c)
             }
             snprintf(ee, sizeof ee, "ee = %s\n", abs);
         }
+        key_lines(c, t, keys, sizeof keys);
         rc = write_file(c->dir, name,
                         "[node]\ntier = %s\nfirst_block = %d\nlast_block = %d\nmodel = %s\n%s%s"
                         "coordinator = %s\nthreads = 1\nslowdown = %g\nheartbeat_ms = %d\n"
-                        "heartbeat_timeout_ms = %d\n%s",
+                        "heartbeat_timeout_ms = %d\n%s%s",
                         tiers[t], first[t], last[t], c->model, bind, next, c->nodes,
                         o->slowdown[t] > 0 ? o->slowdown[t] : 1.0, o->heartbeat_ms,
-                        o->heartbeat_timeout_ms, ee);
+                        o->heartbeat_timeout_ms, ee, keys);
     }
     return rc;
 }
@@ -311,7 +331,20 @@ static int local_sh(itest_cluster_t *c, const char *verb, int timeout_ms)
 
 int itest_cluster_up(itest_cluster_t *c, const itest_cluster_opts_t *opts)
 {
+    return itest_cluster_up_keys(c, opts, 0);
+}
+
+const char *itest_cluster_key(const itest_cluster_t *c, const char *name, int secret, char *buf,
+                              size_t cap)
+{
+    snprintf(buf, cap, "%s/keys/%s.key%s", c->dir, name, secret ? "_secret" : "");
+    return buf;
+}
+
+int itest_cluster_up_keys(itest_cluster_t *c, const itest_cluster_opts_t *opts, int keys)
+{
     memset(c, 0, sizeof *c);
+    c->keys = keys;
     c->opts = *opts;
     if (!c->opts.heartbeat_ms)
         c->opts.heartbeat_ms = 50;

@@ -61,6 +61,7 @@ typedef struct itest_cluster_opts {
 } itest_cluster_opts_t;
 
 typedef struct itest_cluster {
+    int keys;          /* CURVE on: certificates in dir/keys, made by deploy/local.sh up */
     char dir[256];     /* the config directory */
     char run_dir[300]; /* logs and pid files (EINET_RUN_DIR of deploy/local.sh) */
     char clients[64], nodes[64], edge_bind[64], cloud_bind[64];
@@ -71,6 +72,15 @@ typedef struct itest_cluster {
 /* Writes the four config files with free loopback ports into a new temporary directory
  * and runs `deploy/local.sh up` on it. 0, or -1 after printing local.sh's output. */
 int itest_cluster_up(itest_cluster_t *c, const itest_cluster_opts_t *opts);
+
+/* The same with keys (keys = 1): every config names its certificate in dir/keys (made by
+ * deploy/local.sh up: coordinator, device, edge, cloud, client, operator), so every socket
+ * runs CURVE with the allow-list dir/keys (docs/security.md). */
+int itest_cluster_up_keys(itest_cluster_t *c, const itest_cluster_opts_t *opts, int keys);
+
+/* dir/keys/NAME.key (secret = 0) or NAME.key_secret (secret = 1) of a cluster with keys. */
+const char *itest_cluster_key(const itest_cluster_t *c, const char *name, int secret, char *buf,
+                              size_t cap);
 
 /* `deploy/local.sh up` again: restarts whatever process is not running and waits until
  * the cluster is healthy. 0 or -1. */

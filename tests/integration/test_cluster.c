@@ -138,7 +138,7 @@ static void tally_add(tally_t *t, int status, int exit, int tier, int cls, int l
 
 static void stats_query(einet_StatsReply *out)
 {
-    client_opts_t o = {g_cluster.clients, 5000};
+    client_opts_t o = {g_cluster.clients, 5000, NULL, NULL};
     einet_Envelope *env = calloc(1, sizeof *env);
     wire_env_init(env, einet_Envelope_stats_query_tag);
     assert_int_equal(client_query("test", &o, env, einet_Envelope_stats_reply_tag), 0);
@@ -149,7 +149,7 @@ static void stats_query(einet_StatsReply *out)
 /* Zeroes the coordinator's counters, so a case that shares a cluster counts from zero. */
 static void stats_reset(void)
 {
-    client_opts_t o = {g_cluster.clients, 5000};
+    client_opts_t o = {g_cluster.clients, 5000, NULL, NULL};
     einet_Envelope *env = calloc(1, sizeof *env);
     wire_env_init(env, einet_Envelope_stats_query_tag);
     env->body.stats_query.reset = true;

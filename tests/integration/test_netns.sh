@@ -5,7 +5,11 @@
 # device's or edge's exits; once it is back, from the final exit again; every request
 # exactly once, and the coordinator's statistics agree with what the client received.
 # Skipped (exit 77, saying why) where network namespaces cannot be made.
+# With --keys: the same on configs/fmnist-3tier-secure, CURVE on every socket and every
+# process checking the others' keys across the namespaces (the multi-host test).
 set -u
+src_conf=fmnist-3tier
+[ "${1:-}" = --keys ] && src_conf=fmnist-3tier-secure
 
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
@@ -42,7 +46,7 @@ trap cleanup EXIT INT TERM
 # below waits for a time to pass: each waits (with a wide guard) for what it needs to see.
 hb_timeout=1500
 mkdir -p "$tmp/conf"
-for f in "$src"/configs/fmnist-3tier/*.ini; do
+for f in "$src"/configs/$src_conf/*.ini; do
     sed -e "s#^model *=.*#model = $model#" \
         -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = $hb_timeout#" \
         "$f" >"$tmp/conf/$(basename "$f")"
@@ -50,7 +54,9 @@ done
 
 "$netns" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out" >&2; fail "netns.sh up"; }
 ep=$(tail -n 1 "$tmp/up.out")
-echo "cluster up, client endpoint $ep ($(grep -o 'links:.*' "$tmp/up.out"))"
+keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
+[ "$src_conf" = fmnist-3tier ] || [ -n "$keys" ] || fail "netns.sh up made no keys for $src_conf"
+echo "cluster up ($src_conf), client endpoint $ep ($(grep -o 'links:.*' "$tmp/up.out"))"
 
 # Runs `einet infer` over N images in the background; cuts edge-cloud with MODE (down or
 # loss) once 15 answers are in, restores it once 5 `link` answers came (the heartbeat
@@ -60,7 +66,8 @@ stream() {
     n=$2
     out="$tmp/$mode.jsonl"
     : >"$out"
-    "$bin/einet" infer --coordinator "$ep" --count "$n" --window 4 --json --timeout-ms 10000 \
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count "$n" --window 4 --json --timeout-ms 10000 \
         >"$out" 2>"$tmp/$mode.err" &
     pid=$!
     i=0
@@ -117,12 +124,14 @@ stream() {
     # Once the link is back (TCP's retransmission back-off after a cut can take a few
     # seconds), the final exit answers again.
     i=0
-    until "$bin/einet" stats --coordinator "$ep" --healthy >/dev/null; do
+    # shellcheck disable=SC2086
+    until "$bin/einet" stats --coordinator "$ep" $keys --healthy >/dev/null; do
         i=$((i + 1))
         [ $i -lt 100 ] || fail "$mode: not healthy 20 s after the restore"
         sleep 0.2
     done
-    "$bin/einet" infer --coordinator "$ep" --count 30 --json >"$tmp/$mode.after.jsonl" \
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count 30 --json >"$tmp/$mode.after.jsonl" \
         2>/dev/null || fail "$mode: einet infer after the restore"
     jq -e -s 'length == 30 and all(.status == "complete" and .exit == 8)' \
         "$tmp/$mode.after.jsonl" >/dev/null || fail "$mode: not complete after the restore"
@@ -133,7 +142,8 @@ stream down 300
 stream loss 300
 
 # The coordinator's statistics agree with what the client received (both streams).
-"$bin/einet" stats --coordinator "$ep" --json >"$tmp/stats.json" || fail "einet stats"
+# shellcheck disable=SC2086
+"$bin/einet" stats --coordinator "$ep" $keys --json >"$tmp/stats.json" || fail "einet stats"
 cat "$tmp"/down*.jsonl "$tmp"/loss*.jsonl >"$tmp/all.jsonl"
 for s in complete link deadline rejected; do
     got=$(jq -s "map(select(.status == \"$s\")) | length" "$tmp/all.jsonl")
