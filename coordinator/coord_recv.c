@@ -355,6 +355,25 @@ void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg)
 
 /* ---- nodes ---- */
 
+static void put_shape(uint32_t *dst, pb_size_t *count, nn_shape_t s)
+{
+    dst[0] = (uint32_t)s.c, dst[1] = (uint32_t)s.h, dst[2] = (uint32_t)s.w;
+    *count = 3;
+}
+
+/* The model's shapes at the node's first and last block: the node checks its own model
+ * against them (node.c), so tiers whose models do not chain refuse to run. */
+static void reply_blocks(const coord_t *c, const einet_Heartbeat *h, einet_HeartbeatReply *r)
+{
+    r->blocks = (uint32_t)c->n;
+    if (h->first_block < 1 || h->first_block > h->last_block || (int)h->last_block > c->n)
+        return;
+    int first = (int)h->first_block, last = (int)h->last_block;
+    put_shape(r->block_in, &r->block_in_count,
+              first == 1 ? c->in_shape : nn_model_feature_shape(c->model, first - 2));
+    put_shape(r->block_out, &r->block_out_count, nn_model_feature_shape(c->model, last - 1));
+}
+
 static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
 {
     const einet_Heartbeat *h = &in->env.body.heartbeat;
@@ -369,6 +388,7 @@ static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
     env.body.heartbeat_reply.seq = h->seq;
     env.body.heartbeat_reply.echo_sent_at_us = h->sent_at_us;
     env.body.heartbeat_reply.profile_version = liveprof_version(c->prof);
+    reply_blocks(c, h, &env.body.heartbeat_reply);
     if (wire_send(c->nodes, &in->peer, &env, NULL, &err) < 0)
         ei_log(EI_LOG_WARN, "heartbeat reply: %s", err.msg);
     if (h->profile_version != liveprof_version(c->prof) || !was_seen ||

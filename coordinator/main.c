@@ -36,6 +36,6 @@ int main(int argc, char **argv)
 {
     static const wire_service_t svc = {"einet-coord", "keys of FILE:", &conf_coord_table,
                                        sizeof(conf_coord_t), load, create, start, stop,
-                                       destroy, offsetof(conf_coord_t, log_level)};
+                                       destroy, offsetof(conf_coord_t, log_level), NULL};
     return wire_service_main(&svc, argc, argv);
 }

@@ -169,13 +169,19 @@ void nn__arch_free(nn_arch_t *a)
     *a = (nn_arch_t){0};
 }
 
+int nn_arch_check_shape(const char *arch, const char *what, nn_shape_t declared, nn_shape_t data,
+                        const char *data_source, ei_err_t *err)
+{
+    if (declared.c == data.c && declared.h == data.h && declared.w == data.w)
+        return 0;
+    return ei_err_set(err, EI_E_SHAPE,
+                      "%s: declared %s [%d,%d,%d] does not match the data's shape [%d,%d,%d] "
+                      "(%s)", arch, what, declared.c, declared.h, declared.w, data.c, data.h,
+                      data.w, data_source);
+}
+
 int nn_arch_check_input(const char *arch, nn_shape_t input, nn_shape_t data,
                         const char *data_source, ei_err_t *err)
 {
-    if (input.c == data.c && input.h == data.h && input.w == data.w)
-        return 0;
-    return ei_err_set(err, EI_E_SHAPE,
-                      "%s: declared input [%d,%d,%d] does not match the data's shape [%d,%d,%d] "
-                      "(%s)", arch, input.c, input.h, input.w, data.c, data.h, data.w,
-                      data_source);
+    return nn_arch_check_shape(arch, "input", input, data, data_source, err);
 }

@@ -38,6 +38,11 @@ nn_model_t *nn_model_from_arch(const char *json, const char *source, int max_bat
 int nn_arch_check_input(const char *arch, nn_shape_t input, nn_shape_t data,
                         const char *data_source, ei_err_t *err) EI_CHECK;
 
+/* The same check for any boundary of an architecture: what names it ("input", "output of
+ * block 2"), the message reads "ARCH: declared WHAT [C,H,W] does not match ...". */
+int nn_arch_check_shape(const char *arch, const char *what, nn_shape_t declared, nn_shape_t data,
+                        const char *data_source, ei_err_t *err) EI_CHECK;
+
 /* Reads an architecture file and builds the model from it. */
 nn_model_t *nn_model_load_arch(const char *path, int max_batch, ei_err_t *err);
 

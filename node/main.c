@@ -26,6 +26,11 @@ static void stop(void *self)
     node_drain(self);
 }
 
+static int exit_code(void *self)
+{
+    return node_exit_code(self);
+}
+
 static void destroy(void *self)
 {
     node_t *nd = self;
@@ -36,6 +41,7 @@ int main(int argc, char **argv)
 {
     static const wire_service_t svc = {"einet-node", "keys of FILE ([node] section):",
                                        &conf_node_table, sizeof(conf_node_t), load, create,
-                                       start, stop, destroy, offsetof(conf_node_t, log_level)};
+                                       start, stop, destroy, offsetof(conf_node_t, log_level),
+                                       exit_code};
     return wire_service_main(&svc, argc, argv);
 }

@@ -354,6 +354,48 @@ void node_drain(node_t *nd)
     node__maybe_close(nd);
 }
 
+int node_exit_code(const node_t *self)
+{
+    return self->exit_code;
+}
+
+static nn_shape_t reply_shape(const uint32_t *d)
+{
+    return (nn_shape_t){(int)d[0], (int)d[1], (int)d[2]};
+}
+
+void node__check_chain(node_t *nd, const einet_HeartbeatReply *r)
+{
+    const conf_node_t *c = &nd->conf;
+    if (nd->draining || !r->blocks)
+        return;
+    char src[CONF_STR_MAX + 64], ref[160];
+    ei_err_t err = {0};
+    int first = c->first_block, last = c->last_block, rc = 0;
+    snprintf(src, sizeof src, "%s (%s, blocks %d..%d)", c->model, node__tier_name(c->tier), first,
+             last);
+    if ((int)r->blocks != nd->n)
+        rc = ei_err_set(&err, EI_E_SHAPE, "%s: the model has %d blocks, the coordinator's %u: "
+                        "every tier must run the same architecture", src, nd->n, r->blocks);
+    if (!rc && r->block_in_count == 3) {
+        nn_shape_t in = first == 1 ? nd->in_shape : nn_model_feature_shape(nd->model, first - 2);
+        snprintf(ref, sizeof ref, "the coordinator's model at block %d, what the %s sends", first,
+                 first == 1 ? "coordinator" : "tier before");
+        rc = nn_arch_check_shape(src, "input", in, reply_shape(r->block_in), ref, &err);
+    }
+    if (!rc && r->block_out_count == 3) {
+        snprintf(ref, sizeof ref, "the coordinator's model after block %d, what the tier after "
+                 "takes", last);
+        rc = nn_arch_check_shape(src, "output", nn_model_feature_shape(nd->model, last - 1),
+                                 reply_shape(r->block_out), ref, &err);
+    }
+    if (!rc)
+        return;
+    ei_log(EI_LOG_ERROR, "%s", err.msg);
+    nd->exit_code = 2;
+    node_drain(nd);
+}
+
 void node_destroy(node_t **self_p)
 {
     if (!self_p || !*self_p)

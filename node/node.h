@@ -33,6 +33,10 @@ int node_start(node_t *self, ei_err_t *err) EI_CHECK;
  * sockets and timers so the loop ends. Safe to call more than once. */
 void node_drain(node_t *self);
 
+/* The process's exit code once the loop has ended: 0, or 2 when the node refused to run
+ * because its model does not chain with the coordinator's. */
+int node_exit_code(const node_t *self);
+
 /* Frees the node. Its handles must be closed first: call node_drain (also after a failed
  * node_start) and run the loop until it returns. Accepts NULL; clears *self_p. */
 void node_destroy(node_t **self_p);

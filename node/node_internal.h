@@ -100,6 +100,7 @@ struct node {
     uint64_t cancelled[NODE_CANCEL_RING];
     int cancel_at;
     int draining, closed;
+    int exit_code;            /* 2 once the node refused to run (node__check_chain) */
     node_counts_t counts;
     float probs[WIRE_MAX_CLASSES];
     /* trust */
@@ -124,6 +125,11 @@ uint64_t node__wall_us(void);
 int node__link_id(const node_t *nd);
 const char *node__link_name(const node_t *nd);
 const char *node__tier_name(int tier);
+
+/* node.c: checks the node's model against the coordinator's at the node's first and last
+ * block (the coordinator's heartbeat reply); a model that does not chain with the tiers
+ * around it makes the node say so in one line and drain, to exit with code 2. */
+void node__check_chain(node_t *nd, const einet_HeartbeatReply *r);
 
 /* node_recv.c */
 void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg);

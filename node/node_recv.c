@@ -183,6 +183,7 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
         uint64_t now = node__now_us(), echo = in.env.body.heartbeat_reply.echo_sent_at_us;
         link_on_reply(&nd->coord_link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
                       now);
+        node__check_chain(nd, &in.env.body.heartbeat_reply);
         break;
     }
     case einet_Envelope_fault_tag:

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <jansson.h>
@@ -29,6 +31,7 @@
  * loaded any data before checking the architecture would fail there with another error. */
 typedef struct fixture {
     char dir[256], full[300], head[300];
+    pid_t coord; /* a coordinator a test started (0: none); teardown stops it if a check failed */
 } fixture_t;
 
 static void write_idx(const char *dir, const char *name, uint32_t magic, const uint32_t *dims,
@@ -100,6 +103,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *fx = *state;
+    if (fx->coord > 0) {
+        kill(fx->coord, SIGKILL);
+        waitpid(fx->coord, NULL, 0);
+    }
     rm_tree(fx->dir);
     free(fx);
     return 0;
@@ -451,6 +458,107 @@ static void test_services_refuse_at_startup(void **state)
     }
 }
 
+/* nblocks blocks on [1,28,28]; block 1's conv has out1 channels, the others 4. */
+static void write_chain_model(const char *path, int nblocks, int out1)
+{
+    char json[2048] = "{\"name\": \"chain\", \"input\": [1, 28, 28], \"classes\": 10, \"blocks\": [";
+    for (int b = 0; b < nblocks; b++) {
+        char blk[400];
+        snprintf(blk, sizeof blk,
+                 "%s{\"conv\": [{\"type\": \"conv\", \"out\": %d, \"k\": 3, \"pad\": 1}, "
+                 "{\"type\": \"relu\"}], \"branch\": [{\"type\": \"gap\"}, "
+                 "{\"type\": \"dense\", \"out\": 10}]}",
+                 b ? ", " : "", b ? 4 : out1);
+        strcat(json, blk);
+    }
+    strcat(json, "]}");
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_from_arch(json, "chain.json", 1, &err);
+    if (!m)
+        fail_msg("%s", err.msg);
+    nn_model_init(m, 1);
+    assert_int_equal(nn_model_save(m, path, NULL, &err), 0);
+    nn_model_destroy(&m);
+}
+
+/* Nodes whose models do not chain with the coordinator's (and so with the tiers around
+ * them): each says so in one line and exits 2 after the coordinator's first heartbeat
+ * reply; a node with the coordinator's model keeps running. */
+static void test_nodes_refuse_unchained(void **state)
+{
+    fixture_t *fx = *state;
+    char coord_model[400], conf[400], text[2000], log[400];
+    snprintf(coord_model, sizeof coord_model, "%s/coord.safetensors", fx->dir);
+    write_chain_model(coord_model, 2, 4);
+    snprintf(conf, sizeof conf, "%s/coord.ini", fx->dir);
+    snprintf(text, sizeof text,
+             "[coordinator]\nclients = ipc://%s/c.sock\nnodes = ipc://%s/n.sock\n"
+             "tiers = device,edge\nmodel = %s\n", fx->dir, fx->dir, coord_model);
+    write_text(conf, text);
+    snprintf(log, sizeof log, "%s/coord.log", fx->dir);
+    setenv("EINET_DATA_DIR", fx->head, 1);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    fx->coord = pid;
+    if (pid == 0) {
+        char prog[400];
+        snprintf(prog, sizeof prog, "%s/einet-coord", getenv("EINET_BIN"));
+        if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout))
+            _exit(127);
+        execl(prog, prog, "--config", conf, (char *)NULL);
+        _exit(127);
+    }
+    struct {
+        const char *tier;
+        int first, last, nblocks, out1;
+        const char *want; /* the refusal after "einet-node: MODEL (TIER, blocks A..B): " */
+    } cases[] = {
+        {"device", 1, 1, 2, 8,
+         "declared output [8,28,28] does not match the data's shape [4,28,28] (the "
+         "coordinator's model after block 1, what the tier after takes)"},
+        {"edge", 2, 2, 2, 8,
+         "declared input [8,28,28] does not match the data's shape [4,28,28] (the coordinator's "
+         "model at block 2, what the tier before sends)"},
+        {"device", 1, 3, 3, 4,
+         "the model has 3 blocks, the coordinator's 2: every tier must run the same "
+         "architecture"},
+        {"device", 1, 1, 2, 4, NULL}, /* the coordinator's own architecture: runs */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char model[400], node[400], args[500], out[4096], want[1200];
+        snprintf(model, sizeof model, "%s/node%zu.safetensors", fx->dir, i);
+        write_chain_model(model, cases[i].nblocks, cases[i].out1);
+        snprintf(node, sizeof node, "%s/node%zu.ini", fx->dir, i);
+        int device = !strcmp(cases[i].tier, "device");
+        snprintf(text, sizeof text,
+                 "[node]\ntier = %s\nfirst_block = %d\nlast_block = %d\nmodel = %s\n"
+                 "coordinator = ipc://%s/n.sock\n%s = ipc://%s/edge.sock\n",
+                 cases[i].tier, cases[i].first, cases[i].last, model, fx->dir,
+                 device ? "next" : "bind", fx->dir);
+        write_text(node, text);
+        snprintf(args, sizeof args, "--config '%s'", node);
+        int rc = run_prog(fx, cases[i].want ? "timeout 30" : "timeout 3", "einet-node", args, out,
+                          sizeof out);
+        if (!cases[i].want) {
+            assert_int_equal(rc, 124);
+            assert_null(strstr(out, "declared"));
+            continue;
+        }
+        /* One structured log line (common/log.c): time=... level=error prog=... msg="..." */
+        snprintf(want, sizeof want, " level=error prog=einet-node msg=\"%s (%s, blocks %d..%d): %s\"\n",
+                 model, cases[i].tier, cases[i].first, cases[i].last, cases[i].want);
+        const char *at = strstr(out, want);
+        if (rc != 2 || !at || strstr(at + 1, want))
+            fail_msg("case %zu: exit %d, stderr:\n%swanted exit 2 and once:%s", i, rc, out, want);
+    }
+    kill(pid, SIGTERM);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    fx->coord = 0;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    unsetenv("EINET_DATA_DIR");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +569,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_train_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_model_commands_refuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_services_refuse_at_startup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_nodes_refuse_unchained, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -174,7 +174,8 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         e->body.heartbeat = (einet_Heartbeat){einet_Tier_TIER_EDGE, 17, 123456, 4, 6, 3, true, 2};
         break;
     case einet_Envelope_heartbeat_reply_tag:
-        e->body.heartbeat_reply = (einet_HeartbeatReply){einet_Tier_TIER_NONE, 17, 123456, 2};
+        e->body.heartbeat_reply = (einet_HeartbeatReply){
+            einet_Tier_TIER_NONE, 17, 123456, 2, 8, 3, {16, 14, 14}, 3, {32, 7, 7}};
         break;
     case einet_Envelope_profile_report_tag:
     case einet_Envelope_profile_update_tag:

@@ -70,7 +70,9 @@ static int run(const wire_service_t *svc, running_t *r, uv_loop_t *loop)
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
-    return rc < 0 ? 1 : 0;
+    if (rc < 0)
+        return 1;
+    return svc->exit_code ? svc->exit_code(r->self) : 0;
 }
 
 int wire_service_main(const wire_service_t *svc, int argc, char **argv)

@@ -25,10 +25,13 @@ typedef struct wire_service {
     void (*destroy)(void *self);
     /* Offset in the config of `int log_level, log_format;` (in that order). */
     size_t log_offset;
+    /* Optional: the exit code after a clean stop (a service that refused to run gives 2). */
+    int (*exit_code)(void *self);
 } wire_service_t;
 
-/* Runs the service to the end. Exit codes: 0 after a clean stop, 1 when the service could
- * not be made or started, 2 for a usage or config error. */
+/* Runs the service to the end. Exit codes: 0 after a clean stop (or what exit_code says),
+ * 1 when the service could not be made or started, 2 for a usage or config error (also a
+ * model that does not fit the data: EI_E_SHAPE from create). */
 int wire_service_main(const wire_service_t *svc, int argc, char **argv);
 
 #endif
