@@ -225,6 +225,15 @@ void nn_layer_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
     self->ops->forward(self, x, y, ws, training);
 }
 
+void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                            int training)
+{
+    EI_ASSERT(self->spec.kind == NN_CONV);
+    self->fuse_relu = 1;
+    nn_layer_forward(self, x, y, ws, training);
+    self->fuse_relu = 0;
+}
+
 void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
                        const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
 {

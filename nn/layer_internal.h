@@ -22,6 +22,9 @@ struct nn_layer {
     /* bn: statistics of the last training batch, kept for backward; in.c floats each. */
     float *batch_mean, *batch_invstd;
     int have_batch;
+    /* conv: max(0, .) applied to the output, for a ReLU that follows (set only for the
+     * duration of one nn__layer_forward_relu call). */
+    int fuse_relu;
 };
 
 /* What one kind does. setup checks the spec against self->in, sets self->out and the
@@ -50,6 +53,11 @@ int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int
  * 0 <= pad < k, at least one output) and sets self->stride and self->out's h and w.
  * Messages start with what ("conv", "maxpool"). */
 int nn__window_setup(nn_layer_t *self, const char *what, ei_err_t *err);
+
+/* nn_layer_forward of a conv layer followed by a ReLU, both in one pass: y = max(0,
+ * conv(x)), the output the ReLU would give. */
+void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                            int training);
 
 /* Sets every element of a to v. */
 void nn__fill(float *a, size_t n, float v);

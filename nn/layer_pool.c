@@ -90,11 +90,68 @@ static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t
     }
 }
 
+/* Maxpool 2x2 stride 2 without padding, the common case: two rows of the input give one
+ * of the output (a trailing odd row or column is never read, as in the windows). */
+static void maxpool2_forward(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y)
+{
+    int w = self->in.w, oh = self->out.h, ow = self->out.w;
+    size_t ip = (size_t)self->in.h * w, op = (size_t)oh * ow;
+    for (size_t pl = 0; pl < plane_count(x); pl++) {
+        const float *px = x->data + pl * ip;
+        float *py = y->data + pl * op;
+        for (int i = 0; i < oh; i++) {
+            const float *r0 = px + (size_t)2 * i * w, *r1 = r0 + w;
+            float *out = py + (size_t)i * ow;
+            for (int j = 0; j < ow; j++) {
+                float a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];
+                float b = r1[2 * j] > r1[2 * j + 1] ? r1[2 * j] : r1[2 * j + 1];
+                out[j] = b > a ? b : a;
+            }
+        }
+    }
+}
+
+#define POOL_TABLE 64 /* output sides up to this have their windows tabulated once */
+
+/* The same windows as pool_sweep, tabulated per side, for the forward. */
+static void pool_forward_tab(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y)
+{
+    int h = self->in.h, w = self->in.w, oh = self->out.h, ow = self->out.w;
+    int is_max = self->spec.kind == NN_MAXPOOL;
+    int r0[POOL_TABLE], r1[POOL_TABLE], c0[POOL_TABLE], c1[POOL_TABLE];
+    for (int i = 0; i < oh; i++)
+        pool_window(self, i, h, oh, &r0[i], &r1[i]);
+    for (int j = 0; j < ow; j++)
+        pool_window(self, j, w, ow, &c0[j], &c1[j]);
+    size_t ip = (size_t)h * w, op = (size_t)oh * ow;
+    for (size_t pl = 0; pl < plane_count(x); pl++) {
+        const float *px = x->data + pl * ip;
+        float *py = y->data + pl * op;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                float v;
+                if (is_max) {
+                    v = window_max(px, w, r0[i], r1[i], c0[j], c1[j]);
+                } else {
+                    float area = (float)((r1[i] - r0[i]) * (c1[j] - c0[j]));
+                    v = window_sum(px, w, r0[i], r1[i], c0[j], c1[j]) / area;
+                }
+                py[(size_t)i * ow + j] = v;
+            }
+    }
+}
+
 static void pool_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                          int training)
 {
     (void)ws, (void)training;
-    pool_sweep(self, x, y, NULL, NULL);
+    const nn_layer_spec_t *sp = &self->spec;
+    if (sp->kind == NN_MAXPOOL && sp->k == 2 && self->stride == 2 && sp->pad == 0)
+        maxpool2_forward(self, x, y);
+    else if (self->out.h <= POOL_TABLE && self->out.w <= POOL_TABLE)
+        pool_forward_tab(self, x, y);
+    else
+        pool_sweep(self, x, y, NULL, NULL);
 }
 
 static void pool_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,

@@ -1,6 +1,7 @@
 /* Layer sequences: a conv part or a branch, with buffers sized once. */
 #include <stdlib.h>
 
+#include "layer_internal.h"
 #include "nn_internal.h"
 
 int nn__seq_init(nn_seq_t *s, const nn_layer_spec_t *specs, int count, nn_shape_t in,
@@ -64,16 +65,32 @@ double nn__seq_flops(const nn_seq_t *s)
     return f;
 }
 
+static nn_kind_t kind_of(const nn_seq_t *s, int i)
+{
+    return nn_layer_spec(s->layers[i])->kind;
+}
+
+/* A conv whose next layer that runs is a ReLU runs with it in one pass, writing the
+ * ReLU's activation (the conv's own is then never read: the conv's backward needs its
+ * input, the ReLU's its output). */
 const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training)
 {
     const nn_tensor_t *cur = x;
     for (int i = 0; i < s->count; i++) {
         if (s->skip[i])
             continue;
-        nn_tensor_t *y = s->act[i];
+        int j = i + 1;
+        while (j < s->count && s->skip[j])
+            j++;
+        int fuse = j < s->count && kind_of(s, i) == NN_CONV && kind_of(s, j) == NN_RELU;
+        nn_tensor_t *y = s->act[fuse ? j : i];
         y->n = x->n;
-        nn_layer_forward(s->layers[i], cur, y, ws, training);
+        if (fuse)
+            nn__layer_forward_relu(s->layers[i], cur, y, ws, training);
+        else
+            nn_layer_forward(s->layers[i], cur, y, ws, training);
         cur = y;
+        i = fuse ? j : i;
     }
     return cur;
 }

@@ -95,6 +95,38 @@ static void test_shapes_and_blockwise_equals_full(void **state)
     nn_model_destroy(&m);
 }
 
+/* A batch through the model gives each sample what it gets alone, every exit, before and
+ * after the batch norms are folded; 37 samples cut the convs' batches into ragged groups. */
+static void test_batch_equals_single(void **state)
+{
+    (void)state;
+    enum { N = 37, E = 3, K = 4 };
+    nn_model_t *m = tiny(N, 6);
+    nn_tensor_t *x = nn_tensor_new(N, 1, 8, 8);
+    fill(x->data, nn_tensor_numel(x), 7);
+    static float batch[E * N * K];
+    float one[E * K];
+    ei_err_t err;
+    for (int folded = 0; folded < 2; folded++) {
+        if (folded)
+            nn_model_prepare_inference(m);
+        assert_int_equal(nn_model_forward(m, x, batch, &err), 0);
+        for (int s = 0; s < N; s++) {
+            nn_tensor_t xs = nn_tensor_view(x->data + s * 64, 1, 1, 8, 8);
+            assert_int_equal(nn_model_forward(m, &xs, one, &err), 0);
+            for (int e = 0; e < E; e++)
+                for (int c = 0; c < K; c++) {
+                    float b = batch[(e * N + s) * K + c], o = one[e * K + c];
+                    if (fabsf(b - o) > 1e-6f)
+                        fail_msg("folded %d sample %d exit %d class %d: batch %.8g, alone %.8g",
+                                 folded, s, e, c, b, o);
+                }
+        }
+    }
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+}
+
 /* Train a few steps so batch-norm running statistics are not the identity, then check
  * that folding them into the convs changes nothing beyond rounding. */
 static void test_fold_matches_unfolded(void **state)
@@ -386,6 +418,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_and_blockwise_equals_full),
+        cmocka_unit_test(test_batch_equals_single),
         cmocka_unit_test(test_fold_matches_unfolded),
         cmocka_unit_test(test_train_step_gradients),
         cmocka_unit_test(test_loss_falls),
