@@ -1,14 +1,16 @@
 /* Speed of the engine on a model, every figure the median of --reps timed rounds taken in
- * this one run: OpenBLAS sgemm peak (1024^3), optionally each conv layer's GFLOP/s at
+ * this one run: OpenBLAS sgemm peak (1024^3 on every thread at once), optionally each conv layer's GFLOP/s at
  * batch 1 and 64, the full forward (every exit, batch norms folded) at batch 1 and 64 with
  * the batch-64 GFLOP/s as a fraction of the sgemm peak, and a training step at batch 128
  * (forward and backward of every exit, SGD with Nesterov momentum, as einet train runs).
  *   bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--json]
  *   bench_nn --predict N [--model FILE] [--data DIR] [--batch B]
+ * --threads N is the engine's threads (nn_set_threads; OpenBLAS then runs one in each).
  * --predict writes, for the first N test images run in batches of B (default 64), one line
  * per image: the predicted class of every exit then its probabilities, for
  * bench/torch_compare.py to check sample by sample. */
 #include <cblas.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +76,34 @@ static double gemm_round(gemm_t *g, double min_s)
                                                  g->n, g->k, 1.0f, g->a, g->k, g->b, g->n, 0.0f,
                                                  g->c, g->n));
     return 2.0 * g->m * g->n * g->k / s / 1e9;
+}
+
+typedef struct peak_arg {
+    gemm_t g;
+    double gflops;
+} peak_arg_t;
+
+static void *peak_thread(void *p)
+{
+    peak_arg_t *a = p;
+    a->gflops = gemm_round(&a->g, 0.2);
+    return NULL;
+}
+
+/* The sgemm peak of `threads` threads: each runs its own 1024^3 product (OpenBLAS on one
+ * thread, as inside the engine) at the same time; their GFLOP/s added up. */
+static double peak_round(peak_arg_t *args, int threads)
+{
+    pthread_t t[64];
+    for (int i = 1; i < threads; i++)
+        EI_ASSERT(pthread_create(&t[i], NULL, peak_thread, &args[i]) == 0);
+    peak_thread(&args[0]);
+    double sum = args[0].gflops;
+    for (int i = 1; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        sum += args[i].gflops;
+    }
+    return sum;
 }
 
 static void bench_layers(nn_model_t *m, double peak)
@@ -302,10 +332,13 @@ int main(int argc, char **argv)
         else
             return usage();
     }
-    if (threads < 1 || reps < 1 || reps > 1000 || pbatch < 1 || pbatch > 4096 || npredict < 0)
+    if (threads < 1 || threads > 64 || reps < 1 || reps > 1000 || pbatch < 1 || pbatch > 4096 || npredict < 0)
         return usage();
-    openblas_set_num_threads(threads);
     ei_err_t err = {0};
+    if (nn_set_threads(threads)) {
+        fprintf(stderr, "bench_nn: could not start %d threads\n", threads);
+        return 1;
+    }
     nn_model_t *m = nn_model_load(path, npredict ? pbatch : 64, &err);
     nn_model_t *mt = npredict ? NULL : nn_model_load(path, 128, &err);
     if (!m || (!npredict && !mt)) {
@@ -323,13 +356,16 @@ int main(int argc, char **argv)
         flops += nn_model_conv_flops(m, k) + nn_model_branch_flops(m, k);
     /* The measurements take turns round by round, so a burst of load from elsewhere on
      * the machine hits them alike; each figure is the median of its rounds. */
-    gemm_t g = gemm_new(1024, 1024, 1024);
+    peak_arg_t *pk = calloc((size_t)threads, sizeof *pk);
+    EI_ASSERT(pk);
+    for (int i = 0; i < threads; i++)
+        pk[i].g = gemm_new(1024, 1024, 1024);
     fwd_t f1 = fwd_new(m, 1), f64 = fwd_new(m, 64);
     trainer_t tr = trainer_new(mt, 128);
     double *r = calloc((size_t)reps * 4, sizeof(double));
     EI_ASSERT(r);
     for (int i = 0; i < reps; i++) {
-        r[i] = gemm_round(&g, 0.2);
+        r[i] = peak_round(pk, threads);
         r[reps + i] = fwd_round(&f1, 0.3);
         r[2 * reps + i] = fwd_round(&f64, 0.3);
         r[3 * reps + i] = train_round(&tr, 0.5);
@@ -347,7 +383,8 @@ int main(int argc, char **argv)
     } else {
         printf("model %s: %d exits, %.1f MFLOP per image (all exits), %d thread(s), medians of "
                "%d rounds\n", nn_model_name(m), nn_model_blocks(m), flops / 1e6, threads, reps);
-        printf("OpenBLAS sgemm peak (1024^3, this run): %.1f GFLOP/s\n", peak);
+        printf("OpenBLAS sgemm peak (1024^3 on each thread at once, this run): %.1f GFLOP/s\n",
+               peak);
         printf("full forward, every exit:\n");
         printf("  batch 1 : %.3f ms per image, %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
                1e3 / thr1, flops * thr1 / 1e9, 100 * flops * thr1 / 1e9 / peak);
@@ -358,7 +395,9 @@ int main(int argc, char **argv)
             bench_layers(m, peak);
     }
     free(r);
-    gemm_free(&g);
+    for (int i = 0; i < threads; i++)
+        gemm_free(&pk[i].g);
+    free(pk);
     fwd_free(&f1);
     fwd_free(&f64);
     trainer_free(&tr);

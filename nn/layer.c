@@ -135,6 +135,7 @@ nn_layer_t *nn_layer_new(const nn_layer_spec_t *spec, nn_shape_t in, ei_err_t *e
     }
     self->spec = *spec;
     self->ops = kind_ops[spec->kind];
+    self->threads = nn_threads();
     self->in = self->out = in;
     int rc = self->ops->setup(self, err);
     if (rc == EI_E_NOMEM)

@@ -155,8 +155,8 @@ static int conv_setup(nn_layer_t *self, ei_err_t *err)
 #define GROUP_COLS 1024
 #define GROUP_COL_FLOATS (256 * 1024)
 
-/* Samples per product for a batch of n. */
-static int conv_group(const nn_layer_t *self, int n)
+/* Largest group of samples per product (the workspace is sized for it). */
+static int conv_group_max(const nn_layer_t *self, int n)
 {
     int hw = self->out.h * self->out.w, g = (GROUP_COLS + hw - 1) / hw;
     long long col = (long long)self->in.c * self->spec.k * self->spec.k * hw;
@@ -176,11 +176,19 @@ static size_t conv_col_floats(const nn_layer_t *self, int group)
     return (size_t)self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w * group;
 }
 
+/* One thread's share of the workspace: col, the product buffer, and the weight and bias
+ * gradients it sums on its own in a backward (thread 0 adds into the layer's). */
+static size_t conv_share(const nn_layer_t *self, int n)
+{
+    int g = conv_group_max(self, n);
+    size_t prod = g > 1 ? nn_shape_numel(self->out) * g : 0;
+    size_t grads = self->threads > 1 ? nn_tensor_numel(self->params[0].value) + self->out.c : 0;
+    return conv_col_floats(self, g) + prod + grads;
+}
+
 static size_t conv_workspace(const nn_layer_t *self, int n)
 {
-    int g = conv_group(self, n);
-    size_t prod = g > 1 ? nn_shape_numel(self->out) * g : 0;
-    return conv_col_floats(self, g) + prod;
+    return conv_share(self, n) * (size_t)self->threads;
 }
 
 static double conv_flops(const nn_layer_t *self)
@@ -196,6 +204,33 @@ static void he_init(nn_layer_t *self, ei_rng_t *rng)
     for (size_t i = 0; i < nn_tensor_numel(w); i++)
         w->data[i] = (float)(sd * ei_rng_normal(rng));
     nn__fill(b->data, nn_tensor_numel(b), 0);
+}
+
+/* A batch's split into groups: count groups of g samples (the last may be shorter), as
+ * even as the largest group allows, and a multiple of the threads when there are several,
+ * so that they finish together. */
+typedef struct conv_job {
+    nn_layer_t *self;
+    const nn_tensor_t *x, *dy;
+    nn_tensor_t *y, *dx;
+    float *ws;
+    size_t share; /* floats of ws per thread */
+    int g, count, threads;
+} conv_job_t;
+
+static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
+{
+    conv_job_t j = {.self = self, .x = x, .ws = ws, .share = conv_share(self, x->n)};
+    int n = x->n, gmax = conv_group_max(self, n);
+    j.threads = nn__loop_threads(self->threads);
+    j.count = (n + gmax - 1) / gmax;
+    if (j.threads > 1) {
+        j.count = (j.count + j.threads - 1) / j.threads * j.threads;
+        j.count = j.count < n ? j.count : n;
+    }
+    j.g = (n + j.count - 1) / j.count;
+    j.count = (n + j.g - 1) / j.g;
+    return j;
 }
 
 /* im2col of samples [s0, s0 + g) of x side by side in col (ld = g * oh * ow); returns
@@ -234,33 +269,40 @@ static void group_layout(float *prod, float *nchw, int m, int n, int g, const fl
         }
 }
 
+static void conv_forward_group(void *arg, int item, int tid)
+{
+    const conv_job_t *j = arg;
+    nn_layer_t *self = j->self;
+    geom_t gm = geom_of(self);
+    const float *w = self->params[0].value->data, *b = self->params[1].value->data;
+    int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow;
+    int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
+    float *ws = j->ws + tid * j->share;
+    const float *col = group_col(self, &gm, j->x, s0, g, ws);
+    float *ys = j->y->data + (size_t)s0 * m * n;
+    if (g == 1) { /* straight into NCHW */
+        for (int o = 0; o < m; o++)
+            nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n, 1.0f,
+                    ys, n);
+        if (self->fuse_relu)
+            for (size_t i = 0; i < (size_t)m * n; i++)
+                ys[i] = ys[i] > 0 ? ys[i] : 0;
+        return;
+    }
+    float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n * g, k, 1.0f, w, k, col, n * g,
+                0.0f, prod, n * g);
+    group_layout(prod, ys, m, n, g, b, self->fuse_relu, 1);
+}
+
 static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                          int training)
 {
     (void)training;
-    geom_t gm = geom_of(self);
-    const float *w = self->params[0].value->data, *b = self->params[1].value->data;
-    int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow;
-    int G = conv_group(self, x->n);
-    float *prod = ws + conv_col_floats(self, G);
-    for (int s0 = 0; s0 < x->n; s0 += G) {
-        int g = x->n - s0 < G ? x->n - s0 : G;
-        const float *col = group_col(self, &gm, x, s0, g, ws);
-        float *ys = y->data + (size_t)s0 * m * n;
-        if (g == 1) { /* straight into NCHW */
-            for (int o = 0; o < m; o++)
-                nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n,
-                        1.0f, ys, n);
-            if (self->fuse_relu)
-                for (size_t i = 0; i < (size_t)m * n; i++)
-                    ys[i] = ys[i] > 0 ? ys[i] : 0;
-            continue;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n * g, k, 1.0f, w, k, col,
-                    n * g, 0.0f, prod, n * g);
-        group_layout(prod, ys, m, n, g, b, self->fuse_relu, 1);
-    }
+    conv_job_t j = conv_job(self, x, ws);
+    j.y = y;
+    nn__parallel_for(j.count, j.threads, conv_forward_group, &j);
 }
 
 /* db[o] += sum of row o of dy [m, n]. */
@@ -270,42 +312,73 @@ static void add_row_sums(const float *dy, int m, int n, float *db)
         db[o] += (float)nn__sum(dy + (size_t)o * n, (size_t)n);
 }
 
+/* The gradients thread tid sums into: the layer's for thread 0, its share's otherwise. */
+static float *grad_share(const conv_job_t *j, int tid)
+{
+    return j->ws + (size_t)tid * j->share + j->share - nn_tensor_numel(j->self->params[0].value) -
+           j->self->out.c;
+}
+
 /* Per group: dy gathered into [m, g*n] (in place for one sample), db from its row sums,
  * dW += dy col^T in one product, and dcol = W^T dy in another, scattered back by col2im. */
+static void conv_backward_group(void *arg, int item, int tid)
+{
+    const conv_job_t *j = arg;
+    nn_layer_t *self = j->self;
+    geom_t gm = geom_of(self);
+    const float *w = self->params[0].value->data;
+    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
+    if (tid > 0) {
+        dw = grad_share(j, tid);
+        db = dw + nn_tensor_numel(self->params[0].value);
+    }
+    int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow, pw = conv_pointwise(self);
+    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
+    int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g, ld = n * g;
+    float *ws = j->ws + tid * j->share;
+    float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
+    float *dys = j->dy->data + s0 * out_sz;
+    if (g > 1) {
+        group_layout(prod, dys, m, n, g, NULL, 0, 0);
+        dys = prod;
+    }
+    const float *col = group_col(self, &gm, j->x, s0, g, ws);
+    add_row_sums(dys, m, ld, db);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, ld, 1.0f, dys, ld, col, ld, 1.0f,
+                dw, k);
+    if (!j->dx)
+        return;
+    float *dxs = j->dx->data + s0 * in_sz;
+    if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, w, k, dys, n, 0.0f,
+                    dxs, n);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, ld, m, 1.0f, w, k, dys, ld, 0.0f, ws,
+                ld);
+    memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
+    im2col(&gm, dxs, in_sz, g, ws, 0);
+}
+
 static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
                           const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
 {
     (void)y;
-    geom_t gm = geom_of(self);
-    const float *w = self->params[0].value->data;
+    conv_job_t j = conv_job(self, x, ws);
+    j.dy = dy;
+    j.dx = dx;
+    size_t ng = nn_tensor_numel(self->params[0].value) + (size_t)self->out.c;
+    for (int t = 1; t < j.threads; t++)
+        memset(grad_share(&j, t), 0, ng * sizeof(float));
+    nn__parallel_for(j.count, j.threads, conv_backward_group, &j);
     float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
-    int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow, pw = conv_pointwise(self);
-    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
-    int G = conv_group(self, x->n);
-    float *prod = ws + conv_col_floats(self, G);
-    for (int s0 = 0; s0 < x->n; s0 += G) {
-        int g = x->n - s0 < G ? x->n - s0 : G, ld = n * g;
-        float *dys = dy->data + s0 * out_sz;
-        if (g > 1) {
-            group_layout(prod, dys, m, n, g, NULL, 0, 0);
-            dys = prod;
-        }
-        const float *col = group_col(self, &gm, x, s0, g, ws);
-        add_row_sums(dys, m, ld, db);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, ld, 1.0f, dys, ld, col, ld,
-                    1.0f, dw, k);
-        if (!dx)
-            continue;
-        float *dxs = dx->data + s0 * in_sz;
-        if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, w, k, dys, n,
-                        0.0f, dxs, n);
-            continue;
-        }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, ld, m, 1.0f, w, k, dys, ld, 0.0f,
-                    ws, ld);
-        memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
-        im2col(&gm, dxs, in_sz, g, ws, 0);
+    size_t nw = nn_tensor_numel(self->params[0].value);
+    for (int t = 1; t < j.threads; t++) {
+        const float *p = grad_share(&j, t);
+        for (size_t i = 0; i < nw; i++)
+            dw[i] += p[i];
+        for (int o = 0; o < self->out.c; o++)
+            db[o] += p[nw + o];
     }
 }
 

@@ -556,6 +556,40 @@ static void test_conv_batched(void **state)
     }
 }
 
+/* The same checks with the engine on two threads: groups of samples, channels and planes
+ * shared out, the weight gradients summed per thread and added up. */
+static void test_layers_two_threads(void **state)
+{
+    (void)state;
+    assert_int_equal(nn_set_threads(2), 0);
+    assert_int_equal(nn_threads(), 2);
+    ei_rng_t r;
+    ei_rng_seed(&r, 17);
+    /* clang-format off */
+    static const cfg_t fixed[] = {
+        {{NN_CONV, 16, 3, 1, 1, 0}, {8, 7, 7}, 45},
+        {{NN_CONV, 8, 3, 1, 1, 0}, {4, 20, 20}, 7},
+        {{NN_CONV, 4, 3, 2, 1, 0}, {3, 30, 30}, 5},
+        {{NN_CONV, 6, 1, 1, 0, 0}, {5, 12, 12}, 19},
+        {{NN_CONV, 4, 3, 1, 1, 0}, {200, 6, 6}, 9},
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_conv_batched(&fixed[i], &r);
+    check_forward_random(NN_BN, 10, 1);
+    check_forward_random(NN_MAXPOOL, 20, 0);
+    check_forward_random(NN_AVGPOOL, 20, 0);
+    check_forward_random(NN_RELU, 5, 0);
+    cfg_t bn = {{NN_BN, 0, 0, 0, 0, 0}, {5, 3, 4}, 6};
+    check_grads(&bn, X_UNIFORM, 1, 1e-2f, 2e-4, 31);
+    cfg_t mp = {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {4, 6, 7}, 5};
+    check_grads(&mp, X_DISTINCT, 0, 1e-3f, 2e-4, 32);
+    cfg_t rl = {{NN_RELU, 0, 0, 0, 0, 0}, {3, 4, 4}, 6};
+    check_grads(&rl, X_OFF_ZERO, 0, 1e-2f, 2e-4, 33);
+    assert_int_equal(nn_set_threads(1), 0);
+    assert_int_not_equal(nn_set_threads(0), 0);
+}
+
 static void test_conv_dense_backward(void **state)
 {
     (void)state;
@@ -947,7 +981,7 @@ int main(void)
         cmocka_unit_test(test_softmax_stable),   cmocka_unit_test(test_concat),
         cmocka_unit_test(test_fold_bn),          cmocka_unit_test(test_init_and_params),
         cmocka_unit_test(test_kind_names),       cmocka_unit_test(test_bad_specs),
-        cmocka_unit_test(test_conv_batched),
+        cmocka_unit_test(test_conv_batched),     cmocka_unit_test(test_layers_two_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
