@@ -1,17 +1,27 @@
-/* Speed of the engine on a model: OpenBLAS sgemm peak measured in this run, each conv
- * layer's GFLOP/s at batch 1 and 64 with its ratio to that peak, and batch-1 latency and
- * batch-64 throughput of the full forward (every exit).
- *   bench_nn [--model FILE] [--threads N] */
+/* Speed of the engine on a model, every figure the median of --reps timed rounds taken in
+ * this one run: OpenBLAS sgemm peak (1024^3 on every thread at once), optionally each conv layer's GFLOP/s at
+ * batch 1 and 64, the full forward (every exit, batch norms folded) at batch 1 and 64 with
+ * the batch-64 GFLOP/s as a fraction of the sgemm peak, and a training step at batch 128
+ * (forward and backward of every exit, SGD with Nesterov momentum, as einet train runs).
+ *   bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--json]
+ *   bench_nn --predict N [--model FILE] [--data DIR] [--batch B]
+ * --threads N is the engine's threads (nn_set_threads; OpenBLAS then runs one in each).
+ * --predict writes, for the first N test images run in batches of B (default 64), one line
+ * per image: the predicted class of every exit then its probabilities, for
+ * bench/torch_compare.py to check sample by sample. */
 #include <cblas.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/ei.h"
+#include "nn/dataset.h"
 #include "nn/layer.h"
 #include "nn/model.h"
+#include "nn/train.h"
 
-/* Runs fn until at least min_s seconds passed (after one warm-up call); seconds per call. */
+/* Seconds per call of stmt: one warm-up call, then calls until min_s passed. */
 #define TIME_PER_CALL(min_s, stmt)                                   \
     ({                                                               \
         stmt;                                                        \
@@ -24,32 +34,88 @@
         el_ / reps_;                                                 \
     })
 
-static double sgemm_gflops(int m, int n, int k)
+static int cmp_double(const void *a, const void *b)
 {
-    float *a = calloc((size_t)m * k, 4), *b = calloc((size_t)k * n, 4), *c = calloc((size_t)m * n, 4);
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+typedef struct gemm {
+    int m, n, k;
+    float *a, *b, *c;
+} gemm_t;
+
+static gemm_t gemm_new(int m, int n, int k)
+{
+    gemm_t g = {m, n, k, calloc((size_t)m * k, 4), calloc((size_t)k * n, 4), calloc((size_t)m * n, 4)};
+    EI_ASSERT(g.a && g.b && g.c);
     for (size_t i = 0; i < (size_t)m * k; i++)
-        a[i] = (float)(i % 7) * 0.1f;
+        g.a[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)k * n; i++)
-        b[i] = (float)(i % 5) * 0.1f;
-    double s = TIME_PER_CALL(0.3, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k,
-                                               1.0f, a, k, b, n, 0.0f, c, n));
-    free(a);
-    free(b);
-    free(c);
-    return 2.0 * m * n * k / s / 1e9;
+        g.b[i] = (float)(i % 5) * 0.1f;
+    return g;
+}
+
+static void gemm_free(gemm_t *g)
+{
+    free(g->a);
+    free(g->b);
+    free(g->c);
+}
+
+/* GFLOP/s of one round of sgemm calls lasting about min_s. */
+static double gemm_round(gemm_t *g, double min_s)
+{
+    double s = TIME_PER_CALL(min_s, cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->m,
+                                                 g->n, g->k, 1.0f, g->a, g->k, g->b, g->n, 0.0f,
+                                                 g->c, g->n));
+    return 2.0 * g->m * g->n * g->k / s / 1e9;
+}
+
+typedef struct peak_arg {
+    gemm_t g;
+    double gflops;
+} peak_arg_t;
+
+static void *peak_thread(void *p)
+{
+    peak_arg_t *a = p;
+    a->gflops = gemm_round(&a->g, 0.2);
+    return NULL;
+}
+
+/* The sgemm peak of `threads` threads: each runs its own 1024^3 product (OpenBLAS on one
+ * thread, as inside the engine) at the same time; their GFLOP/s added up. */
+static double peak_round(peak_arg_t *args, int threads)
+{
+    pthread_t t[64];
+    for (int i = 1; i < threads; i++)
+        EI_ASSERT(pthread_create(&t[i], NULL, peak_thread, &args[i]) == 0);
+    peak_thread(&args[0]);
+    double sum = args[0].gflops;
+    for (int i = 1; i < threads; i++) {
+        pthread_join(t[i], NULL);
+        sum += args[i].gflops;
+    }
+    return sum;
 }
 
 static void bench_layers(nn_model_t *m, double peak)
 {
     printf("\nconv layers (forward, BN folded):\n");
     printf("block layer  in (c,h,w)     out (c,h,w)    MFLOP/img  b1 GFLOP/s  b1/peak  "
-           "b64 GFLOP/s  b64/peak  sgemm(same M,N,K b1) GFLOP/s\n");
+           "b64 GFLOP/s  b64/peak\n");
     for (int k = 0; k < nn_model_blocks(m); k++) {
         for (int part = 0; part < 2; part++) {
             for (int i = 0; i < nn_model_part_layers(m, k, part); i++) {
                 nn_layer_t *l = nn_model_part_layer(m, k, part, i);
-                const nn_layer_spec_t *sp = nn_layer_spec(l);
-                if (sp->kind != NN_CONV)
+                if (nn_layer_spec(l)->kind != NN_CONV)
                     continue;
                 nn_shape_t in = nn_layer_in_shape(l), out = nn_layer_out_shape(l);
                 double fl = nn_layer_flops(l), g[2];
@@ -59,75 +125,283 @@ static void bench_layers(nn_model_t *m, double peak)
                     nn_tensor_t *x = nn_tensor_new(n, in.c, in.h, in.w);
                     nn_tensor_t *y = nn_tensor_new(n, out.c, out.h, out.w);
                     float *ws = calloc(nn_layer_workspace(l, n) + 1, sizeof(float));
-                    double s = TIME_PER_CALL(0.2, nn_layer_forward(l, x, y, ws, 0));
-                    g[bi] = fl * n / s / 1e9;
+                    double r[5];
+                    for (int rep = 0; rep < 5; rep++)
+                        r[rep] = TIME_PER_CALL(0.05, nn_layer_forward(l, x, y, ws, 0));
+                    g[bi] = fl * n / median(r, 5) / 1e9;
                     nn_tensor_destroy(&x);
                     nn_tensor_destroy(&y);
                     free(ws);
                 }
-                double same = sgemm_gflops(out.c, out.h * out.w, in.c * sp->k * sp->k);
                 printf("%5d %-6s (%3d,%2d,%2d)   (%3d,%2d,%2d)   %9.2f  %10.1f  %6.0f%%  %11.1f  "
-                       "%7.0f%%  %6.1f\n", k + 1, part ? "branch" : "conv", in.c, in.h, in.w,
-                       out.c, out.h, out.w, fl / 1e6, g[0], 100 * g[0] / peak, g[1],
-                       100 * g[1] / peak, same);
+                       "%7.0f%%\n", k + 1, part ? "branch" : "conv", in.c, in.h, in.w, out.c,
+                       out.h, out.w, fl / 1e6, g[0], 100 * g[0] / peak, g[1], 100 * g[1] / peak);
             }
         }
     }
 }
 
-static void bench_forward(nn_model_t *m, int batch, double *lat_s, double *thr)
+typedef struct fwd {
+    nn_model_t *m;
+    nn_tensor_t *x;
+    float *probs;
+} fwd_t;
+
+static fwd_t fwd_new(nn_model_t *m, int batch)
 {
     nn_shape_t in = nn_model_input_shape(m);
-    nn_tensor_t *x = nn_tensor_new(batch, in.c, in.h, in.w);
-    for (size_t i = 0; i < nn_tensor_numel(x); i++)
-        x->data[i] = (float)(i % 13) / 13.0f;
-    float *probs = calloc((size_t)nn_model_blocks(m) * batch * nn_model_classes(m), sizeof(float));
+    fwd_t f = {m, nn_tensor_new(batch, in.c, in.h, in.w),
+               calloc((size_t)nn_model_blocks(m) * batch * nn_model_classes(m), sizeof(float))};
+    EI_ASSERT(f.x && f.probs);
+    for (size_t i = 0; i < nn_tensor_numel(f.x); i++)
+        f.x->data[i] = (float)(i % 13) / 13.0f;
+    return f;
+}
+
+/* Images per second of one round of forwards lasting about min_s. */
+static double fwd_round(fwd_t *f, double min_s)
+{
     ei_err_t err;
-    double s = TIME_PER_CALL(1.0, EI_ASSERT(nn_model_forward(m, x, probs, &err) == 0));
-    *lat_s = s;
-    *thr = batch / s;
-    free(probs);
+    double s = TIME_PER_CALL(min_s, EI_ASSERT(nn_model_forward(f->m, f->x, f->probs, &err) == 0));
+    return f->x->n / s;
+}
+
+static void fwd_free(fwd_t *f)
+{
+    nn_tensor_destroy(&f->x);
+    free(f->probs);
+}
+
+/* A training step as nn_train takes it: zero the gradients, forward and backward of every
+ * exit, then SGD with Nesterov momentum 0.9 and weight decay on every trainable tensor. */
+typedef struct trainer {
+    nn_model_t *m;
+    nn_tensor_t *x;
+    int *labels;
+    float **mom;
+    int nslots, cap;
+} trainer_t;
+
+static void add_momentum(const char *name, nn_param_t *p, void *arg)
+{
+    (void)name;
+    trainer_t *t = arg;
+    if (!p->grad)
+        return;
+    t->mom[t->nslots++] = calloc(nn_tensor_numel(p->value), sizeof(float));
+}
+
+static void count_trainable(const char *name, nn_param_t *p, void *arg)
+{
+    (void)name;
+    *(int *)arg += p->grad != NULL;
+}
+
+typedef struct sgd_walk {
+    trainer_t *t;
+    int i;
+} sgd_walk_t;
+
+static void sgd_param(const char *name, nn_param_t *p, void *arg)
+{
+    (void)name;
+    sgd_walk_t *s = arg;
+    if (!p->grad)
+        return;
+    float *w = p->value->data, *g = p->grad->data, *mo = s->t->mom[s->i++];
+    const float mu = 0.9f, lr = 0.01f, wd = 5e-4f;
+    for (size_t i = 0, n = nn_tensor_numel(p->value); i < n; i++) {
+        float gi = g[i] + wd * w[i];
+        mo[i] = mu * mo[i] + gi;
+        w[i] -= lr * (gi + mu * mo[i]);
+    }
+}
+
+static trainer_t trainer_new(nn_model_t *m, int batch)
+{
+    trainer_t t = {.m = m};
+    nn_shape_t in = nn_model_input_shape(m);
+    t.x = nn_tensor_new(batch, in.c, in.h, in.w);
+    t.labels = calloc((size_t)batch, sizeof(int));
+    nn_model_visit_params(m, count_trainable, &t.cap);
+    t.mom = calloc((size_t)t.cap, sizeof *t.mom);
+    EI_ASSERT(t.x && t.labels && t.mom);
+    nn_model_visit_params(m, add_momentum, &t);
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 7);
+    for (size_t i = 0; i < nn_tensor_numel(t.x); i++)
+        t.x->data[i] = (float)ei_rng_uniform(&rng);
+    for (int s = 0; s < batch; s++)
+        t.labels[s] = (int)ei_rng_below(&rng, (uint32_t)nn_model_classes(m));
+    return t;
+}
+
+static void train_step(trainer_t *t)
+{
+    nn_model_zero_grad(t->m);
+    nn_model_train_step(t->m, t->x, t->labels, NULL, NULL, NULL);
+    sgd_walk_t s = {t, 0};
+    nn_model_visit_params(t->m, sgd_param, &s);
+}
+
+static double train_round(trainer_t *t, double min_s)
+{
+    double s = TIME_PER_CALL(min_s, train_step(t));
+    return t->x->n / s;
+}
+
+static void trainer_free(trainer_t *t)
+{
+    for (int i = 0; i < t->nslots; i++)
+        free(t->mom[i]);
+    free(t->mom);
+    free(t->labels);
+    nn_tensor_destroy(&t->x);
+}
+
+/* --predict: per image, each exit's class then its K probabilities. */
+static int predict(nn_model_t *m, const char *data_dir, int n, int batch)
+{
+    ei_err_t err = {0};
+    nn_dataset_t *test = nn_dataset_load(data_dir, "test", &err);
+    if (!test) {
+        fprintf(stderr, "bench_nn: %s\n", err.msg);
+        return 1;
+    }
+    n = n < test->count ? n : test->count;
+    int E = nn_model_blocks(m), K = nn_model_classes(m);
+    nn_shape_t in = nn_model_input_shape(m);
+    nn_tensor_t *x = nn_tensor_new(batch, in.c, in.h, in.w);
+    float *probs = calloc((size_t)E * batch * K, sizeof(float));
+    EI_ASSERT(x && probs);
+    int rc = 0;
+    for (int first = 0; first < n && !rc; first += batch) {
+        int nb = n - first < batch ? n - first : batch;
+        nn_dataset_batch(test, NULL, first, nb, x, NULL);
+        rc = nn_model_forward(m, x, probs, &err);
+        for (int s = 0; s < nb && !rc; s++) {
+            for (int e = 0; e < E; e++) {
+                const float *p = probs + ((size_t)e * nb + s) * K;
+                int best = 0;
+                for (int c = 1; c < K; c++)
+                    best = p[c] > p[best] ? c : best;
+                printf("%d ", best);
+            }
+            for (int e = 0; e < E; e++)
+                for (int c = 0; c < K; c++)
+                    printf("%.9g%c", probs[((size_t)e * nb + s) * K + c],
+                           e + 1 < E || c + 1 < K ? ' ' : '\n');
+        }
+    }
+    if (rc)
+        fprintf(stderr, "bench_nn: %s\n", err.msg);
     nn_tensor_destroy(&x);
+    free(probs);
+    nn_dataset_destroy(&test);
+    return rc ? 1 : 0;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--json]\n"
+                    "       bench_nn --predict N [--model FILE] [--data DIR] [--batch B]\n");
+    return 2;
 }
 
 int main(int argc, char **argv)
 {
-    const char *path = "models/fmnist-8exit.safetensors";
-    int threads = 1;
+    const char *path = "models/fmnist-8exit.safetensors", *data_dir = NULL;
+    int threads = 1, reps = 7, layers = 0, json = 0, npredict = 0, pbatch = 64;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             path = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
-        else {
-            fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N]\n");
-            return 2;
-        }
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc)
+            reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--predict") && i + 1 < argc)
+            npredict = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc)
+            pbatch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--data") && i + 1 < argc)
+            data_dir = argv[++i];
+        else if (!strcmp(argv[i], "--layers"))
+            layers = 1;
+        else if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else
+            return usage();
     }
-    openblas_set_num_threads(threads);
+    if (threads < 1 || threads > 64 || reps < 1 || reps > 1000 || pbatch < 1 || pbatch > 4096 || npredict < 0)
+        return usage();
     ei_err_t err = {0};
-    nn_model_t *m = nn_model_load(path, 64, &err);
-    if (!m) {
+    if (nn_set_threads(threads)) {
+        fprintf(stderr, "bench_nn: could not start %d threads\n", threads);
+        return 1;
+    }
+    nn_model_t *m = nn_model_load(path, npredict ? pbatch : 64, &err);
+    nn_model_t *mt = npredict ? NULL : nn_model_load(path, 128, &err);
+    if (!m || (!npredict && !mt)) {
         fprintf(stderr, "bench_nn: %s\n", err.msg);
         return 1;
     }
     nn_model_prepare_inference(m);
-    double peak = sgemm_gflops(1024, 1024, 1024);
+    if (npredict) {
+        int rc = predict(m, data_dir, npredict, pbatch);
+        nn_model_destroy(&m);
+        return rc;
+    }
     double flops = 0;
     for (int k = 0; k < nn_model_blocks(m); k++)
         flops += nn_model_conv_flops(m, k) + nn_model_branch_flops(m, k);
-    printf("model %s: %d exits, %.1f MFLOP per image (all exits), %d thread(s)\n",
-           nn_model_name(m), nn_model_blocks(m), flops / 1e6, threads);
-    printf("OpenBLAS sgemm peak (1024^3, this run): %.1f GFLOP/s\n", peak);
-    bench_layers(m, peak);
-    double lat1, thr1, lat64, thr64;
-    bench_forward(m, 1, &lat1, &thr1);
-    bench_forward(m, 64, &lat64, &thr64);
-    printf("\nfull forward, every exit:\n");
-    printf("  batch 1 : %.3f ms per image, %.1f GFLOP/s (%.0f%% of sgemm peak)\n", lat1 * 1e3,
-           flops / lat1 / 1e9, 100 * flops / lat1 / 1e9 / peak);
-    printf("  batch 64: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak)\n", thr64,
-           flops * thr64 / 1e9, 100 * flops * thr64 / 1e9 / peak);
+    /* The measurements take turns round by round, so a burst of load from elsewhere on
+     * the machine hits them alike; each figure is the median of its rounds. */
+    peak_arg_t *pk = calloc((size_t)threads, sizeof *pk);
+    EI_ASSERT(pk);
+    for (int i = 0; i < threads; i++)
+        pk[i].g = gemm_new(1024, 1024, 1024);
+    fwd_t f1 = fwd_new(m, 1), f64 = fwd_new(m, 64);
+    trainer_t tr = trainer_new(mt, 128);
+    double *r = calloc((size_t)reps * 4, sizeof(double));
+    EI_ASSERT(r);
+    for (int i = 0; i < reps; i++) {
+        r[i] = peak_round(pk, threads);
+        r[reps + i] = fwd_round(&f1, 0.3);
+        r[2 * reps + i] = fwd_round(&f64, 0.3);
+        r[3 * reps + i] = train_round(&tr, 0.5);
+    }
+    double peak = median(r, reps), thr1 = median(r + reps, reps);
+    double thr64 = median(r + 2 * reps, reps), trn = median(r + 3 * reps, reps);
+    double g64 = flops * thr64 / 1e9;
+    if (json) {
+        printf("{\"model\": \"%s\", \"threads\": %d, \"reps\": %d, \"mflop_per_image\": %.3f, "
+               "\"sgemm_peak_gflops\": %.2f, \"forward_b1_img_s\": %.1f, "
+               "\"forward_b64_img_s\": %.1f, \"forward_b64_gflops\": %.2f, "
+               "\"forward_b64_of_peak\": %.4f, \"train_b128_img_s\": %.1f}\n",
+               nn_model_name(m), threads, reps, flops / 1e6, peak, thr1, thr64, g64, g64 / peak,
+               trn);
+    } else {
+        printf("model %s: %d exits, %.1f MFLOP per image (all exits), %d thread(s), medians of "
+               "%d rounds\n", nn_model_name(m), nn_model_blocks(m), flops / 1e6, threads, reps);
+        printf("OpenBLAS sgemm peak (1024^3 on each thread at once, this run): %.1f GFLOP/s\n",
+               peak);
+        printf("full forward, every exit:\n");
+        printf("  batch 1 : %.3f ms per image, %.1f GFLOP/s (%.0f%% of sgemm peak)\n",
+               1e3 / thr1, flops * thr1 / 1e9, 100 * flops * thr1 / 1e9 / peak);
+        printf("  batch 64: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak)\n", thr64, g64,
+               100 * g64 / peak);
+        printf("training step, batch 128 (forward + backward + SGD): %.0f images/s\n", trn);
+        if (layers)
+            bench_layers(m, peak);
+    }
+    free(r);
+    for (int i = 0; i < threads; i++)
+        gemm_free(&pk[i].g);
+    free(pk);
+    fwd_free(&f1);
+    fwd_free(&f64);
+    trainer_free(&tr);
     nn_model_destroy(&m);
+    nn_model_destroy(&mt);
     return 0;
 }

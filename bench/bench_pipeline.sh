@@ -16,6 +16,15 @@
 # Prints the ratios pipeline / single process (or keys / plain). The configs' slowdown
 # factors are kept (the shipped device runs at half speed on purpose);
 # EINET_BENCH_NO_SLOWDOWN=1 removes them.
+#
+# Then the pipeline under load, with and without dynamic batching: the cluster restarted
+# with batch_max = 1 on every node (one request at a time), then with
+# batch_max = $EINET_BENCH_BATCH_MAX (default 16) and batch_wait_ms =
+# $EINET_BENCH_BATCH_WAIT_MS (default 0), every node's max_inflight raised to 1024; each
+# with 32 and 256 requests in flight (N each): answers/s and p50/p99 latency (the
+# coordinator's receipt to answer, as einet infer reports it), and the ratios batching /
+# none. EINET_BENCH_ROUNDS (default 1) repeats the two configurations in turn; the
+# figures are the medians of the rounds.
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -109,6 +118,44 @@ final_ms=$(jq '([.exits[] | .conv_ms] | add) + .exits[-1].branch_ms' "$tmp/eval.
 
 pipeline "$tmp/conf"
 
+# ---- under load, with and without dynamic batching ----
+bmax=${EINET_BENCH_BATCH_MAX:-16}
+bwait=${EINET_BENCH_BATCH_WAIT_MS:-0}
+rounds=${EINET_BENCH_ROUNDS:-1}
+load_conf() { # $1 = batch_max, $2 = batch_wait_ms: $tmp/conf-b$1 from $tmp/conf
+    d="$tmp/conf-b$1"
+    rm -rf "$d"
+    cp -r "$tmp/conf" "$d"
+    for f in "$d"/*.ini; do
+        grep -q '^\[node\]' "$f" || continue
+        sed -i '/^batch_max\|^batch_wait_ms\|^max_inflight/d' "$f"
+        printf 'batch_max = %s\nbatch_wait_ms = %s\nmax_inflight = 1024\n' "$1" "$2" >>"$f"
+    done
+}
+load_conf 1 0
+load_conf "$bmax" "$bwait"
+: >"$tmp/load.txt"
+r=0
+while [ "$r" -lt "$rounds" ]; do
+    for b in 1 "$bmax"; do
+        "$src/deploy/local.sh" up "$tmp/conf-b$b" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
+        ep=$(tail -n 1 "$tmp/up.out")
+        keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
+        # shellcheck disable=SC2086
+        "$bin/einet" infer --coordinator "$ep" $keys --count 200 --window 32 --quiet >/dev/null
+        for w in 32 256; do
+            # shellcheck disable=SC2086
+            "$bin/einet" infer --coordinator "$ep" $keys --count "$n" --window "$w" --json \
+                >/dev/null 2>"$tmp/l.json"
+            tail -n 1 "$tmp/l.json" | jq -r --arg b "$b" --arg w "$w" \
+                '"\($b) \($w) \(.answers_per_s) \(.latency_p50_ms) \(.latency_p99_ms)"' \
+                >>"$tmp/load.txt"
+        done
+        "$src/deploy/local.sh" down "$tmp/conf-b$b" >/dev/null 2>&1 || true
+    done
+    r=$((r + 1))
+done
+
 awk -v f="$fwd_ms" -v fin="$final_ms" -v p50="$p50" -v p95="$p95" -v t="$tput" -v n="$n" -v e="$exits" 'BEGIN {
     printf "\n%d images, Fashion-MNIST test set\n", n
     printf "single-process forward, every exit:   %8.3f ms/image  %8.0f images/s\n", f, 1000 / f
@@ -118,3 +165,23 @@ awk -v f="$fwd_ms" -v fin="$final_ms" -v p50="$p50" -v p95="$p95" -v t="$tput" -
     printf "latency ratio pipeline p50 / forward (every exit): %.2f\n", p50 / f
     printf "throughput ratio pipeline / single process:        %.2f\n", t / (1000 / f)
 }'
+awk -v bmax="$bmax" -v bwait="$bwait" -v rounds="$rounds" -v n="$n" '
+function med(key,    m, i, j, t, v) {
+    m = cnt[key]
+    for (i = 1; i <= m; i++) v[i] = vals[key, i]
+    for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+    return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
+}
+{ for (c = 3; c <= 5; c++) { k = $1 " " $2 " " c; vals[k, ++cnt[k]] = $c } }
+END {
+    printf "\nunder load, %d requests per run, medians of %d round(s); batching: batch_max %d, batch_wait_ms %g\n", n, rounds, bmax, bwait
+    printf "in flight  batching  answers/s   p50 ms   p99 ms\n"
+    for (w = 32; w <= 256; w *= 8) {
+        split("1 " bmax, bs, " ")
+        for (i = 1; i <= 2; i++) {
+            b = bs[i]
+            printf "%9d  %-8s  %9.0f  %7.2f  %7.2f\n", w, b == 1 ? "none" : "on", med(b " " w " 3"), med(b " " w " 4"), med(b " " w " 5")
+        }
+        printf "  %d in flight: answers/s batching / none %.2f, p99 batching / none %.2f\n", w, med(bmax " " w " 3") / med("1 " w " 3"), med(bmax " " w " 5") / med("1 " w " 5")
+    }
+}' "$tmp/load.txt"

@@ -28,7 +28,7 @@ static const char usage_text[] =
     "  --val N             validation samples carved from the training set (default 5000)\n"
     "  --limit N           train on the first N of the remaining samples only\n"
     "  --no-flip           no random horizontal flips\n"
-    "  --threads N         OpenBLAS threads (default 2)\n"
+    "  --threads N         threads the engine shares each batch among (default 2)\n"
     "  --data DIR          Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n";
 
 typedef struct {
@@ -95,8 +95,8 @@ static int parse_args(int argc, char **argv, train_args_t *a)
                 return cli_usage_error("train", "--limit: '%s' is not in [1, 60000]", optarg);
             break;
         case 't':
-            if (cli_parse_long(optarg, 1, 256, &a->threads))
-                return cli_usage_error("train", "--threads: '%s' is not in [1, 256]", optarg);
+            if (cli_parse_long(optarg, 1, 64, &a->threads))
+                return cli_usage_error("train", "--threads: '%s' is not in [1, 64]", optarg);
             break;
         case 'l':
             if (cli_parse_double(optarg, 1e-9, 10, &a->opts.lr))
@@ -178,7 +178,6 @@ int cmd_train(int argc, char **argv)
         return rc < 0 ? CLI_OK : rc;
     if (!a.arch)
         a.arch = cli_default_path(DEFAULT_ARCH, archbuf, sizeof archbuf);
-    openblas_set_num_threads((int)a.threads);
     ei_err_t err = {0};
     nn_shape_t input;
     /* The input first: blocks built for another size can fail with a less telling error. */
@@ -186,6 +185,8 @@ int cmd_train(int argc, char **argv)
         return cli_fail("train", "%s", err.msg);
     if ((rc = cli_check_data("train", a.arch, input, a.data, "train")) != CLI_OK)
         return rc;
+    if (nn_set_threads((int)a.threads))
+        return cli_fail("train", "could not start %ld threads", a.threads);
     nn_model_t *m = nn_model_load_arch(a.arch, a.opts.batch, &err);
     if (!m)
         return cli_fail("train", "%s", err.msg);

@@ -135,6 +135,7 @@ nn_layer_t *nn_layer_new(const nn_layer_spec_t *spec, nn_shape_t in, ei_err_t *e
     }
     self->spec = *spec;
     self->ops = kind_ops[spec->kind];
+    self->threads = nn_threads();
     self->in = self->out = in;
     int rc = self->ops->setup(self, err);
     if (rc == EI_E_NOMEM)
@@ -223,6 +224,15 @@ void nn_layer_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
     check_tensor(y, x->n, self->out);
     EI_ASSERT(ws || nn_layer_workspace(self, x->n) == 0);
     self->ops->forward(self, x, y, ws, training);
+}
+
+void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                            int training)
+{
+    EI_ASSERT(self->spec.kind == NN_CONV);
+    self->fuse_relu = 1;
+    nn_layer_forward(self, x, y, ws, training);
+    self->fuse_relu = 0;
 }
 
 void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,

@@ -48,6 +48,14 @@ typedef struct nn_param {
 
 typedef struct nn_layer nn_layer_t;
 
+/* Threads the engine runs a batch on (default 1): the samples, groups of samples or
+ * channels of a layer are shared out among them. OpenBLAS is set to one thread, since every
+ * product then runs inside one of these. Layers and models size their workspace for the
+ * count in force when they are made, and use no more threads than that. EI_E_INVAL outside
+ * [1, 64]; EI_E_NOMEM if a thread cannot be started (the ones that could are used). */
+int nn_set_threads(int n) EI_CHECK;
+int nn_threads(void);
+
 /* "conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "flatten"; -1 if unknown. */
 int nn_kind_from_name(const char *name);
 const char *nn_kind_name(nn_kind_t kind);

@@ -100,23 +100,39 @@ static void batch_stats(nn_layer_t *self, const nn_tensor_t *x, int c)
     rv[c] = (float)((1 - NN_BN_MOMENTUM) * rv[c] + NN_BN_MOMENTUM * unbiased);
 }
 
-static void bn_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
-                       int training)
+/* A pass over channels [lo, hi): forward (dy == NULL) or backward. */
+typedef struct bn_job {
+    nn_layer_t *self;
+    const nn_tensor_t *x, *dy;
+    nn_tensor_t *y, *dx;
+    int training;
+} bn_job_t;
+
+static void bn_forward_range(void *arg, size_t lo, size_t hi)
 {
-    (void)ws;
+    const bn_job_t *j = arg;
+    nn_layer_t *self = j->self;
     const float *gamma = self->params[GAMMA].value->data, *beta = self->params[BETA].value->data;
     const float *rm = self->params[RUNNING_MEAN].value->data;
     const float *rv = self->params[RUNNING_VAR].value->data;
-    for (int c = 0; c < self->in.c; c++) {
+    for (int c = (int)lo; c < (int)hi; c++) {
         float mean, invstd;
-        if (training) {
-            batch_stats(self, x, c);
+        if (j->training) {
+            batch_stats(self, j->x, c);
             mean = self->batch_mean[c], invstd = self->batch_invstd[c];
         } else {
             mean = rm[c], invstd = 1.0f / sqrtf(rv[c] + NN_BN_EPS);
         }
-        channel_affine(x, mean, gamma[c] * invstd, NULL, 0, beta[c], y, c);
+        channel_affine(j->x, mean, gamma[c] * invstd, NULL, 0, beta[c], j->y, c);
     }
+}
+
+static void bn_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                       int training)
+{
+    (void)ws;
+    bn_job_t j = {.self = self, .x = x, .y = y, .training = training};
+    nn__parallel_range((size_t)self->in.c, self->threads, bn_forward_range, &j);
     if (training)
         self->have_batch = 1;
 }
@@ -124,25 +140,34 @@ static void bn_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, f
 /* With xhat = (x - mean) * invstd and m values per channel:
  * dgamma = sum dy * xhat, dbeta = sum dy,
  * dx = gamma * invstd * (dy - dbeta / m - xhat * dgamma / m), affine in dy and x - mean. */
-static void bn_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
-                        const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+static void bn_backward_range(void *arg, size_t lo, size_t hi)
 {
-    (void)y, (void)ws;
-    EI_ASSERT(self->have_batch);
+    const bn_job_t *j = arg;
+    nn_layer_t *self = j->self;
+    const nn_tensor_t *x = j->x, *dy = j->dy;
     const float *gamma = self->params[GAMMA].value->data;
     float *dgamma = self->params[GAMMA].grad->data, *dbeta = self->params[BETA].grad->data;
     double m = (double)x->n * x->h * x->w;
-    for (int c = 0; c < self->in.c; c++) {
+    for (int c = (int)lo; c < (int)hi; c++) {
         float mean = self->batch_mean[c], invstd = self->batch_invstd[c];
         double sdy = channel_dot(NULL, 0, dy, 0, c);
         double sdyx = channel_dot(dy, 0, x, mean, c) * invstd; /* sum dy * xhat */
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
-        if (!dx)
+        if (!j->dx)
             continue;
         double k = gamma[c] * invstd, bx = -k * invstd * sdyx / m;
-        channel_affine(x, mean, (float)bx, dy, (float)k, (float)(-k * sdy / m), dx, c);
+        channel_affine(x, mean, (float)bx, dy, (float)k, (float)(-k * sdy / m), j->dx, c);
     }
+}
+
+static void bn_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
+                        const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
+{
+    (void)y, (void)ws;
+    EI_ASSERT(self->have_batch);
+    bn_job_t j = {.self = self, .x = x, .dy = dy, .dx = dx};
+    nn__parallel_range((size_t)self->in.c, self->threads, bn_backward_range, &j);
 }
 
 const nn_layer_ops_t nn__bn_ops = {bn_setup, NULL, NULL, bn_init, bn_forward, bn_backward};

@@ -1,6 +1,12 @@
-/* The layers that are matrix products: conv2d lowered to sgemm through im2col (one sample
- * at a time, so the product lands directly in NCHW and its operands stay in cache) and
- * dense. Forward and backward both run on OpenBLAS. */
+/* The layers that are matrix products: conv2d lowered to sgemm through im2col, and dense.
+ * Forward and backward both run on OpenBLAS.
+ *
+ * A batch is cut into groups of samples, each group one product: im2col writes the group's
+ * samples side by side (row r of col is [tap r of sample 0 | tap r of sample 1 | ...]), so
+ * one sgemm of [out, c*k*k] x [c*k*k, G*oh*ow] covers the group, and the result, laid out
+ * [out, G*oh*ow], is copied into NCHW with the bias added. The group is as many samples as
+ * make about GROUP_COLS columns (small maps need many samples to give sgemm a wide enough
+ * product), bounded by the batch. A group of one sample multiplies straight into NCHW. */
 #include "layer_internal.h"
 
 #include <cblas.h>
@@ -102,22 +108,28 @@ static void block_flat(const geom_t *g, const tap_t *t, const float *plane, floa
     zero_columns(blk, ow, t->rlo, t->rhi, t->hi, ow);
 }
 
-/* col [c*k*k, oh*ow] from the sample x (to_col), or the adjoint: x += col scattered back
- * (x must be zeroed first). */
-static void im2col(const geom_t *g, float *x, float *col, int to_col)
+/* col [c*k*k, G*oh*ow] from the G samples at x, in_sz floats apart (to_col): row r of col
+ * is tap r of sample 0, then of sample 1, ...; or the adjoint, the samples += col
+ * scattered back (they must be zeroed first). Each tap's geometry is worked out once for
+ * every channel and sample. */
+static void im2col(const geom_t *g, float *x, size_t in_sz, int G, float *col, int to_col)
 {
-    size_t plane = (size_t)g->h * g->w, n = (size_t)g->oh * g->ow;
+    size_t plane = (size_t)g->h * g->w, n = (size_t)g->oh * g->ow, ld = n * (size_t)G;
     int flat = to_col && g->s == 1 && g->ow == g->w;
-    for (int c = 0; c < g->c; c++)
-        for (int ki = 0; ki < g->k; ki++)
-            for (int kj = 0; kj < g->k; kj++) {
-                float *blk = col + ((size_t)(c * g->k + ki) * g->k + kj) * n;
-                tap_t t = tap_of(g, ki, kj);
-                if (flat)
-                    block_flat(g, &t, x + c * plane, blk);
-                else
-                    block_rows(g, &t, x + c * plane, blk, to_col);
+    for (int ki = 0; ki < g->k; ki++)
+        for (int kj = 0; kj < g->k; kj++) {
+            tap_t t = tap_of(g, ki, kj);
+            for (int c = 0; c < g->c; c++) {
+                float *row = col + ((size_t)(c * g->k + ki) * g->k + kj) * ld;
+                for (int s = 0; s < G; s++) {
+                    float *pl = x + s * in_sz + c * plane, *blk = row + s * n;
+                    if (flat)
+                        block_flat(g, &t, pl, blk);
+                    else
+                        block_rows(g, &t, pl, blk, to_col);
+                }
             }
+        }
 }
 
 /* 1x1 stride-1 unpadded convs multiply the sample itself: no im2col. */
@@ -137,12 +149,46 @@ static int conv_setup(nn_layer_t *self, ei_err_t *err)
     return rc ? rc : nn__layer_add_param(self, "bias", 1, sp->out, 1, 1, 1, 1);
 }
 
+/* Columns one grouped product aims at, and the most floats its col may take: measured on
+ * this machine's OpenBLAS (docs/nn.md): wide enough to run sgemm near its peak, small
+ * enough that col stays in L2. */
+#define GROUP_COLS 1024
+#define GROUP_COL_FLOATS (256 * 1024)
+
+/* Largest group of samples per product (the workspace is sized for it). */
+static int conv_group_max(const nn_layer_t *self, int n)
+{
+    int hw = self->out.h * self->out.w, g = (GROUP_COLS + hw - 1) / hw;
+    long long col = (long long)self->in.c * self->spec.k * self->spec.k * hw;
+    long long fit = GROUP_COL_FLOATS / col;
+    g = fit < g ? (int)fit : g;
+    g = g < 1 ? 1 : g;
+    return g < n ? g : n;
+}
+
+/* Floats of col (im2col of a group) and of the product buffer (the group's [out, G*oh*ow]
+ * output, or its gathered output gradient); a group of one needs no product buffer, and a
+ * pointwise conv of one sample no col. */
+static size_t conv_col_floats(const nn_layer_t *self, int group)
+{
+    if (group == 1 && conv_pointwise(self))
+        return 0;
+    return (size_t)self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w * group;
+}
+
+/* One thread's share of the workspace: col, the product buffer, and the weight and bias
+ * gradients it sums on its own in a backward (thread 0 adds into the layer's). */
+static size_t conv_share(const nn_layer_t *self, int n)
+{
+    int g = conv_group_max(self, n);
+    size_t prod = g > 1 ? nn_shape_numel(self->out) * g : 0;
+    size_t grads = self->threads > 1 ? nn_tensor_numel(self->params[0].value) + self->out.c : 0;
+    return conv_col_floats(self, g) + prod + grads;
+}
+
 static size_t conv_workspace(const nn_layer_t *self, int n)
 {
-    (void)n;
-    if (conv_pointwise(self))
-        return 0;
-    return (size_t)self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w;
+    return conv_share(self, n) * (size_t)self->threads;
 }
 
 static double conv_flops(const nn_layer_t *self)
@@ -160,67 +206,179 @@ static void he_init(nn_layer_t *self, ei_rng_t *rng)
     nn__fill(b->data, nn_tensor_numel(b), 0);
 }
 
-static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
-                         int training)
+/* A batch's split into groups: count groups of g samples (the last may be shorter), as
+ * even as the largest group allows, and a multiple of the threads when there are several,
+ * so that they finish together. */
+typedef struct conv_job {
+    nn_layer_t *self;
+    const nn_tensor_t *x, *dy;
+    nn_tensor_t *y, *dx;
+    float *ws;
+    size_t share; /* floats of ws per thread */
+    int g, count, threads;
+} conv_job_t;
+
+static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
 {
-    (void)training;
-    geom_t g = geom_of(self);
-    const float *w = self->params[0].value->data, *b = self->params[1].value->data;
-    int m = self->out.c, k = g.c * g.k * g.k, n = g.oh * g.ow;
-    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
-    for (int s = 0; s < x->n; s++) {
-        float *xs = x->data + s * in_sz, *ys = y->data + s * out_sz;
-        const float *col = xs;
-        if (!conv_pointwise(self)) {
-            im2col(&g, xs, ws, 1);
-            col = ws;
+    conv_job_t j = {.self = self, .x = x, .ws = ws, .share = conv_share(self, x->n)};
+    int n = x->n, gmax = conv_group_max(self, n);
+    j.threads = nn__loop_threads(self->threads);
+    j.count = (n + gmax - 1) / gmax;
+    if (j.threads > 1) {
+        j.count = (j.count + j.threads - 1) / j.threads * j.threads;
+        j.count = j.count < n ? j.count : n;
+    }
+    j.g = (n + j.count - 1) / j.count;
+    j.count = (n + j.g - 1) / j.g;
+    return j;
+}
+
+/* im2col of samples [s0, s0 + g) of x side by side in col (ld = g * oh * ow); returns
+ * the product's right operand (the sample itself for a pointwise conv of one sample). */
+static const float *group_col(const nn_layer_t *self, const geom_t *gm, const nn_tensor_t *x,
+                              int s0, int g, float *col)
+{
+    size_t in_sz = nn_shape_numel(self->in);
+    if (g == 1 && conv_pointwise(self))
+        return x->data + s0 * in_sz;
+    im2col(gm, x->data + s0 * in_sz, in_sz, g, col, 1);
+    return col;
+}
+
+/* Copies between the group's product layout [m, g*n] and g NCHW samples of m planes of n:
+ * into the samples with the bias added and, with relu, max(0, .) taken (to_nchw), or from
+ * them. */
+static void group_layout(float *prod, float *nchw, int m, int n, int g, const float *bias,
+                         int relu, int to_nchw)
+{
+    size_t ld = (size_t)n * g;
+    for (int s = 0; s < g; s++)
+        for (int o = 0; o < m; o++) {
+            float *p = prod + o * ld + (size_t)s * n, *q = nchw + ((size_t)s * m + o) * n;
+            if (!to_nchw) {
+                memcpy(p, q, (size_t)n * sizeof(float));
+                continue;
+            }
+            float b = bias[o];
+            if (relu)
+                for (int j = 0; j < n; j++)
+                    q[j] = p[j] + b > 0 ? p[j] + b : 0;
+            else
+                for (int j = 0; j < n; j++)
+                    q[j] = p[j] + b;
         }
+}
+
+static void conv_forward_group(void *arg, int item, int tid)
+{
+    const conv_job_t *j = arg;
+    nn_layer_t *self = j->self;
+    geom_t gm = geom_of(self);
+    const float *w = self->params[0].value->data, *b = self->params[1].value->data;
+    int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow;
+    int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
+    float *ws = j->ws + tid * j->share;
+    const float *col = group_col(self, &gm, j->x, s0, g, ws);
+    float *ys = j->y->data + (size_t)s0 * m * n;
+    if (g == 1) { /* straight into NCHW */
         for (int o = 0; o < m; o++)
             nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n, 1.0f,
                     ys, n);
+        if (self->fuse_relu)
+            for (size_t i = 0; i < (size_t)m * n; i++)
+                ys[i] = ys[i] > 0 ? ys[i] : 0;
+        return;
     }
+    float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n * g, k, 1.0f, w, k, col, n * g,
+                0.0f, prod, n * g);
+    group_layout(prod, ys, m, n, g, b, self->fuse_relu, 1);
+}
+
+static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                         int training)
+{
+    (void)training;
+    conv_job_t j = conv_job(self, x, ws);
+    j.y = y;
+    nn__parallel_for(j.count, j.threads, conv_forward_group, &j);
 }
 
 /* db[o] += sum of row o of dy [m, n]. */
 static void add_row_sums(const float *dy, int m, int n, float *db)
 {
-    for (int o = 0; o < m; o++) {
-        float acc = 0;
-        for (int j = 0; j < n; j++)
-            acc += dy[(size_t)o * n + j];
-        db[o] += acc;
+    for (int o = 0; o < m; o++)
+        db[o] += (float)nn__sum(dy + (size_t)o * n, (size_t)n);
+}
+
+/* The gradients thread tid sums into: the layer's for thread 0, its share's otherwise. */
+static float *grad_share(const conv_job_t *j, int tid)
+{
+    return j->ws + (size_t)tid * j->share + j->share - nn_tensor_numel(j->self->params[0].value) -
+           j->self->out.c;
+}
+
+/* Per group: dy gathered into [m, g*n] (in place for one sample), db from its row sums,
+ * dW += dy col^T in one product, and dcol = W^T dy in another, scattered back by col2im. */
+static void conv_backward_group(void *arg, int item, int tid)
+{
+    const conv_job_t *j = arg;
+    nn_layer_t *self = j->self;
+    geom_t gm = geom_of(self);
+    const float *w = self->params[0].value->data;
+    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
+    if (tid > 0) {
+        dw = grad_share(j, tid);
+        db = dw + nn_tensor_numel(self->params[0].value);
     }
+    int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow, pw = conv_pointwise(self);
+    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
+    int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g, ld = n * g;
+    float *ws = j->ws + tid * j->share;
+    float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
+    float *dys = j->dy->data + s0 * out_sz;
+    if (g > 1) {
+        group_layout(prod, dys, m, n, g, NULL, 0, 0);
+        dys = prod;
+    }
+    const float *col = group_col(self, &gm, j->x, s0, g, ws);
+    add_row_sums(dys, m, ld, db);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, ld, 1.0f, dys, ld, col, ld, 1.0f,
+                dw, k);
+    if (!j->dx)
+        return;
+    float *dxs = j->dx->data + s0 * in_sz;
+    if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, w, k, dys, n, 0.0f,
+                    dxs, n);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, ld, m, 1.0f, w, k, dys, ld, 0.0f, ws,
+                ld);
+    memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
+    im2col(&gm, dxs, in_sz, g, ws, 0);
 }
 
 static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
                           const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
 {
     (void)y;
-    geom_t g = geom_of(self);
-    const float *w = self->params[0].value->data;
+    conv_job_t j = conv_job(self, x, ws);
+    j.dy = dy;
+    j.dx = dx;
+    size_t ng = nn_tensor_numel(self->params[0].value) + (size_t)self->out.c;
+    for (int t = 1; t < j.threads; t++)
+        memset(grad_share(&j, t), 0, ng * sizeof(float));
+    nn__parallel_for(j.count, j.threads, conv_backward_group, &j);
     float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
-    int m = self->out.c, k = g.c * g.k * g.k, n = g.oh * g.ow, pw = conv_pointwise(self);
-    size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
-    for (int s = 0; s < x->n; s++) {
-        float *xs = x->data + s * in_sz, *dys = dy->data + s * out_sz;
-        const float *col = xs;
-        if (!pw) {
-            im2col(&g, xs, ws, 1);
-            col = ws;
-        }
-        add_row_sums(dys, m, n, db);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dys, n, col, n, 1.0f,
-                    dw, k);
-        if (!dx)
-            continue;
-        float *dxs = dx->data + s * in_sz;
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, w, k, dys, n, 0.0f,
-                    pw ? dxs : ws, n);
-        if (!pw) {
-            memset(dxs, 0, in_sz * sizeof(float));
-            im2col(&g, dxs, ws, 0);
-        }
+    size_t nw = nn_tensor_numel(self->params[0].value);
+    for (int t = 1; t < j.threads; t++) {
+        const float *p = grad_share(&j, t);
+        for (size_t i = 0; i < nw; i++)
+            dw[i] += p[i];
+        for (int o = 0; o < self->out.c; o++)
+            db[o] += p[nw + o];
     }
 }
 

@@ -22,6 +22,10 @@ struct nn_layer {
     /* bn: statistics of the last training batch, kept for backward; in.c floats each. */
     float *batch_mean, *batch_invstd;
     int have_batch;
+    /* conv: max(0, .) applied to the output, for a ReLU that follows (set only for the
+     * duration of one nn__layer_forward_relu call). */
+    int fuse_relu;
+    int threads; /* nn_threads() when made: the workspace has a share for each */
 };
 
 /* What one kind does. setup checks the spec against self->in, sets self->out and the
@@ -50,6 +54,29 @@ int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int
  * 0 <= pad < k, at least one output) and sets self->stride and self->out's h and w.
  * Messages start with what ("conv", "maxpool"). */
 int nn__window_setup(nn_layer_t *self, const char *what, ei_err_t *err);
+
+/* nn_layer_forward of a conv layer followed by a ReLU, both in one pass: y = max(0,
+ * conv(x)), the output the ReLU would give. */
+void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                            int training);
+
+/* ---- the engine's threads (nn/parallel.c) ---- */
+#define NN_MAX_THREADS 64
+
+typedef void (*nn__item_fn)(void *arg, int item, int tid);
+
+/* Runs fn(arg, i, tid) for every i in [0, count) on at most max of the engine's threads,
+ * tid in [0, max) naming the thread (for its share of a workspace); returns when all are
+ * done. Called from inside such a loop it runs inline in the calling thread, as tid 0. */
+void nn__parallel_for(int count, int max, nn__item_fn fn, void *arg);
+
+/* fn(arg, lo, hi) over pieces of [0, total) on at most max threads (twice as many pieces
+ * as threads, so that a slowed thread leaves work to the others); inline when alone. */
+typedef void (*nn__range_fn)(void *arg, size_t lo, size_t hi);
+void nn__parallel_range(size_t total, int max, nn__range_fn fn, void *arg);
+
+/* Threads a loop started here would use: min(nn_threads(), max), 1 inside a loop. */
+int nn__loop_threads(int max);
 
 /* Sets every element of a to v. */
 void nn__fill(float *a, size_t n, float v);

@@ -61,12 +61,12 @@ static float window_sum(const float *p, int w, int h0, int h1, int w0, int w1)
 /* Visits every output of every plane with its window: forward (dx == NULL) writes y,
  * backward adds dy into the window of dx (the argmax only, for maxpool). */
 static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
-                       const nn_tensor_t *dy, nn_tensor_t *dx)
+                       const nn_tensor_t *dy, nn_tensor_t *dx, size_t lo, size_t hi)
 {
     int h = self->in.h, w = self->in.w, oh = self->out.h, ow = self->out.w;
     int is_max = self->spec.kind == NN_MAXPOOL;
     size_t ip = (size_t)h * w, op = (size_t)oh * ow;
-    for (size_t pl = 0; pl < plane_count(x); pl++) {
+    for (size_t pl = lo; pl < hi; pl++) {
         const float *px = x->data + pl * ip;
         for (int i = 0; i < oh; i++) {
             int h0, h1, w0, w1;
@@ -90,11 +90,122 @@ static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t
     }
 }
 
+/* Maxpool 2x2 stride 2 without padding, the common case: two rows of the input give one
+ * of the output (a trailing odd row or column is never read, as in the windows). */
+static void maxpool2_forward(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
+                             size_t lo, size_t hi)
+{
+    int w = self->in.w, oh = self->out.h, ow = self->out.w;
+    size_t ip = (size_t)self->in.h * w, op = (size_t)oh * ow;
+    for (size_t pl = lo; pl < hi; pl++) {
+        const float *px = x->data + pl * ip;
+        float *py = y->data + pl * op;
+        for (int i = 0; i < oh; i++) {
+            const float *r0 = px + (size_t)2 * i * w, *r1 = r0 + w;
+            float *out = py + (size_t)i * ow;
+            for (int j = 0; j < ow; j++) {
+                float a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];
+                float b = r1[2 * j] > r1[2 * j + 1] ? r1[2 * j] : r1[2 * j + 1];
+                out[j] = b > a ? b : a;
+            }
+        }
+    }
+}
+
+#define POOL_TABLE 64 /* output sides up to this have their windows tabulated once */
+
+/* The same windows as pool_sweep, tabulated per side, for the forward. */
+static void pool_forward_tab(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
+                             size_t lo, size_t hi)
+{
+    int h = self->in.h, w = self->in.w, oh = self->out.h, ow = self->out.w;
+    int is_max = self->spec.kind == NN_MAXPOOL;
+    int r0[POOL_TABLE], r1[POOL_TABLE], c0[POOL_TABLE], c1[POOL_TABLE];
+    for (int i = 0; i < oh; i++)
+        pool_window(self, i, h, oh, &r0[i], &r1[i]);
+    for (int j = 0; j < ow; j++)
+        pool_window(self, j, w, ow, &c0[j], &c1[j]);
+    size_t ip = (size_t)h * w, op = (size_t)oh * ow;
+    for (size_t pl = lo; pl < hi; pl++) {
+        const float *px = x->data + pl * ip;
+        float *py = y->data + pl * op;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                float v;
+                if (is_max) {
+                    v = window_max(px, w, r0[i], r1[i], c0[j], c1[j]);
+                } else {
+                    float area = (float)((r1[i] - r0[i]) * (c1[j] - c0[j]));
+                    v = window_sum(px, w, r0[i], r1[i], c0[j], c1[j]) / area;
+                }
+                py[(size_t)i * ow + j] = v;
+            }
+    }
+}
+
+static int is_maxpool2(const nn_layer_t *self)
+{
+    const nn_layer_spec_t *sp = &self->spec;
+    return sp->kind == NN_MAXPOOL && sp->k == 2 && self->stride == 2 && sp->pad == 0;
+}
+
+/* The gradient of a 2x2 maxpool: each window's dy to its first largest input, in the
+ * order window_argmax scans (the windows do not overlap, so each is written once). */
+static void maxpool2_backward(const nn_layer_t *self, const nn_tensor_t *x,
+                              const nn_tensor_t *dy, nn_tensor_t *dx, size_t lo, size_t hi)
+{
+    int w = self->in.w, oh = self->out.h, ow = self->out.w;
+    size_t ip = (size_t)self->in.h * w, op = (size_t)oh * ow;
+    for (size_t pl = lo; pl < hi; pl++) {
+        const float *px = x->data + pl * ip, *pdy = dy->data + pl * op;
+        float *pdx = dx->data + pl * ip;
+        for (int i = 0; i < oh; i++)
+            for (int j = 0; j < ow; j++) {
+                size_t at[4] = {(size_t)2 * i * w + 2 * j, (size_t)2 * i * w + 2 * j + 1,
+                                (size_t)(2 * i + 1) * w + 2 * j,
+                                (size_t)(2 * i + 1) * w + 2 * j + 1};
+                int best = 0;
+                for (int q = 1; q < 4; q++)
+                    best = px[at[q]] > px[at[best]] ? q : best;
+                pdx[at[best]] += pdy[(size_t)i * ow + j];
+            }
+    }
+}
+
+typedef struct pool_job {
+    nn_layer_t *self;
+    const nn_tensor_t *x, *dy;
+    nn_tensor_t *y, *dx;
+} pool_job_t;
+
+static void pool_forward_range(void *arg, size_t lo, size_t hi)
+{
+    const pool_job_t *j = arg;
+    if (is_maxpool2(j->self))
+        maxpool2_forward(j->self, j->x, j->y, lo, hi);
+    else if (j->self->out.h <= POOL_TABLE && j->self->out.w <= POOL_TABLE)
+        pool_forward_tab(j->self, j->x, j->y, lo, hi);
+    else
+        pool_sweep(j->self, j->x, j->y, NULL, NULL, lo, hi);
+}
+
 static void pool_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                          int training)
 {
     (void)ws, (void)training;
-    pool_sweep(self, x, y, NULL, NULL);
+    pool_job_t j = {.self = self, .x = x, .y = y};
+    nn__parallel_range(plane_count(x), self->threads, pool_forward_range, &j);
+}
+
+static void pool_backward_range(void *arg, size_t lo, size_t hi)
+{
+    const pool_job_t *j = arg;
+    size_t ip = (size_t)j->self->in.h * j->self->in.w;
+    memset(j->dx->data + lo * ip, 0, (hi - lo) * ip * sizeof(float));
+    if (is_maxpool2(j->self))
+        maxpool2_backward(j->self, j->x, j->dy, j->dx, lo, hi);
+    else
+        pool_sweep(j->self, j->x, NULL, j->dy, j->dx, lo, hi);
 }
 
 static void pool_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
@@ -103,8 +214,8 @@ static void pool_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
     (void)y, (void)ws;
     if (!dx)
         return;
-    memset(dx->data, 0, nn_tensor_numel(dx) * sizeof(float));
-    pool_sweep(self, x, NULL, dy, dx);
+    pool_job_t j = {.self = self, .x = x, .dy = dy, .dx = dx};
+    nn__parallel_range(plane_count(x), self->threads, pool_backward_range, &j);
 }
 
 static int maxpool_setup(nn_layer_t *self, ei_err_t *err)
@@ -141,30 +252,45 @@ static int same_shape_setup(nn_layer_t *self, ei_err_t *err)
     return 0;
 }
 
+typedef struct relu_job {
+    const float *a, *b; /* forward: x; backward: y and dy */
+    float *out;
+} relu_job_t;
+
+static void relu_forward_range(void *arg, size_t lo, size_t hi)
+{
+    const relu_job_t *j = arg;
+    for (size_t i = lo; i < hi; i++)
+        j->out[i] = j->a[i] > 0 ? j->a[i] : 0;
+}
+
 static void relu_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                          int training)
 {
-    (void)self, (void)ws, (void)training;
-    const float *px = x->data;
-    float *py = y->data;
-    for (size_t i = 0, n = nn_tensor_numel(x); i < n; i++)
-        py[i] = px[i] > 0 ? px[i] : 0;
+    (void)ws, (void)training;
+    relu_job_t j = {x->data, NULL, y->data};
+    nn__parallel_range(nn_tensor_numel(x), self->threads, relu_forward_range, &j);
 }
 
 /* dx = dy where the output is positive; y > 0 exactly where x > 0, and y survives an
  * in-place forward where x does not. */
+static void relu_backward_range(void *arg, size_t lo, size_t hi)
+{
+    const relu_job_t *j = arg;
+    for (size_t i = lo; i < hi; i++) {
+        float g = j->b[i]; /* loaded either way, so the select needs no branch */
+        j->out[i] = j->a[i] > 0 ? g : 0;
+    }
+}
+
 static void relu_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
                           const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
 {
-    (void)self, (void)x, (void)ws;
+    (void)x, (void)ws;
     if (!dx)
         return;
-    const float *py = y->data, *pdy = dy->data;
-    float *pdx = dx->data;
-    for (size_t i = 0, n = nn_tensor_numel(y); i < n; i++) {
-        float g = pdy[i]; /* loaded either way, so the select needs no branch */
-        pdx[i] = py[i] > 0 ? g : 0;
-    }
+    relu_job_t j = {y->data, dy->data, dx->data};
+    nn__parallel_range(nn_tensor_numel(y), self->threads, relu_backward_range, &j);
 }
 
 const nn_layer_ops_t nn__relu_ops = {same_shape_setup, NULL,         NULL, NULL,

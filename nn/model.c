@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "layer_internal.h"
 #include "nn_internal.h"
 
 static int check_branch_end(const nn_seq_t *br, int classes, int b, ei_err_t *err)
@@ -61,6 +62,7 @@ nn_model_t *nn_model_from_arch(const char *json, const char *source, int max_bat
     m->classes = a.classes;
     m->nblocks = a.nblocks;
     m->max_batch = max_batch;
+    m->threads = nn_threads();
     m->blocks = ei_calloc((size_t)a.nblocks, sizeof *m->blocks);
     if (!m->name || !m->arch_json || !m->blocks)
         goto nomem;
@@ -68,7 +70,7 @@ nn_model_t *nn_model_from_arch(const char *json, const char *source, int max_bat
         ei_err_prefix(err, "%s: ", source);
         goto fail;
     }
-    m->ws = ei_calloc(m->ws_floats, sizeof(float));
+    m->ws = ei_calloc(m->ws_floats * (size_t)m->threads + 1, sizeof(float));
     m->probs = ei_calloc((size_t)max_batch * (size_t)m->classes, sizeof(float));
     if (!m->ws || !m->probs)
         goto nomem;
@@ -299,6 +301,66 @@ static int check_input(const nn_model_t *m, nn_shape_t want, const nn_tensor_t *
     return 0;
 }
 
+/* ---- inference, the batch shared out among the engine's threads ---- */
+
+/* One inference job: blocks [k0, k1) (their conv parts when conv, their branches when
+ * branch) on the batch x, cut into count chunks of `chunk` samples that the threads take
+ * in turn, each with its own share of the workspace. */
+typedef struct infer_job {
+    nn_model_t *m;
+    const nn_tensor_t *x;
+    int k0, k1, conv, branch;
+    float *probs; /* branch k's probabilities at probs[(k - k0) * n * K] */
+    int chunk, count;
+} infer_job_t;
+
+static void infer_chunk(void *arg, int item, int tid)
+{
+    const infer_job_t *j = arg;
+    nn_model_t *m = j->m;
+    int s0 = item * j->chunk, n = j->x->n - s0 < j->chunk ? j->x->n - s0 : j->chunk;
+    int K = m->classes;
+    float *ws = m->ws + (size_t)tid * m->ws_floats;
+    nn_tensor_t cur = nn_tensor_view(j->x->data + (size_t)s0 * nn_tensor_sample_numel(j->x), n,
+                                     j->x->c, j->x->h, j->x->w);
+    for (int k = j->k0; k < j->k1; k++) {
+        if (j->conv)
+            nn__seq_forward_at(&m->blocks[k].conv, &cur, s0, ws, &cur);
+        if (j->branch) {
+            nn_tensor_t logits;
+            nn__seq_forward_at(&m->blocks[k].branch, &cur, s0, ws, &logits);
+            nn_softmax(logits.data, n, K,
+                       j->probs + ((size_t)(k - j->k0) * j->x->n + s0) * (size_t)K);
+        }
+    }
+}
+
+/* Chunks: one per thread at most twice over, so a thread slowed by other load on the
+ * machine leaves its second chunk to the others; none below 4 samples. */
+static void infer_run(infer_job_t *j)
+{
+    int n = j->x->n, t = nn__loop_threads(j->m->threads);
+    int count = t > 1 ? 2 * t : 1;
+    count = count < (n + 3) / 4 ? count : (n + 3) / 4;
+    count = count < 1 ? 1 : count;
+    j->chunk = (n + count - 1) / count;
+    j->count = (n + j->chunk - 1) / j->chunk;
+    nn__parallel_for(j->count, t, infer_chunk, j);
+}
+
+/* The activation that holds a sequence's output after an inference run, with the batch
+ * set; x itself for an empty sequence. */
+static const nn_tensor_t *seq_output(nn_seq_t *s, const nn_tensor_t *x)
+{
+    const nn_tensor_t *out = x;
+    for (int i = 0; i < s->count; i++) {
+        s->act[i]->n = x->n;
+        if (!s->skip[i])
+            out = s->act[i];
+    }
+    return out;
+}
+
 const nn_tensor_t *nn_model_conv(nn_model_t *self, int k, const nn_tensor_t *x, ei_err_t *err)
 {
     if (k < 0 || k >= self->nblocks) {
@@ -308,12 +370,9 @@ const nn_tensor_t *nn_model_conv(nn_model_t *self, int k, const nn_tensor_t *x, 
     nn_shape_t want = k ? self->blocks[k - 1].conv.out : self->input;
     if (check_input(self, want, x, "conv part", k, err))
         return NULL;
-    return nn__seq_forward(&self->blocks[k].conv, x, self->ws, 0);
-}
-
-static void softmax_out(const nn_tensor_t *logits, int classes, float *probs)
-{
-    nn_softmax(logits->data, logits->n, classes, probs);
+    infer_job_t j = {.m = self, .x = x, .k0 = k, .k1 = k + 1, .conv = 1};
+    infer_run(&j);
+    return seq_output(&self->blocks[k].conv, x);
 }
 
 int nn_model_branch(nn_model_t *self, int k, const nn_tensor_t *x, float *probs, ei_err_t *err)
@@ -324,22 +383,19 @@ int nn_model_branch(nn_model_t *self, int k, const nn_tensor_t *x, float *probs,
     int rc = check_input(self, self->blocks[k].conv.out, x, "branch", k, err);
     if (rc)
         return rc;
-    softmax_out(nn__seq_forward(&self->blocks[k].branch, x, self->ws, 0), self->classes, probs);
+    infer_job_t j = {.m = self, .x = x, .k0 = k, .k1 = k + 1, .branch = 1, .probs = probs};
+    infer_run(&j);
     return 0;
 }
 
 int nn_model_forward(nn_model_t *self, const nn_tensor_t *x, float *probs, ei_err_t *err)
 {
-    const nn_tensor_t *cur = x;
-    size_t stride = (size_t)x->n * (size_t)self->classes;
-    for (int k = 0; k < self->nblocks; k++) {
-        /* Only the model input needs checking: later maps are the model's own. */
-        if (!k && check_input(self, self->input, x, "conv part", 0, err))
-            return err ? err->code : EI_E_INVAL;
-        cur = nn__seq_forward(&self->blocks[k].conv, cur, self->ws, 0);
-        const nn_tensor_t *logits = nn__seq_forward(&self->blocks[k].branch, cur, self->ws, 0);
-        softmax_out(logits, self->classes, probs + (size_t)k * stride);
-    }
+    /* Only the model input needs checking: later maps are the model's own. */
+    if (check_input(self, self->input, x, "conv part", 0, err))
+        return err ? err->code : EI_E_INVAL;
+    infer_job_t j = {.m = self, .x = x, .k0 = 0, .k1 = self->nblocks, .conv = 1, .branch = 1,
+                     .probs = probs};
+    infer_run(&j);
     return 0;
 }
 

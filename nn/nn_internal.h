@@ -29,6 +29,10 @@ size_t nn__seq_workspace(const nn_seq_t *s, int n);
 double nn__seq_flops(const nn_seq_t *s);
 /* Runs the layers; returns the last activation (or x itself for an empty sequence). */
 const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training);
+/* Inference on samples [s0, s0 + x->n) of the buffers only (x holds their input), safe
+ * to run for disjoint ranges on several threads with separate ws; *out is a view of the
+ * output for those samples (x itself for an empty sequence). */
+void nn__seq_forward_at(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, nn_tensor_t *out);
 /* Backward from dy (shape of the output) to dx (may be NULL). */
 int nn__seq_backward(nn_seq_t *s, const nn_tensor_t *x, const nn_tensor_t *dy, nn_tensor_t *dx,
                      float *ws) EI_CHECK;
@@ -47,8 +51,9 @@ struct nn_model {
     nn_block_t *blocks;
     int max_batch;
     int inference; /* batch norms folded */
-    float *ws;     /* shared scratch: max over layers of their workspace at max_batch */
-    size_t ws_floats;
+    float *ws;        /* scratch: threads shares of ws_floats */
+    size_t ws_floats; /* max over layers of their workspace at max_batch */
+    int threads;      /* nn_threads() when made */
     /* training only */
     nn_tensor_t **dfeat;  /* dLoss/d feature map of block k */
     nn_tensor_t **dtmp;   /* branch k's input gradient, added into dfeat */

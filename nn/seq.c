@@ -1,6 +1,7 @@
 /* Layer sequences: a conv part or a branch, with buffers sized once. */
 #include <stdlib.h>
 
+#include "layer_internal.h"
 #include "nn_internal.h"
 
 int nn__seq_init(nn_seq_t *s, const nn_layer_spec_t *specs, int count, nn_shape_t in,
@@ -64,18 +65,67 @@ double nn__seq_flops(const nn_seq_t *s)
     return f;
 }
 
-const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training)
+static nn_kind_t kind_of(const nn_seq_t *s, int i)
 {
-    const nn_tensor_t *cur = x;
+    return nn_layer_spec(s->layers[i])->kind;
+}
+
+/* The layer after i that runs; *fuse = 1 when i is a conv and that layer a ReLU, which
+ * then run together in one pass (writing the ReLU's activation; the conv's own is never
+ * read: the conv's backward needs its input, the ReLU's its output). */
+static int next_step(const nn_seq_t *s, int i, int *fuse)
+{
+    int j = i + 1;
+    while (j < s->count && s->skip[j])
+        j++;
+    *fuse = j < s->count && kind_of(s, i) == NN_CONV && kind_of(s, j) == NN_RELU;
+    return j;
+}
+
+/* The layers on samples [s0, s0 + x->n) of the sequence's buffers (x holds those samples'
+ * input); returns the index of the activation that holds the output, -1 for none. Other
+ * threads may run other samples of the same sequence at the same time: only views of the
+ * buffers are made here. */
+static int seq_run(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, int training)
+{
+    nn_tensor_t cur = *x;
+    int last = -1;
     for (int i = 0; i < s->count; i++) {
         if (s->skip[i])
             continue;
-        nn_tensor_t *y = s->act[i];
-        y->n = x->n;
-        nn_layer_forward(s->layers[i], cur, y, ws, training);
+        int fuse, j = next_step(s, i, &fuse), at = fuse ? j : i;
+        nn_tensor_t *a = s->act[at];
+        nn_tensor_t y = nn_tensor_view(a->data + (size_t)s0 * nn_tensor_sample_numel(a), x->n,
+                                       a->c, a->h, a->w);
+        if (fuse)
+            nn__layer_forward_relu(s->layers[i], &cur, &y, ws, training);
+        else
+            nn_layer_forward(s->layers[i], &cur, &y, ws, training);
         cur = y;
+        last = at;
+        i = fuse ? j : i;
     }
-    return cur;
+    return last;
+}
+
+const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training)
+{
+    int last = seq_run(s, x, 0, ws, training);
+    for (int i = 0; i < s->count; i++)
+        s->act[i]->n = x->n; /* the batch the backward and the caller see */
+    return last < 0 ? x : s->act[last];
+}
+
+void nn__seq_forward_at(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, nn_tensor_t *out)
+{
+    int last = seq_run(s, x, s0, ws, 0);
+    if (last < 0) {
+        *out = *x;
+        return;
+    }
+    nn_tensor_t *a = s->act[last];
+    *out = nn_tensor_view(a->data + (size_t)s0 * nn_tensor_sample_numel(a), x->n, a->c, a->h,
+                          a->w);
 }
 
 /* Gradient buffers are made on the first backward: inference never pays for them. */

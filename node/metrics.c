@@ -36,13 +36,15 @@ static void render_counts(node_t *nd, ops_buf_t *b)
         {"einet_deadline_dropped_total", "Requests dropped past their deadline.",
          offsetof(node_counts_t, dropped_deadline)},
         {"einet_send_failed_total", "Sends ZeroMQ refused.", offsetof(node_counts_t, send_failed)},
+        {"einet_batches_total", "Batches run (dynamic batching; a lone request is a batch of 1).",
+         offsetof(node_counts_t, batches)},
     };
     node_counts_t k = node_counts(nd);
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         ops_prom_counter(b, c[i].name, c[i].help,
                          (double)*(const uint64_t *)((const char *)&k + c[i].off));
     ops_prom_gauge(b, "einet_inflight_requests", "Requests this node holds (queued or running).",
-                   (double)(nd->queued + (nd->cur ? 1 : 0)));
+                   (double)node__inflight(nd));
     char labels[96];
     ops_prom_family(b, "einet_bad_messages_total", "counter",
                     "Messages refused, by socket and reason (the error code's name).");

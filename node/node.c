@@ -157,10 +157,12 @@ static void init_handles(node_t *nd)
     uv_timer_init(nd->loop, &nd->report_timer);
     uv_timer_init(nd->loop, &nd->slow_timer);
     uv_timer_init(nd->loop, &nd->delay_timer);
+    uv_timer_init(nd->loop, &nd->batch_timer);
     uv_idle_init(nd->loop, &nd->work);
+    nd->batch_timer.data = nd;
     nd->hb_timer.data = nd->report_timer.data = nd->slow_timer.data = nd;
     nd->delay_timer.data = nd->work.data = nd;
-    nd->handles_open = 5;
+    nd->handles_open = 6;
 }
 
 node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)
@@ -175,7 +177,7 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->zctx = zctx;
     nd->link_reported = -1;
     openblas_set_num_threads(conf->threads);
-    nd->model = nn_model_load(conf->model, 1, err);
+    nd->model = nn_model_load(conf->model, conf->batch_max, err);
     if (!nd->model)
         goto fail;
     nn_model_prepare_inference(nd->model);
@@ -183,7 +185,7 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->classes = nn_model_classes(nd->model);
     nd->in_shape = nn_model_input_shape(nd->model);
     if (check_blocks(nd, err) < 0 || nn_arch_check_served(conf->model, nd->in_shape, err) < 0 ||
-        load_ee(nd, err) < 0 || node__warmup(nd, err) < 0 ||
+        load_ee(nd, err) < 0 || node__batch_alloc(nd, err) < 0 || node__warmup(nd, err) < 0 ||
         make_sockets(nd, err) < 0 || load_scores(nd, err) < 0)
         goto fail;
     replan_search_init(&nd->search, conf->search, 100, 1);
@@ -194,6 +196,7 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     init_handles(nd);
     return nd;
 fail:
+    node__batch_free(nd);
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
@@ -217,7 +220,7 @@ static void heartbeat_coord(node_t *nd)
     h->sent_at_us = node__now_us();
     h->first_block = (uint32_t)nd->conf.first_block;
     h->last_block = (uint32_t)nd->conf.last_block;
-    h->in_flight = (uint32_t)(nd->queued + (nd->cur ? 1 : 0));
+    h->in_flight = (uint32_t)node__inflight(nd);
     h->draining = nd->draining;
     h->profile_version = nd->profile_version;
     node__send_coord(nd, &env);
@@ -320,6 +323,7 @@ static void close_all(node_t *nd)
     uv_close((uv_handle_t *)&nd->report_timer, on_closed);
     uv_close((uv_handle_t *)&nd->slow_timer, on_closed);
     uv_close((uv_handle_t *)&nd->delay_timer, on_closed);
+    uv_close((uv_handle_t *)&nd->batch_timer, on_closed);
     uv_close((uv_handle_t *)&nd->work, on_closed);
     nd->counts.bad_messages += dropped(nd); /* messages of too many frames, refused by xport */
     xport_destroy(&nd->coord);
@@ -328,17 +332,19 @@ static void close_all(node_t *nd)
     node_counts_t k = nd->counts;
     ei_log(EI_LOG_INFO,
             "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
-            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused",
+            "%llu handed back, %llu cancelled, %llu past deadline, %llu refused, %llu batches, "
+            "%llu largest batch",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
             (unsigned long long)k.cancelled, (unsigned long long)k.dropped_deadline,
-            (unsigned long long)k.bad_messages);
+            (unsigned long long)k.bad_messages, (unsigned long long)k.batches,
+            (unsigned long long)k.batch_largest);
 }
 
 void node__maybe_close(node_t *nd)
 {
-    if (nd->draining && !nd->closed && !nd->cur && !nd->head && !nd->delayed && !nd->scores_busy)
+    if (nd->draining && !nd->closed && !nd->bn && !nd->head && !nd->delayed && !nd->scores_busy)
         close_all(nd);
 }
 
@@ -406,7 +412,10 @@ void node_destroy(node_t **self_p)
         nd->head = j->next;
         node__job_free(&j);
     }
-    node__job_free(&nd->cur);
+    for (int i = 0; i < nd->bn; i++)
+        node__job_free(&nd->batch[i]);
+    nd->bn = 0;
+    node__batch_free(nd);
     node__delay_clear(nd);
     sec_destroy(&nd->sec);
     planner_destroy(&nd->planner);

@@ -47,6 +47,8 @@ typedef struct node_counts {
     uint64_t bad_messages, send_failed;
     uint64_t fault_held;      /* messages held back by injected faults */
     uint64_t fault_discarded; /* held messages lost when the link was declared down */
+    uint64_t batches;         /* batches run (dynamic batching; one request is a batch of 1) */
+    uint64_t batch_largest;   /* the most requests one batch held */
 } node_counts_t;
 
 node_counts_t node_counts(const node_t *self);

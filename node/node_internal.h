@@ -24,6 +24,7 @@
 #define NODE_CANCEL_RING 1024
 #define NODE_REPORT_MS 1000
 #define NODE_WARMUP_RUNS 3
+#define NODE_MAX_BATCH 256
 
 /* One request on this tier: from its input (task image or received feature map) through
  * blocks start..last_block. */
@@ -37,7 +38,12 @@ typedef struct job {
     uint64_t deadline_us;
     xport_msg_t *msg;         /* owns the input's bytes */
     const float *input;
-    const nn_tensor_t *cur;   /* map after block k-1 (model-owned); NULL before the first */
+    const nn_tensor_t *cur;   /* map after block k-1 (a view of the batch's model-owned map,
+                                 in curv); NULL before the first */
+    nn_tensor_t curv;
+    nn_tensor_t tapv[NODE_MAX_BLOCKS];
+    float probs[WIRE_MAX_CLASSES]; /* block k's exit, when its branch ran */
+    int done;                 /* answered, forwarded or dropped: rides out the batch idle */
     int branch_ran;           /* block k's branch ran (for the slow-down wait) */
     int ee_fired;             /* the device's class-specific exit accepted at block k */
     float ee_pk;              /* its P(k) */
@@ -73,8 +79,14 @@ struct node {
     uv_timer_t hb_timer, report_timer, slow_timer, delay_timer;
     uv_idle_t work;
     int handles_open;
-    /* jobs */
-    job_t *head, *tail, *cur;
+    /* jobs: a FIFO, and the batch running through the blocks (batch_max at most) */
+    job_t *head, *tail;
+    job_t *batch[NODE_MAX_BATCH];
+    int bn;                   /* jobs in the batch; 0: none runs */
+    const nn_tensor_t *bcur;  /* the batch's map after its previous block (model-owned) */
+    float *bin, *bsub, *bprobs; /* batch input gathered, branch subset gathered, probs */
+    uv_timer_t batch_timer;   /* the wait for a batch to fill (batch_wait_ms) */
+    int batch_timing;         /* batch_timer runs */
     int queued, waiting;
     double slow_debt_ms;      /* slow-down wait not yet served (under 1 ms) */
     /* links */
@@ -166,6 +178,12 @@ void node__job_add(node_t *nd, job_t *job);
 void node__job_free(job_t **job_p);
 void node__work(uv_idle_t *h);
 void node__slow_done(uv_timer_t *t);
+void node__batch_wait_done(uv_timer_t *t);
+/* Jobs held: queued plus running. */
+int node__inflight(const node_t *nd);
+/* The batch buffers for conf.batch_max requests (node_new). */
+int node__batch_alloc(node_t *nd, ei_err_t *err) EI_CHECK;
+void node__batch_free(node_t *nd);
 /* Drops queued jobs of a request the coordinator has answered. */
 void node__cancel(node_t *nd, uint64_t request_id);
 int node__is_cancelled(const node_t *nd, uint64_t request_id);

@@ -244,7 +244,7 @@ void node__heartbeat_next(node_t *nd, size_t probe_bytes)
     h->sent_at_us = node__now_us();
     h->first_block = (uint32_t)nd->conf.first_block;
     h->last_block = (uint32_t)nd->conf.last_block;
-    h->in_flight = (uint32_t)(nd->queued + (nd->cur ? 1 : 0));
+    h->in_flight = (uint32_t)node__inflight(nd);
     h->draining = nd->draining;
     h->profile_version = nd->profile_version;
     if (probe_bytes)

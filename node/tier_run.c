@@ -1,10 +1,18 @@
 /* The compute side of a node: a FIFO of jobs (one per request on this tier) and the block
- * loop. One block runs per loop iteration (an idle handle), so heartbeats and incoming
- * messages are handled between blocks; a block blocks the loop for its compute time only
- * (0.1-2 ms for the default model). The slow-down factor s emulates a weaker machine: after
- * a block that took t, the node waits (s - 1) t on a timer before it goes on (sub-ms
+ * loop. Dynamic batching: when the loop is free it takes up to batch_max queued jobs as one
+ * batch (waiting up to batch_wait_ms, counted from the oldest job's arrival, for more to
+ * come when fewer are queued), and the batch runs through this tier's blocks together: one
+ * conv part per block for all of them, the branch for the subset whose plan bit is set (or
+ * at the final block), each job then sending its own exit, checking its own deadline and
+ * cancellation, and leaving at the tier's end on its own. A job answered or dropped rides
+ * out the batch without sending anything more. One block runs per loop iteration (an idle
+ * handle), so heartbeats and incoming messages are handled between blocks; a block blocks
+ * the loop for its compute time only. The slow-down factor s emulates a weaker machine:
+ * after a block that took t, the node waits (s - 1) t on a timer before it goes on (sub-ms
  * remainders carried to the next wait), so the block's results leave at s t and the node
- * takes no other work meanwhile, as the slower machine would not. */
+ * takes no other work meanwhile, as the slower machine would not. The block times the node
+ * learns and reports (the planner's ET-profile) are those of the batches as they run: the
+ * time each request of a batch waits for the block. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,9 +31,36 @@ void node__job_free(job_t **job_p)
     *job_p = NULL;
 }
 
-static int inflight(const node_t *nd)
+int node__inflight(const node_t *nd)
 {
-    return nd->queued + (nd->cur ? 1 : 0);
+    return nd->queued + nd->bn;
+}
+
+int node__batch_alloc(node_t *nd, ei_err_t *err)
+{
+    size_t in = 0, feat = 0, B = (size_t)nd->conf.batch_max;
+    for (int k = 1; k <= nd->n; k++) {
+        size_t f = nn_shape_numel(nn_model_feature_shape(nd->model, k - 1));
+        size_t i = k == 1 ? nn_shape_numel(nd->in_shape)
+                          : nn_shape_numel(nn_model_feature_shape(nd->model, k - 2));
+        feat = f > feat ? f : feat;
+        in = i > in ? i : in;
+    }
+    nd->bin = calloc(B * in, sizeof(float));
+    nd->bsub = calloc(B * feat, sizeof(float));
+    nd->bprobs = calloc(B * (size_t)nd->classes, sizeof(float));
+    if (!nd->bin || !nd->bsub || !nd->bprobs)
+        return ei_err_set(err, EI_E_NOMEM, "out of memory for batches of %d",
+                          nd->conf.batch_max);
+    return 0;
+}
+
+void node__batch_free(node_t *nd)
+{
+    free(nd->bin);
+    free(nd->bsub);
+    free(nd->bprobs);
+    nd->bin = nd->bsub = nd->bprobs = NULL;
 }
 
 void node__job_add(node_t *nd, job_t *job)
@@ -35,7 +70,7 @@ void node__job_add(node_t *nd, job_t *job)
         node__job_free(&job);
         return;
     }
-    if (inflight(nd) >= nd->conf.max_inflight) {
+    if (node__inflight(nd) >= nd->conf.max_inflight) {
         node__hand_back(nd, job->request_id, "full");
         node__job_free(&job);
         return;
@@ -113,9 +148,13 @@ static int job_dead(node_t *nd, const job_t *j, uint64_t now_us)
     return 0;
 }
 
-static void finish_job(node_t *nd)
+/* The batch has left the blocks: its jobs are freed, the loop takes the next. */
+static void finish_batch(node_t *nd)
 {
-    node__job_free(&nd->cur);
+    for (int i = 0; i < nd->bn; i++)
+        node__job_free(&nd->batch[i]);
+    nd->bn = 0;
+    nd->bcur = NULL;
     if (nd->head)
         uv_idle_start(&nd->work, node__work);
     else
@@ -148,18 +187,19 @@ static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
     wire_env_init(&env, einet_Envelope_exit_result_tag);
     einet_ExitResult *r = &env.body.exit_result;
     int K = nd->classes, best = 0;
+    const float *probs = j->probs;
     for (int c = 1; c < K; c++)
-        best = nd->probs[c] > nd->probs[best] ? c : best;
+        best = probs[c] > probs[best] ? c : best;
     uint64_t el = elapsed_us(j, now_us);
     r->request_id = j->request_id;
     r->exit = (uint32_t)k;
     r->tier = nd->conf.tier;
     r->class_id = (uint32_t)best;
-    r->confidence = nd->probs[best];
+    r->confidence = probs[best];
     r->elapsed_us = el;
     r->sent_at_us = node__wall_us();
     r->probs_count = (pb_size_t)K;
-    memcpy(r->probs, nd->probs, sizeof(float) * (size_t)K);
+    memcpy(r->probs, probs, sizeof(float) * (size_t)K);
     r->last = k == nd->n;
     if (node__send_coord(nd, &env) == 0)
         nd->counts.exits_sent++;
@@ -170,7 +210,7 @@ static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
     s->confidence = r->confidence;
     s->class_id = best;
     s->nprobs = K;
-    memcpy(s->probs, nd->probs, sizeof(float) * (size_t)K);
+    memcpy(s->probs, probs, sizeof(float) * (size_t)K);
     j->arrive[j->nseen].exit = k;
     j->arrive[j->nseen].arrive_ms = (double)el / 1000.0 + nd->result_ms[k - 1];
     j->nseen++;
@@ -247,31 +287,52 @@ static void forward(node_t *nd, job_t *j, int k)
 
 /* ---- the block loop ---- */
 
-/* Block k's results are out (after the slow-down wait): send the exit, move on. */
-static void finish_block(node_t *nd)
+/* Block k's results of one job are out: its exit, its early exit, or its map to the next
+ * tier; marks it done when nothing more of it is to run here. */
+static void finish_job_block(node_t *nd, job_t *j, int k, uint64_t now)
 {
-    job_t *j = nd->cur;
-    uint64_t now = node__now_us();
-    int k = j->k;
+    if (j->done)
+        return;
     if (job_dead(nd, j, now)) {
-        finish_job(nd);
+        j->done = 1;
         return;
     }
     if (j->ee_fired) { /* final: the request is answered, nothing more to run */
         send_early_exit(nd, j, k, now);
-        finish_job(nd);
+        j->done = 1;
         return;
     }
     if (j->branch_ran)
         send_exit(nd, j, k, now);
     j->k++;
-    if (j->k <= nd->conf.last_block) {
-        uv_idle_start(&nd->work, node__work);
+    if (j->k <= nd->conf.last_block)
         return;
-    }
     if (k < nd->n)
         forward(nd, j, k);
-    finish_job(nd);
+    j->done = 1;
+}
+
+/* Block k's results are out (after the slow-down wait): every job sends its own, and the
+ * batch goes on to the next block while any of it is left to run. */
+static void finish_block(node_t *nd)
+{
+    uint64_t now = node__now_us();
+    int k = nd->batch[0]->k, left = 0;
+    for (int i = 0; i < nd->bn; i++) {
+        job_t *j = nd->batch[i];
+        if (j->done) { /* riding out the batch: keep its block count in step */
+            j->k++;
+            continue;
+        }
+        finish_job_block(nd, j, k, now);
+        if (j->done && j->k == k) /* stopped before moving on: keep it in step */
+            j->k++;
+        left += !j->done;
+    }
+    if (left && k + 1 <= nd->conf.last_block)
+        uv_idle_start(&nd->work, node__work);
+    else
+        finish_batch(nd);
 }
 
 static void slow_down(node_t *nd, uint64_t took_ns)
@@ -292,50 +353,103 @@ void node__slow_done(uv_timer_t *t)
 {
     node_t *nd = t->data;
     nd->waiting = 0;
-    if (nd->cur)
+    if (nd->bn)
         finish_block(nd);
 }
 
-/* The view of a job's input: the image (block 1) or the received map of block start-1. */
-static nn_tensor_t input_view(const node_t *nd, const job_t *j)
+/* The batch's input to block k: the jobs' inputs (images, or the received maps of block
+ * k-1) gathered into bin, or the one job's in place; later blocks take the batch's map. */
+static const nn_tensor_t *batch_input(node_t *nd, int k, nn_tensor_t *view)
 {
-    nn_shape_t s = j->start == 1 ? nd->in_shape : nn_model_feature_shape(nd->model, j->start - 2);
-    return nn_tensor_view((float *)j->input, 1, s.c, s.h, s.w);
+    if (nd->bcur)
+        return nd->bcur;
+    nn_shape_t s = k == 1 ? nd->in_shape : nn_model_feature_shape(nd->model, k - 2);
+    size_t per = nn_shape_numel(s);
+    if (nd->bn == 1) {
+        *view = nn_tensor_view((float *)nd->batch[0]->input, 1, s.c, s.h, s.w);
+        return view;
+    }
+    for (int i = 0; i < nd->bn; i++)
+        memcpy(nd->bin + (size_t)i * per, nd->batch[i]->input, per * sizeof(float));
+    *view = nn_tensor_view(nd->bin, nd->bn, s.c, s.h, s.w);
+    return view;
 }
 
-static void run_block(node_t *nd, job_t *j)
+/* Branch k for the jobs whose plan has it (every job at the final block): on the batch's
+ * map itself when that is all of them, else on their rows gathered into bsub; each such
+ * job gets its probabilities. Returns whether any ran, or a negative code. */
+static int batch_branch(node_t *nd, int k, const nn_tensor_t *y, ei_err_t *err)
+{
+    int rows[NODE_MAX_BATCH], m = 0, K = nd->classes;
+    for (int i = 0; i < nd->bn; i++) {
+        job_t *j = nd->batch[i];
+        j->branch_ran = !j->done && (j->plan[k - 1] || k == nd->n);
+        if (j->branch_ran)
+            rows[m++] = i;
+    }
+    if (!m)
+        return 0;
+    const nn_tensor_t *x = y;
+    nn_tensor_t sub;
+    if (m < nd->bn) {
+        size_t per = nn_tensor_sample_numel(y);
+        for (int r = 0; r < m; r++)
+            memcpy(nd->bsub + (size_t)r * per, y->data + (size_t)rows[r] * per,
+                   per * sizeof(float));
+        sub = nn_tensor_view(nd->bsub, m, y->c, y->h, y->w);
+        x = &sub;
+    }
+    int rc = nn_model_branch(nd->model, k - 1, x, nd->bprobs, err);
+    if (rc < 0)
+        return rc;
+    for (int r = 0; r < m; r++)
+        memcpy(nd->batch[rows[r]]->probs, nd->bprobs + (size_t)r * K, sizeof(float) * (size_t)K);
+    return 1;
+}
+
+static void run_block(node_t *nd)
 {
     ei_err_t err;
-    int k = j->k;
-    nn_tensor_t in = input_view(nd, j);
-    const nn_tensor_t *x = j->cur ? j->cur : &in;
+    int k = nd->batch[0]->k;
+    nn_tensor_t view;
+    const nn_tensor_t *x = batch_input(nd, k, &view);
     uint64_t t0 = uv_hrtime();
     const nn_tensor_t *y = nn_model_conv(nd->model, k - 1, x, &err);
     uint64_t t1 = uv_hrtime();
     /* The final exit always runs: a request is complete only with its final answer. */
-    int branch = y && (j->plan[k - 1] || k == nd->n);
-    if (branch && nn_model_branch(nd->model, k - 1, y, nd->probs, &err) < 0)
-        y = NULL;
+    int branch = y ? batch_branch(nd, k, y, &err) : 0;
     uint64_t t2 = uv_hrtime();
-    if (!y) {
-        ei_log(EI_LOG_INFO, "request %llu block %d: %s",
-                (unsigned long long)j->request_id, k, err.msg);
-        node__hand_back(nd, j->request_id, "compute failed");
-        finish_job(nd);
+    if (!y || branch < 0) {
+        ei_log(EI_LOG_INFO, "block %d of a batch of %d: %s", k, nd->bn, err.msg);
+        for (int i = 0; i < nd->bn; i++)
+            if (!nd->batch[i]->done)
+                node__hand_back(nd, nd->batch[i]->request_id, "compute failed");
+        finish_batch(nd);
         return;
     }
     note_time(&nd->conv_ms[k - 1], nd->conf.slowdown * (double)(t1 - t0) / 1e6);
     nd->conv_n[k - 1]++;
     if (branch)
         note_time(&nd->branch_ms[k - 1], nd->conf.slowdown * (double)(t2 - t1) / 1e6);
-    j->cur = y;
-    j->taps[k - 1] = y;
-    j->branch_ran = branch;
+    nd->bcur = y;
+    size_t per = nn_tensor_sample_numel(y);
+    for (int i = 0; i < nd->bn; i++) {
+        job_t *j = nd->batch[i];
+        j->curv = nn_tensor_view(y->data + (size_t)i * per, 1, y->c, y->h, y->w);
+        j->cur = &j->curv;
+        j->tapv[k - 1] = j->curv;
+        j->taps[k - 1] = &j->tapv[k - 1];
+    }
     if (nd->ee && k == ee_layer(nd->ee)) {
-        int fired = ee_check(nd->ee, j->taps, &j->ee_pk, &err);
-        if (fired < 0)
-            ei_log(EI_LOG_INFO, "early exit: %s", err.msg);
-        j->ee_fired = fired > 0;
+        for (int i = 0; i < nd->bn; i++) {
+            job_t *j = nd->batch[i];
+            if (j->done)
+                continue;
+            int fired = ee_check(nd->ee, j->taps, &j->ee_pk, &err);
+            if (fired < 0)
+                ei_log(EI_LOG_INFO, "early exit: %s", err.msg);
+            j->ee_fired = fired > 0;
+        }
         t2 = uv_hrtime(); /* the check is on the critical path: part of the block's time */
     }
     if (nd->conf.slowdown > 1.0)
@@ -344,24 +458,80 @@ static void run_block(node_t *nd, job_t *j)
         finish_block(nd);
 }
 
+/* Takes the next batch from the queue: up to batch_max live jobs (the queue holds only
+ * jobs that have not started, all at this tier's first block). Returns 0 when there is
+ * none yet: the queue is empty, or the batch is waiting to fill (batch_timer). */
+static int take_batch(node_t *nd)
+{
+    uint64_t now = node__now_us();
+    while (nd->head && job_dead(nd, nd->head, now)) {
+        job_t *j = pop(nd);
+        node__job_free(&j);
+    }
+    if (!nd->head) {
+        node__maybe_close(nd);
+        return 0;
+    }
+    int B = nd->conf.batch_max;
+    uint64_t waited = now - nd->head->recv_us, wait = (uint64_t)(nd->conf.batch_wait_ms * 1000);
+    if (nd->queued < B && waited < wait && !nd->draining) {
+        if (!nd->batch_timing) {
+            nd->batch_timing = 1;
+            uv_timer_start(&nd->batch_timer, node__batch_wait_done, (wait - waited + 999) / 1000,
+                           0);
+        }
+        return 0;
+    }
+    if (nd->batch_timing) {
+        uv_timer_stop(&nd->batch_timer);
+        nd->batch_timing = 0;
+    }
+    while (nd->bn < B && nd->head) {
+        job_t *j = pop(nd);
+        if (job_dead(nd, j, now)) {
+            node__job_free(&j);
+            continue;
+        }
+        nd->batch[nd->bn++] = j;
+    }
+    nd->bcur = NULL;
+    if (nd->bn) {
+        nd->counts.batches++;
+        if ((uint64_t)nd->bn > nd->counts.batch_largest)
+            nd->counts.batch_largest = (uint64_t)nd->bn;
+    }
+    return nd->bn > 0;
+}
+
+void node__batch_wait_done(uv_timer_t *t)
+{
+    node_t *nd = t->data;
+    nd->batch_timing = 0;
+    if (!nd->waiting && !nd->bn && nd->head)
+        uv_idle_start(&nd->work, node__work);
+}
+
 void node__work(uv_idle_t *h)
 {
     node_t *nd = h->data;
     uv_idle_stop(h);
     if (nd->waiting)
         return;
-    if (!nd->cur) {
-        nd->cur = pop(nd);
-        if (!nd->cur) {
-            node__maybe_close(nd);
-            return;
-        }
+    if (!nd->bn && !take_batch(nd))
+        return;
+    int alive = 0;
+    uint64_t now = node__now_us();
+    for (int i = 0; i < nd->bn; i++) {
+        job_t *j = nd->batch[i];
+        if (!j->done && job_dead(nd, j, now))
+            j->done = 1;
+        alive += !j->done;
     }
-    if (job_dead(nd, nd->cur, node__now_us())) {
-        finish_job(nd);
+    if (!alive) {
+        finish_batch(nd);
         return;
     }
-    run_block(nd, nd->cur);
+    run_block(nd);
 }
 
 void node__hand_back_queue(node_t *nd)
@@ -397,5 +567,16 @@ int node__warmup(node_t *nd, ei_err_t *err)
         }
     }
     nn_tensor_destroy(&x0);
+    if (nd->conf.batch_max == 1)
+        return 0;
+    /* Once at the largest batch, untimed: every buffer it uses is touched before a request
+     * needs it. */
+    nn_tensor_t xb = nn_tensor_view(nd->bin, nd->conf.batch_max, s.c, s.h, s.w);
+    const nn_tensor_t *x = &xb;
+    for (int k = first; k <= nd->conf.last_block; k++) {
+        x = nn_model_conv(nd->model, k - 1, x, err);
+        if (!x || nn_model_branch(nd->model, k - 1, x, nd->bprobs, err) < 0)
+            return ei_err_prefix(err, "block %d: ", k);
+    }
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "nn/layer.h"
+#include "nn/layer_internal.h" /* nn__layer_forward_relu */
 
 typedef struct cfg {
     nn_layer_spec_t spec;
@@ -401,6 +402,192 @@ static void check_grads(const cfg_t *c, int how, int training, float h, double t
     nn_tensor_destroy(&y);
     nn_tensor_destroy(&dy);
     nn_layer_destroy(&l);
+}
+
+/* ---- Batched conv against per-sample runs and naive references. ---- */
+
+/* dW, db and dx of conv from the definition, in double: every output gradient dy[n,o,i,j]
+ * reaches the weights and inputs its forward term touched. */
+static void ref_conv_backward(const cfg_t *c, const float *x, const float *w, const float *dy,
+                              double *dw, double *db, double *dx)
+{
+    int C = c->in.c, H = c->in.h, W = c->in.w, k = c->spec.k, p = c->spec.pad;
+    int s = eff_stride(&c->spec), O = c->spec.out;
+    int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
+    memset(dw, 0, (size_t)O * C * k * k * sizeof *dw);
+    memset(db, 0, (size_t)O * sizeof *db);
+    memset(dx, 0, (size_t)c->n * C * H * W * sizeof *dx);
+    for (int n = 0; n < c->n; n++)
+        for (int o = 0; o < O; o++)
+            for (int i = 0; i < OH; i++)
+                for (int j = 0; j < OW; j++) {
+                    double g = dy[((n * O + o) * OH + i) * OW + j];
+                    db[o] += g;
+                    for (int ch = 0; ch < C; ch++)
+                        for (int a = 0; a < k; a++)
+                            for (int e = 0; e < k; e++) {
+                                int ih = i * s - p + a, iw = j * s - p + e;
+                                if (ih < 0 || ih >= H || iw < 0 || iw >= W)
+                                    continue;
+                                size_t wi = (size_t)((o * C + ch) * k + a) * k + e;
+                                size_t xi = (size_t)((n * C + ch) * H + ih) * W + iw;
+                                dw[wi] += g * x[xi];
+                                dx[xi] += g * w[wi];
+                            }
+                }
+}
+
+static void expect_near(const char *what, const cfg_t *c, size_t i, double got, double want,
+                        double tol)
+{
+    if (fabs(got - want) > tol * (1 + fabs(want)))
+        fail_msg("%s: conv k%d s%d p%d out %d in %dx%dx%d n%d: [%zu] = %.8g, want %.8g", what,
+                 c->spec.k, c->spec.stride, c->spec.pad, c->spec.out, c->in.c, c->in.h, c->in.w,
+                 c->n, i, got, want);
+}
+
+/* One conv on a batch of c->n: forward (plain and with the ReLU fused) and backward of the
+ * whole batch against each sample run alone and against the references. Batches are large
+ * enough and maps wide enough that the layer cuts them into several groups of samples,
+ * the last one ragged. */
+static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
+{
+    nn_layer_t *l = make_layer(c, r);
+    nn_shape_t os = nn_layer_out_shape(l);
+    size_t in_sz = nn_shape_numel(c->in), out_sz = nn_shape_numel(os);
+    size_t nw = nn_tensor_numel(nn_layer_param(l, 0)->value), nx = in_sz * c->n;
+    nn_tensor_t *x = tensor_for(c->n, c->in), *y = tensor_for(c->n, os);
+    nn_tensor_t *yr = tensor_for(c->n, os), *dy = tensor_for(c->n, os);
+    nn_tensor_t *dx = tensor_for(c->n, c->in), *dx1 = tensor_for(c->n, c->in);
+    fill_uniform(x->data, nx, r, -1, 1);
+    fill_uniform(dy->data, out_sz * c->n, r, -1, 1);
+    double *want = calloc(out_sz * c->n, sizeof *want), *rdw = calloc(nw, sizeof *rdw);
+    double *rdb = calloc((size_t)os.c, sizeof *rdb), *rdx = calloc(nx, sizeof *rdx);
+    float *ws = ws_new(l, c->n);
+    reference(l, c, x->data, 0, want);
+    nn_layer_forward(l, x, y, ws, 0);
+    nn__layer_forward_relu(l, x, yr, ws, 0);
+    for (int s = 0; s < c->n; s++) { /* the same sample alone */
+        nn_tensor_t xs = nn_tensor_view(x->data + s * in_sz, 1, c->in.c, c->in.h, c->in.w);
+        nn_tensor_t ys = nn_tensor_view(dx1->data, 1, os.c, os.h, os.w); /* scratch */
+        float *ws1 = ws_new(l, 1);
+        nn_layer_forward(l, &xs, &ys, ws1, 0);
+        free(ws1);
+        for (size_t i = 0; i < out_sz; i++) {
+            size_t at = s * out_sz + i;
+            expect_near("batched forward vs one sample", c, at, y->data[at], ys.data[i], 1e-5);
+        }
+    }
+    for (size_t i = 0; i < out_sz * c->n; i++) {
+        expect_near("batched forward vs reference", c, i, y->data[i], want[i], 1e-4);
+        expect_near("fused relu", c, i, yr->data[i], y->data[i] > 0 ? y->data[i] : 0, 0);
+    }
+    /* Backward of the batch, then of each sample alone (grads accumulate over calls). */
+    nn_param_t *pw = nn_layer_param(l, 0), *pb = nn_layer_param(l, 1);
+    nn_layer_zero_grad(l);
+    nn_layer_backward(l, x, y, dy, dx, ws);
+    float *dw = malloc(nw * sizeof *dw), *db = malloc((size_t)os.c * sizeof *db);
+    memcpy(dw, pw->grad->data, nw * sizeof *dw);
+    memcpy(db, pb->grad->data, (size_t)os.c * sizeof *db);
+    nn_layer_zero_grad(l);
+    for (int s = 0; s < c->n; s++) {
+        nn_tensor_t xs = nn_tensor_view(x->data + s * in_sz, 1, c->in.c, c->in.h, c->in.w);
+        nn_tensor_t ys = nn_tensor_view(y->data + s * out_sz, 1, os.c, os.h, os.w);
+        nn_tensor_t dys = nn_tensor_view(dy->data + s * out_sz, 1, os.c, os.h, os.w);
+        nn_tensor_t dxs = nn_tensor_view(dx1->data + s * in_sz, 1, c->in.c, c->in.h, c->in.w);
+        float *ws1 = ws_new(l, 1);
+        nn_layer_backward(l, &xs, &ys, &dys, &dxs, ws1);
+        free(ws1);
+    }
+    ref_conv_backward(c, x->data, pw->value->data, dy->data, rdw, rdb, rdx);
+    for (size_t i = 0; i < nw; i++) {
+        expect_near("batched dW vs per sample", c, i, dw[i], pw->grad->data[i], 1e-4);
+        expect_near("batched dW vs reference", c, i, dw[i], rdw[i], 1e-4);
+    }
+    for (int o = 0; o < os.c; o++) {
+        expect_near("batched db vs per sample", c, (size_t)o, db[o], pb->grad->data[o], 1e-4);
+        expect_near("batched db vs reference", c, (size_t)o, db[o], rdb[o], 1e-4);
+    }
+    for (size_t i = 0; i < nx; i++) {
+        expect_near("batched dx vs per sample", c, i, dx->data[i], dx1->data[i], 1e-5);
+        expect_near("batched dx vs reference", c, i, dx->data[i], rdx[i], 1e-4);
+    }
+    free(ws);
+    free(dw);
+    free(db);
+    free(want);
+    free(rdw);
+    free(rdb);
+    free(rdx);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&yr);
+    nn_tensor_destroy(&dy);
+    nn_tensor_destroy(&dx);
+    nn_tensor_destroy(&dx1);
+    nn_layer_destroy(&l);
+}
+
+static void test_conv_batched(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 13);
+    /* clang-format off */
+    static const cfg_t fixed[] = {
+        {{NN_CONV, 16, 3, 1, 1, 0}, {8, 7, 7}, 45},    /* 21 samples a group: 21, 21, 3 */
+        {{NN_CONV, 8, 3, 1, 1, 0}, {4, 20, 20}, 7},    /* 3 a group, 7 = 3 + 3 + 1 */
+        {{NN_CONV, 4, 3, 2, 1, 0}, {3, 30, 30}, 5},    /* stride 2 */
+        {{NN_CONV, 6, 1, 1, 0, 0}, {5, 12, 12}, 19},   /* pointwise */
+        {{NN_CONV, 5, 1, 1, 0, 0}, {3, 40, 40}, 3},    /* pointwise, one sample a group */
+        {{NN_CONV, 3, 5, 1, 2, 0}, {2, 9, 11}, 30},
+        {{NN_CONV, 4, 3, 1, 1, 0}, {200, 6, 6}, 9},    /* col too large for many samples */
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_conv_batched(&fixed[i], &r);
+    for (int i = 0; i < 25; i++) { /* random shapes, batches up to 40 */
+        cfg_t c = random_cfg(&r, NN_CONV);
+        c.n = pick(&r, 1, 40);
+        c.in.h += pick(&r, 0, 24);
+        c.in.w += pick(&r, 0, 24);
+        c.in.c = pick(&r, 1, 12);
+        check_conv_batched(&c, &r);
+    }
+}
+
+/* The same checks with the engine on two threads: groups of samples, channels and planes
+ * shared out, the weight gradients summed per thread and added up. */
+static void test_layers_two_threads(void **state)
+{
+    (void)state;
+    assert_int_equal(nn_set_threads(2), 0);
+    assert_int_equal(nn_threads(), 2);
+    ei_rng_t r;
+    ei_rng_seed(&r, 17);
+    /* clang-format off */
+    static const cfg_t fixed[] = {
+        {{NN_CONV, 16, 3, 1, 1, 0}, {8, 7, 7}, 45},
+        {{NN_CONV, 8, 3, 1, 1, 0}, {4, 20, 20}, 7},
+        {{NN_CONV, 4, 3, 2, 1, 0}, {3, 30, 30}, 5},
+        {{NN_CONV, 6, 1, 1, 0, 0}, {5, 12, 12}, 19},
+        {{NN_CONV, 4, 3, 1, 1, 0}, {200, 6, 6}, 9},
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_conv_batched(&fixed[i], &r);
+    check_forward_random(NN_BN, 10, 1);
+    check_forward_random(NN_MAXPOOL, 20, 0);
+    check_forward_random(NN_AVGPOOL, 20, 0);
+    check_forward_random(NN_RELU, 5, 0);
+    cfg_t bn = {{NN_BN, 0, 0, 0, 0, 0}, {5, 3, 4}, 6};
+    check_grads(&bn, X_UNIFORM, 1, 1e-2f, 2e-4, 31);
+    cfg_t mp = {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {4, 6, 7}, 5};
+    check_grads(&mp, X_DISTINCT, 0, 1e-3f, 2e-4, 32);
+    cfg_t rl = {{NN_RELU, 0, 0, 0, 0, 0}, {3, 4, 4}, 6};
+    check_grads(&rl, X_OFF_ZERO, 0, 1e-2f, 2e-4, 33);
+    assert_int_equal(nn_set_threads(1), 0);
+    assert_int_not_equal(nn_set_threads(0), 0);
 }
 
 static void test_conv_dense_backward(void **state)
@@ -794,6 +981,7 @@ int main(void)
         cmocka_unit_test(test_softmax_stable),   cmocka_unit_test(test_concat),
         cmocka_unit_test(test_fold_bn),          cmocka_unit_test(test_init_and_params),
         cmocka_unit_test(test_kind_names),       cmocka_unit_test(test_bad_specs),
+        cmocka_unit_test(test_conv_batched),     cmocka_unit_test(test_layers_two_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -95,6 +95,89 @@ static void test_shapes_and_blockwise_equals_full(void **state)
     nn_model_destroy(&m);
 }
 
+/* A batch through the model gives each sample what it gets alone, every exit, before and
+ * after the batch norms are folded; 37 samples cut the convs' batches into ragged groups. */
+static void test_batch_equals_single(void **state)
+{
+    (void)state;
+    enum { N = 37, E = 3, K = 4 };
+    nn_model_t *m = tiny(N, 6);
+    nn_tensor_t *x = nn_tensor_new(N, 1, 8, 8);
+    fill(x->data, nn_tensor_numel(x), 7);
+    static float batch[E * N * K];
+    float one[E * K];
+    ei_err_t err;
+    for (int folded = 0; folded < 2; folded++) {
+        if (folded)
+            nn_model_prepare_inference(m);
+        assert_int_equal(nn_model_forward(m, x, batch, &err), 0);
+        for (int s = 0; s < N; s++) {
+            nn_tensor_t xs = nn_tensor_view(x->data + s * 64, 1, 1, 8, 8);
+            assert_int_equal(nn_model_forward(m, &xs, one, &err), 0);
+            for (int e = 0; e < E; e++)
+                for (int c = 0; c < K; c++) {
+                    float b = batch[(e * N + s) * K + c], o = one[e * K + c];
+                    if (fabsf(b - o) > 1e-6f)
+                        fail_msg("folded %d sample %d exit %d class %d: batch %.8g, alone %.8g",
+                                 folded, s, e, c, b, o);
+                }
+        }
+    }
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+}
+
+/* On two threads the engine computes what it does on one: the same training step (batch
+ * statistics, every gradient) and the same batched inference. */
+static void copy_grads(const char *name, nn_param_t *p, void *arg)
+{
+    (void)name;
+    float **dst = arg;
+    if (!p->grad)
+        return;
+    memcpy(*dst, p->grad->data, nn_tensor_numel(p->grad) * sizeof(float));
+    *dst += nn_tensor_numel(p->grad);
+}
+
+static void test_two_threads_match_one(void **state)
+{
+    (void)state;
+    enum { N = 23, E = 3, K = 4 };
+    size_t np;
+    float *g[2], *p[2], loss[2];
+    static float probs[2][E * N * K];
+    int labels[N];
+    for (int s = 0; s < N; s++)
+        labels[s] = s % K;
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(nn_set_threads(t + 1), 0);
+        nn_model_t *m = tiny(N, 9);
+        np = nn_model_param_count(m);
+        nn_tensor_t *x = nn_tensor_new(N, 1, 8, 8);
+        fill(x->data, nn_tensor_numel(x), 8);
+        nn_model_zero_grad(m);
+        loss[t] = nn_model_train_step(m, x, labels, NULL, NULL, NULL);
+        g[t] = malloc(np * sizeof(float));
+        float *at = g[t];
+        nn_model_visit_params(m, copy_grads, &at);
+        ei_err_t err;
+        nn_model_prepare_inference(m);
+        assert_int_equal(nn_model_forward(m, x, probs[t], &err), 0);
+        p[t] = probs[t];
+        nn_tensor_destroy(&x);
+        nn_model_destroy(&m);
+    }
+    assert_int_equal(nn_set_threads(1), 0);
+    assert_true(fabsf(loss[0] - loss[1]) <= 1e-6f * fabsf(loss[0]));
+    for (size_t i = 0; i < np; i++)
+        if (fabsf(g[0][i] - g[1][i]) > 1e-5f * (1 + fabsf(g[0][i])))
+            fail_msg("gradient %zu: one thread %.8g, two %.8g", i, g[0][i], g[1][i]);
+    for (int i = 0; i < E * N * K; i++)
+        assert_true(fabsf(p[0][i] - p[1][i]) <= 1e-6f);
+    free(g[0]);
+    free(g[1]);
+}
+
 /* Train a few steps so batch-norm running statistics are not the identity, then check
  * that folding them into the convs changes nothing beyond rounding. */
 static void test_fold_matches_unfolded(void **state)
@@ -386,6 +469,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shapes_and_blockwise_equals_full),
+        cmocka_unit_test(test_batch_equals_single),
+        cmocka_unit_test(test_two_threads_match_one),
         cmocka_unit_test(test_fold_matches_unfolded),
         cmocka_unit_test(test_train_step_gradients),
         cmocka_unit_test(test_loss_falls),

@@ -123,6 +123,8 @@ typedef struct conf_node {
     char next_key[CONF_STR_MAX];        /* the next tier's public certificate */
     char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
     int log_level, log_format;
+    int batch_max;                /* requests run through a block together, at most */
+    double batch_wait_ms;         /* how long a request may wait for a batch to fill */
 } conf_node_t;
 
 extern const conf_table_t conf_node_table;

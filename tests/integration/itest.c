@@ -305,13 +305,17 @@ static int write_configs(itest_cluster_t *c)
             snprintf(ee, sizeof ee, "ee = %s\n", abs);
         }
         key_lines(c, t, keys, sizeof keys);
+        char batch[96] = "";
+        if (o->batch_max > 0)
+            snprintf(batch, sizeof batch, "batch_max = %d\nbatch_wait_ms = %g\n", o->batch_max,
+                     o->batch_wait_ms);
         rc = write_file(c->dir, name,
                         "[node]\ntier = %s\nfirst_block = %d\nlast_block = %d\nmodel = %s\n%s%s"
                         "coordinator = %s\nthreads = 1\nslowdown = %g\nheartbeat_ms = %d\n"
                         "heartbeat_timeout_ms = %d\n%s%s",
                         tiers[t], first[t], last[t], c->model, bind, next, c->nodes,
                         o->slowdown[t] > 0 ? o->slowdown[t] : 1.0, o->heartbeat_ms,
-                        o->heartbeat_timeout_ms, ee, keys);
+                        o->heartbeat_timeout_ms, ee, batch, keys);
     }
     return rc;
 }

@@ -58,6 +58,8 @@ typedef struct itest_cluster_opts {
     int deadline_ms;          /* the coordinator's default deadline; 0: none */
     const char *device_ee;    /* class-specific EE file for the device (`ee` key): absolute,
                                  or relative to the source root; NULL: none */
+    int batch_max;            /* every node's batch_max; 0: the default */
+    double batch_wait_ms;     /* every node's batch_wait_ms (with batch_max set) */
 } itest_cluster_opts_t;
 
 typedef struct itest_cluster {

@@ -24,6 +24,9 @@
  *             answered complete as `forward`; the statistics count the device_ee answers and
  *             the edge and cloud received maps only for the others (their logs at stop).
  *             Must be the first case on its cluster (integration_ee).
+ *   batched   every node batches (batch_max 16, batch_wait_ms 20), 64 requests in flight:
+ *             every answer exactly once, complete and equal to the forward; the nodes' totals
+ *             at stop show batches of more than one request (integration_batched)
  * In every case each request is answered exactly once and the coordinator's statistics
  * agree with what the client received. */
 #include <setjmp.h>
@@ -215,13 +218,15 @@ static int tier_of(json_t *v)
 }
 
 /* Runs einet infer with args and parses its lines; every image 0..count-1 exactly once. */
-static int run_infer(infer_line_t *lines, int count, tally_t *t, const char *deadline)
+static int run_infer_window(infer_line_t *lines, int count, tally_t *t, const char *deadline,
+                            int window)
 {
-    char n[16];
+    char n[16], w[16];
     snprintf(n, sizeof n, "%d", count);
+    snprintf(w, sizeof w, "%d", window);
     int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 120000, "infer",
-                         "--coordinator", g_cluster.clients, "--count", n, "--json",
-                         deadline ? "--deadline-ms" : NULL, deadline, NULL);
+                         "--coordinator", g_cluster.clients, "--count", n, "--json", "--window",
+                         w, deadline ? "--deadline-ms" : NULL, deadline, NULL);
     if (rc != 0) {
         itest_cluster_dump_logs(&g_cluster);
         fail_msg("einet infer: exit %d\n%s", rc, g_err);
@@ -257,6 +262,11 @@ static int run_infer(infer_line_t *lines, int count, tally_t *t, const char *dea
     g_sent += count;
     free(seen);
     return got;
+}
+
+static int run_infer(infer_line_t *lines, int count, tally_t *t, const char *deadline)
+{
+    return run_infer_window(lines, count, t, deadline, 16); /* einet infer's default */
 }
 
 static void test_forward(void **state)
@@ -888,6 +898,39 @@ static void test_ee(void **state)
     ee_destroy(&ee);
 }
 
+/* Dynamic batching: every node takes up to 16 queued requests as one batch, waiting up to
+ * 20 ms for it to fill, and 64 requests are kept in flight, so batches form whatever the
+ * machine's speed. Every request is answered exactly once, complete, with exactly what the
+ * single-process forward at batch 1 gives (run_infer compares class and confidence), and
+ * the nodes did run batches of more than one request (their totals at stop). */
+static void test_batched(void **state)
+{
+    (void)state;
+    enum { N = 400 };
+    infer_line_t *lines = calloc(N, sizeof *lines);
+    tally_t t = {0};
+    stats_reset();
+    run_infer_window(lines, N, &t, NULL, 64);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(client_status_name(lines[i].status), "complete");
+        assert_int_equal(lines[i].exit, g_blocks);
+    }
+    check_stats_agree(&t);
+    assert_int_equal(itest_cluster_stop(&g_cluster), 0);
+    static const char *const tiers[] = {"device", "edge", "cloud"};
+    for (int i = 0; i < 3; i++) {
+        long long batches = stopped_count(tiers[i], "batches");
+        long long largest = stopped_count(tiers[i], "largest batch");
+        printf("  %s: %lld batches, largest %lld\n", tiers[i], batches, largest);
+        assert_true(largest > 1 && largest <= 16);
+        assert_true(batches >= (N + 15) / 16 && batches < N);
+    }
+    assert_int_equal(stopped_count("device", "tasks"), N);
+    assert_int_equal(stopped_count("cloud", "maps in"), N);
+    assert_int_equal(itest_cluster_restart(&g_cluster), 0);
+    free(lines);
+}
+
 /* ---- setup ---- */
 
 static const struct {
@@ -895,13 +938,14 @@ static const struct {
     void (*fn)(void **);
     itest_cluster_opts_t opts;
 } cases[] = {
-    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
-    {"deadline", test_deadline, {HB_MS, DEADLINE_HB_TIMEOUT_MS, {0}, 0, NULL}},
-    {"ee", test_ee, {HB_MS, HB_TIMEOUT_MS, {0}, 0, "models/ee-class1.safetensors"}},
-    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
-    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
-    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
-    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL}},
+    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"deadline", test_deadline, {HB_MS, DEADLINE_HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"ee", test_ee, {HB_MS, HB_TIMEOUT_MS, {0}, 0, "models/ee-class1.safetensors", 0, 0}},
+    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"batched", test_batched, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
 };
 
 static int g_case; /* the first case named: its cluster options serve them all */
