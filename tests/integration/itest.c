@@ -242,7 +242,7 @@ static int pick_ports(void)
     return -1;
 }
 
-static int write_file(const char *dir, const char *name, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int write_file(const char *dir, const char *name, const char *fmt, ...)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -312,7 +312,7 @@ static int write_configs(itest_cluster_t *c)
         rc = write_file(c->dir, name,
                         "[node]\ntier = %s\nfirst_block = %d\nlast_block = %d\nmodel = %s\n%s%s"
                         "coordinator = %s\nthreads = 1\nslowdown = %g\nheartbeat_ms = %d\n"
-                        "heartbeat_timeout_ms = %d\n%s%s",
+                        "heartbeat_timeout_ms = %d\n%s%s%s",
                         tiers[t], first[t], last[t], c->model, bind, next, c->nodes,
                         o->slowdown[t] > 0 ? o->slowdown[t] : 1.0, o->heartbeat_ms,
                         o->heartbeat_timeout_ms, ee, batch, keys);
