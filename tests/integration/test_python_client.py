@@ -351,7 +351,8 @@ def test_hand_back_reason(tmp, base):
 
 
 def main():
-    base = 30000 + (os.getpid() % 2000) * 10
+    # Below 32768, where the ephemeral ports of outgoing connections begin.
+    base = 20000 + (os.getpid() % 1200) * 10
     with tempfile.TemporaryDirectory(prefix="einet-pyclient-") as tmp:
         conf = os.path.join(tmp, "conf")
         ep = write_configs(conf, base)
