@@ -45,7 +45,7 @@ echo "run directory: a symlinked run directory refused, a planted pid-file symli
 
 # ---- 2. two hosts ----
 # Four free consecutive ports (ss from iproute2 lists the ones in use).
-port=$((30000 + $$ % 2000 * 10))
+port=$((20000 + $$ % 1200 * 10)) # below the ephemeral ports (32768 and up)
 while ss -Htan 2>/dev/null | awk '{print $4}' | grep -Eq ":($port|$((port + 1))|$((port + 2))|$((port + 3)))\$"; do
     port=$((port + 10))
 done

@@ -228,12 +228,14 @@ static int port_free(int port)
 }
 
 /* Four consecutive free ports, starting from one derived from the pid, so tests running
- * at the same time (ctest -j) do not meet. */
+ * at the same time (ctest -j) do not meet. All below 32768, where Linux's ephemeral ports
+ * begin (ip_local_port_range): a port found free there could be taken by any outgoing
+ * connection before the cluster binds it. */
 static int pick_ports(void)
 {
-    int base = 20000 + (int)((unsigned)getpid() * 40503u % 8000u) * 4;
+    int base = 20000 + (int)((unsigned)getpid() * 40503u % 3000u) * 4;
     for (int tries = 0; tries < 200; tries++, base += 4) {
-        if (base > 60000)
+        if (base > 32760)
             base = 20000;
         if (port_free(base) && port_free(base + 1) && port_free(base + 2) &&
             port_free(base + 3))
@@ -242,9 +244,7 @@ static int pick_ports(void)
     return -1;
 }
 
-static int write_file(const char *dir, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int write_file(const char *dir, const char *name, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int write_file(const char *dir, const char *name, const char *fmt, ...)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", dir, name);

@@ -37,7 +37,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 # Ports unique to this run: the shipped 56xx ports moved to a base from the pid.
-base=$((20000 + ($$ % 2000) * 10))
+base=$((20000 + ($$ % 1200) * 10)) # below the ephemeral ports (32768 and up)
 mkdir -p "$tmp/conf"
 for f in "$src"/configs/fmnist-3tier/*.ini; do
     sed -e "s#^model *=.*#model = $model#" \
