@@ -13,12 +13,16 @@
 #   deploy/netns.sh cut LINK [--loss]  fail LINK (device-edge | edge-cloud) for real: both
 #                                      ends `ip link set down`, or with --loss 100% loss
 #   deploy/netns.sh restore LINK       bring LINK back (up, shaping without loss)
-#   deploy/netns.sh exec TIER CMD...   run CMD inside TIER's namespace
+#   deploy/netns.sh exec TIER CMD...   run CMD inside TIER's namespace (or coord,
+#                                      the coordinator's)
 #
-# Topology (namespaces $EINET_NETNS_PREFIX-device, -edge, -cloud; default prefix "einet"):
+# Topology (namespaces $EINET_NETNS_PREFIX-device, -edge, -cloud, -coord; default prefix
+# "einet"), every process in its own namespace, as its own host:
 #   device 10.77.1.1 <-- to-edge/to-device --> 10.77.1.2 edge 10.77.2.1 <-- to-cloud/to-edge --> 10.77.2.2 cloud
-# The coordinator runs in the edge's namespace (an edge server hosts it): the device reaches
-# it over device-edge, the cloud over edge-cloud, so a cut also cuts what a cut would cut.
+#                                              10.77.3.1 edge <-- to-coord/to-edge --> 10.77.3.2 coord
+# The coordinator's host hangs off the edge's (next to the edge server, unshaped); the edge
+# forwards, so the device reaches the coordinator over device-edge and the cloud over
+# edge-cloud, and a cut also cuts what a cut would cut.
 # Its client endpoint is an ipc:// socket in the run directory, which a client in any
 # namespace (the host's included) can reach, so no address is ever given outside the
 # namespaces made here.
@@ -55,7 +59,7 @@ down_cmd="$0 down"
 . "$here/lib.sh"
 
 usage() {
-    sed -n '5,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '5,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -122,7 +126,7 @@ make_net() {
         apt-get install -y -q iproute2 >/dev/null 2>&1
     fi
     command -v ip >/dev/null 2>&1 || { echo "netns.sh: iproute2 (ip, tc) is missing" >&2; exit 3; }
-    for t in $tiers; do
+    for t in $tiers coord; do
         have_ns "$(ns "$t")" && continue
         if ! ip netns add "$(ns "$t")" 2>"$run/netns.err"; then
             echo "netns.sh: cannot make network namespaces here: $(cat "$run/netns.err")" >&2
@@ -140,7 +144,26 @@ make_net() {
             ip -n "$1" link set "$2" up && ip -n "$4" link set "$5" up || die "cannot set up $l"
         shape_link "$l" || die "cannot shape $l"
     done
+    ip -n "$(ns edge)" link show to-coord >/dev/null 2>&1 ||
+        ip -n "$(ns edge)" link add to-coord type veth peer name to-edge netns "$(ns coord)" ||
+        die "cannot make the veth pair of the coordinator's host"
+    ip -n "$(ns edge)" addr replace 10.77.3.1/24 dev to-coord &&
+        ip -n "$(ns coord)" addr replace 10.77.3.2/24 dev to-edge &&
+        ip -n "$(ns edge)" link set to-coord up && ip -n "$(ns coord)" link set to-edge up ||
+        die "cannot set up the coordinator's link"
+    ip netns exec "$(ns edge)" sysctl -qw net.ipv4.ip_forward=1 || die "cannot make the edge forward"
+    routes
     echo "links: device-edge ${de_delay} ms / $de_rate, edge-cloud ${ec_delay} ms / $ec_rate ($(shaper))"
+}
+
+# Routes through the edge to the coordinator's host and back. A link set down loses the
+# routes through it, so a restore sets them again.
+routes() {
+    ip -n "$(ns device)" route replace 10.77.3.0/24 via 10.77.1.2 2>/dev/null
+    ip -n "$(ns cloud)" route replace 10.77.3.0/24 via 10.77.2.1 2>/dev/null
+    ip -n "$(ns coord)" route replace 10.77.1.0/24 via 10.77.3.1 2>/dev/null
+    ip -n "$(ns coord)" route replace 10.77.2.0/24 via 10.77.3.1 2>/dev/null
+    return 0
 }
 
 port_of() { sed 's#.*:##'; }
@@ -158,9 +181,9 @@ make_configs() {
         [ -f "$src/$n.ini" ] || die "$src has no $n.ini"
         case $n in
         coordinator) subst="s#^clients *=.*#clients = $clients#; s#^nodes *=.*#nodes = tcp://0.0.0.0:$cn#" ;;
-        device) subst="s#^next *=.*#next = tcp://10.77.1.2:$ep#; s#^coordinator *=.*#coordinator = tcp://10.77.1.2:$cn#" ;;
-        edge) subst="s#^bind *=.*#bind = tcp://10.77.1.2:$ep#; s#^next *=.*#next = tcp://10.77.2.2:$cp_#; s#^coordinator *=.*#coordinator = tcp://127.0.0.1:$cn#" ;;
-        cloud) subst="s#^bind *=.*#bind = tcp://10.77.2.2:$cp_#; s#^coordinator *=.*#coordinator = tcp://10.77.2.1:$cn#" ;;
+        device) subst="s#^next *=.*#next = tcp://10.77.1.2:$ep#; s#^coordinator *=.*#coordinator = tcp://10.77.3.2:$cn#" ;;
+        edge) subst="s#^bind *=.*#bind = tcp://10.77.1.2:$ep#; s#^next *=.*#next = tcp://10.77.2.2:$cp_#; s#^coordinator *=.*#coordinator = tcp://10.77.3.2:$cn#" ;;
+        cloud) subst="s#^bind *=.*#bind = tcp://10.77.2.2:$cp_#; s#^coordinator *=.*#coordinator = tcp://10.77.3.2:$cn#" ;;
         esac
         # Relative paths (model, profile, predictor, ee, keys) were relative to the source file.
         sed -e "$subst" -e "s#^\(model\|profile\|predictor\|ee\|key\|trust\|coordinator_key\|next_key\) *= *\([^/ ;][^ ;]*\)#\1 = $src/\2#" \
@@ -176,7 +199,7 @@ cmd_up() {
     for n in $names; do
         p=$(pid_of "$n")
         tier=$n
-        [ "$n" = coordinator ] && tier=edge
+        [ "$n" = coordinator ] && tier=coord
         if [ -n "$p" ]; then echo "$n already running (pid $p)"; else start_proc "$n" "$run/conf/$n.ini" ip netns exec "$(ns "$tier")"; fi
     done
     wait_healthy "$up_timeout"
@@ -188,7 +211,7 @@ cmd_up() {
 cmd_down() {
     rc=0
     stop_all "$down_timeout" || rc=1
-    for t in $tiers; do
+    for t in $tiers coord; do
         if have_ns "$(ns "$t")"; then
             ip netns del "$(ns "$t")" && echo "removed namespace $(ns "$t")"
         fi
@@ -226,7 +249,7 @@ cmd_cut() {
 cmd_restore() {
     # shellcheck disable=SC2046
     set -- "$1" $(link_info "$1")
-    ip -n "$2" link set "$3" up && ip -n "$5" link set "$6" up && shape_link "$1" ||
+    ip -n "$2" link set "$3" up && ip -n "$5" link set "$6" up && shape_link "$1" && routes ||
         die "cannot restore $1"
     echo "$1: up"
 }
@@ -251,7 +274,7 @@ exec)
     [ $# -ge 2 ] || usage
     t=$1
     shift
-    case $t in device | edge | cloud) ;; *) usage ;; esac
+    case $t in device | edge | cloud | coord) ;; *) usage ;; esac
     exec ip netns exec "$(ns "$t")" "$@"
     ;;
 *) usage ;;

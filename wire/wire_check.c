@@ -72,14 +72,24 @@ static int check_time(float ms, const char *path, ei_err_t *err)
     return 0;
 }
 
+/* The checks run on every message sent and received, so a field's name (an snprintf) is
+ * made only once a value is found wrong. */
+static int probs_ok(const float *p, pb_size_t n)
+{
+    for (pb_size_t i = 0; i < n; i++)
+        if (!(p[i] >= 0.0f && p[i] <= 1.0f))
+            return 0;
+    return 1;
+}
+
 static int check_probs(const float *p, pb_size_t n, const char *path, ei_err_t *err)
 {
     char at[96];
     for (pb_size_t i = 0; i < n; i++) {
+        if (p[i] >= 0.0f && p[i] <= 1.0f)
+            continue;
         snprintf(at, sizeof at, "%.80s[%u]", path, (unsigned)i);
-        int rc = check_prob(p[i], at, err);
-        if (rc < 0)
-            return rc;
+        return check_prob(p[i], at, err);
     }
     return 0;
 }
@@ -169,12 +179,22 @@ static int check_task(const einet_Task *t, size_t frame, ei_err_t *err)
     return rc ? rc : check_meta(&t->input, t->has_input, frame, "task.input", err);
 }
 
+/* What check_seen checks of one exit, without naming anything (see probs_ok). */
+static int seen_ok(const einet_FeatureMap *f, const einet_ExitSeen *s)
+{
+    uint32_t classes = s->probs_count ? s->probs_count : WIRE_MAX_CLASSES;
+    return s->exit >= 1 && s->exit <= f->block && s->confidence >= 0.0f &&
+           s->confidence <= 1.0f && s->class_id < classes && probs_ok(s->probs, s->probs_count);
+}
+
 static int check_seen(const einet_FeatureMap *f, ei_err_t *err)
 {
     char at[96];
     for (pb_size_t i = 0; i < f->seen_count; i++) {
         const einet_ExitSeen *s = &f->seen[i];
         int rc = 0;
+        if (seen_ok(f, s))
+            continue;
         snprintf(at, sizeof at, "feature_map.seen[%u].exit", (unsigned)i);
         rc = rc ? rc : check_index(s->exit, 1, f->block, at, err);
         snprintf(at, sizeof at, "feature_map.seen[%u].confidence", (unsigned)i);
