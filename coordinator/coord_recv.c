@@ -431,13 +431,19 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
 static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
 {
     const cluster_node_t *nd = &c->cluster.node[pos];
-    char why[96];
+    const char *reason = in->env.body.cancel.reason;
+    char why[128];
     int status = einet_Status_STATUS_LINK;
-    if (nd->draining) {
+    if (nd->draining || !strcmp(reason, "draining")) {
         status = einet_Status_STATUS_SHUTDOWN;
         snprintf(why, sizeof why, "%s is shutting down", cluster_tier_name(nd->tier));
-    } else if (pos + 1 < c->cluster.n_tiers && !nd->link_reported_up) {
+    } else if (pos + 1 < c->cluster.n_tiers &&
+               (!nd->link_reported_up || !strcmp(reason, "send refused"))) {
         snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
+    } else if (reason[0] && strcmp(reason, "full") != 0) {
+        /* the node could not serve it for its own reason: a bad task, a failed compute */
+        status = einet_Status_STATUS_REJECTED;
+        snprintf(why, sizeof why, "%s: %s", cluster_tier_name(nd->tier), reason);
     } else {
         /* A refused send reports the link down before the hand-back (same socket, in
          * order), so with the link up the node was full: overload. */

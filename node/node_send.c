@@ -24,7 +24,8 @@ void node__hand_back(node_t *nd, uint64_t request_id, const char *why)
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_cancel_tag);
     env.body.cancel.request_id = request_id;
-    (void)why; /* the coordinator names the cause from what it knows of the cluster */
+    /* the coordinator names the cause from what it knows of the cluster, and this */
+    snprintf(env.body.cancel.reason, sizeof env.body.cancel.reason, "%s", why ? why : "");
     node__send_coord(nd, &env);
     nd->counts.handed_back++;
 }
