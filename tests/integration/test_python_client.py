@@ -283,6 +283,67 @@ def test_infer_input(c, ep, tmp):
           f"--resize: the 32x32 image answered {answers and answers[0]['status']} {err}")
 
 
+def test_hand_back_reason(tmp, base):
+    """A node's hand-back carries its reason: a one-tier pipeline whose device is this test
+    (a DEALER with routing id "device" on the coordinator's nodes socket) hands a task back
+    with "compute failed" and then "full"; the client gets rejected with that reason, and
+    an overload for "full"."""
+    cfg = os.path.join(tmp, "one.ini")
+    open(cfg, "w").write(f"[coordinator]\nclients = tcp://127.0.0.1:{base + 8}\n"
+                         f"nodes = tcp://127.0.0.1:{base + 9}\ntiers = device\n"
+                         f"heartbeat_timeout_ms = 3000\nmodel = {MODEL}\n")
+    log = open(os.path.join(tmp, "one.log"), "w")
+    coord = subprocess.Popen([os.path.join(BIN, "einet-coord"), "--config", cfg], stderr=log,
+                             env=dict(os.environ, EINET_DATA_DIR="/nonexistent"))
+    node = zmq.Context.instance().socket(zmq.DEALER)
+    node.setsockopt(zmq.LINGER, 0)
+    node.setsockopt(zmq.ROUTING_ID, b"device")
+    node.connect(f"tcp://127.0.0.1:{base + 9}")
+    seq = [0]
+
+    def send(env):
+        seq[0] += 1
+        env.version, env.seq = pb.PROTOCOL_VERSION, seq[0]
+        node.send(env.SerializeToString())
+
+    def heartbeat():
+        hb = pb.Envelope()
+        hb.heartbeat.tier, hb.heartbeat.seq = pb.TIER_DEVICE, seq[0] + 1
+        hb.heartbeat.first_block, hb.heartbeat.last_block = 1, 8
+        send(hb)
+
+    def next_task(seconds=60):
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            heartbeat()
+            if node.poll(100):
+                env = pb.Envelope()
+                env.ParseFromString(node.recv_multipart()[0])
+                if env.WhichOneof("body") == "task":
+                    return env.task.request_id
+        return None
+
+    try:
+        with Client(f"tcp://127.0.0.1:{base + 8}", timeout_ms=20000) as c:
+            poll("device up", lambda: (heartbeat(), c.stats()["nodes"][0]["healthy"])[1])
+            for reason, want in (("compute failed", "device: compute failed"),
+                                 ("full", "overloaded: device holds max_inflight requests")):
+                h = c.submit([0.5] * 784, shape=[1, 1, 28, 28])
+                rid = next_task()
+                back = pb.Envelope()
+                back.cancel.request_id = rid or 0
+                back.cancel.reason = reason
+                send(back)
+                a = c.await_answer(h, timeout_ms=60000)
+                check(rid is not None and a["status"] == "rejected" and a["reason"] == want,
+                      f"hand-back '{reason}': {a['status']}: {a['reason']}")
+    finally:
+        node.close(0)
+        coord.terminate()
+        coord.wait(timeout=60)
+        log.close()
+
+
 def main():
     base = 30000 + (os.getpid() % 2000) * 10
     with tempfile.TemporaryDirectory(prefix="einet-pyclient-") as tmp:
@@ -302,6 +363,7 @@ def main():
                 test_refusals(c, ep)
                 test_infer_input(c, ep, tmp)
                 test_deadline_and_fault(c, imgs)
+            test_hand_back_reason(tmp, base)
         finally:
             subprocess.run([local, "down", conf], env=env, capture_output=True, timeout=120)
     print("PASS" if failures == 0 else f"{failures} FAILED")
