@@ -177,6 +177,12 @@ def test_refusals(c, ep):
     a = c.infer([0.5] * 729, shape=[1, 1, 27, 27])
     check(a["status"] == "rejected" and a["reason"].startswith("request.input"),
           f"27x27 image: {a['status']}: {a['reason']}")
+    try:
+        c.infer([0.5] * 100, shape=[1, 1, 28, 28])
+        check(False, "a tensor frame of 100 floats for [1,1,28,28] is refused")
+    except Refused as e:
+        check(e.code == pb.ERROR_SHAPE or e.code == pb.ERROR_FORMAT,
+              f"a tensor frame of 100 floats for [1,1,28,28]: Refused {e.code_name}: {e.message}")
     env = raw_exchange(ep, zmq.DEALER, [bytes([0xff, 0xff, 0xff, 0x07, 0x13])])
     check(env is not None and env.WhichOneof("body") == "error"
           and env.error.code == pb.ERROR_FORMAT and "malformed" in env.error.message,
@@ -200,7 +206,7 @@ def test_refusals(c, ep):
           and "not a message the clients socket takes" in env.error.message,
           f"an ack sent to the coordinator: {env and env.error.message}")
     s = c.stats()
-    check(s["bad_messages"] == 4, f"stats count {s['bad_messages']} refused messages (4 sent)")
+    check(s["bad_messages"] == 5, f"stats count {s['bad_messages']} refused messages (5 sent)")
 
 
 def write_png(path, w, h, pixels, channels=1):

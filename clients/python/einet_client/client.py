@@ -112,9 +112,11 @@ class Client:
         frames = self._sock.recv_multipart()
         env = pb.Envelope()
         env.ParseFromString(frames[0])
-        if env.WhichOneof("body") == "answer" and env.reply_to in self._pending:
-            del self._pending[env.reply_to]
-            self._answers[env.reply_to] = _answer_dict(env.answer)
+        body = env.WhichOneof("body")
+        if body in ("answer", "error") and env.reply_to in self._pending:
+            del self._pending[env.reply_to]  # a request is answered, or refused outright
+            self._answers[env.reply_to] = (_answer_dict(env.answer) if body == "answer"
+                                           else Refused(env.error.code, env.error.message))
         else:
             self._replies[env.reply_to] = env
         return True
@@ -169,17 +171,22 @@ class Client:
     def await_answer(self, handle, timeout_ms=None):
         """The answer of a submitted request (a dict: request_id, status, reason, exit,
         tier, class, confidence, latency_ms, probs, label), waiting at most timeout_ms
-        (default: the request's deadline plus the client's timeout)."""
+        (default: the request's deadline plus the client's timeout). Raises Refused when the
+        coordinator refused the message itself (e.g. a tensor frame of the wrong size)."""
         if timeout_ms is None:
             timeout_ms = (self._pending.get(handle) or 0) + self.timeout_ms
         if handle not in self._pending and handle not in self._answers:
             raise EinetError(f"unknown or already awaited handle {handle}")
         if not self._wait(lambda: handle in self._answers, timeout_ms):
             raise Timeout(f"no answer to request {handle} within {timeout_ms} ms")
-        return self._answers.pop(handle)
+        answer = self._answers.pop(handle)
+        if isinstance(answer, Refused):  # the message itself was refused (a bad tensor frame)
+            raise answer
+        return answer
 
     def await_any(self, timeout_ms=None):
-        """(handle, answer) of the next answer to arrive among those submitted."""
+        """(handle, answer) of the next answer to arrive among those submitted (answer is a
+        Refused exception, not raised, for a request the coordinator refused outright)."""
         timeout_ms = self.timeout_ms if timeout_ms is None else timeout_ms
         if not self._wait(lambda: self._answers, timeout_ms):
             raise Timeout(f"no answer within {timeout_ms} ms")
