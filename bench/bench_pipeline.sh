@@ -76,7 +76,7 @@ pipeline() {
 
 # free_prefix: P such that ports P00..P99 are all free (ss from iproute2 lists those in use).
 free_prefix() {
-    for _p in $(seq 310 10 640); do
+    for _p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
         ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${_p}[0-9][0-9]\$" || { echo "$_p"; return; }
     done
     echo 0
