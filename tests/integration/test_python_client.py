@@ -70,6 +70,8 @@ def write_configs(d, base):
         for line in open(os.path.join(SRC, "configs", "fmnist-3tier", name + ".ini")):
             if line.startswith("model"):
                 line = f"model = {MODEL}\n"
+            if line.startswith("predictor"):
+                line = line.replace("../../", SRC + "/")
             if line.startswith("heartbeat_timeout_ms"):
                 line = "heartbeat_timeout_ms = 3000\n"
             for old, new in ports.items():
