@@ -34,6 +34,9 @@
  *             complete. The statistics count the early answers per exit and tier with their
  *             accuracy; the nodes' totals at stop show edge and cloud never saw the requests
  *             answered before them. Must be the first case on its cluster (integration_stop).
+ *   stopbatched  the same on nodes that batch (batch_max 16, batch_wait_ms 20): a request
+ *             answered early leaves its batch while the others go on
+ *             (integration_stop_batched).
  * In every case each request is answered exactly once and the coordinator's statistics
  * agree with what the client received. */
 #include <math.h>
@@ -1128,6 +1131,10 @@ static void test_stop(void **state)
     assert_int_equal(stopped_count("edge", "maps out"), to_cloud);
     assert_int_equal(stopped_count("cloud", "maps in"), to_cloud);
     assert_int_equal(stopped_count("cloud", "early"), flow.early[3]);
+    if (g_cluster.opts.batch_max > 1) { /* the device did run batches that some left early */
+        printf("  device: largest batch %lld\n", stopped_count("device", "largest batch"));
+        assert_true(stopped_count("device", "largest batch") > 1);
+    }
     assert_int_equal(itest_cluster_restart(&g_cluster), 0);
 }
 
@@ -1147,6 +1154,7 @@ static const struct {
     {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
     {"batched", test_batched, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
     {"stop", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"stopbatched", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
 };
 
 static int g_case; /* the first case named: its cluster options serve them all */
@@ -1189,7 +1197,7 @@ int main(int argc, char **argv)
     }
     if (n == 0 || n != argc - 1) {
         fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, killcmd, "
-                        "badinput, ee, batched, stop; "
+                        "badinput, ee, batched, stop, stopbatched; "
                         "the cases share one cluster made with the first one's options)\n");
         return 2;
     }
