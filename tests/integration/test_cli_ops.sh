@@ -48,7 +48,7 @@ rc=$?
 echo "$out" | grep -q "edge.ini:$line: 'model' in \[node\]: cannot open '$tmp/no-such-model.safetensors'" ||
     fail "einet-node: $out"
 echo "ok: $out"
-sed "s#^model *=.*#model = $src/models/fmnist-8exit.safetensors#; s#^\[coordinator\]#[coordinator]\npredictor = gone.predictor#" \
+sed "s#^model *=.*#model = $src/models/fmnist-8exit.safetensors#; /^predictor *=/d; s#^\[coordinator\]#[coordinator]\npredictor = gone.predictor#" \
     "$src/configs/fmnist-3tier/coordinator.ini" >"$tmp/coordinator.ini"
 out=$("$bin/einet-coord" --config "$tmp/coordinator.ini" 2>&1)
 rc=$?

@@ -71,6 +71,8 @@ def write_configs(d, base, cluster="fmnist-3tier"):
         for line in open(os.path.join(SRC, "configs", cluster, name + ".ini")):
             if line.startswith("model"):
                 line = f"model = {MODEL}\n"
+            if line.startswith("predictor"):
+                line = line.replace("../../", SRC + "/")
             if line.startswith("heartbeat_timeout_ms"):
                 line = "heartbeat_timeout_ms = 3000\n"
             for old, new in ports.items():

@@ -20,7 +20,7 @@ PROTOCOL_VERSION = pb.PROTOCOL_VERSION
 STATUS_NAMES = {pb.STATUS_NONE: "none", pb.STATUS_COMPLETE: "complete",
                 pb.STATUS_DEADLINE: "deadline", pb.STATUS_LINK: "link",
                 pb.STATUS_REJECTED: "rejected", pb.STATUS_DEVICE_EE: "device-ee",
-                pb.STATUS_SHUTDOWN: "shutdown"}
+                pb.STATUS_SHUTDOWN: "shutdown", pb.STATUS_EARLY: "early"}
 TIER_NAMES = {pb.TIER_NONE: "none", pb.TIER_DEVICE: "device", pb.TIER_EDGE: "edge",
               pb.TIER_CLOUD: "cloud"}
 TIERS = {v: k for k, v in TIER_NAMES.items()}
