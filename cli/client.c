@@ -228,7 +228,8 @@ int client_call(client_t *self, einet_Envelope *env, pb_size_t reply_tag, int ti
 }
 
 static const char *const status_names[] = {"none",     "complete",  "deadline", "link",
-                                           "rejected", "device-ee", "shutdown"};
+                                           "rejected", "device-ee", "shutdown", "restarted",
+                                           "early"};
 static const char *const tier_names[] = {"none", "device", "edge", "cloud"};
 static const char *const link_names[] = {"none", "device-edge", "edge-cloud"};
 
@@ -281,6 +282,7 @@ json_t *client_answer_json(const einet_Answer *a)
     json_object_set_new(o, "tier", none ? json_null() : json_string(client_tier_name(a->tier)));
     json_object_set_new(o, "latency_ms", json_real(a->latency_us / 1e3));
     json_object_set_new(o, "label", a->has_label ? json_integer(a->label) : json_null());
+    json_object_set_new(o, "mflop", json_real(a->mflop));
     if (a->reason[0])
         json_object_set_new(o, "reason", json_string(a->reason));
     return o;

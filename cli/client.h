@@ -75,7 +75,8 @@ int client_tier_parse(const char *name);
 int client_link_parse(const char *name);
 
 /* An Answer as the JSON object `einet infer` and `einet result` print:
- * {"id", "status", "class", "confidence", "exit", "tier", "latency_ms", "label"} plus
+ * {"id", "status", "class", "confidence", "exit", "tier", "latency_ms", "label", "mflop"}
+ * (mflop: compute spent on the request up to the exit answered) plus
  * "index" (the client's tag: the test image's index) and "reason" when one is given.
  * class is -1 and tier null when no exit arrived (docs/protocol.md), label is null when
  * none was sent. New reference. */

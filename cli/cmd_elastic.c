@@ -37,6 +37,7 @@ static const char usage_text[] =
     "  --predictor FILE  einet's predictor (default DIR/" DEFAULT_PREDICTOR ")\n"
     "  --policies LIST   comma-separated names to run (default all)\n"
     "  --m M             hybrid's enumeration stage for einet (default 4)\n"
+    "  --search S        einet's replanning search: hybrid (default), greedy, exact, enum\n"
     "  --random-plans N  plans drawn per replan by random (default 10000)\n"
     "  --overhead-us X   charge X us per replan instead of the measured time\n"
     "Policies: einet, einet-confidence (EINet's confidence predictor, when\n"
@@ -48,6 +49,8 @@ typedef struct {
     const char *dir, *pred_path, *plot, *only;
     planner_dist_t dist;
     long samples, m, n_random;
+    int search_set; /* --search given: einet's policies replan with `search` */
+    planner_search_kind_t search;
     double overhead_us;
     int json;
 } args_t;
@@ -94,6 +97,7 @@ static int parse_args(int argc, char **argv, args_t *a)
                                              {"predictor", required_argument, 0, 'r'},
                                              {"policies", required_argument, 0, 'L'},
                                              {"m", required_argument, 0, 'm'},
+                                             {"search", required_argument, 0, 'S'},
                                              {"random-plans", required_argument, 0, 'R'},
                                              {"overhead-us", required_argument, 0, 'o'},
                                              {"help", no_argument, 0, 'h'},
@@ -114,6 +118,14 @@ static int parse_args(int argc, char **argv, args_t *a)
             if (cli_parse_long(optarg, 0, PLANNER_MAX_EXITS, &a->m))
                 return bad_value("--m", "in [0, 64]");
             break;
+        case 'S': {
+            planner_search_kind_t k;
+            if (planner_search_parse(optarg, &k) || k == PLANNER_SEARCH_RANDOM)
+                return bad_value("--search", "hybrid, greedy, exact or enum");
+            a->search = k;
+            a->search_set = 1;
+            break;
+        }
         case 'R':
             if (cli_parse_long(optarg, 1, PLANNER_RANDOM_MAX, &a->n_random))
                 return bad_value("--random-plans", "a positive integer");
@@ -210,7 +222,7 @@ static int make_policies(run_t *r, const args_t *a, ei_err_t *err)
     elastic_policy_t p;
     planner_search_t hybrid, random;
     planner_search_init(&hybrid);
-    hybrid.kind = PLANNER_SEARCH_HYBRID;
+    hybrid.kind = a->search_set ? a->search : PLANNER_SEARCH_HYBRID;
     hybrid.m = (int)a->m;
     random = hybrid;
     random.kind = PLANNER_SEARCH_RANDOM;

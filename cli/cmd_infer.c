@@ -15,14 +15,16 @@
 #define DEFAULT_COUNT 100
 #define DEFAULT_WINDOW 16
 #define DEFAULT_TOTAL_MS 600000
+#define CLI_STATUSES 16 /* room for every Status value */
 
 static const char usage_text[] =
-    "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--json]\n"
+    "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--stop RULE]\n"
+    "                   [--json]\n"
     "       einet infer --coordinator ENDPOINT --input FILE... [--resize] [...]\n"
     "Sends the first N Fashion-MNIST test images with their labels (or the given files) and\n"
     "prints one JSON line per answer on stdout, in the order answers arrive:\n"
     "  {\"id\", \"index\", \"status\", \"class\", \"confidence\", \"exit\", \"tier\",\n"
-    "   \"latency_ms\", \"label\"[, \"reason\"][, \"input\"]}\n"
+    "   \"latency_ms\", \"label\", \"mflop\"[, \"reason\"][, \"input\"]}\n"
     "(id: the coordinator's request id, for 'einet result'; index: the test image or the\n"
     "file's position; input: the file). A summary\n"
     "follows on stderr: readable, or one JSON object with --json.\n" CLIENT_OPTS_HELP
@@ -30,6 +32,8 @@ static const char usage_text[] =
     "                          deadline (or after sending, with no deadline)\n"
     "  --count N               images to send (default 100, at most 10000)\n"
     "  --deadline-ms D         each request's deadline, counted by the coordinator\n"
+    "  --stop RULE             each request's stop rule: none, confidence:T, entropy:T or\n"
+    "                          einet:A (docs/elastic.md); default: the cluster's (`stop`)\n"
     "  --window N              requests in flight at once (default 16)\n"
     "  --total-timeout-ms N    give up on the whole run after N ms (default 600000)\n"
     "  --json                  the summary as one JSON object\n"
@@ -50,6 +54,8 @@ enum { ST_UNSENT, ST_INFLIGHT, ST_ANSWERED, ST_TIMEDOUT };
 typedef struct infer {
     client_opts_t o;
     long count, deadline_ms, window, total_ms;
+    int has_stop;
+    einet_StopRule stop;
     int json, quiet;
     const char *data_dir;
     char **inputs; /* --input files (argv's), or NULL */
@@ -62,8 +68,10 @@ typedef struct infer {
     uint64_t first_seq;
     long next, low, inflight, answered, timed_out, refused, duplicates, strays;
     /* summary */
-    uint64_t by_status[8], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4], labelled, correct;
+    uint64_t by_status[CLI_STATUSES], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4], labelled, correct;
     double *latency; /* coordinator-reported latency of each answer, ms */
+    double latency_sum, mflop_sum;
+    long reached[4]; /* answers from requests that reached each tier (index = Tier) */
     double t_start;
 } infer_t;
 
@@ -73,6 +81,7 @@ static int parse_args(int argc, char **argv, infer_t *a)
         CLIENT_LONGOPTS,
         {"count", required_argument, 0, 'n'},
         {"deadline-ms", required_argument, 0, 'D'},
+        {"stop", required_argument, 0, 'S'},
         {"window", required_argument, 0, 'w'},
         {"total-timeout-ms", required_argument, 0, 'T'},
         {"json", no_argument, 0, 'j'},
@@ -106,6 +115,13 @@ static int parse_args(int argc, char **argv, infer_t *a)
                 return cli_usage_error(CMD, "--deadline-ms: '%s' is not in [1, %u]", optarg,
                                        WIRE_MAX_DEADLINE_MS);
             break;
+        case 'S': {
+            char why[160];
+            if (wire_stop_parse(optarg, &a->stop, why, sizeof why) < 0)
+                return cli_usage_error(CMD, "--stop: %s", why);
+            a->has_stop = 1;
+            break;
+        }
         case 'w':
             if (cli_parse_long(optarg, 1, 1000, &a->window))
                 return cli_usage_error(CMD, "--window: '%s' is not in [1, 1000]", optarg);
@@ -150,6 +166,8 @@ static int send_request(infer_t *a, long i, ei_err_t *err)
     }
     r->has_label = d->labels != NULL;
     r->label = d->labels ? d->labels[i] : 0;
+    r->has_stop = a->has_stop;
+    r->stop = a->stop;
     int rc = client_send(a->c, &env, d->images + (size_t)i * numel, numel, (int)a->o.timeout_ms,
                          err);
     if (rc)
@@ -176,7 +194,7 @@ static void print_answer(const infer_t *a, const einet_Answer *ans)
 
 static void tally(infer_t *a, const einet_Answer *ans)
 {
-    a->by_status[ans->status < 8 ? ans->status : 0]++;
+    a->by_status[ans->status < CLI_STATUSES ? ans->status : 0]++;
     a->by_exit[ans->exit <= WIRE_MAX_BLOCKS ? ans->exit : 0]++;
     a->by_tier[ans->tier < 4 ? ans->tier : 0]++;
     if (ans->has_label) {
@@ -185,6 +203,12 @@ static void tally(infer_t *a, const einet_Answer *ans)
         a->correct += ans->exit > 0 && ans->class_id == ans->label;
     }
     a->latency[a->answered] = ans->latency_us / 1e3;
+    a->latency_sum += ans->latency_us / 1e3;
+    a->mflop_sum += ans->mflop;
+    /* The tiers a request reached: those up to its answer's (an answer with no exit says
+     * nothing). */
+    for (int t = einet_Tier_TIER_DEVICE; ans->exit && t <= (int)ans->tier && t < 4; t++)
+        a->reached[t]++;
 }
 
 /* One answer: exactly one per request, for a request this run sent. */
@@ -325,13 +349,18 @@ static void summary_json(const infer_t *a, double secs, const double *p)
         "sent", (json_int_t)a->next, "answered", (json_int_t)a->answered, "timed_out",
         (json_int_t)a->timed_out, "refused", (json_int_t)a->refused, "duplicates",
         (json_int_t)a->duplicates, "by_status",
-        client_counts_json(a->by_status, 8, client_status_name), "by_exit",
+        client_counts_json(a->by_status, CLI_STATUSES, client_status_name), "by_exit",
         client_counts_json(a->by_exit, WIRE_MAX_BLOCKS + 1, NULL), "by_tier",
         client_counts_json(a->by_tier, 4, client_tier_name), "labelled", (json_int_t)a->labelled,
         "correct", (json_int_t)a->correct, "accuracy",
         a->labelled ? (double)a->correct / (double)a->labelled : 0.0, "latency_p50_ms", p[0],
         "latency_p95_ms", p[1], "latency_p99_ms", p[2], "seconds", secs, "answers_per_s",
         secs > 0 ? a->answered / secs : 0.0);
+    double n = a->answered > 0 ? (double)a->answered : 1;
+    json_object_set_new(o, "latency_mean_ms", json_real(a->latency_sum / n));
+    json_object_set_new(o, "mflop_mean", json_real(a->mflop_sum / n));
+    json_object_set_new(o, "reached_edge", json_real(a->reached[einet_Tier_TIER_EDGE] / n));
+    json_object_set_new(o, "reached_cloud", json_real(a->reached[einet_Tier_TIER_CLOUD] / n));
     char *text = json_dumps(o, JSON_REAL_PRECISION(6));
     fprintf(stderr, "%s\n", text ? text : "{}");
     free(text);
@@ -346,7 +375,7 @@ static void summary_text(const infer_t *a, double secs, const double *p)
         fprintf(stderr, "; %ld timed out, %ld refused, %ld answered twice", a->timed_out,
                 a->refused, a->duplicates);
     fprintf(stderr, "\nby status:");
-    for (int s = 0; s < 8; s++)
+    for (int s = 0; s < CLI_STATUSES; s++)
         if (a->by_status[s])
             fprintf(stderr, " %s %llu", client_status_name(s),
                     (unsigned long long)a->by_status[s]);
@@ -361,7 +390,12 @@ static void summary_text(const infer_t *a, double secs, const double *p)
     fprintf(stderr, "\naccuracy: %.4f (%llu of %llu labelled)\n",
             a->labelled ? (double)a->correct / (double)a->labelled : 0.0,
             (unsigned long long)a->correct, (unsigned long long)a->labelled);
-    fprintf(stderr, "latency:   p50 %.2f ms  p95 %.2f ms  p99 %.2f ms\n", p[0], p[1], p[2]);
+    double n = a->answered > 0 ? (double)a->answered : 1;
+    fprintf(stderr, "latency:   mean %.2f ms  p50 %.2f ms  p95 %.2f ms  p99 %.2f ms\n",
+            a->latency_sum / n, p[0], p[1], p[2]);
+    fprintf(stderr, "compute:   %.2f MFLOP per answer; reached the edge %.1f%%, the cloud %.1f%%\n",
+            a->mflop_sum / n, 100 * a->reached[einet_Tier_TIER_EDGE] / n,
+            100 * a->reached[einet_Tier_TIER_CLOUD] / n);
 }
 
 static void summary(infer_t *a)

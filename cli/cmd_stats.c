@@ -105,6 +105,49 @@ static json_t *refusals_json(const einet_StatsReply *s)
     return o;
 }
 
+/* `early` answers (a stop rule fired) per exit or tier: {"1": {"answers": 620, "accuracy":
+ * 0.97}, ...}, labelled ones judged. */
+static json_t *early_json(const uint64_t *n, const uint64_t *lab, const uint64_t *right,
+                          int count, const char *(*name)(int))
+{
+    json_t *o = json_object();
+    for (int i = 0; i < count; i++) {
+        char key[16];
+        if (!n[i])
+            continue;
+        snprintf(key, sizeof key, "%d", i);
+        json_t *e = json_pack("{s:i}", "answers", (json_int_t)n[i]);
+        if (lab[i])
+            json_object_set_new(e, "accuracy", json_real((double)right[i] / (double)lab[i]));
+        json_object_set_new(o, name ? name(i) : key, e);
+    }
+    return o;
+}
+
+static void print_early(const einet_StatsReply *s)
+{
+    int ne = s->early_by_exit_count, nt = s->early_by_tier_count;
+    if (s->early_labelled_by_exit_count < ne || s->early_correct_by_exit_count < ne ||
+        s->early_labelled_by_tier_count < nt || s->early_correct_by_tier_count < nt)
+        return;
+    printf("%-10s", "early");
+    int any = 0;
+    for (int i = 0; i < ne; i++) {
+        if (!s->early_by_exit[i])
+            continue;
+        printf(" exit %d: %llu", i, (unsigned long long)s->early_by_exit[i]);
+        if (s->early_labelled_by_exit[i])
+            printf(" (%.4f right)", (double)s->early_correct_by_exit[i] /
+                                        (double)s->early_labelled_by_exit[i]);
+        any = 1;
+    }
+    for (int i = 0; i < nt; i++)
+        if (s->early_by_tier[i])
+            printf("%s %s %llu", i == 1 || !any ? ";" : ",", client_tier_name(i),
+                   (unsigned long long)s->early_by_tier[i]);
+    printf("%s\n", any ? "" : " -");
+}
+
 static void print_json(const einet_StatsReply *s)
 {
     json_t *o = json_pack(
@@ -121,6 +164,16 @@ static void print_json(const einet_StatsReply *s)
         (json_int_t)s->faults_seen, "faults", faults_json(s), "uptime_s", s->uptime_us / 1e6);
     json_object_set_new(o, "accuracy_by_status", accuracy_by_status_json(s));
     json_object_set_new(o, "refusals", refusals_json(s));
+    int ne = s->early_by_exit_count, nt = s->early_by_tier_count;
+    if (s->early_labelled_by_exit_count >= ne && s->early_correct_by_exit_count >= ne)
+        json_object_set_new(o, "early_by_exit",
+                            early_json(s->early_by_exit, s->early_labelled_by_exit,
+                                       s->early_correct_by_exit, ne, NULL));
+    if (s->early_labelled_by_tier_count >= nt && s->early_correct_by_tier_count >= nt)
+        json_object_set_new(o, "early_by_tier",
+                            early_json(s->early_by_tier, s->early_labelled_by_tier,
+                                       s->early_correct_by_tier, nt, client_tier_name));
+    json_object_set_new(o, "mflop_mean", json_real(s->mflop_mean));
     char *text = json_dumps(o, JSON_REAL_PRECISION(6));
     puts(text ? text : "{}");
     free(text);
@@ -155,6 +208,8 @@ static void print_table(const einet_StatsReply *s)
            s->labelled ? (double)s->correct / (double)s->labelled : 0.0,
            (unsigned long long)s->correct, (unsigned long long)s->labelled);
     print_status_accuracy(s);
+    print_early(s);
+    printf("compute    %.2f MFLOP per answer\n", (double)s->mflop_mean);
     printf("latency    p50 %.2f ms  p95 %.2f ms  p99 %.2f ms\n", (double)s->latency_p50_ms,
            (double)s->latency_p95_ms, (double)s->latency_p99_ms);
     printf("\n%-12s %-5s %12s %14s %8s\n", "link", "up", "latency ms", "bandwidth Mb/s",

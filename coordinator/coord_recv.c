@@ -162,6 +162,16 @@ static void send_task(coord_t *c, uint64_t id, const wire_in_t *in, uint32_t dea
     t->has_deadline_us = deadline_ms > 0;
     t->deadline_us = (uint64_t)deadline_ms * 1000;
     t->profile_version = liveprof_version(c->prof);
+    /* The request's stop rule, else the cluster's. A rule decides which branches run (a
+     * threshold rule every one, einet's from its predictor after exit 1), so the plan
+     * starts with every bit set. */
+    const einet_Request *r = &in->env.body.request;
+    t->stop = r->has_stop ? r->stop
+                          : (einet_StopRule){(einet_StopKind)c->conf.stop.kind,
+                                             c->conf.stop.threshold};
+    t->has_stop = t->stop.kind != einet_StopKind_STOP_NONE;
+    for (int k = 0; t->has_stop && k < c->n; k++)
+        t->plan[k] = true;
     if (coord__send_node(c, 0, &env, in->tensor, in->tensor_numel) < 0)
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
                     coord__now_us());

@@ -8,7 +8,8 @@ static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.25,  0.5,    1,     2.5,  5,     10,   30};
 
 static const char *const status_names[COORD_METRICS_STATUSES] = {
-    "none", "complete", "deadline", "link", "rejected", "device-ee", "shutdown"};
+    "none", "complete", "deadline", "link", "rejected", "device-ee", "shutdown", "restarted",
+    "early"};
 
 void coord__metrics_request(coord_t *c)
 {

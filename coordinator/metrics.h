@@ -16,7 +16,7 @@
 
 /* How often the loop publishes a fresh snapshot. */
 #define COORD_METRICS_MS 250
-#define COORD_METRICS_STATUSES 7 /* einet_Status 0..6 */
+#define COORD_METRICS_STATUSES 9 /* einet_Status 0..8 */
 
 typedef struct coord_metrics {
     ops_http_t *http; /* NULL: metrics off */

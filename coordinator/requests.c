@@ -210,6 +210,7 @@ static void take_result(req_t *r, const einet_ExitResult *x)
     b->tier = x->tier;
     b->class_id = x->class_id;
     b->confidence = x->confidence;
+    b->mflop = x->mflop;
     b->probs_count = x->probs_count;
     memcpy(b->probs, x->probs, sizeof(float) * x->probs_count);
 }
@@ -223,8 +224,12 @@ int reqs_exit(reqs_t *self, uint64_t id, const einet_ExitResult *x, int pos, uin
     }
     if (pos > r->pos)
         r->pos = pos;
-    if (x->early_exit || x->exit > r->best.exit)
+    if (x->early_exit || x->stopped || x->exit > r->best.exit)
         take_result(r, x);
+    if (x->stopped && !x->early_exit) {
+        finish(self, r, einet_Status_STATUS_EARLY, "stop rule", now_us);
+        return REQS_ANSWERED;
+    }
     if (x->early_exit) {
         finish(self, r, einet_Status_STATUS_DEVICE_EE, "class-specific early exit", now_us);
         return REQS_ANSWERED;

@@ -56,7 +56,7 @@ int reqs_add(reqs_t *self, const reqs_client_t *client, uint64_t now_us, uint64_
 /* What an exit result did. */
 enum {
     REQS_NOTED = 0,    /* recorded (the deepest so far, or shallower and ignored) */
-    REQS_ANSWERED = 1, /* final (last exit or early exit): the request was answered */
+    REQS_ANSWERED = 1, /* final (last exit, early exit, stop rule): the request was answered */
     REQS_LATE = 2,     /* the request is answered already, or unknown */
 };
 

@@ -7,7 +7,7 @@
 
 #include "coordinator/stats.h"
 
-#define STATS_STATUSES 8
+#define STATS_STATUSES 16
 #define STATS_TIERS 4
 
 struct stats {
@@ -17,6 +17,12 @@ struct stats {
     /* Accuracy per status: device-ee answers and link answers are judged on their own. */
     uint64_t labelled_by_status[STATS_STATUSES], correct_by_status[STATS_STATUSES];
     uint64_t *by_exit; /* n_exits + 1 */
+    /* `early` answers (a stop rule fired) by exit (n_exits + 1) and tier; labelled, right */
+    uint64_t *early_by_exit, *early_labelled_by_exit, *early_correct_by_exit;
+    uint64_t early_by_tier[STATS_TIERS], early_labelled_by_tier[STATS_TIERS];
+    uint64_t early_correct_by_tier[STATS_TIERS];
+    double mflop_sum; /* over the answers counted by exit */
+    uint64_t mflop_n;
     uint64_t by_tier[STATS_TIERS];
     uint64_t bad[STATS_SOCKS];
     float *lat;    /* ring of latencies, ms */
@@ -34,9 +40,13 @@ stats_t *stats_new(int n_exits, size_t window)
     self->n_exits = n_exits > 128 ? 128 : n_exits < 1 ? 1 : n_exits;
     self->window = window ? window : STATS_WINDOW;
     self->by_exit = calloc((size_t)self->n_exits + 1, sizeof *self->by_exit);
+    self->early_by_exit = calloc((size_t)self->n_exits + 1, sizeof *self->by_exit);
+    self->early_labelled_by_exit = calloc((size_t)self->n_exits + 1, sizeof *self->by_exit);
+    self->early_correct_by_exit = calloc((size_t)self->n_exits + 1, sizeof *self->by_exit);
     self->lat = malloc(self->window * sizeof *self->lat);
     self->sorted = malloc(self->window * sizeof *self->sorted);
-    if (!self->by_exit || !self->lat || !self->sorted)
+    if (!self->by_exit || !self->lat || !self->sorted || !self->early_by_exit ||
+        !self->early_labelled_by_exit || !self->early_correct_by_exit)
         stats_destroy(&self);
     return self;
 }
@@ -47,6 +57,9 @@ void stats_destroy(stats_t **self_p)
         return;
     stats_t *self = *self_p;
     free(self->by_exit);
+    free(self->early_by_exit);
+    free(self->early_labelled_by_exit);
+    free(self->early_correct_by_exit);
     free(self->lat);
     free(self->sorted);
     free(self);
@@ -56,6 +69,20 @@ void stats_destroy(stats_t **self_p)
 void stats_request(stats_t *self)
 {
     self->requests++;
+}
+
+/* An `early` answer, by its exit and tier. */
+static void early(stats_t *self, const einet_Answer *a)
+{
+    int k = a->exit <= (uint32_t)self->n_exits ? (int)a->exit : 0;
+    int t = a->tier >= 0 && a->tier < STATS_TIERS ? (int)a->tier : 0;
+    int right = a->has_label && a->exit > 0 && a->class_id == a->label;
+    self->early_by_exit[k]++;
+    self->early_by_tier[t]++;
+    self->early_labelled_by_exit[k] += a->has_label;
+    self->early_labelled_by_tier[t] += a->has_label;
+    self->early_correct_by_exit[k] += right;
+    self->early_correct_by_tier[t] += right;
 }
 
 void stats_answer(stats_t *self, const einet_Answer *a)
@@ -68,6 +95,10 @@ void stats_answer(stats_t *self, const einet_Answer *a)
         self->by_exit[a->exit]++;
     if (a->tier >= 0 && a->tier < STATS_TIERS)
         self->by_tier[a->tier]++;
+    self->mflop_sum += a->mflop;
+    self->mflop_n++;
+    if (a->status == einet_Status_STATUS_EARLY)
+        early(self, a);
     if (a->has_label) {
         int right = a->exit > 0 && a->class_id == a->label;
         self->labelled++;
@@ -145,9 +176,10 @@ static void fill_counts(const stats_t *self, einet_StatsReply *out)
     out->requests = self->requests;
     out->labelled = self->labelled;
     out->correct = self->correct;
-    out->by_status_count = STATS_STATUSES - 1; /* statuses 0..6 */
-    out->labelled_by_status_count = out->correct_by_status_count = STATS_STATUSES - 1;
-    for (int i = 0; i < STATS_STATUSES - 1; i++) {
+    const int nstat = einet_Status_STATUS_EARLY + 1; /* statuses 0..8 */
+    out->by_status_count = nstat;
+    out->labelled_by_status_count = out->correct_by_status_count = nstat;
+    for (int i = 0; i < nstat; i++) {
         out->by_status[i] = self->by_status[i];
         out->labelled_by_status[i] = self->labelled_by_status[i];
         out->correct_by_status[i] = self->correct_by_status[i];
@@ -159,6 +191,21 @@ static void fill_counts(const stats_t *self, einet_StatsReply *out)
     for (int i = 0; i < STATS_TIERS; i++)
         out->by_tier[i] = self->by_tier[i];
     out->bad_messages = self->bad[STATS_SOCK_CLIENTS] + self->bad[STATS_SOCK_NODES];
+    out->early_by_exit_count = out->early_labelled_by_exit_count =
+        out->early_correct_by_exit_count = (pb_size_t)(self->n_exits + 1);
+    for (int i = 0; i <= self->n_exits; i++) {
+        out->early_by_exit[i] = self->early_by_exit[i];
+        out->early_labelled_by_exit[i] = self->early_labelled_by_exit[i];
+        out->early_correct_by_exit[i] = self->early_correct_by_exit[i];
+    }
+    out->early_by_tier_count = out->early_labelled_by_tier_count =
+        out->early_correct_by_tier_count = STATS_TIERS;
+    for (int i = 0; i < STATS_TIERS; i++) {
+        out->early_by_tier[i] = self->early_by_tier[i];
+        out->early_labelled_by_tier[i] = self->early_labelled_by_tier[i];
+        out->early_correct_by_tier[i] = self->early_correct_by_tier[i];
+    }
+    out->mflop_mean = self->mflop_n ? (float)(self->mflop_sum / (double)self->mflop_n) : 0;
 }
 
 static void fill_faults(const stats_t *self, einet_StatsReply *out)
@@ -188,6 +235,15 @@ void stats_reset(stats_t *self)
     memset(self->correct_by_status, 0, sizeof self->correct_by_status);
     memset(self->by_exit, 0, sizeof(uint64_t) * ((size_t)self->n_exits + 1));
     memset(self->by_tier, 0, sizeof self->by_tier);
+    size_t exits = sizeof(uint64_t) * ((size_t)self->n_exits + 1);
+    memset(self->early_by_exit, 0, exits);
+    memset(self->early_labelled_by_exit, 0, exits);
+    memset(self->early_correct_by_exit, 0, exits);
+    memset(self->early_by_tier, 0, sizeof self->early_by_tier);
+    memset(self->early_labelled_by_tier, 0, sizeof self->early_labelled_by_tier);
+    memset(self->early_correct_by_tier, 0, sizeof self->early_correct_by_tier);
+    self->mflop_sum = 0;
+    self->mflop_n = 0;
     memset(self->bad, 0, sizeof self->bad);
     self->nlat = self->lat_at = 0;
     self->faults_seen = 0;

@@ -229,10 +229,12 @@ void nn_layer_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
 void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                             int training)
 {
+    (void)training;
     EI_ASSERT(self->spec.kind == NN_CONV);
-    self->fuse_relu = 1;
-    nn_layer_forward(self, x, y, ws, training);
-    self->fuse_relu = 0;
+    check_tensor(x, x->n, self->in);
+    check_tensor(y, x->n, self->out);
+    EI_ASSERT(ws || nn_layer_workspace(self, x->n) == 0);
+    nn__conv_forward(self, x, y, ws, 1);
 }
 
 void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,

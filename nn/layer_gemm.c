@@ -216,6 +216,7 @@ typedef struct conv_job {
     float *ws;
     size_t share; /* floats of ws per thread */
     int g, count, threads;
+    int relu; /* forward: max(0, .) in the same pass */
 } conv_job_t;
 
 static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
@@ -285,7 +286,7 @@ static void conv_forward_group(void *arg, int item, int tid)
             nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n, 1.0f,
                     ys, n);
-        if (self->fuse_relu)
+        if (j->relu)
             for (size_t i = 0; i < (size_t)m * n; i++)
                 ys[i] = ys[i] > 0 ? ys[i] : 0;
         return;
@@ -293,16 +294,23 @@ static void conv_forward_group(void *arg, int item, int tid)
     float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n * g, k, 1.0f, w, k, col, n * g,
                 0.0f, prod, n * g);
-    group_layout(prod, ys, m, n, g, b, self->fuse_relu, 1);
+    group_layout(prod, ys, m, n, g, b, j->relu, 1);
+}
+
+void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                      int relu)
+{
+    conv_job_t j = conv_job(self, x, ws);
+    j.y = y;
+    j.relu = relu;
+    nn__parallel_for(j.count, j.threads, conv_forward_group, &j);
 }
 
 static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                          int training)
 {
     (void)training;
-    conv_job_t j = conv_job(self, x, ws);
-    j.y = y;
-    nn__parallel_for(j.count, j.threads, conv_forward_group, &j);
+    nn__conv_forward(self, x, y, ws, 0);
 }
 
 /* db[o] += sum of row o of dy [m, n]. */

@@ -22,9 +22,6 @@ struct nn_layer {
     /* bn: statistics of the last training batch, kept for backward; in.c floats each. */
     float *batch_mean, *batch_invstd;
     int have_batch;
-    /* conv: max(0, .) applied to the output, for a ReLU that follows (set only for the
-     * duration of one nn__layer_forward_relu call). */
-    int fuse_relu;
     int threads; /* nn_threads() when made: the workspace has a share for each */
 };
 
@@ -56,9 +53,14 @@ int nn__layer_add_param(nn_layer_t *self, const char *name, int ndim, int n, int
 int nn__window_setup(nn_layer_t *self, const char *what, ei_err_t *err);
 
 /* nn_layer_forward of a conv layer followed by a ReLU, both in one pass: y = max(0,
- * conv(x)), the output the ReLU would give. */
+ * conv(x)), the output the ReLU would give. Several threads may run it on one layer at
+ * once (different samples): the layer is not written. */
 void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                             int training);
+
+/* The conv forward (layer_gemm.c), with the ReLU applied in the same pass when relu. */
+void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                      int relu);
 
 /* ---- the engine's threads (nn/parallel.c) ---- */
 #define NN_MAX_THREADS 64

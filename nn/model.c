@@ -284,7 +284,7 @@ size_t nn_model_param_count(const nn_model_t *self)
 
 /* Every outside tensor is checked before it reaches a kernel: shape, batch, finiteness. */
 static int check_input(const nn_model_t *m, nn_shape_t want, const nn_tensor_t *x,
-                       const char *what, int k, ei_err_t *err)
+                       const char *what, int k, int own, ei_err_t *err)
 {
     if (x->n < 1 || x->n > m->max_batch)
         return ei_err_set(err, EI_E_SHAPE, "%s %d: batch of %d outside [1, %d]", what, k, x->n,
@@ -292,12 +292,27 @@ static int check_input(const nn_model_t *m, nn_shape_t want, const nn_tensor_t *
     if (x->c != want.c || x->h != want.h || x->w != want.w)
         return ei_err_set(err, EI_E_SHAPE, "%s %d: expected input (%d, %d, %d), got (%d, %d, %d)",
                           what, k, want.c, want.h, want.w, x->c, x->h, x->w);
+    if (own) /* the model's own map: as finite as the input it came from, checked then */
+        return 0;
     size_t per = nn_tensor_sample_numel(x);
     long bad = nn_tensor_find_nonfinite(x->data, nn_tensor_numel(x));
     if (bad >= 0)
         return ei_err_set(err, EI_E_NONFINITE,
                           "%s %d: sample %ld of the batch has a non-finite value at index %ld",
                           what, k, bad / (long)per, bad % (long)per);
+    return 0;
+}
+
+/* Whether x is the feature map conv part k left in the model's own buffer (the node runs
+ * block after block on them): no outside data to check again. */
+static int own_map(const nn_model_t *m, int k, const nn_tensor_t *x)
+{
+    if (k < 0)
+        return 0;
+    const nn_seq_t *s = &m->blocks[k].conv;
+    for (int i = s->count - 1; i >= 0; i--)
+        if (!s->skip[i])
+            return x->data == s->act[i]->data;
     return 0;
 }
 
@@ -368,7 +383,7 @@ const nn_tensor_t *nn_model_conv(nn_model_t *self, int k, const nn_tensor_t *x, 
         return NULL;
     }
     nn_shape_t want = k ? self->blocks[k - 1].conv.out : self->input;
-    if (check_input(self, want, x, "conv part", k, err))
+    if (check_input(self, want, x, "conv part", k, own_map(self, k - 1, x), err))
         return NULL;
     infer_job_t j = {.m = self, .x = x, .k0 = k, .k1 = k + 1, .conv = 1};
     infer_run(&j);
@@ -380,7 +395,8 @@ int nn_model_branch(nn_model_t *self, int k, const nn_tensor_t *x, float *probs,
     if (k < 0 || k >= self->nblocks)
         return ei_err_set(err, EI_E_RANGE, "block %d does not exist (model has %d)", k,
                           self->nblocks);
-    int rc = check_input(self, self->blocks[k].conv.out, x, "branch", k, err);
+    int rc =
+        check_input(self, self->blocks[k].conv.out, x, "branch", k, own_map(self, k, x), err);
     if (rc)
         return rc;
     infer_job_t j = {.m = self, .x = x, .k0 = k, .k1 = k + 1, .branch = 1, .probs = probs};
@@ -391,7 +407,7 @@ int nn_model_branch(nn_model_t *self, int k, const nn_tensor_t *x, float *probs,
 int nn_model_forward(nn_model_t *self, const nn_tensor_t *x, float *probs, ei_err_t *err)
 {
     /* Only the model input needs checking: later maps are the model's own. */
-    if (check_input(self, self->input, x, "conv part", 0, err))
+    if (check_input(self, self->input, x, "conv part", 0, 0, err))
         return err ? err->code : EI_E_INVAL;
     infer_job_t j = {.m = self, .x = x, .k0 = 0, .k1 = self->nblocks, .conv = 1, .branch = 1,
                      .probs = probs};

@@ -38,6 +38,8 @@ static void render_counts(node_t *nd, ops_buf_t *b)
         {"einet_send_failed_total", "Sends ZeroMQ refused.", offsetof(node_counts_t, send_failed)},
         {"einet_batches_total", "Batches run (dynamic batching; a lone request is a batch of 1).",
          offsetof(node_counts_t, batches)},
+        {"einet_early_total", "Requests answered here because their stop rule fired.",
+         offsetof(node_counts_t, early)},
     };
     node_counts_t k = node_counts(nd);
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)

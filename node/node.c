@@ -184,6 +184,10 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->n = nn_model_blocks(nd->model);
     nd->classes = nn_model_classes(nd->model);
     nd->in_shape = nn_model_input_shape(nd->model);
+    for (int k = 0; k < nd->n && k < NODE_MAX_BLOCKS; k++) {
+        nd->conv_mflop[k] = nn_model_conv_flops(nd->model, k) / 1e6;
+        nd->branch_mflop[k] = nn_model_branch_flops(nd->model, k) / 1e6;
+    }
     if (check_blocks(nd, err) < 0 || nn_arch_check_served(conf->model, nd->in_shape, err) < 0 ||
         load_ee(nd, err) < 0 || node__batch_alloc(nd, err) < 0 || node__warmup(nd, err) < 0 ||
         make_sockets(nd, err) < 0 || load_scores(nd, err) < 0)
@@ -333,13 +337,13 @@ static void close_all(node_t *nd)
     ei_log(EI_LOG_INFO,
             "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
             "%llu handed back, %llu cancelled, %llu past deadline, %llu refused, %llu batches, "
-            "%llu largest batch",
+            "%llu largest batch, %llu early",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
             (unsigned long long)k.cancelled, (unsigned long long)k.dropped_deadline,
             (unsigned long long)k.bad_messages, (unsigned long long)k.batches,
-            (unsigned long long)k.batch_largest);
+            (unsigned long long)k.batch_largest, (unsigned long long)k.early);
 }
 
 void node__maybe_close(node_t *nd)

@@ -49,6 +49,7 @@ typedef struct node_counts {
     uint64_t fault_discarded; /* held messages lost when the link was declared down */
     uint64_t batches;         /* batches run (dynamic batching; one request is a batch of 1) */
     uint64_t batch_largest;   /* the most requests one batch held */
+    uint64_t early;           /* requests answered here because their stop rule fired */
 } node_counts_t;
 
 node_counts_t node_counts(const node_t *self);

@@ -51,6 +51,9 @@ typedef struct job {
     int nseen;
     scores_seen_t seen[NODE_MAX_BLOCKS];
     replan_exit_t arrive[NODE_MAX_BLOCKS];
+    int stop_kind;            /* the request's stop rule (planner/stop.h), 0: none */
+    double stop_threshold;
+    double mflop;             /* compute spent on the request so far, conv parts and branches */
     struct job *next;
 } job_t;
 
@@ -121,6 +124,7 @@ struct node {
     members_t prev;           /* which connection on the bind is that tier's node */
     uint64_t logged_bad;      /* refusals logged (the first NODE_LOG_BAD, then every 1000th) */
     node_metrics_t metrics; /* GET /metrics (node/metrics.h) */
+    double conv_mflop[NODE_MAX_BLOCKS], branch_mflop[NODE_MAX_BLOCKS]; /* the model's */
 };
 
 #define NODE_LOG_BAD 10

@@ -101,6 +101,10 @@ static void on_task(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
     }
     j->has_deadline = t->has_deadline_us;
     j->deadline_us = t->deadline_us;
+    if (t->has_stop) {
+        j->stop_kind = t->stop.kind;
+        j->stop_threshold = t->stop.threshold;
+    }
     node__job_add(nd, j);
 }
 
@@ -248,6 +252,11 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
     j->elapsed0_us = f->elapsed_us + transfer;
     j->has_deadline = f->has_deadline_us;
     j->deadline_us = f->deadline_us;
+    if (f->has_stop) {
+        j->stop_kind = f->stop.kind;
+        j->stop_threshold = f->stop.threshold;
+    }
+    j->mflop = f->mflop;
     for (pb_size_t i = 0; i < f->seen_count; i++) {
         scores_seen_t *e = &j->seen[i];
         e->exit = (int)f->seen[i].exit;

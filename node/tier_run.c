@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "node/node_internal.h"
+#include "planner/stop.h"
 
 /* Weight of a new sample in a block's time. */
 #define TIMING_ALPHA 0.1
@@ -181,7 +182,32 @@ static void replan(node_t *nd, job_t *j, int k, double t0_ms)
                 (unsigned long long)j->request_id, err.msg);
 }
 
-static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
+/* The request's stop rule after exit k (its output in j->probs, recorded in j->seen):
+ * 1 when it fires. einet's rule also plans the branches after k from the same scores
+ * (planner/stop.h); the threshold rules run every branch (run_block). */
+static int stop_rule(node_t *nd, job_t *j, int k)
+{
+    if (!j->stop_kind || k >= nd->n)
+        return 0;
+    if (j->stop_kind != STOP_KIND_EINET)
+        return stop_fires(j->stop_kind, j->stop_threshold, j->probs, nd->classes, 0);
+    double scores[SCORES_MAX_EXITS];
+    scores_for(&nd->scores, j->seen, j->nseen, k, scores);
+    /* Without a predictor the scores are per-exit accuracies: this exit's own confidence
+     * stands for its probability of being right. */
+    if (!nd->scores.pred)
+        scores[k - 1] = stop_confidence(j->probs, nd->classes);
+    if (stop_fires(STOP_KIND_EINET, j->stop_threshold, j->probs, nd->classes, scores[k - 1]))
+        return 1;
+    for (int i = k; i < nd->n - 1; i++)
+        j->plan[i] = (uint8_t)stop_einet_branch(j->stop_threshold, scores[i]);
+    j->plan[nd->n - 1] = 1;
+    return 0;
+}
+
+/* Sends exit k's result and feeds it to the request's stop rule or replanning. 1 when the
+ * stop rule fired: the result went out final (`stopped`) and nothing more runs. */
+static int send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
 {
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_exit_result_tag);
@@ -191,6 +217,18 @@ static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
     for (int c = 1; c < K; c++)
         best = probs[c] > probs[best] ? c : best;
     uint64_t el = elapsed_us(j, now_us);
+    if (j->nseen < NODE_MAX_BLOCKS) { /* always, with a checked map: one entry per block */
+        scores_seen_t *s = &j->seen[j->nseen];
+        s->exit = k;
+        s->confidence = probs[best];
+        s->class_id = best;
+        s->nprobs = K;
+        memcpy(s->probs, probs, sizeof(float) * (size_t)K);
+        j->arrive[j->nseen].exit = k;
+        j->arrive[j->nseen].arrive_ms = (double)el / 1000.0 + nd->result_ms[k - 1];
+        j->nseen++;
+    }
+    int stopped = stop_rule(nd, j, k);
     r->request_id = j->request_id;
     r->exit = (uint32_t)k;
     r->tier = nd->conf.tier;
@@ -201,20 +239,14 @@ static void send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
     r->probs_count = (pb_size_t)K;
     memcpy(r->probs, probs, sizeof(float) * (size_t)K);
     r->last = k == nd->n;
+    r->stopped = stopped;
+    r->mflop = (float)j->mflop;
     if (node__send_coord(nd, &env) == 0)
         nd->counts.exits_sent++;
-    if (j->nseen >= NODE_MAX_BLOCKS)
-        return; /* cannot happen with a checked map: at most one entry per block */
-    scores_seen_t *s = &j->seen[j->nseen];
-    s->exit = k;
-    s->confidence = r->confidence;
-    s->class_id = best;
-    s->nprobs = K;
-    memcpy(s->probs, probs, sizeof(float) * (size_t)K);
-    j->arrive[j->nseen].exit = k;
-    j->arrive[j->nseen].arrive_ms = (double)el / 1000.0 + nd->result_ms[k - 1];
-    j->nseen++;
-    replan(nd, j, k, (double)el / 1000.0);
+    nd->counts.early += stopped;
+    if (!j->stop_kind)
+        replan(nd, j, k, (double)el / 1000.0);
+    return stopped;
 }
 
 /* The class-specific early exit fired after block k: a final result, class k of the EE with
@@ -262,6 +294,10 @@ static void fill_map(node_t *nd, const job_t *j, int k, uint64_t now_us, einet_E
     }
     f->has_deadline_us = j->has_deadline;
     f->deadline_us = j->deadline_us;
+    f->has_stop = j->stop_kind != 0;
+    f->stop.kind = (einet_StopKind)j->stop_kind;
+    f->stop.threshold = (float)j->stop_threshold;
+    f->mflop = (float)j->mflop;
     f->sent_at_us = node__wall_us();
 }
 
@@ -302,8 +338,10 @@ static void finish_job_block(node_t *nd, job_t *j, int k, uint64_t now)
         j->done = 1;
         return;
     }
-    if (j->branch_ran)
-        send_exit(nd, j, k, now);
+    if (j->branch_ran && send_exit(nd, j, k, now)) {
+        j->done = 1; /* a stop rule fired: answered here, nothing forwarded */
+        return;
+    }
     j->k++;
     if (j->k <= nd->conf.last_block)
         return;
@@ -375,7 +413,8 @@ static const nn_tensor_t *batch_input(node_t *nd, int k, nn_tensor_t *view)
     return view;
 }
 
-/* Branch k for the jobs whose plan has it (every job at the final block): on the batch's
+/* Branch k for the jobs whose plan has it (every job at the final block, and at every block
+ * the jobs with a threshold stop rule): on the batch's
  * map itself when that is all of them, else on their rows gathered into bsub; each such
  * job gets its probabilities. Returns whether any ran, or a negative code. */
 static int batch_branch(node_t *nd, int k, const nn_tensor_t *y, ei_err_t *err)
@@ -383,7 +422,9 @@ static int batch_branch(node_t *nd, int k, const nn_tensor_t *y, ei_err_t *err)
     int rows[NODE_MAX_BATCH], m = 0, K = nd->classes;
     for (int i = 0; i < nd->bn; i++) {
         job_t *j = nd->batch[i];
-        j->branch_ran = !j->done && (j->plan[k - 1] || k == nd->n);
+        /* A threshold stop rule looks at every exit. */
+        int every = j->stop_kind && j->stop_kind != STOP_KIND_EINET;
+        j->branch_ran = !j->done && (j->plan[k - 1] || k == nd->n || every);
         if (j->branch_ran)
             rows[m++] = i;
     }
@@ -439,6 +480,8 @@ static void run_block(node_t *nd)
         j->cur = &j->curv;
         j->tapv[k - 1] = j->curv;
         j->taps[k - 1] = &j->tapv[k - 1];
+        if (!j->done)
+            j->mflop += nd->conv_mflop[k - 1] + (j->branch_ran ? nd->branch_mflop[k - 1] : 0);
     }
     if (nd->ee && k == ee_layer(nd->ee)) {
         for (int i = 0; i < nd->bn; i++) {

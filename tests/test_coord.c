@@ -481,6 +481,99 @@ static void test_stats_counters(void **state)
     assert_null(st);
 }
 
+/* A stop rule's result answers the request `early` at once with that exit, whatever came
+ * before it; anything after it is late. A result without `stopped` does not. */
+static void test_stopped_answers_early(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(8, 16, on_answer, rec);
+    reqs_client_t c = client(7, 3);
+    uint64_t id;
+    assert_int_equal(reqs_add(q, &c, 100, 0, einet_Status_STATUS_LINK, "", &id), 0);
+    einet_ExitResult x = result(1, einet_Tier_TIER_DEVICE, 3, 0);
+    x.mflop = 1.17f;
+    assert_int_equal(reqs_exit(q, id, &x, 0, 150), REQS_NOTED);
+    einet_ExitResult y = result(4, einet_Tier_TIER_EDGE, 2, 0);
+    y.stopped = true;
+    y.mflop = 20.5f;
+    assert_int_equal(reqs_exit(q, id, &y, 1, 400), REQS_ANSWERED);
+    assert_int_equal(rec->n, 1);
+    assert_int_equal(rec->a[0].status, einet_Status_STATUS_EARLY);
+    assert_int_equal(rec->a[0].exit, 4);
+    assert_int_equal(rec->a[0].tier, einet_Tier_TIER_EDGE);
+    assert_int_equal(rec->a[0].class_id, 2);
+    assert_true(rec->a[0].mflop == 20.5f);
+    assert_int_equal(rec->a[0].latency_us, 300);
+    assert_int_equal(rec->pos[0], 1);
+    einet_ExitResult z = result(8, einet_Tier_TIER_CLOUD, 3, 1);
+    assert_int_equal(reqs_exit(q, id, &z, 2, 500), REQS_LATE);
+    assert_int_equal(rec->n, 1);
+    reqs_destroy(&q);
+    free(rec);
+}
+
+/* `early` answers per exit and tier with their accuracy, and the mean compute. */
+static void test_stats_early(void **state)
+{
+    (void)state;
+    stats_t *st = stats_new(8, 64);
+    static const struct {
+        int status, exit, tier, cls, label;
+        float mflop;
+    } ans[] = {
+        {einet_Status_STATUS_EARLY, 1, einet_Tier_TIER_DEVICE, 4, 4, 1.0f},
+        {einet_Status_STATUS_EARLY, 1, einet_Tier_TIER_DEVICE, 4, 5, 1.0f},
+        {einet_Status_STATUS_EARLY, 2, einet_Tier_TIER_DEVICE, 1, 1, 10.0f},
+        {einet_Status_STATUS_EARLY, 4, einet_Tier_TIER_EDGE, 0, -1, 20.0f},
+        {einet_Status_STATUS_EARLY, 7, einet_Tier_TIER_CLOUD, 9, 2, 40.0f},
+        {einet_Status_STATUS_COMPLETE, 8, einet_Tier_TIER_CLOUD, 3, 3, 40.0f},
+    };
+    for (size_t i = 0; i < sizeof ans / sizeof ans[0]; i++) {
+        einet_Answer a;
+        memset(&a, 0, sizeof a);
+        a.status = ans[i].status;
+        a.exit = (uint32_t)ans[i].exit;
+        a.tier = ans[i].tier;
+        a.class_id = (uint32_t)ans[i].cls;
+        a.has_label = ans[i].label >= 0;
+        a.label = ans[i].label >= 0 ? (uint32_t)ans[i].label : 0;
+        a.mflop = ans[i].mflop;
+        stats_request(st);
+        stats_answer(st, &a);
+    }
+    einet_StatsReply *r = calloc(1, sizeof *r);
+    stats_fill(st, r);
+    assert_true(r->by_status_count > einet_Status_STATUS_EARLY);
+    assert_int_equal(r->by_status[einet_Status_STATUS_EARLY], 5);
+    assert_int_equal(r->labelled_by_status[einet_Status_STATUS_EARLY], 4);
+    assert_int_equal(r->correct_by_status[einet_Status_STATUS_EARLY], 2);
+    assert_int_equal(r->early_by_exit_count, 9);
+    const uint64_t n_exit[9] = {0, 2, 1, 0, 1, 0, 0, 1, 0}, lab_exit[9] = {0, 2, 1, 0, 0, 0, 0, 1, 0};
+    const uint64_t ok_exit[9] = {0, 1, 1, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < 9; k++) {
+        assert_int_equal(r->early_by_exit[k], n_exit[k]);
+        assert_int_equal(r->early_labelled_by_exit[k], lab_exit[k]);
+        assert_int_equal(r->early_correct_by_exit[k], ok_exit[k]);
+    }
+    assert_int_equal(r->early_by_tier_count, 4);
+    assert_int_equal(r->early_by_tier[einet_Tier_TIER_DEVICE], 3);
+    assert_int_equal(r->early_by_tier[einet_Tier_TIER_EDGE], 1);
+    assert_int_equal(r->early_by_tier[einet_Tier_TIER_CLOUD], 1);
+    assert_int_equal(r->early_labelled_by_tier[einet_Tier_TIER_EDGE], 0);
+    assert_int_equal(r->early_correct_by_tier[einet_Tier_TIER_DEVICE], 2);
+    assert_int_equal(r->early_correct_by_tier[einet_Tier_TIER_CLOUD], 0);
+    assert_true(fabsf(r->mflop_mean - 112.0f / 6.0f) < 1e-5f);
+    stats_reset(st);
+    memset(r, 0, sizeof *r);
+    stats_fill(st, r);
+    assert_int_equal(r->early_by_exit[1], 0);
+    assert_int_equal(r->early_by_tier[einet_Tier_TIER_DEVICE], 0);
+    assert_true(r->mflop_mean == 0);
+    free(r);
+    stats_destroy(&st);
+}
+
 /* ---- cluster health ---- */
 
 static einet_Heartbeat hb(int tier, int first, int last, int draining)
@@ -629,6 +722,8 @@ int main(void)
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_percentiles_vs_sorted),
         cmocka_unit_test(test_stats_counters),
+        cmocka_unit_test(test_stopped_answers_early),
+        cmocka_unit_test(test_stats_early),
         cmocka_unit_test(test_cluster_health),
         cmocka_unit_test(test_cluster_profile_reports),
         cmocka_unit_test(test_fault_routing),

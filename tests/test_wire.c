@@ -156,6 +156,8 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         e->body.task.has_deadline_us = true;
         e->body.task.deadline_us = 20000;
         e->body.task.profile_version = 3;
+        e->body.task.has_stop = true;
+        e->body.task.stop = (einet_StopRule){einet_StopKind_STOP_EINET, 0.97f};
         *tbytes = 28 * 28 * 4;
         break;
     case einet_Envelope_feature_map_tag:
@@ -164,7 +166,7 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         break;
     case einet_Envelope_exit_result_tag:
         e->body.exit_result = (einet_ExitResult){
-            7, 8, einet_Tier_TIER_CLOUD, 4, 0.5f, 9000, 12, 10, {0}, false, true};
+            7, 8, einet_Tier_TIER_CLOUD, 4, 0.5f, 9000, 12, 10, {0}, false, true, true, 2.5f};
         memcpy(e->body.exit_result.probs, probs10, sizeof probs10);
         break;
     case einet_Envelope_answer_tag:
@@ -395,8 +397,55 @@ static void test_rules_name_the_field(void **state)
     sample(&e, einet_Envelope_request_tag, &tb);
     e.body.request.has_input = false;
     expect_refused(&e, tb, EI_E_FORMAT, "request.input: missing");
+    sample(&e, einet_Envelope_request_tag, &tb);
+    e.body.request.has_stop = true;
+    e.body.request.stop = (einet_StopRule){einet_StopKind_STOP_CONFIDENCE, 1.25f};
+    expect_refused(&e, tb, EI_E_RANGE, "request.stop.threshold: 1.25 is not a probability");
+    e.body.request.stop = (einet_StopRule){(einet_StopKind)9, 0.5f};
+    expect_refused(&e, tb, EI_E_RANGE, "request.stop.kind: 9 is not a stop rule");
+    sample(&e, einet_Envelope_exit_result_tag, &tb);
+    e.body.exit_result.mflop = -1.0f;
+    expect_refused(&e, tb, EI_E_RANGE, "exit_result.mflop: -1 is not a compute count in MFLOP");
     wire_env_init(&e, 0);
     expect_refused(&e, WIRE_NO_TENSOR, EI_E_FORMAT, "envelope: no body");
+}
+
+/* Stop rules as the command line and the configs write them, and back. */
+static void test_stop_rule_text(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int kind;
+        float threshold;
+        const char *back;
+    } good[] = {
+        {"none", einet_StopKind_STOP_NONE, 0, "none"},
+        {"confidence:0.95", einet_StopKind_STOP_CONFIDENCE, 0.95f, "confidence:0.95"},
+        {"entropy:0.1", einet_StopKind_STOP_ENTROPY, 0.1f, "entropy:0.1"},
+        {"einet:1", einet_StopKind_STOP_EINET, 1.0f, "einet:1"},
+        {"einet:0", einet_StopKind_STOP_EINET, 0.0f, "einet:0"},
+    };
+    char why[160], back[64];
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        einet_StopRule r;
+        assert_int_equal(wire_stop_parse(good[i].text, &r, why, sizeof why), 0);
+        assert_int_equal(r.kind, good[i].kind);
+        assert_true(r.threshold == good[i].threshold);
+        wire_stop_format(&r, back, sizeof back);
+        assert_string_equal(back, good[i].back);
+    }
+    static const char *const bad[] = {"", "confidence", "confidence:", "confidence:1.5",
+                                      "entropy:-0.1", "einet:nan", "einet:0.9x", "conf:0.9",
+                                      "none:0.5", "Confidence:0.9"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        einet_StopRule r;
+        why[0] = 0;
+        assert_int_equal(wire_stop_parse(bad[i], &r, why, sizeof why), -1);
+        assert_non_null(strstr(why, bad[i]));
+    }
+    assert_string_equal(wire_stop_kind_name(einet_StopKind_STOP_ENTROPY), "entropy");
+    assert_string_equal(wire_stop_kind_name(7), "unknown");
 }
 
 static void test_tensor_frame_checked(void **state)
@@ -756,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_body_names),
         cmocka_unit_test(test_largest_feature_map),
         cmocka_unit_test(test_rules_name_the_field),
+        cmocka_unit_test(test_stop_rule_text),
         cmocka_unit_test(test_tensor_frame_checked),
         cmocka_unit_test(test_versions_refused),
         cmocka_unit_test(test_decode_errors_name_the_field),

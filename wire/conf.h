@@ -146,6 +146,12 @@ typedef struct conf_tiers {
     int tier[CONF_MAX_TIERS]; /* einet_Tier, in pipeline order */
 } conf_tiers_t;
 
+/* A stop rule (proto StopRule): kind 0 none, 1 confidence, 2 entropy, 3 einet. */
+typedef struct conf_stop {
+    int kind;
+    float threshold;
+} conf_stop_t;
+
 typedef struct conf_coord {
     char clients[CONF_STR_MAX]; /* bind: requests, queries, faults from clients */
     char nodes[CONF_STR_MAX];   /* bind: the nodes connect here */
@@ -169,6 +175,7 @@ typedef struct conf_coord {
     char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
     int log_level, log_format;
     char class_names[CONF_STR_MAX * 2]; /* "T-shirt/top,Trouser,...": model_info; "" none */
+    conf_stop_t stop; /* [coordinator] stop: the rule of requests that name none */
 } conf_coord_t;
 
 extern const conf_table_t conf_coord_table;

@@ -52,6 +52,19 @@ static const char *parse_tiers(const char *text, void *field)
     return NULL;
 }
 
+/* "none", "confidence:T", "entropy:T", "einet:A" (wire_stop_parse). */
+static const char *parse_stop(const char *text, void *field)
+{
+    einet_StopRule r;
+    char why[160];
+    if (wire_stop_parse(text, &r, why, sizeof why) < 0)
+        return "expected none, confidence:T, entropy:T or einet:A with the number in [0, 1]";
+    conf_stop_t *s = field;
+    s->kind = r.kind;
+    s->threshold = r.threshold;
+    return NULL;
+}
+
 static const conf_option_t options[] = {
     {"coordinator", "clients", CONF_STRING, N(clients), S(clients), 0, 0, NULL, NULL, NULL,
      conf_check_endpoint, "endpoint clients send requests, queries and faults to (bound)"},
@@ -82,6 +95,8 @@ static const conf_option_t options[] = {
      NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
     {"coordinator", "class_names", CONF_STRING, N(class_names), S(class_names), 0, 0, "", NULL,
      NULL, NULL, "the classes' names, comma-separated in class order, for model_info; empty: none"},
+    {"coordinator", "stop", CONF_CUSTOM, N(stop), 0, 0, 0, "none", NULL, parse_stop, NULL,
+     "stop rule of requests that set none: none, confidence:T, entropy:T or einet:A"},
     {"planner", "search", CONF_ENUM, N(search), 0, 0, 0, "hybrid", searches, NULL, NULL,
      "exit-plan search"},
     {"planner", "interrupt", CONF_ENUM, N(interrupt), 0, 0, 0, "uniform", interrupts, NULL, NULL,

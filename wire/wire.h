@@ -124,4 +124,12 @@ int wire_tensor_encode(const uint32_t *shape, int ndim, const float *data, uint8
 int wire_tensor_decode(const uint8_t *buf, size_t len, uint32_t *shape, int *ndim, float *data,
                        size_t cap, ei_err_t *err) EI_CHECK;
 
+/* Stop rules (StopRule) as written on the command line and in config files: "none",
+ * "confidence:T", "entropy:T" or "einet:A", the number in [0, 1] (docs/elastic.md, "Stop
+ * rules"). parse: 0, or -1 with why[0..cap) saying what was expected. format writes the
+ * same text back ("none" for kind none); kind_name gives "none", "confidence", ... */
+int wire_stop_parse(const char *text, einet_StopRule *rule, char *why, size_t cap) EI_CHECK;
+void wire_stop_format(const einet_StopRule *rule, char *buf, size_t cap);
+const char *wire_stop_kind_name(int kind);
+
 #endif

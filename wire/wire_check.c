@@ -163,10 +163,29 @@ static int check_meta(const einet_TensorMeta *m, bool has, size_t frame, const c
     return 0;
 }
 
+static int check_stop(const einet_StopRule *r, bool has, const char *path, ei_err_t *err)
+{
+    char at[96];
+    if (!has)
+        return 0;
+    snprintf(at, sizeof at, "%s.kind", path);
+    if (r->kind < einet_StopKind_STOP_NONE || r->kind > einet_StopKind_STOP_EINET)
+        return bad(err, EI_E_RANGE, at, "%d is not a stop rule", (int)r->kind);
+    snprintf(at, sizeof at, "%s.threshold", path);
+    return check_prob(r->threshold, at, err);
+}
+
+static int check_mflop(float v, const char *path, ei_err_t *err)
+{
+    if (!(v >= 0.0f && v < 1e9f))
+        return bad(err, EI_E_RANGE, path, "%g is not a compute count in MFLOP", (double)v);
+    return 0;
+}
+
 static int check_request(const einet_Request *r, size_t frame, ei_err_t *err)
 {
-    int rc = 0;
-    if (r->has_deadline_ms)
+    int rc = check_stop(&r->stop, r->has_stop, "request.stop", err);
+    if (rc == 0 && r->has_deadline_ms)
         rc = check_index(r->deadline_ms, 1, WIRE_MAX_DEADLINE_MS, "request.deadline_ms", err);
     if (rc == 0 && r->has_label)
         rc = check_class(r->label, 0, "request.label", err);
@@ -176,6 +195,7 @@ static int check_request(const einet_Request *r, size_t frame, ei_err_t *err)
 static int check_task(const einet_Task *t, size_t frame, ei_err_t *err)
 {
     int rc = check_plan(t->plan_count, 1, "task.plan", err);
+    rc = rc ? rc : check_stop(&t->stop, t->has_stop, "task.stop", err);
     return rc ? rc : check_meta(&t->input, t->has_input, frame, "task.input", err);
 }
 
@@ -216,6 +236,8 @@ static int check_feature_map(const einet_FeatureMap *f, size_t frame, ei_err_t *
         rc = check_plan(f->plan_count, f->block + 1, "feature_map.plan", err);
     if (rc == 0)
         rc = check_seen(f, err);
+    rc = rc ? rc : check_stop(&f->stop, f->has_stop, "feature_map.stop", err);
+    rc = rc ? rc : check_mflop(f->mflop, "feature_map.mflop", err);
     return rc ? rc : check_meta(&f->tensor, f->has_tensor, frame, "feature_map.tensor", err);
 }
 
@@ -225,6 +247,7 @@ static int check_exit_result(const einet_ExitResult *r, ei_err_t *err)
     rc = rc ? rc : check_tier(r->tier, 0, "exit_result.tier", err);
     rc = rc ? rc : check_class(r->class_id, r->probs_count, "exit_result.class_id", err);
     rc = rc ? rc : check_prob(r->confidence, "exit_result.confidence", err);
+    rc = rc ? rc : check_mflop(r->mflop, "exit_result.mflop", err);
     return rc ? rc : check_probs(r->probs, r->probs_count, "exit_result.probs", err);
 }
 
@@ -233,7 +256,7 @@ static int check_answer(const einet_Answer *a, const char *path, ei_err_t *err)
     char at[96];
     int rc = 0;
     snprintf(at, sizeof at, "%s.status", path);
-    if (a->status <= einet_Status_STATUS_NONE || a->status > einet_Status_STATUS_SHUTDOWN)
+    if (a->status <= einet_Status_STATUS_NONE || a->status > einet_Status_STATUS_EARLY)
         return bad(err, EI_E_RANGE, at, "%d is not a status", (int)a->status);
     snprintf(at, sizeof at, "%s.exit", path);
     rc = check_index(a->exit, 0, WIRE_MAX_BLOCKS, at, err);
@@ -243,6 +266,8 @@ static int check_answer(const einet_Answer *a, const char *path, ei_err_t *err)
     rc = rc ? rc : check_prob(a->confidence, at, err);
     snprintf(at, sizeof at, "%s.class_id", path);
     rc = rc ? rc : check_class(a->class_id, a->probs_count, at, err);
+    snprintf(at, sizeof at, "%s.mflop", path);
+    rc = rc ? rc : check_mflop(a->mflop, at, err);
     snprintf(at, sizeof at, "%s.probs", path);
     return rc ? rc : check_probs(a->probs, a->probs_count, at, err);
 }

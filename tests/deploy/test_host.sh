@@ -55,6 +55,7 @@ for f in coordinator device edge cloud; do
         -e "s#tcp://127.0.0.1:5631#tcp://127.0.0.1:$((port + 2))#; s#tcp://127.0.0.1:5632#tcp://127.0.0.1:$((port + 3))#" \
         -e "s#heartbeat_ms = 100#heartbeat_ms = 50#" \
         -e "s#^model = .*#model = $here/models/fmnist-8exit.safetensors#" \
+        -e "s#^predictor = \.\./\.\./#predictor = $here/#" \
         "$here/configs/fmnist-3tier-secure/$f.ini" >"$tmp/cfg-$f.ini"
 done
 cp "$tmp/cfg-coordinator.ini" "$tmp/hostA/coordinator.ini"

@@ -11,13 +11,22 @@ for p in einet einet-node einet-coord; do
     [ -x "$bin/$p" ] || { echo "SKIP: $bin/$p is not built" >&2; exit 77; }
 done
 version=$(sed -n 's/^project(einet VERSION \([0-9.]*\).*/\1/p' "$src/CMakeLists.txt")
-commit=$(git -C "$src" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# The commit a build names is the one it was built from, which need not be HEAD now (a
+# commit made after the build); it must be a commit of this repository, the same for every
+# program, with "-dirty" when the tree had changes. Without git: "unknown".
+first=""
 for p in einet einet-node einet-coord; do
     out=$("$bin/$p" --version) || fail "$p --version exited $?"
-    case $out in
-    "$p $version (commit $commit"*) echo "ok: $out" ;;
-    *) fail "$p --version printed '$out', expected '$p $version (commit $commit...)'" ;;
-    esac
+    commit=$(printf '%s\n' "$out" | sed -n "s/^$p $version (commit \([0-9a-f]\{12\}\)\(-dirty\)\{0,1\})\$/\1/p")
+    [ -n "$commit" ] || case $out in "$p $version (commit unknown)") commit=unknown ;; esac
+    [ -n "$commit" ] || fail "$p --version printed '$out', expected '$p $version (commit HEX12[-dirty])'"
+    if [ "$commit" != unknown ] && git -C "$src" rev-parse --git-dir >/dev/null 2>&1; then
+        git -C "$src" cat-file -e "$commit^{commit}" 2>/dev/null ||
+            fail "$p --version names commit $commit, which this repository does not have"
+    fi
+    [ -z "$first" ] || [ "$first" = "$commit" ] || fail "$p names commit $commit, einet $first"
+    first=$commit
+    echo "ok: $out"
 done
 
 # ee-search --target 99 on a 10-class model: refused before the search (bounded by timeout,
@@ -39,7 +48,7 @@ rc=$?
 echo "$out" | grep -q "edge.ini:$line: 'model' in \[node\]: cannot open '$tmp/no-such-model.safetensors'" ||
     fail "einet-node: $out"
 echo "ok: $out"
-sed "s#^model *=.*#model = $src/models/fmnist-8exit.safetensors#; s#^\[coordinator\]#[coordinator]\npredictor = gone.predictor#" \
+sed "s#^model *=.*#model = $src/models/fmnist-8exit.safetensors#; /^predictor *=/d; s#^\[coordinator\]#[coordinator]\npredictor = gone.predictor#" \
     "$src/configs/fmnist-3tier/coordinator.ini" >"$tmp/coordinator.ini"
 out=$("$bin/einet-coord" --config "$tmp/coordinator.ini" 2>&1)
 rc=$?

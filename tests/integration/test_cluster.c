@@ -27,8 +27,19 @@
  *   batched   every node batches (batch_max 16, batch_wait_ms 20), 64 requests in flight:
  *             every answer exactly once, complete and equal to the forward; the nodes' totals
  *             at stop show batches of more than one request (integration_batched)
+ *   stop      stop rules: the cluster's default (coordinator key `stop`), none, confidence,
+ *             entropy and einet's rule with the shipped correctness predictor: every answer
+ *             is `early` exactly where the single-process forward (and the predictor, run
+ *             here) says the rule fires, from that exit's tier, with its class; otherwise
+ *             complete. The statistics count the early answers per exit and tier with their
+ *             accuracy; the nodes' totals at stop show edge and cloud never saw the requests
+ *             answered before them. Must be the first case on its cluster (integration_stop).
+ *   stopbatched  the same on nodes that batch (batch_max 16, batch_wait_ms 20): a request
+ *             answered early leaves its batch while the others go on
+ *             (integration_stop_batched).
  * In every case each request is answered exactly once and the coordinator's statistics
  * agree with what the client received. */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -49,10 +60,13 @@
 #include "nn/dataset.h"
 #include "nn/ee.h"
 #include "nn/model.h"
+#include "planner/predictor.h"
+#include "planner/stop.h"
 #include "wire/wire.h"
 
 #define MAX_REQ 2000
 #define CLASSES 10
+#define N_STATUS 16 /* room for every Status value */
 /* Timeouts. No case depends on how fast this machine is: the heartbeat timeout is far
  * longer than any stall of a loaded (or sanitizer-instrumented) process, so a healthy node
  * is never taken for a dead one, and the upper bounds below are only there to catch an
@@ -124,8 +138,8 @@ static int tier_of_exit(int k)
 /* ---- what the client received, and the statistics it must agree with ---- */
 
 typedef struct tally {
-    uint64_t requests, by_status[8], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4];
-    uint64_t labelled, correct, labelled_by_status[8], correct_by_status[8];
+    uint64_t requests, by_status[N_STATUS], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4];
+    uint64_t labelled, correct, labelled_by_status[N_STATUS], correct_by_status[N_STATUS];
 } tally_t;
 
 static void tally_add(tally_t *t, int status, int exit, int tier, int cls, int label)
@@ -165,7 +179,7 @@ static void check_stats_agree(const tally_t *t)
     einet_StatsReply *s = calloc(1, sizeof *s);
     stats_query(s);
     assert_int_equal(s->requests, t->requests);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < N_STATUS; i++)
         if ((i < s->by_status_count ? s->by_status[i] : 0) != t->by_status[i])
             fail_msg("status %d: the coordinator counts %llu, the client got %llu", i,
                      (unsigned long long)(i < s->by_status_count ? s->by_status[i] : 0),
@@ -183,7 +197,7 @@ static void check_stats_agree(const tally_t *t)
     assert_int_equal(s->labelled, t->labelled);
     assert_int_equal(s->correct, t->correct);
     /* Accuracy per status (device-ee answers among them) as the client counts it. */
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < N_STATUS; i++) {
         uint64_t l = i < s->labelled_by_status_count ? s->labelled_by_status[i] : 0;
         uint64_t c = i < s->correct_by_status_count ? s->correct_by_status[i] : 0;
         if (l != t->labelled_by_status[i] || c != t->correct_by_status[i])
@@ -205,7 +219,7 @@ typedef struct infer_line {
 
 static int status_of(const char *s)
 {
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < N_STATUS; i++)
         if (!strcmp(client_status_name(i), s))
             return i;
     fail_msg("unknown status '%s'", s);
@@ -217,16 +231,18 @@ static int tier_of(json_t *v)
     return json_is_null(v) ? 0 : client_tier_parse(json_string_value(v));
 }
 
-/* Runs einet infer with args and parses its lines; every image 0..count-1 exactly once. */
-static int run_infer_window(infer_line_t *lines, int count, tally_t *t, const char *deadline,
-                            int window)
+/* Runs einet infer with a deadline or a stop rule (either may be NULL) and `window` requests
+ * in flight, and parses its lines; every image 0..count-1 exactly once. */
+static int run_infer_args(infer_line_t *lines, int count, tally_t *t, const char *deadline,
+                          const char *stop, int window)
 {
     char n[16], w[16];
     snprintf(n, sizeof n, "%d", count);
     snprintf(w, sizeof w, "%d", window);
+    const char *flag = stop ? "--stop" : deadline ? "--deadline-ms" : NULL;
     int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 120000, "infer",
                          "--coordinator", g_cluster.clients, "--count", n, "--json", "--window",
-                         w, deadline ? "--deadline-ms" : NULL, deadline, NULL);
+                         w, flag, stop ? stop : deadline, NULL);
     if (rc != 0) {
         itest_cluster_dump_logs(&g_cluster);
         fail_msg("einet infer: exit %d\n%s", rc, g_err);
@@ -262,6 +278,18 @@ static int run_infer_window(infer_line_t *lines, int count, tally_t *t, const ch
     g_sent += count;
     free(seen);
     return got;
+}
+
+static int run_infer_window(infer_line_t *lines, int count, tally_t *t, const char *deadline,
+                            int window)
+{
+    return run_infer_args(lines, count, t, deadline, NULL, window);
+}
+
+static int run_infer_with(infer_line_t *lines, int count, tally_t *t, const char *deadline,
+                          const char *stop)
+{
+    return run_infer_args(lines, count, t, deadline, stop, 16); /* einet infer's default */
 }
 
 static int run_infer(infer_line_t *lines, int count, tally_t *t, const char *deadline)
@@ -931,6 +959,185 @@ static void test_batched(void **state)
     free(lines);
 }
 
+/* ---- stop rules ---- */
+
+#define STOP_PREDICTOR "models/fmnist-8exit.profile/predictor-correctness.safetensors"
+#define STOP_DEFAULT "entropy:0.2" /* the cluster's rule in this case */
+/* A value this close to a rule's threshold may fall either way between this process and
+ * a node (the same arithmetic in another order): the image is then not held to one side. */
+#define STOP_BORDER 1e-4
+
+typedef struct stop_expect {
+    int status, exit, border;
+} stop_expect_t;
+
+/* Where rule must stop test image i, as a node runs it (planner/stop.h): the threshold
+ * rules look at every exit, einet's runs exit 1, then the branches its predictor gives a
+ * chance, and stops where the predicted probability of being right reaches A. */
+static stop_expect_t stop_expected(int i, const einet_StopRule *r, predictor_t *pred)
+{
+    const float *p = forward(i);
+    double scores[WIRE_MAX_BLOCKS], A = r->threshold, v = 0;
+    uint8_t executed[WIRE_MAX_BLOCKS] = {0};
+    stop_expect_t e = {einet_Status_STATUS_COMPLETE, g_blocks, 0};
+    int einet = r->kind == einet_StopKind_STOP_EINET;
+    for (int k = 1; k < g_blocks && r->kind != einet_StopKind_STOP_NONE; k++) {
+        const float *pk = p + (size_t)(k - 1) * CLASSES;
+        if (einet && k > 1) {
+            e.border |= fabs(scores[k - 1] - (A - STOP_EINET_MARGIN)) < STOP_BORDER;
+            if (!stop_einet_branch(A, scores[k - 1]))
+                continue;
+        }
+        executed[k - 1] = 1;
+        if (einet)
+            predictor_predict(pred, p, executed, k, scores);
+        v = einet ? scores[k - 1]
+                  : r->kind == einet_StopKind_STOP_ENTROPY ? stop_entropy(pk, CLASSES)
+                                                           : stop_confidence(pk, CLASSES);
+        e.border |= fabs(v - A) < STOP_BORDER;
+        if (stop_fires(r->kind, A, pk, CLASSES, einet ? scores[k - 1] : 0)) {
+            e.status = einet_Status_STATUS_EARLY;
+            e.exit = k;
+            return e;
+        }
+    }
+    return e;
+}
+
+/* Node totals as the answers imply them: how many requests each tier saw. */
+typedef struct stop_flow {
+    long long sent, early[4]; /* early answers by tier */
+} stop_flow_t;
+
+/* One rule over n images: every answer where stop_expected says; returns the early ones. */
+static int stop_case(const char *rule, int n, predictor_t *pred, stop_flow_t *flow)
+{
+    einet_StopRule r;
+    char why[160];
+    const char *effective = rule ? rule : STOP_DEFAULT;
+    assert_int_equal(wire_stop_parse(effective, &r, why, sizeof why), 0);
+    infer_line_t *lines = calloc((size_t)n, sizeof *lines);
+    tally_t t = {0};
+    stats_reset();
+    run_infer_with(lines, n, &t, NULL, rule);
+    int early = 0, border = 0, tiers[4] = {0};
+    for (int i = 0; i < n; i++) {
+        const infer_line_t *l = &lines[i];
+        stop_expect_t e = stop_expected(l->index, &r, pred);
+        if (e.border && (l->status != e.status || l->exit != e.exit)) {
+            border++; /* a value at the threshold: either side is right */
+        } else if (l->status != e.status || l->exit != e.exit) {
+            fail_msg("%s, image %d: answered %s at exit %d (tier %d), the forward stops %s at "
+                     "exit %d",
+                     effective, l->index, client_status_name(l->status), l->exit, l->tier,
+                     client_status_name(e.status), e.exit);
+        }
+        assert_true(l->status == einet_Status_STATUS_EARLY ||
+                    l->status == einet_Status_STATUS_COMPLETE);
+        /* run_infer compared class and confidence with the forward and the tier with the
+         * exit's. */
+        if (l->status == einet_Status_STATUS_EARLY) {
+            assert_true(l->exit < g_blocks);
+            early++;
+            tiers[l->tier]++;
+            flow->early[l->tier]++;
+        } else {
+            assert_int_equal(l->exit, g_blocks);
+        }
+    }
+    flow->sent += n;
+    assert_true(border <= n / 100);
+    printf("  %-16s %d images: %d early (device %d, edge %d, cloud %d), %d complete%s\n",
+           effective, n, early, tiers[1], tiers[2], tiers[3], n - early,
+           border ? " (some at the threshold)" : "");
+    /* The statistics: early answers per exit and tier, and their accuracy. */
+    check_stats_agree(&t);
+    einet_StatsReply *s = calloc(1, sizeof *s);
+    stats_query(s);
+    uint64_t by_exit[WIRE_MAX_BLOCKS + 1] = {0}, right_exit[WIRE_MAX_BLOCKS + 1] = {0};
+    uint64_t by_tier[4] = {0}, right_tier[4] = {0};
+    for (int i = 0; i < n; i++) {
+        const infer_line_t *l = &lines[i];
+        if (l->status != einet_Status_STATUS_EARLY)
+            continue;
+        by_exit[l->exit]++;
+        by_tier[l->tier]++;
+        right_exit[l->exit] += l->cls == l->label;
+        right_tier[l->tier] += l->cls == l->label;
+    }
+    assert_int_equal(s->early_by_exit_count, g_blocks + 1);
+    assert_int_equal(s->early_by_tier_count, 4);
+    for (int k = 0; k <= g_blocks; k++) {
+        assert_int_equal(s->early_by_exit[k], by_exit[k]);
+        assert_int_equal(s->early_labelled_by_exit[k], by_exit[k]);
+        assert_int_equal(s->early_correct_by_exit[k], right_exit[k]);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(s->early_by_tier[i], by_tier[i]);
+        assert_int_equal(s->early_correct_by_tier[i], right_tier[i]);
+    }
+    free(s);
+    free(lines);
+    return early;
+}
+
+static void test_stop(void **state)
+{
+    (void)state;
+    if (g_sent)
+        fail_msg("%ld requests were sent before: the nodes' totals would not be this case's",
+                 g_sent);
+    ei_err_t err;
+    char file[1024];
+    snprintf(file, sizeof file, "%s/%s", ITEST_SOURCE_DIR, STOP_PREDICTOR);
+    predictor_t *pred = predictor_load(file, &err);
+    if (!pred)
+        fail_msg("%s", err.msg);
+    /* The cluster plans with the same predictor and has a rule of its own. */
+    assert_int_equal(itest_cluster_stop(&g_cluster), 0);
+    static const char *const inis[] = {"coordinator", "device", "edge", "cloud"};
+    for (int i = 0; i < 4; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s.ini", g_cluster.dir, inis[i]);
+        FILE *f = fopen(path, "a");
+        assert_non_null(f);
+        fprintf(f, "predictor = %s\n%s", file, i == 0 ? "stop = " STOP_DEFAULT "\n" : "");
+        assert_int_equal(fclose(f), 0);
+    }
+    assert_int_equal(itest_cluster_restart(&g_cluster), 0);
+    stop_flow_t flow = {0};
+    const int n = 300;
+    assert_true(stop_case(NULL, n, pred, &flow) > 0);        /* the cluster's rule */
+    assert_int_equal(stop_case("none", n, pred, &flow), 0); /* overrides it */
+    assert_true(stop_case("confidence:0.95", n, pred, &flow) > 0);
+    assert_true(stop_case("entropy:0.1", n, pred, &flow) > 0);
+    assert_true(stop_case("einet:0.97", n, pred, &flow) > 0);
+    predictor_destroy(&pred);
+    /* Each tier saw only the requests no earlier tier answered: the nodes' totals. */
+    assert_int_equal(itest_cluster_stop(&g_cluster), 0);
+    long long to_edge = flow.sent - flow.early[1], to_cloud = to_edge - flow.early[2];
+    printf("  node totals: device %lld tasks, %lld early, %lld maps out; edge %lld maps in, %lld "
+           "early, %lld out; cloud %lld maps in, %lld early\n",
+           stopped_count("device", "tasks"), stopped_count("device", "early"),
+           stopped_count("device", "maps out"), stopped_count("edge", "maps in"),
+           stopped_count("edge", "early"), stopped_count("edge", "maps out"),
+           stopped_count("cloud", "maps in"), stopped_count("cloud", "early"));
+    assert_true(flow.early[1] > 0 && flow.early[2] > 0);
+    assert_int_equal(stopped_count("device", "tasks"), flow.sent);
+    assert_int_equal(stopped_count("device", "early"), flow.early[1]);
+    assert_int_equal(stopped_count("device", "maps out"), to_edge);
+    assert_int_equal(stopped_count("edge", "maps in"), to_edge);
+    assert_int_equal(stopped_count("edge", "early"), flow.early[2]);
+    assert_int_equal(stopped_count("edge", "maps out"), to_cloud);
+    assert_int_equal(stopped_count("cloud", "maps in"), to_cloud);
+    assert_int_equal(stopped_count("cloud", "early"), flow.early[3]);
+    if (g_cluster.opts.batch_max > 1) { /* the device did run batches that some left early */
+        printf("  device: largest batch %lld\n", stopped_count("device", "largest batch"));
+        assert_true(stopped_count("device", "largest batch") > 1);
+    }
+    assert_int_equal(itest_cluster_restart(&g_cluster), 0);
+}
+
 /* ---- setup ---- */
 
 static const struct {
@@ -946,6 +1153,8 @@ static const struct {
     {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
     {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
     {"batched", test_batched, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
+    {"stop", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
+    {"stopbatched", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
 };
 
 static int g_case; /* the first case named: its cluster options serve them all */
@@ -988,7 +1197,7 @@ int main(int argc, char **argv)
     }
     if (n == 0 || n != argc - 1) {
         fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, killcmd, "
-                        "badinput, ee; "
+                        "badinput, ee, batched, stop, stopbatched; "
                         "the cases share one cluster made with the first one's options)\n");
         return 2;
     }

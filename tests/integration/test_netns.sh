@@ -47,7 +47,7 @@ trap cleanup EXIT INT TERM
 hb_timeout=1500
 mkdir -p "$tmp/conf"
 for f in "$src"/configs/$src_conf/*.ini; do
-    sed -e "s#^model *=.*#model = $model#" \
+    sed -e "s#^model *=.*#model = $model#" -e "s#^predictor *= *\.\./\.\./#predictor = $src/#" \
         -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = $hb_timeout#" \
         "$f" >"$tmp/conf/$(basename "$f")"
 done

@@ -40,7 +40,7 @@ trap cleanup EXIT INT TERM
 base=$((20000 + ($$ % 1200) * 10)) # below the ephemeral ports (32768 and up)
 mkdir -p "$tmp/conf"
 for f in "$src"/configs/fmnist-3tier/*.ini; do
-    sed -e "s#^model *=.*#model = $model#" \
+    sed -e "s#^model *=.*#model = $model#" -e "s#^predictor *= *\.\./\.\./#predictor = $src/#" \
         -e "s#127.0.0.1:5600#127.0.0.1:$base#; s#127.0.0.1:5601#127.0.0.1:$((base + 1))#" \
         -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
         -e "s#127.0.0.1:5611#127.0.0.1:$((base + 2))#; s#127.0.0.1:5612#127.0.0.1:$((base + 3))#" \

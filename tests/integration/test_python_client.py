@@ -30,7 +30,7 @@ def skip(why):
 try:
     import zmq
     from einet_proto import messages_pb2 as pb
-    from einet_client import Client, EinetError, Refused
+    from einet_client import Client, EinetError, Refused, Timeout
 except ImportError as e:
     skip(f"{e} (apt-get install python3-zmq python3-protobuf protobuf-compiler; build first)")
 
@@ -62,14 +62,17 @@ def images(n):
     return [[raw[i * 784 + k] / 255.0 for k in range(784)] for i in range(n)]
 
 
-def write_configs(d, base):
-    ports = {"5600": base, "5601": base + 1, "5611": base + 2, "5612": base + 3}
+def write_configs(d, base, cluster="fmnist-3tier"):
+    ports = {"5600": base, "5601": base + 1, "5611": base + 2, "5612": base + 3,
+             "5620": base, "5621": base + 1, "5631": base + 2, "5632": base + 3}
     os.makedirs(d)
     for name in ("coordinator", "device", "edge", "cloud"):
         lines = []
-        for line in open(os.path.join(SRC, "configs", "fmnist-3tier", name + ".ini")):
+        for line in open(os.path.join(SRC, "configs", cluster, name + ".ini")):
             if line.startswith("model"):
                 line = f"model = {MODEL}\n"
+            if line.startswith("predictor"):
+                line = line.replace("../../", SRC + "/")
             if line.startswith("heartbeat_timeout_ms"):
                 line = "heartbeat_timeout_ms = 3000\n"
             for old, new in ports.items():
@@ -350,6 +353,49 @@ def test_hand_back_reason(tmp, base):
         log.close()
 
 
+def test_keys(tmp, base):
+    """The client on the cluster with keys (configs/fmnist-3tier-secure, CURVE everywhere):
+    with a client key it is served and may not inject faults; with the operator key it may;
+    without keys nothing gets through."""
+    conf = os.path.join(tmp, "secure")
+    ep = write_configs(conf, base, "fmnist-3tier-secure")
+    env = dict(os.environ, EINET_BIN=BIN, EINET_RUN_DIR=os.path.join(tmp, "run-secure"))
+    local = os.path.join(SRC, "deploy", "local.sh")
+    up = subprocess.run([local, "up", conf], env=env, capture_output=True, text=True, timeout=300)
+    keys = os.path.join(conf, "keys")
+    try:
+        check(up.returncode == 0, f"deploy/local.sh up (with keys) {up.stderr.strip()[-300:]}")
+        if up.returncode != 0:
+            return
+        server = os.path.join(keys, "coordinator.key")
+        with Client(ep, timeout_ms=20000, key=os.path.join(keys, "client.key_secret"),
+                    server_key=server) as c:
+            a = c.infer(images(1)[0])
+            check(a["status"] == "complete", f"with a client key: {a['status']} from exit {a['exit']}")
+            check(c.model_info()["model"] == "fmnist-8exit", "with a client key: model_info")
+            try:
+                c.fault(link="edge-cloud", clear=True)
+                check(False, "a client key may not inject faults")
+            except Refused as e:
+                check("operator" in e.message, f"a client key may not inject faults: {e.message}")
+        with Client(ep, timeout_ms=20000, key=os.path.join(keys, "operator.key_secret"),
+                    server_key=server) as c:
+            check("edge" in c.fault(link="edge-cloud", clear=True), "the operator key may")
+        with Client(ep, timeout_ms=3000) as c:
+            try:
+                c.stats()
+                check(False, "without keys nothing gets through")
+            except Timeout:
+                check(True, "without keys nothing gets through (no reply in 3 s)")
+        try:
+            Client(ep, key=os.path.join(keys, "client.key"), server_key=server)
+            check(False, "a public certificate given as the secret key is refused")
+        except EinetError as e:
+            check("secret certificate" in str(e), f"a public certificate as key: {e}")
+    finally:
+        subprocess.run([local, "down", conf], env=env, capture_output=True, timeout=120)
+
+
 def main():
     # Below 32768, where the ephemeral ports of outgoing connections begin.
     base = 20000 + (os.getpid() % 1200) * 10
@@ -373,6 +419,7 @@ def main():
             test_hand_back_reason(tmp, base)
         finally:
             subprocess.run([local, "down", conf], env=env, capture_output=True, timeout=120)
+        test_keys(tmp, base + 20)
     print("PASS" if failures == 0 else f"{failures} FAILED")
     return 1 if failures else 0
 

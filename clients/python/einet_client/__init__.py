@@ -6,6 +6,6 @@ fault injection over the coordinator's client endpoint (docs/client.md).
         info = c.model_info()
         answer = c.infer(image, deadline_ms=50)
 """
-from .client import Client, EinetError, Refused, Timeout, PROTOCOL_VERSION
+from .client import Client, EinetError, Refused, Timeout, PROTOCOL_VERSION, read_cert
 
-__all__ = ["Client", "EinetError", "Refused", "Timeout", "PROTOCOL_VERSION"]
+__all__ = ["Client", "EinetError", "Refused", "Timeout", "PROTOCOL_VERSION", "read_cert"]

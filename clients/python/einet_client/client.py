@@ -7,6 +7,7 @@ answers of submitted requests that arrive meanwhile are kept for await_answer(),
 submit/await pipelines and queries can be mixed freely on one client."""
 import array
 import itertools
+import re
 import sys
 import time
 
@@ -19,7 +20,7 @@ PROTOCOL_VERSION = pb.PROTOCOL_VERSION
 STATUS_NAMES = {pb.STATUS_NONE: "none", pb.STATUS_COMPLETE: "complete",
                 pb.STATUS_DEADLINE: "deadline", pb.STATUS_LINK: "link",
                 pb.STATUS_REJECTED: "rejected", pb.STATUS_DEVICE_EE: "device-ee",
-                pb.STATUS_SHUTDOWN: "shutdown"}
+                pb.STATUS_SHUTDOWN: "shutdown", pb.STATUS_EARLY: "early"}
 TIER_NAMES = {pb.TIER_NONE: "none", pb.TIER_DEVICE: "device", pb.TIER_EDGE: "edge",
               pb.TIER_CLOUD: "cloud"}
 TIERS = {v: k for k, v in TIER_NAMES.items()}
@@ -43,6 +44,18 @@ class Refused(EinetError):
         self.code_name = pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else str(code)
         self.message = message
         super().__init__(f"refused ({self.code_name}): {message}")
+
+
+def read_cert(path, secret=False):
+    """The Z85 public key (and, with secret, the secret key) of a CZMQ certificate file as
+    `einet keygen` writes them (docs/security.md)."""
+    with open(path) as f:
+        text = f.read()
+    keys = dict(re.findall(r'^\s*(public-key|secret-key)\s*=\s*"([^"]{40})"', text, re.M))
+    if "public-key" not in keys or (secret and "secret-key" not in keys):
+        what = "secret certificate (NAME.key_secret)" if secret else "certificate"
+        raise EinetError(f"{path}: not a CURVE {what}")
+    return keys["public-key"].encode(), keys.get("secret-key", "").encode()
 
 
 def _answer_dict(a):
@@ -71,14 +84,24 @@ def _tensor_bytes(image):
 
 class Client:
     """A connection to one coordinator. timeout_ms bounds every wait for a reply (queries)
-    and, in await_answer(), for an answer after its deadline (or after sending)."""
+    and, in await_answer(), for an answer after its deadline (or after sending). On a
+    cluster with keys (docs/security.md) give key, your secret certificate
+    (`einet keygen --out DIR NAME` makes DIR/NAME.key_secret), and server_key, the
+    coordinator's public certificate: the connection then runs CURVE."""
 
-    def __init__(self, endpoint, timeout_ms=5000, context=None):
+    def __init__(self, endpoint, timeout_ms=5000, context=None, key=None, server_key=None):
+        if (key is None) != (server_key is None):
+            raise ValueError("key and server_key go together (a cluster with keys needs both)")
         self.endpoint = endpoint
         self.timeout_ms = timeout_ms
         self._ctx = context or zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
+        if key is not None:
+            public, secret = read_cert(key, secret=True)
+            self._sock.curve_publickey = public
+            self._sock.curve_secretkey = secret
+            self._sock.curve_serverkey = read_cert(server_key)[0]
         self._sock.connect(endpoint)
         self._seq = itertools.count(1)
         self._pending = {}   # seq of a request -> its deadline_ms (None) while unanswered
