@@ -14,7 +14,8 @@
  * the server's ZAP handler CZMQ's zauth over an allow-list, as every einet socket with keys;
  * docs/security.md). The CURVE columns compare einet's CURVE hop with raw ZeroMQ's CURVE hop
  * carrying the same bytes, and CURVE with plain.
- * Usage: bench_wire [messages per run] (default 2000). */
+ * Usage: bench_wire [messages per run [runs]] (default 2000 and 5; more runs on a busy
+ * machine, since the best run is the one least disturbed). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@
 #include "wire/sec.h"
 #include "wire/wire.h"
 
-#define REPS 5
+#define REPS 5 /* default; bench_wire N REPS on a busy machine */
 #define WINDOW 64
 
 typedef struct hop {
@@ -360,11 +361,13 @@ static double run_einet_curve(bench_t *b)
 typedef double (*method_fn)(bench_t *b);
 
 /* Best of REPS runs of each method, the methods taking turns, in microseconds per message. */
+static int g_reps = REPS;
+
 static void measure(bench_t *b, const method_fn *fns, int count, double *us)
 {
     for (int i = 0; i < count; i++)
         us[i] = 1e30;
-    for (int r = 0; r < REPS; r++)
+    for (int r = 0; r < g_reps; r++)
         for (int i = 0; i < count; i++) {
             double t = fns[i](b) * 1e6 / b->n;
             us[i] = t < us[i] ? t : us[i];
@@ -374,8 +377,9 @@ static void measure(bench_t *b, const method_fn *fns, int count, double *us)
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 2000;
-    if (n < 10) {
-        fprintf(stderr, "usage: bench_wire [messages per run >= 10]\n");
+    g_reps = argc > 2 ? atoi(argv[2]) : REPS;
+    if (n < 10 || g_reps < 1 || argc > 3) {
+        fprintf(stderr, "usage: bench_wire [messages per run >= 10 [runs >= 1]]\n");
         return 2;
     }
     ei_err_t err = {0};
@@ -394,7 +398,7 @@ int main(int argc, char **argv)
     use_pair(b, 0);
     printf("per-hop cost, us per message (best of %d runs of %d messages; tcp loopback;\n"
            "+c: with CURVE, keys and the zauth allow-list as on an einet cluster with keys)\n",
-           REPS, n);
+           g_reps, n);
     printf("%-36s %7s %7s %6s %6s %7s %7s %8s %8s %9s %9s %10s %10s\n", "hop", "bytes",
            "memcpy", "enc", "dec", "zmq", "einet", "zmq+c", "einet+c", "einet/zmq",
            "einet/cpy", "e+c/zmq+c", "zmq+c/zmq");
