@@ -414,9 +414,9 @@ static const nn_tensor_t *batch_input(node_t *nd, int k, nn_tensor_t *view)
 }
 
 /* Branch k for the jobs whose plan has it (every job at the final block, and at every block
- * the jobs with a threshold stop rule): on the batch's
- * map itself when that is all of them, else on their rows gathered into bsub; each such
- * job gets its probabilities. Returns whether any ran, or a negative code. */
+ * the jobs with a threshold stop rule): on the batch's map itself when that is all of them,
+ * else on their rows gathered into bsub; each such job gets its probabilities. Returns
+ * whether any ran, or a negative code. */
 static int batch_branch(node_t *nd, int k, const nn_tensor_t *y, ei_err_t *err)
 {
     int rows[NODE_MAX_BATCH], m = 0, K = nd->classes;
