@@ -6,57 +6,75 @@
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "layer_internal.h"
 
-typedef struct pool {
-    pthread_mutex_t mu;
-    pthread_cond_t wake, done;
-    int threads;   /* including the caller's */
-    int started;   /* helper threads running */
-    long epoch;    /* bumped for every loop */
-    int busy;      /* helpers still in the current loop */
-    int running;   /* a loop is under way (another caller then runs its loop inline) */
-    /* the current loop */
+/* One loop as a thread sees it (copied under the lock, so a helper that wakes late never
+ * reads a later loop's fields half written). */
+typedef struct loop {
     nn__item_fn fn;
     void *arg;
     int count, max; /* items; threads with tid >= max take none */
-    atomic_int next;
+    uint32_t epoch; /* bumped for every loop */
+} loop_t;
+
+typedef struct pool {
+    pthread_mutex_t mu;
+    pthread_cond_t wake, done_cv;
+    int threads; /* including the caller's */
+    int started; /* helper threads running */
+    int running; /* a loop is under way (another caller then runs its loop inline) */
+    loop_t cur;
+    /* The next item: (epoch << 32) | index. An item is claimed by compare-and-swap with
+     * the claimer's epoch, so a helper holding an old loop can never take a new one's. */
+    _Atomic uint64_t ticket;
+    atomic_int done; /* items of the current loop finished */
 } pool_t;
 
 static pool_t pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-                      PTHREAD_COND_INITIALIZER, 1, 0, 0, 0, 0, NULL, NULL, 0, 0, 0};
+                      PTHREAD_COND_INITIALIZER, 1, 0, 0, {NULL, NULL, 0, 0, 0}, 0, 0};
 
 static _Thread_local int my_tid = -1; /* -1: not inside a loop */
 
-static void run_items(int tid)
+/* Takes items of loop l until none is left. The caller of the loop waits for the items to
+ * be done, not for the helpers: a helper the machine does not schedule in time simply
+ * finds nothing left when it runs. */
+static void run_items(const loop_t *l, int tid)
 {
-    int prev = my_tid;
-    if (tid >= pool.max)
+    if (tid >= l->max)
         return;
+    int prev = my_tid;
     my_tid = tid;
-    for (int i; (i = atomic_fetch_add(&pool.next, 1)) < pool.count;)
-        pool.fn(pool.arg, i, tid);
+    for (;;) {
+        uint64_t t = atomic_load(&pool.ticket);
+        if ((uint32_t)(t >> 32) != l->epoch || (int)(uint32_t)t >= l->count)
+            break;
+        if (!atomic_compare_exchange_weak(&pool.ticket, &t, t + 1))
+            continue;
+        l->fn(l->arg, (int)(uint32_t)t, tid);
+        if (atomic_fetch_add(&pool.done, 1) + 1 == l->count) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done_cv);
+            pthread_mutex_unlock(&pool.mu);
+        }
+    }
     my_tid = prev;
 }
 
 static void *helper(void *p)
 {
     int tid = (int)(intptr_t)p;
-    long seen = 0;
-    pthread_mutex_lock(&pool.mu);
+    uint32_t seen = 0;
     for (;;) {
-        while (pool.epoch == seen)
-            pthread_cond_wait(&pool.wake, &pool.mu);
-        seen = pool.epoch;
-        if (tid >= pool.threads) /* not wanted in this loop */
-            continue;
-        pthread_mutex_unlock(&pool.mu);
-        run_items(tid);
         pthread_mutex_lock(&pool.mu);
-        if (--pool.busy == 0)
-            pthread_cond_signal(&pool.done);
+        while (pool.cur.epoch == seen)
+            pthread_cond_wait(&pool.wake, &pool.mu);
+        loop_t l = pool.cur;
+        seen = l.epoch;
+        pthread_mutex_unlock(&pool.mu);
+        run_items(&l, tid);
     }
     return NULL;
 }
@@ -100,12 +118,21 @@ void nn__parallel_for(int count, int max, nn__item_fn fn, void *arg)
     if (count <= 0)
         return;
     int inline_run = my_tid >= 0 || pool.threads == 1 || count == 1 || max <= 1;
+    loop_t l;
     if (!inline_run) {
         pthread_mutex_lock(&pool.mu);
         inline_run = pool.running;
-        pool.running = 1;
-        if (inline_run)
-            pthread_mutex_unlock(&pool.mu);
+        if (!inline_run) {
+            pool.running = 1;
+            pool.cur = (loop_t){fn, arg, count, max, pool.cur.epoch + 1};
+            if (pool.cur.epoch == 0) /* 0 is the helpers' "seen nothing yet" */
+                pool.cur.epoch = 1;
+            atomic_store(&pool.done, 0);
+            atomic_store(&pool.ticket, (uint64_t)pool.cur.epoch << 32);
+            l = pool.cur;
+            pthread_cond_broadcast(&pool.wake);
+        }
+        pthread_mutex_unlock(&pool.mu);
     }
     if (inline_run) { /* nested, busy with another caller's loop, or nothing to share */
         int prev = my_tid;
@@ -115,19 +142,10 @@ void nn__parallel_for(int count, int max, nn__item_fn fn, void *arg)
         my_tid = prev;
         return;
     }
-    pool.fn = fn;
-    pool.arg = arg;
-    pool.count = count;
-    pool.max = max;
-    atomic_store(&pool.next, 0);
-    pool.busy = pool.threads - 1;
-    pool.epoch++;
-    pthread_cond_broadcast(&pool.wake);
-    pthread_mutex_unlock(&pool.mu);
-    run_items(0);
+    run_items(&l, 0);
     pthread_mutex_lock(&pool.mu);
-    while (pool.busy > 0)
-        pthread_cond_wait(&pool.done, &pool.mu);
+    while (atomic_load(&pool.done) < count)
+        pthread_cond_wait(&pool.done_cv, &pool.mu);
     pool.running = 0;
     pthread_mutex_unlock(&pool.mu);
 }
