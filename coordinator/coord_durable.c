@@ -108,9 +108,13 @@ void coord__flush(coord_t *c)
     ei_err_t err;
     uv_timer_stop(&c->flush_timer);
     if (c->journal && journal_dirty(c->journal)) {
+        uint64_t t0 = coord__now_us();
         if (journal_commit(c->journal, &err) < 0)
             journal_failed(c, &err); /* logged; what the batch held is not durable */
         c->last_commit_us = coord__now_us();
+        if (c->last_commit_us - t0 > 100000)
+            ei_log(EI_LOG_WARN, "journal: a commit took %llu ms",
+                   (unsigned long long)(c->last_commit_us - t0) / 1000);
     }
     coord_out_t *o = c->out_head;
     c->out_head = NULL;
