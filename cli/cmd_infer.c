@@ -16,6 +16,17 @@
 #define DEFAULT_WINDOW 16
 #define DEFAULT_TOTAL_MS 600000
 #define CLI_STATUSES 16 /* room for every Status value */
+#define DEFAULT_RESTART_WAIT_MS 30000
+/* Requests acknowledged but not answered for this long are asked for by id, every POLL_S:
+ * their answer may have been kept by a coordinator that could not deliver it (restarted,
+ * or this client was slow). */
+#define POLL_AFTER_S 1.0
+#define POLL_S 0.5
+#define POLL_MAX 512
+/* An unacknowledged request is sent again at most this many times (after a coordinator
+ * restart it may never have been recorded). */
+#define MAX_RESEND 3
+#define QUERY_SLOTS 8192
 
 static const char usage_text[] =
     "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--stop RULE]\n"
@@ -27,7 +38,10 @@ static const char usage_text[] =
     "   \"latency_ms\", \"label\", \"mflop\"[, \"reason\"][, \"input\"]}\n"
     "(id: the coordinator's request id, for 'einet result'; index: the test image or the\n"
     "file's position; input: the file). A summary\n"
-    "follows on stderr: readable, or one JSON object with --json.\n" CLIENT_OPTS_HELP
+    "follows on stderr: readable, or one JSON object with --json. Each request is\n"
+    "acknowledged with its id at once; an acknowledged request whose answer does not come is\n"
+    "asked for by id (after a coordinator restart, or answers it could not deliver), and an\n"
+    "unacknowledged one is sent again (at most 3 times) once the coordinator is back.\n" CLIENT_OPTS_HELP
     "                          each request's answer is awaited that long after its\n"
     "                          deadline (or after sending, with no deadline)\n"
     "  --count N               images to send (default 100, at most 10000)\n"
@@ -37,6 +51,11 @@ static const char usage_text[] =
     "  --window N              requests in flight at once (default 16)\n"
     "  --total-timeout-ms N    give up on the whole run after N ms (default 600000)\n"
     "  --json                  the summary as one JSON object\n"
+    "  --acks                  also print {\"accepted\": ID, \"index\": I} as each request is\n"
+    "                          acknowledged\n"
+    "  --restart-wait-ms N     how long a silent coordinator is waited for (it may be\n"
+    "                          restarting) before acknowledged requests are given up\n"
+    "                          (default 30000)\n"
     "  --quiet                 no summary\n"
     "  --data DIR              Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n"
     "  --input FILE...         send these files instead: PNG images (gray or RGB, converted\n"
@@ -49,24 +68,34 @@ static const char usage_text[] =
     "got none in time, was refused or answered twice, or the coordinator cannot be reached;\n"
     "2 for a usage error.\n";
 
-enum { ST_UNSENT, ST_INFLIGHT, ST_ANSWERED, ST_TIMEDOUT };
+enum { ST_UNSENT, ST_INFLIGHT, ST_ACKED, ST_ANSWERED, ST_TIMEDOUT };
+
+typedef struct query_slot {
+    uint64_t seq;
+    long index;
+} query_slot_t;
 
 typedef struct infer {
     client_opts_t o;
-    long count, deadline_ms, window, total_ms;
+    long count, deadline_ms, window, total_ms, restart_wait_ms;
     int has_stop;
     einet_StopRule stop;
-    int json, quiet;
+    int json, quiet, print_acks;
     const char *data_dir;
     char **inputs; /* --input files (argv's), or NULL */
     int ninputs, resize, in_c;
     /* run state */
     client_t *c;
     nn_dataset_t *data;
-    uint8_t *state;
+    uint8_t *state, *resends;
     double *sent_at;
-    uint64_t first_seq;
+    uint64_t *id;      /* acknowledged (then answered) request id per image */
+    uint64_t *seq_of;  /* the seq of each image's latest send, for Error replies */
+    query_slot_t *queries;
+    double last_heard, next_poll;
+    int acks_seen;
     long next, low, inflight, answered, timed_out, refused, duplicates, strays;
+    long acked, resent, queried, superseded;
     /* summary */
     uint64_t by_status[CLI_STATUSES], by_exit[WIRE_MAX_BLOCKS + 1], by_tier[4], labelled, correct;
     double *latency; /* coordinator-reported latency of each answer, ms */
@@ -85,6 +114,8 @@ static int parse_args(int argc, char **argv, infer_t *a)
         {"window", required_argument, 0, 'w'},
         {"total-timeout-ms", required_argument, 0, 'T'},
         {"json", no_argument, 0, 'j'},
+        {"acks", no_argument, 0, 'a'},
+        {"restart-wait-ms", required_argument, 0, 'W'},
         {"quiet", no_argument, 0, 'q'},
         {"data", required_argument, 0, 'd'},
         {"input", required_argument, 0, 'i'},
@@ -101,6 +132,12 @@ static int parse_args(int argc, char **argv, infer_t *a)
             continue;
         switch (c) {
         case 'j': a->json = 1; break;
+        case 'a': a->print_acks = 1; break;
+        case 'W':
+            if (cli_parse_long(optarg, 1, 86400000, &a->restart_wait_ms))
+                return cli_usage_error(CMD, "--restart-wait-ms: '%s' is not in [1, 86400000]",
+                                       optarg);
+            break;
         case 'q': a->quiet = 1; break;
         case 'd': a->data_dir = optarg; break;
         case 'i': a->inputs[a->ninputs++] = optarg; break;
@@ -172,11 +209,11 @@ static int send_request(infer_t *a, long i, ei_err_t *err)
                          err);
     if (rc)
         return rc;
-    if (i == 0)
-        a->first_seq = env.seq;
+    a->seq_of[i] = env.seq;
+    if (a->state[i] == ST_UNSENT)
+        a->inflight++;
     a->state[i] = ST_INFLIGHT;
     a->sent_at[i] = ei_now();
-    a->inflight++;
     return 0;
 }
 
@@ -221,6 +258,10 @@ static void on_answer(infer_t *a, const einet_Answer *ans)
         a->strays++;
         return;
     }
+    if (a->state[i] == ST_ANSWERED && ans->request_id != a->id[i]) {
+        a->superseded++; /* an earlier send of a resent image: answered already */
+        return;
+    }
     if (a->state[i] == ST_ANSWERED) {
         fprintf(stderr, "einet infer: image %ld (request %llu) answered twice: the second, "
                         "'%s', ignored\n",
@@ -234,18 +275,88 @@ static void on_answer(infer_t *a, const einet_Answer *ans)
         return;
     }
     a->state[i] = ST_ANSWERED;
+    a->id[i] = ans->request_id;
     a->inflight--;
     tally(a, ans);
     a->answered++;
     print_answer(a, ans);
 }
 
+/* The acknowledgement of a request: its id, for queries. */
+static void on_accepted(infer_t *a, const einet_Accepted *acc)
+{
+    long i = (long)acc->client_id;
+    a->acks_seen = 1;
+    if (acc->client_id >= (uint64_t)a->count || a->state[i] == ST_UNSENT) {
+        fprintf(stderr, "einet infer: acknowledgement for image %llu, which was never sent\n",
+                (unsigned long long)acc->client_id);
+        a->strays++;
+        return;
+    }
+    if (a->state[i] != ST_INFLIGHT)
+        return; /* a resent image's other request: its first id is kept */
+    a->state[i] = ST_ACKED;
+    a->id[i] = acc->request_id;
+    a->acked++;
+    if (a->print_acks)
+        printf("{\"accepted\": %llu, \"index\": %ld}\n", (unsigned long long)acc->request_id,
+               i);
+}
+
+/* The reply to a query for an acknowledged request. */
+static void on_result_reply(infer_t *a, const einet_Envelope *env)
+{
+    query_slot_t *q = &a->queries[env->reply_to % QUERY_SLOTS];
+    if (q->seq != env->reply_to || q->seq == 0)
+        return; /* a query whose slot was reused: it is asked again */
+    long i = q->index;
+    q->seq = 0;
+    const einet_ResultReply *r = &env->body.result_reply;
+    if (a->state[i] != ST_ACKED)
+        return;
+    if (!r->found) {
+        fprintf(stderr, "einet infer: image %ld: the coordinator does not know request %llu\n", i,
+                (unsigned long long)a->id[i]);
+        a->state[i] = ST_TIMEDOUT;
+        a->inflight--;
+        a->timed_out++;
+        return;
+    }
+    if (!r->pending && r->has_answer)
+        on_answer(a, &r->answer);
+}
+
+/* Asks for the answers of requests acknowledged long ago and still unanswered. */
+static void poll_acked(infer_t *a, double now)
+{
+    if (now < a->next_poll)
+        return;
+    a->next_poll = now + POLL_S;
+    int n = 0;
+    for (long i = a->low; i < a->next && n < POLL_MAX; i++) {
+        if (a->state[i] != ST_ACKED || now - a->sent_at[i] < POLL_AFTER_S)
+            continue;
+        einet_Envelope env;
+        ei_err_t err;
+        wire_env_init(&env, einet_Envelope_result_query_tag);
+        env.body.result_query.request_id = a->id[i];
+        if (client_send(a->c, &env, NULL, 0, 0, &err) != 0)
+            return; /* not connected now: the next round asks again */
+        a->queries[env.seq % QUERY_SLOTS] = (query_slot_t){env.seq, i};
+        a->queried++;
+        n++;
+    }
+}
+
 /* An Error reply refuses the request whose seq it answers. */
 static void on_error(infer_t *a, const einet_Envelope *env)
 {
-    long i = (long)(env->reply_to - a->first_seq);
+    long i = -1;
+    for (long k = a->low; k < a->next && i < 0; k++)
+        if (a->seq_of[k] == env->reply_to)
+            i = k;
     const einet_Error *e = &env->body.error;
-    if (env->reply_to < a->first_seq || i >= a->next || a->state[i] != ST_INFLIGHT) {
+    if (i < 0 || a->state[i] != ST_INFLIGHT) {
         fprintf(stderr, "einet infer: the coordinator sent an error: %s\n", e->message);
         a->strays++;
         return;
@@ -257,44 +368,68 @@ static void on_error(infer_t *a, const einet_Envelope *env)
     a->refused++;
 }
 
-/* Marks every request whose answer is overdue; they stop counting as in flight. */
+/* Marks every request whose answer is overdue; they stop counting as in flight. An
+ * unacknowledged request is sent again when this coordinator acknowledges requests (it may
+ * have restarted before recording it); an acknowledged one is waited for while the
+ * coordinator is heard from (it keeps every answer), up to --restart-wait-ms of silence. */
 static void expire(infer_t *a, double now)
 {
-    while (a->low < a->next && a->state[a->low] != ST_INFLIGHT)
+    while (a->low < a->next && a->state[a->low] != ST_INFLIGHT && a->state[a->low] != ST_ACKED)
         a->low++;
     double limit = request_timeout_s(a);
-    for (long i = a->low; i < a->next && a->sent_at[i] + limit <= now; i++) {
-        if (a->state[i] != ST_INFLIGHT)
+    int silent = now - a->last_heard > a->restart_wait_ms / 1e3;
+    for (long i = a->low; i < a->next; i++) {
+        if (a->state[i] == ST_ACKED && silent) {
+            fprintf(stderr, "einet infer: image %ld (request %llu): no answer, and nothing from "
+                            "the coordinator for %ld ms\n",
+                    i, (unsigned long long)a->id[i], a->restart_wait_ms);
+        } else if (a->state[i] != ST_INFLIGHT || a->sent_at[i] + limit > now) {
             continue;
-        fprintf(stderr, "einet infer: image %ld: no answer within %ld ms of sending\n", i,
-                (long)(limit * 1e3));
+        } else if (a->acks_seen && a->resends[i] < MAX_RESEND && !silent) {
+            ei_err_t err;
+            if (send_request(a, i, &err) == 0) {
+                a->resends[i]++;
+                a->resent++;
+            }
+            continue;
+        } else {
+            fprintf(stderr, "einet infer: image %ld: no answer within %ld ms of sending\n", i,
+                    (long)(limit * 1e3));
+        }
         a->state[i] = ST_TIMEDOUT;
         a->inflight--;
         a->timed_out++;
     }
 }
 
-/* Time to wait for the next message: until the oldest request in flight is overdue or the
- * run's overall timeout, whichever comes first. */
+/* Time to wait for the next message: until the oldest request in flight is overdue, the
+ * next poll or the run's overall timeout, whichever comes first. */
 static int wait_ms(infer_t *a, double now)
 {
-    while (a->low < a->next && a->state[a->low] != ST_INFLIGHT)
+    while (a->low < a->next && a->state[a->low] != ST_INFLIGHT && a->state[a->low] != ST_ACKED)
         a->low++;
     double until = a->t_start + a->total_ms / 1e3;
     if (a->low < a->next && a->sent_at[a->low] + request_timeout_s(a) < until)
         until = a->sent_at[a->low] + request_timeout_s(a);
+    if (a->acks_seen && a->next_poll < until)
+        until = a->next_poll;
     double ms = (until - now) * 1e3 + 1;
-    return ms < 0 ? 0 : (int)ms;
+    return ms < 0 ? 0 : ms > 100 ? 100 : (int)ms;
 }
 
 static int run(infer_t *a)
 {
     ei_err_t err = {0};
-    a->t_start = ei_now();
+    a->t_start = a->last_heard = ei_now();
+    a->next_poll = a->t_start + POLL_S;
     int send_failed = 0;
     while (a->next < a->count || a->inflight > 0) {
         while (!send_failed && a->next < a->count && a->inflight < a->window) {
             if (send_request(a, a->next, &err)) {
+                /* A coordinator that acknowledges requests may be restarting: try again
+                 * while it has not been silent for --restart-wait-ms. */
+                if (a->acks_seen && ei_now() - a->last_heard <= a->restart_wait_ms / 1e3)
+                    break;
                 /* Stop sending, but keep reading: answers to what was sent may already
                  * be queued (a coordinator answers everything it holds as it stops). */
                 fprintf(stderr, "einet infer: image %ld: %s\n", a->next, err.msg);
@@ -304,7 +439,7 @@ static int run(infer_t *a)
             }
             a->next++;
         }
-        if (a->inflight == 0)
+        if (a->inflight == 0 && (send_failed || a->next >= a->count))
             break;
         double now = ei_now();
         if (now - a->t_start >= a->total_ms / 1e3)
@@ -314,8 +449,14 @@ static int run(infer_t *a)
                             a->answered, a->count, a->total_ms);
         einet_Envelope env;
         int rc = client_recv(a->c, &env, wait_ms(a, now), &err);
+        if (rc == 0)
+            a->last_heard = ei_now();
         if (rc == 0 && env.which_body == einet_Envelope_answer_tag)
             on_answer(a, &env.body.answer);
+        else if (rc == 0 && env.which_body == einet_Envelope_accepted_tag)
+            on_accepted(a, &env.body.accepted);
+        else if (rc == 0 && env.which_body == einet_Envelope_result_reply_tag)
+            on_result_reply(a, &env);
         else if (rc == 0 && env.which_body == einet_Envelope_error_tag)
             on_error(a, &env);
         else if (rc == 0)
@@ -324,6 +465,8 @@ static int run(infer_t *a)
         else if (rc != EI_E_TIMEOUT)
             fprintf(stderr, "einet infer: bad reply ignored: %s\n", err.msg);
         expire(a, ei_now());
+        if (a->acks_seen)
+            poll_acked(a, ei_now());
     }
     return send_failed ? CLI_FAIL : 0;
 }
@@ -361,6 +504,11 @@ static void summary_json(const infer_t *a, double secs, const double *p)
     json_object_set_new(o, "mflop_mean", json_real(a->mflop_sum / n));
     json_object_set_new(o, "reached_edge", json_real(a->reached[einet_Tier_TIER_EDGE] / n));
     json_object_set_new(o, "reached_cloud", json_real(a->reached[einet_Tier_TIER_CLOUD] / n));
+    json_object_set_new(o, "accepted", json_integer(a->acked));
+    json_object_set_new(o, "resent", json_integer(a->resent));
+    json_object_set_new(o, "queried", json_integer(a->queried));
+    json_object_set_new(o, "superseded", json_integer(a->superseded));
+    json_object_set_new(o, "lost", json_integer(a->timed_out));
     char *text = json_dumps(o, JSON_REAL_PRECISION(6));
     fprintf(stderr, "%s\n", text ? text : "{}");
     free(text);
@@ -374,6 +522,9 @@ static void summary_text(const infer_t *a, double secs, const double *p)
     if (a->timed_out || a->refused || a->duplicates)
         fprintf(stderr, "; %ld timed out, %ld refused, %ld answered twice", a->timed_out,
                 a->refused, a->duplicates);
+    fprintf(stderr, "\nacknowledged %ld; lost %ld", a->acked, a->timed_out);
+    if (a->resent || a->queried)
+        fprintf(stderr, "; %ld sent again, %ld asked for by id", a->resent, a->queried);
     fprintf(stderr, "\nby status:");
     for (int s = 0; s < CLI_STATUSES; s++)
         if (a->by_status[s])
@@ -462,9 +613,14 @@ static int infer_main(infer_t *a)
     if (a->count > a->data->count)
         a->count = a->data->count;
     a->state = ei_calloc((size_t)a->count, 1);
+    a->resends = ei_calloc((size_t)a->count, 1);
+    a->id = ei_calloc((size_t)a->count, sizeof *a->id);
+    a->seq_of = ei_calloc((size_t)a->count, sizeof *a->seq_of);
+    a->queries = ei_calloc(QUERY_SLOTS, sizeof *a->queries);
     a->sent_at = ei_calloc((size_t)a->count, sizeof *a->sent_at);
     a->latency = ei_calloc((size_t)a->count, sizeof *a->latency);
-    if (!a->state || !a->sent_at || !a->latency)
+    if (!a->state || !a->sent_at || !a->latency || !a->resends || !a->id || !a->seq_of ||
+        !a->queries)
         return cli_fail(CMD, "out of memory");
     if (!a->c && !(a->c = client_new_keys(a->o.endpoint, a->o.key, a->o.server_key, &err)))
         return cli_fail(CMD, "%s", err.msg);
@@ -489,6 +645,7 @@ int cmd_infer(int argc, char **argv)
     a->count = DEFAULT_COUNT;
     a->window = DEFAULT_WINDOW;
     a->total_ms = DEFAULT_TOTAL_MS;
+    a->restart_wait_ms = DEFAULT_RESTART_WAIT_MS;
     setvbuf(stdout, NULL, _IOLBF, 0); /* a reader of the pipe sees each answer at once */
     a->inputs = ei_calloc((size_t)argc + 1, sizeof *a->inputs);
     int rc = a->inputs ? parse_args(argc, argv, a) : cli_fail(CMD, "out of memory");
@@ -499,6 +656,10 @@ int cmd_infer(int argc, char **argv)
     client_destroy(&a->c);
     nn_dataset_destroy(&a->data);
     free(a->state);
+    free(a->resends);
+    free(a->id);
+    free(a->seq_of);
+    free(a->queries);
     free(a->sent_at);
     free(a->latency);
     free(a->inputs);

@@ -21,7 +21,8 @@
     XX(TIMEOUT, -10, "timed out")                          \
     XX(PEER, -11, "peer failure")                          \
     XX(UNSUPPORTED, -12, "unsupported")                    \
-    XX(DENIED, -13, "permission denied")
+    XX(DENIED, -13, "permission denied")                   \
+    XX(BUSY, -14, "busy: a queue is full")
 
 enum {
     EI_OK = 0,

@@ -64,15 +64,13 @@ static void send_cancels(coord_t *c, uint64_t id, int pos)
 void coord__on_answer(const reqs_done_t *d, void *arg)
 {
     coord_t *c = arg;
-    ei_err_t err;
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_answer_tag);
     env.body.answer = *d->answer;
     env.reply_to = d->client->seq;
-    env.seq = ++c->seq;
-    if (c->clients && wire_send(c->clients, &d->client->peer, &env, NULL, &err) < 0)
-        ei_log(EI_LOG_WARN, "answer to request %llu not delivered: %s",
-                (unsigned long long)d->answer->request_id, err.msg);
+    /* Recorded in this turn's batch; sent once it is committed (coord__flush). */
+    coord__journal_answer(c, d->answer);
+    coord__queue_client(c, &d->client->peer, &env, d->answer->request_id);
     stats_answer(c->stats, d->answer);
     coord__metrics_answer(c, d->answer);
     int st = d->answer->status;
@@ -141,6 +139,7 @@ void coord__tick(coord_t *c)
     int k = cluster_tick(&c->cluster, now, ev);
     for (int i = 0; i < k; i++)
         on_event(c, &ev[i], now);
+    coord__resume(c);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -314,6 +313,8 @@ static int make_parts(coord_t *c, ei_err_t *err)
         return err->code;
     if (!c->reqs || !c->stats)
         return ei_err_set(err, EI_E_NOMEM, "out of memory");
+    if (coord__journal_open(c, err) < 0)
+        return err->code;
     cluster_init(&c->cluster, &c->conf.tiers, c->n,
                  (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
     members_init(&c->members, c->cluster.n_tiers, (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
@@ -332,7 +333,10 @@ static int make_sockets(coord_t *c, ei_err_t *err)
     if (!c->sec)
         return err->code;
     xport_opts_t co = {.type = ZMQ_ROUTER, .linger_ms = COORD_CLIENT_LINGER_MS, .sec = c->sec};
-    xport_opts_t no = {.type = ZMQ_ROUTER, .linger_ms = -1, .sec = c->sec};
+    /* Deep queues to and from the nodes: tasks, results and hand-backs are bounded by the
+     * requests held (max_pending), and a burst must not be refused as if a node were gone. */
+    xport_opts_t no = {.type = ZMQ_ROUTER, .linger_ms = -1, .sec = c->sec,
+                       .sndhwm = COORD_NODES_HWM, .rcvhwm = COORD_NODES_HWM};
     c->clients = xport_new(c->loop, c->zctx, &co, err);
     if (!c->clients)
         return err->code;
@@ -344,6 +348,21 @@ static int make_sockets(coord_t *c, ei_err_t *err)
 
 static void free_parts(coord_t *c)
 {
+    for (coord_out_t *o = c->out_head, *next; o; o = next) {
+        next = o->next;
+        free(o);
+    }
+    c->out_head = NULL;
+    c->out_tail = &c->out_head;
+    for (int i = 0; i < c->n_held; i++)
+        free(c->held[i].input);
+    free(c->held);
+    c->held = NULL;
+    c->n_held = 0;
+    free(c->dirty);
+    c->dirty = NULL;
+    c->n_dirty = c->cap_dirty = 0;
+    journal_close(&c->journal);
     xport_destroy(&c->clients);
     xport_destroy(&c->nodes);
     sec_destroy(&c->sec);
@@ -368,6 +387,7 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     c->start_us = coord__now_us();
     c->trace = getenv(COORD_TRACE_ENV) != NULL;
     coord__metrics_init(c);
+    c->out_tail = &c->out_head;
     if (make_parts(c, err) < 0 || make_sockets(c, err) < 0) {
         free_parts(c);
         free(c);
@@ -376,8 +396,13 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     uv_timer_init(loop, &c->tick_timer);
     uv_timer_init(loop, &c->expiry_timer);
     uv_timer_init(loop, &c->profile_timer);
+    uv_prepare_init(loop, &c->flush_prep);
+    uv_timer_init(loop, &c->trim_timer);
+    uv_timer_init(loop, &c->ckpt_timer);
+    uv_timer_init(loop, &c->flush_timer);
     c->tick_timer.data = c->expiry_timer.data = c->profile_timer.data = c;
-    c->handles_open = 3;
+    c->flush_prep.data = c->trim_timer.data = c->ckpt_timer.data = c->flush_timer.data = c;
+    c->handles_open = 7;
     if (!c->scores_computed)
         load_scores(c);
     return c;
@@ -385,6 +410,9 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
 
 int coord_start(coord_t *c, ei_err_t *err)
 {
+    if (coord__restore(c, err) < 0)
+        return err->code;
+    coord__durable_start(c);
     if (xport_bind(c->clients, c->conf.clients, err) < 0 ||
         xport_bind(c->nodes, c->conf.nodes, err) < 0 ||
         xport_start(c->clients, coord__on_clients, c, err) < 0 ||
@@ -425,10 +453,16 @@ void coord_shutdown(coord_t *c)
             n, (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_CLIENTS),
             (unsigned long long)stats_bad_count(c->stats, STATS_SOCK_NODES),
             (unsigned long long)reqs_late(c->reqs));
+    coord__durable_close(c, on_closed); /* commits and sends the answers just made */
     xport_stats_t xs = xport_stats(c->clients);
     ei_log(EI_LOG_INFO, "clients socket: %llu sent, %llu refused",
             (unsigned long long)xs.sent, (unsigned long long)xs.send_failed);
     coord__metrics_stop(c);
+    ei_log(EI_LOG_INFO,
+            "%llu requests accepted, %llu answers undelivered (kept for 'einet "
+            "result'), %llu journal failures",
+            (unsigned long long)c->accepted, (unsigned long long)c->undelivered,
+            (unsigned long long)c->journal_errors);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
     uv_close((uv_handle_t *)&c->expiry_timer, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);

@@ -17,7 +17,13 @@
 /* A request with no deadline that has had no final result for this long is answered
  * `link` (a message was lost: injected loss, or a node that died with it). */
 #define COORD_LOST_MS 30000
-/* Answers remembered for result queries. */
+/* After a start, requests are held (not sent to the device) until the cluster is healthy,
+ * or at most 2 heartbeat timeouts plus this long: a restarted coordinator learns the nodes'
+ * and links' state from their heartbeats and reports before it sends work. */
+#define COORD_HOLD_EXTRA_MS 2000
+/* ZeroMQ's queues on the nodes socket, in messages per node. */
+#define COORD_NODES_HWM 20000
+/* Answers remembered in memory for result queries (the journal keeps more). */
 #define COORD_KEEP_ANSWERS 65536
 /* With this environment variable set, every exit result is logged to stderr as
  * "einet-coord: trace exit request=ID exit=K tier=T class=C confidence=P elapsed_us=E". */

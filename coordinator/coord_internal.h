@@ -9,6 +9,7 @@
 
 #include "coordinator/cluster.h"
 #include "coordinator/coord.h"
+#include "coordinator/journal.h"
 #include "coordinator/liveprof.h"
 #include "coordinator/owners.h"
 #include "coordinator/metrics.h"
@@ -31,6 +32,27 @@ typedef enum {
     COORD_REF_FRAMES,       /* more frames than any message has (dropped by xport) */
     COORD_REFUSALS
 } coord_refusal_t;
+/* A message to a client, sent only once the journal batch it depends on is committed:
+ * acknowledgements, answers and query replies leave in the order they were made. */
+typedef struct coord_out {
+    struct coord_out *next;
+    xport_peer_t peer;
+    uint64_t answer_id; /* an answer: its request id, marked undelivered if the send fails */
+    size_t len;
+    uint8_t bytes[];
+} coord_out_t;
+
+/* A request accepted while the coordinator starts (or recorded before a restart), held
+ * until the cluster is known: its image and its deadline on this process's clock. */
+typedef struct coord_held {
+    uint64_t id;
+    uint64_t deadline_at_us; /* 0: none */
+    uint32_t deadline_ms;
+    float *input;
+    size_t numel;
+    int has_stop; /* the request's own stop rule (one recorded before a restart: none) */
+    einet_StopRule stop;
+} coord_held_t;
 
 struct coord {
     conf_coord_t conf;
@@ -60,6 +82,25 @@ struct coord {
     uint64_t refused[STATS_SOCKS][COORD_REFUSALS];
     uint64_t dropped_seen[STATS_SOCKS]; /* of xport's dropped counts, already counted */
     coord_metrics_t metrics; /* GET /metrics (coordinator/metrics.h) */
+    /* durable state (coord_durable.c) */
+    journal_t *journal;          /* NULL: [journal] enabled = no */
+    coord_out_t *out_head, **out_tail;
+    int n_out;
+    uv_prepare_t flush_prep;     /* commits the batch, then sends what waited for it */
+    uv_timer_t flush_timer;      /* ... at most COORD_COMMIT_US later, batching turns */
+    uint64_t last_commit_us;
+    uv_timer_t trim_timer;
+    uv_timer_t ckpt_timer;       /* records deeper results, checkpoints on a worker thread */
+    uint64_t *dirty;             /* ids with a deeper result not yet in the journal */
+    int n_dirty, cap_dirty;
+    uv_work_t ckpt_work;
+    int ckpt_busy, ckpt_rc;
+    ei_err_t ckpt_err;
+    coord_held_t *held;
+    int n_held, cap_held;
+    int holding;                 /* starting: requests are held until the cluster is known */
+    uint64_t hold_until_us;
+    uint64_t accepted, undelivered, restored, restarted, journal_errors;
 };
 
 uint64_t coord__now_us(void);
@@ -80,6 +121,46 @@ int coord__class_names(const char *list, einet_ModelInfoReply *out);
 /* Counts the messages xport dropped for having too many frames as refused. */
 void coord__count_dropped(coord_t *c);
 void coord__fill_refusals(const coord_t *c, einet_StatsReply *s);
+/* Sends request id's task to the device: plan, image, the deadline left (ms, 0: none) and
+ * its stop rule (NULL: the cluster's).
+ * Answers it `rejected` (busy) or `link` when the device cannot take it. */
+void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
+                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop);
+/* When nothing else answers a request: its deadline, a lost message, or (path broken) the
+ * heartbeat timeout. Returns the expiry time, *status and reason. */
+uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
+                       char *reason, size_t cap);
+
+/* coord_durable.c */
+uint64_t coord__wall_us(void);
+/* Opens the journal named by the config (none when disabled). 0 or a negative code. */
+int coord__journal_open(coord_t *c, ei_err_t *err) EI_CHECK;
+/* Start-up: every request recorded but not answered is held to be continued (image kept,
+ * deadline not passed) or answered `restarted` with its deepest recorded result. */
+int coord__restore(coord_t *c, ei_err_t *err) EI_CHECK;
+/* Starts the flush and retention handles (the loop's prepare phase and a timer). */
+void coord__durable_start(coord_t *c);
+/* Closes them; *open counts the handles whose close callbacks are still due. */
+void coord__durable_close(coord_t *c, uv_close_cb cb);
+/* Queues env for a client (seq set here); answer_id > 0 for an answer. */
+void coord__queue_client(coord_t *c, const xport_peer_t *peer, einet_Envelope *env,
+                         uint64_t answer_id);
+/* Commits the journal's batch, then sends every queued client message. */
+void coord__flush(coord_t *c);
+/* Holds request id until the cluster is known (copies the image). 0 or EI_E_NOMEM. */
+int coord__hold(coord_t *c, uint64_t id, const float *input, size_t numel, uint32_t deadline_ms,
+                uint64_t deadline_at_us, const einet_StopRule *stop) EI_CHECK;
+/* Once starting is over (the cluster healthy, or the hold time passed): sends the tasks of
+ * every held request. Called from the tick. */
+void coord__resume(coord_t *c);
+/* An exit result deeper than what request r->request_id had: recorded in the journal with
+ * the next sweep (every COORD_CHECKPOINT_MS), so the many requests answered sooner cost no
+ * write for it. */
+void coord__journal_exit(coord_t *c, const einet_ExitResult *r);
+/* Writes the deepest result of every pending request marked by coord__journal_exit. */
+void coord__journal_sweep(coord_t *c);
+/* Journal write for an answer (errors logged and counted). */
+void coord__journal_answer(coord_t *c, const einet_Answer *a);
 void coord__on_clients(xport_t *x, xport_msg_t **msg_p, void *arg);
 void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg);
 

@@ -80,13 +80,12 @@ void coord__fill_refusals(const coord_t *c, einet_StatsReply *s)
         }
 }
 
+/* Query replies wait for the batch like answers do, so a reply never tells of a state
+ * that is not on disk yet, and replies and answers reach a client in the order made. */
 static void reply(coord_t *c, const wire_in_t *in, einet_Envelope *env)
 {
-    ei_err_t err;
     env->reply_to = in->env.seq;
-    env->seq = ++c->seq;
-    if (wire_send(c->clients, &in->peer, env, NULL, &err) < 0)
-        ei_log(EI_LOG_WARN, "reply not delivered: %s", err.msg);
+    coord__queue_client(c, &in->peer, env, 0);
 }
 
 /* ---- requests ---- */
@@ -123,9 +122,7 @@ static int input_ok(const coord_t *c, const wire_in_t *in, char *why, size_t cap
     return 1;
 }
 
-/* When nothing else answers a request: its deadline, a lost message, or (path broken) the
- * heartbeat timeout. */
-static uint64_t expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
+uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
                        char *reason, size_t cap)
 {
     uint64_t at = now + (uint64_t)COORD_LOST_MS * 1000;
@@ -147,13 +144,14 @@ static uint64_t expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
     return at;
 }
 
-static void send_task(coord_t *c, uint64_t id, const wire_in_t *in, uint32_t deadline_ms)
+void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
+                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop)
 {
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_task_tag);
     einet_Task *t = &env.body.task;
     t->request_id = id;
-    t->input = in->env.body.request.input;
+    t->input = *meta;
     t->has_input = true;
     const uint8_t *plan = liveprof_plan(c->prof);
     t->plan_count = (pb_size_t)c->n;
@@ -165,16 +163,50 @@ static void send_task(coord_t *c, uint64_t id, const wire_in_t *in, uint32_t dea
     /* The request's stop rule, else the cluster's. A rule decides which branches run (a
      * threshold rule every one, einet's from its predictor after exit 1), so the plan
      * starts with every bit set. */
-    const einet_Request *r = &in->env.body.request;
-    t->stop = r->has_stop ? r->stop
-                          : (einet_StopRule){(einet_StopKind)c->conf.stop.kind,
-                                             c->conf.stop.threshold};
+    t->stop = stop ? *stop
+                   : (einet_StopRule){(einet_StopKind)c->conf.stop.kind, c->conf.stop.threshold};
     t->has_stop = t->stop.kind != einet_StopKind_STOP_NONE;
     for (int k = 0; t->has_stop && k < c->n; k++)
         t->plan[k] = true;
-    if (coord__send_node(c, 0, &env, in->tensor, in->tensor_numel) < 0)
+    int rc = coord__send_node(c, 0, &env, input, numel);
+    if (rc == EI_E_BUSY) /* the device's queue is full: overload, not a failure */
+        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
+                    "busy: the device's queue is full", coord__now_us());
+    else if (rc < 0)
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
                     coord__now_us());
+}
+
+/* The acknowledgement: the request is recorded under id (in this turn's batch, so it
+ * leaves after the commit, before any answer to it). */
+static void acknowledge(coord_t *c, const reqs_client_t *cl, uint64_t id)
+{
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_accepted_tag);
+    env.reply_to = cl->seq;
+    env.body.accepted.request_id = id;
+    env.body.accepted.client_id = cl->client_id;
+    coord__queue_client(c, &cl->peer, &env, 0);
+    c->accepted++;
+}
+
+/* Records request id; on failure it is answered `rejected` (the client is told why, and
+ * no id it was given is lost). 0 or -1. */
+static int record(coord_t *c, uint64_t id, const wire_in_t *in, uint32_t deadline_ms)
+{
+    const einet_Request *r = &in->env.body.request;
+    ei_err_t err;
+    if (!c->journal)
+        return 0;
+    if (journal_accept(c->journal, id, r->client_id, r->has_label, r->label, coord__wall_us(),
+                       deadline_ms, in->tensor, in->tensor_numel, in->who.key, &err) == 0)
+        return 0;
+    char why[128];
+    snprintf(why, sizeof why, "the journal cannot record it: %.90s", err.msg);
+    ei_log(EI_LOG_ERROR, "request %llu: %s", (unsigned long long)id, err.msg);
+    c->journal_errors++;
+    reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
+    return -1;
 }
 
 static void on_request(coord_t *c, const wire_in_t *in)
@@ -190,20 +222,33 @@ static void on_request(coord_t *c, const wire_in_t *in)
     }
     uint64_t now = coord__now_us(), id;
     uint32_t deadline_ms = r->has_deadline_ms ? r->deadline_ms : (uint32_t)c->conf.deadline_ms;
-    int status;
-    uint64_t at = expiry(c, deadline_ms, now, &status, why, sizeof why);
+    int status = einet_Status_STATUS_LINK;
+    uint64_t at = c->holding ? 0 : coord__expiry(c, deadline_ms, now, &status, why, sizeof why);
     if (reqs_add(c->reqs, &cl, now, at, status, why, &id) < 0) {
-        snprintf(why, sizeof why, "overloaded: %d requests held", reqs_pending(c->reqs));
+        snprintf(why, sizeof why, "busy: %d requests held (max_pending)", reqs_pending(c->reqs));
         answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
         return;
     }
     owners_set(c->owners, id, in->who.key);
+    acknowledge(c, &cl, id);
+    if (record(c, id, in, deadline_ms) < 0)
+        return;
+    if (c->holding) {
+        /* Starting: the cluster's state is not known yet (after a restart, the nodes are
+         * there but have not reported): held until it is, not answered `link`. */
+        if (coord__hold(c, id, in->tensor, in->tensor_numel, deadline_ms,
+                        deadline_ms ? now + (uint64_t)deadline_ms * 1000 : 0,
+                        r->has_stop ? &r->stop : NULL) < 0)
+            reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, "busy: out of memory", now);
+        return;
+    }
     if (cluster_broken(&c->cluster) == 0) {
         snprintf(why, sizeof why, "%s is down", cluster_tier_name(c->cluster.node[0].tier));
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, why, now);
         return;
     }
-    send_task(c, id, in, deadline_ms);
+    coord__send_task(c, id, &r->input, in->tensor, in->tensor_numel, deadline_ms,
+                     r->has_stop ? &r->stop : NULL);
     coord__arm_expiry(c);
 }
 
@@ -260,6 +305,9 @@ static void on_stats_query(coord_t *c, const wire_in_t *in)
     coord__fill_refusals(c, s);
     cluster_fill(&c->cluster, coord__now_us(), s);
     s->uptime_us = coord__uptime_us(c);
+    s->undelivered = c->undelivered;
+    s->accepted = c->accepted;
+    s->next_id = c->journal ? journal_next_id(c->journal) : 0;
     reply(c, in, &env);
     if (in->env.body.stats_query.reset)
         stats_reset(c->stats);
@@ -301,7 +349,9 @@ static void on_result_query(coord_t *c, const wire_in_t *in)
 {
     einet_Envelope env;
     uint64_t id = in->env.body.result_query.request_id;
-    if (!sec_may(c->sec, &in->who, SEC_DO_READ_ANY) && !owners_is(c->owners, id, in->who.key)) {
+    /* Owners from before a restart are in the journal. */
+    if (!sec_may(c->sec, &in->who, SEC_DO_READ_ANY) && !owners_is(c->owners, id, in->who.key) &&
+        !(c->journal && journal_owner_is(c->journal, id, in->who.key))) {
         char msg[128];
         snprintf(msg, sizeof msg, "result_query: request %llu is not one this key submitted",
                  (unsigned long long)id);
@@ -309,7 +359,15 @@ static void on_result_query(coord_t *c, const wire_in_t *in)
         return;
     }
     wire_env_init(&env, einet_Envelope_result_reply_tag);
+    ei_err_t err;
     reqs_lookup(c->reqs, id, coord__now_us(), &env.body.result_reply);
+    /* Answers come from the journal when there is one (older ones, those from before a
+     * restart, and whether each was delivered); the reply leaves after this turn's commit,
+     * like the answer it shows. Pending requests are read from memory. */
+    if (!env.body.result_reply.pending && c->journal) {
+        if (journal_lookup(c->journal, id, &env.body.result_reply, &err) < 0)
+            ei_log(EI_LOG_ERROR, "journal: %s", err.msg);
+    }
     reply(c, in, &env);
 }
 
@@ -427,6 +485,8 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
         return;
     }
     int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
+    if (what == REQS_NOTED)
+        coord__journal_exit(c, r); /* the deepest result, should the coordinator restart */
     if (c->trace)
         ei_log(EI_LOG_INFO,
                 "trace exit request=%llu exit=%u tier=%s class=%u "
@@ -458,7 +518,7 @@ static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
         /* A refused send reports the link down before the hand-back (same socket, in
          * order), so with the link up the node was full: overload. */
         status = einet_Status_STATUS_REJECTED;
-        snprintf(why, sizeof why, "overloaded: %s holds max_inflight requests",
+        snprintf(why, sizeof why, "busy: %s holds max_inflight requests",
                  cluster_tier_name(nd->tier));
     }
     reqs_answer(c->reqs, in->env.body.cancel.request_id, status, why, coord__now_us());

@@ -179,6 +179,24 @@ static void finish(reqs_t *self, req_t *r, int status, const char *reason, uint6
     self->fn(&d, self->arg);
 }
 
+static int place(reqs_t *self, uint64_t id, const reqs_client_t *client, uint64_t now_us,
+                 uint64_t expire_us, int expire_status, const char *expire_reason)
+{
+    if (expire_us && heap_push(self, expire_us, id) < 0)
+        return EI_E_NOMEM;
+    req_t *r = &self->ring[id & self->ring_mask];
+    memset(r, 0, sizeof *r);
+    r->id = id;
+    r->client = *client;
+    r->recv_us = now_us;
+    r->expire_us = expire_us;
+    r->expire_status = expire_status;
+    snprintf(r->expire_reason, sizeof r->expire_reason, "%s", expire_reason ? expire_reason : "");
+    r->best.tier = einet_Tier_TIER_NONE;
+    self->npending++;
+    return 0;
+}
+
 int reqs_add(reqs_t *self, const reqs_client_t *client, uint64_t now_us, uint64_t expire_us,
              int expire_status, const char *expire_reason, uint64_t *id)
 {
@@ -187,20 +205,59 @@ int reqs_add(reqs_t *self, const reqs_client_t *client, uint64_t now_us, uint64_
     /* At most half the ring is taken, so a free slot is near. */
     while (self->ring[self->next_id & self->ring_mask].id != 0)
         self->next_id++;
-    if (expire_us && heap_push(self, expire_us, self->next_id) < 0)
-        return EI_E_NOMEM;
-    req_t *r = &self->ring[self->next_id & self->ring_mask];
-    memset(r, 0, sizeof *r);
-    r->id = self->next_id++;
-    r->client = *client;
-    r->recv_us = now_us;
+    int rc = place(self, self->next_id, client, now_us, expire_us, expire_status, expire_reason);
+    if (rc < 0)
+        return rc;
+    *id = self->next_id++;
+    return 0;
+}
+
+void reqs_set_next_id(reqs_t *self, uint64_t next_id)
+{
+    if (next_id > self->next_id)
+        self->next_id = next_id;
+}
+
+int reqs_restore(reqs_t *self, uint64_t id, const reqs_client_t *client, uint64_t recv_us,
+                 uint64_t expire_us, int expire_status, const char *expire_reason,
+                 const einet_Answer *best)
+{
+    if (id == 0 || self->npending >= self->max_pending ||
+        self->ring[id & self->ring_mask].id != 0)
+        return EI_E_RANGE;
+    int rc = place(self, id, client, recv_us, expire_us, expire_status, expire_reason);
+    if (rc < 0)
+        return rc;
+    req_t *r = &self->ring[id & self->ring_mask];
+    if (best && best->exit) {
+        r->best.exit = best->exit;
+        r->best.tier = best->tier;
+        r->best.class_id = best->class_id;
+        r->best.confidence = best->confidence;
+        r->best.probs_count = best->probs_count;
+        memcpy(r->best.probs, best->probs, sizeof(float) * best->probs_count);
+    }
+    reqs_set_next_id(self, id + 1);
+    return 0;
+}
+
+int reqs_set_expiry(reqs_t *self, uint64_t id, uint64_t expire_us, int expire_status,
+                    const char *expire_reason)
+{
+    req_t *r = find(self, id);
+    if (!r)
+        return 0;
+    if (expire_us && heap_push(self, expire_us, id) < 0)
+        expire_us = r->expire_us; /* out of memory: the old expiry stays */
     r->expire_us = expire_us;
     r->expire_status = expire_status;
     snprintf(r->expire_reason, sizeof r->expire_reason, "%s", expire_reason ? expire_reason : "");
-    r->best.tier = einet_Tier_TIER_NONE;
-    self->npending++;
-    *id = r->id;
-    return 0;
+    return 1;
+}
+
+int reqs_is_pending(const reqs_t *self, uint64_t id)
+{
+    return find(self, id) != NULL;
 }
 
 static void take_result(req_t *r, const einet_ExitResult *x)

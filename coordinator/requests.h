@@ -53,6 +53,25 @@ void reqs_destroy(reqs_t **self_p);
 int reqs_add(reqs_t *self, const reqs_client_t *client, uint64_t now_us, uint64_t expire_us,
              int expire_status, const char *expire_reason, uint64_t *id) EI_CHECK;
 
+/* Ids handed out from now on start at next_id or above (ids of a journal that outlived a
+ * restart are never reused). */
+void reqs_set_next_id(reqs_t *self, uint64_t next_id);
+
+/* Adds a pending request under a given id (one recorded before a restart), received at
+ * recv_us on this process's clock, with the deepest result recorded so far (best: exit,
+ * tier, class_id, confidence, probs; NULL: none). As reqs_add otherwise; EI_E_RANGE also
+ * when the id's slot is taken. */
+int reqs_restore(reqs_t *self, uint64_t id, const reqs_client_t *client, uint64_t recv_us,
+                 uint64_t expire_us, int expire_status, const char *expire_reason,
+                 const einet_Answer *best) EI_CHECK;
+
+/* Moves a pending request's expiry (0: never). 1 if it is pending, 0 if not. */
+int reqs_set_expiry(reqs_t *self, uint64_t id, uint64_t expire_us, int expire_status,
+                    const char *expire_reason);
+
+/* 1 while request id is pending. */
+int reqs_is_pending(const reqs_t *self, uint64_t id);
+
 /* What an exit result did. */
 enum {
     REQS_NOTED = 0,    /* recorded (the deepest so far, or shallower and ignored) */

@@ -116,7 +116,8 @@ start_proc() {
     not_a_link "$run/$_name.log"
     echo "=== $(date '+%F %T') starting $_name: $* $_prog --config $_cfg" >>"$run/$_name.log"
     # nohup and ip netns exec both exec the program, so $! is the program's own pid.
-    nohup "$@" "$_prog" --config "$_cfg" >>"$run/$_name.log" 2>&1 </dev/null &
+    # EINET_RUN_DIR: where the coordinator keeps its journal unless its config names one.
+    EINET_RUN_DIR=$run nohup "$@" "$_prog" --config "$_cfg" >>"$run/$_name.log" 2>&1 </dev/null &
     _pid=$!
     # Written aside and renamed: a rename replaces a planted symlink instead of following it.
     echo $_pid >"$run/.$_name.pid.$$" && mv -f "$run/.$_name.pid.$$" "$run/$_name.pid"

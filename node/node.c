@@ -138,7 +138,12 @@ static int make_sockets(node_t *nd, ei_err_t *err)
     nd->sec = sec_new(nd->zctx, "einet-node", nd->conf.key, nd->conf.trust, err);
     if (!nd->sec)
         return err->code;
-    nd->coord = socket_new(nd, ZMQ_DEALER, nd->conf.coordinator_key, err);
+    /* A deep queue towards the coordinator: under load it may fall behind for a moment,
+     * and what a node sends it (results, hand-backs) must not be refused for that. */
+    xport_opts_t co = {.type = ZMQ_DEALER, .linger_ms = -1, .immediate = 1, .sec = nd->sec,
+                       .server_cert = nd->conf.coordinator_key, .sndhwm = NODE_COORD_HWM,
+                       .rcvhwm = NODE_COORD_HWM};
+    nd->coord = xport_new(nd->loop, nd->zctx, &co, err);
     if (!nd->coord)
         return err->code;
     if (nd->conf.bind[0] && !(nd->bind = socket_new(nd, ZMQ_ROUTER, NULL, err)))
@@ -227,6 +232,7 @@ static void heartbeat_coord(node_t *nd)
     h->in_flight = (uint32_t)node__inflight(nd);
     h->draining = nd->draining;
     h->profile_version = nd->profile_version;
+    node__outbox_flush(nd);
     node__send_coord(nd, &env);
 }
 
@@ -330,6 +336,8 @@ static void close_all(node_t *nd)
     uv_close((uv_handle_t *)&nd->batch_timer, on_closed);
     uv_close((uv_handle_t *)&nd->work, on_closed);
     nd->counts.bad_messages += dropped(nd); /* messages of too many frames, refused by xport */
+    node__outbox_flush(nd);
+    node__outbox_free(nd);
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
     xport_destroy(&nd->next);
@@ -420,6 +428,7 @@ void node_destroy(node_t **self_p)
         node__job_free(&nd->batch[i]);
     nd->bn = 0;
     node__batch_free(nd);
+    node__outbox_free(nd);
     node__delay_clear(nd);
     sec_destroy(&nd->sec);
     planner_destroy(&nd->planner);

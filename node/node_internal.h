@@ -57,6 +57,20 @@ typedef struct job {
     struct job *next;
 } job_t;
 
+/* A message to the coordinator that ZeroMQ could not take (its queue was full): kept, in
+ * order, and sent again before anything that must follow it. */
+typedef struct outbox_msg {
+    struct outbox_msg *next;
+    size_t len;
+    uint8_t bytes[];
+} outbox_msg_t;
+
+/* Messages the outbox holds at most; beyond, a message is dropped and counted (the
+ * coordinator then answers its request at its own expiry). */
+#define NODE_OUTBOX_MAX 100000
+/* ZeroMQ's queue towards the coordinator, in messages (exit results are ~100 bytes). */
+#define NODE_COORD_HWM 20000
+
 /* A message held back by an injected delay on the next link. */
 typedef struct delayed {
     uint64_t at_us;
@@ -125,6 +139,8 @@ struct node {
     uint64_t logged_bad;      /* refusals logged (the first NODE_LOG_BAD, then every 1000th) */
     node_metrics_t metrics; /* GET /metrics (node/metrics.h) */
     double conv_mflop[NODE_MAX_BLOCKS], branch_mflop[NODE_MAX_BLOCKS]; /* the model's */
+    outbox_msg_t *outbox, **outbox_tail;
+    int outbox_n;
 };
 
 #define NODE_LOG_BAD 10
@@ -154,8 +170,16 @@ void node__on_next(xport_t *x, xport_msg_t **msg_p, void *arg);
 void node__handle_next(node_t *nd, xport_msg_t **msg_p);
 
 /* node_send.c */
-/* Sends to the coordinator (sets env->seq). 0 or a negative code (counted). */
+/* Sends to the coordinator (sets env->seq). Exit results, hand-backs and link reports that
+ * ZeroMQ cannot take now wait in the outbox, in order (0 is returned); heartbeats and
+ * profile reports are not kept (the next one replaces them). 0 or a negative code
+ * (counted). */
 int node__send_coord(node_t *nd, einet_Envelope *env);
+/* Sends what the outbox holds, in order, until ZeroMQ refuses again. Called with every
+ * heartbeat and before every send to the coordinator. */
+void node__outbox_flush(node_t *nd);
+/* Frees what the outbox still holds (at close). */
+void node__outbox_free(node_t *nd);
 /* Sends to the next tier through the link's injected faults (sets env->seq): 0 when sent,
  * dropped or held back; EI_E_PEER when ZeroMQ refused it (the link is then down). */
 int node__send_next(node_t *nd, einet_Envelope *env, const float *tensor, size_t numel,

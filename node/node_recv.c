@@ -124,6 +124,9 @@ static void on_profile(node_t *nd, const wire_in_t *in)
         nd->link_ms[k] = u->blocks[k].l_ms;
     }
     nd->profile_version = u->version;
+    /* A coordinator sends its profile when it first hears from a node: one that has just
+     * restarted learns this node's link state at once, not at the next report. */
+    node__report_link(nd);
     if (nd->n > PLANNER_MAX_EXITS)
         return;
     planner_profile_t p;

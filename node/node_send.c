@@ -7,13 +7,75 @@
 
 #include "node/node_internal.h"
 
+void node__outbox_flush(node_t *nd)
+{
+    ei_err_t err;
+    while (nd->outbox && nd->coord) {
+        outbox_msg_t *m = nd->outbox;
+        xport_frame_t f = {m->bytes, m->len, NULL, NULL};
+        int rc = xport_send(nd->coord, NULL, &f, 1, &err);
+        if (rc == EI_E_BUSY)
+            return; /* still full: the next heartbeat tries again */
+        if (rc < 0)
+            nd->counts.send_failed++;
+        nd->outbox = m->next;
+        if (!nd->outbox)
+            nd->outbox_tail = &nd->outbox;
+        nd->outbox_n--;
+        free(m);
+    }
+}
+
+void node__outbox_free(node_t *nd)
+{
+    while (nd->outbox) {
+        outbox_msg_t *m = nd->outbox;
+        nd->outbox = m->next;
+        free(m);
+    }
+    nd->outbox_tail = &nd->outbox;
+    nd->outbox_n = 0;
+}
+
+static int outbox_add(node_t *nd, const einet_Envelope *env)
+{
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len;
+    ei_err_t err;
+    int rc = wire_encode(env, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err);
+    outbox_msg_t *m = rc == 0 && nd->outbox_n < NODE_OUTBOX_MAX ? malloc(sizeof *m + len) : NULL;
+    if (!m) {
+        nd->counts.send_failed++;
+        return rc < 0 ? rc : EI_E_BUSY;
+    }
+    m->next = NULL;
+    m->len = len;
+    memcpy(m->bytes, buf, len);
+    if (!nd->outbox_tail)
+        nd->outbox_tail = &nd->outbox;
+    *nd->outbox_tail = m;
+    nd->outbox_tail = &m->next;
+    nd->outbox_n++;
+    return 0;
+}
+
 int node__send_coord(node_t *nd, einet_Envelope *env)
 {
     ei_err_t err;
     if (!nd->coord)
         return EI_E_PEER;
     env->seq = ++nd->seq;
+    /* Results, hand-backs and link reports must arrive, and in order: behind what waits. */
+    int keep = env->which_body != einet_Envelope_heartbeat_tag &&
+               env->which_body != einet_Envelope_profile_report_tag;
+    if (keep && nd->outbox) {
+        node__outbox_flush(nd);
+        if (nd->outbox)
+            return outbox_add(nd, env);
+    }
     int rc = wire_send(nd->coord, NULL, env, NULL, &err);
+    if (rc == EI_E_BUSY && keep)
+        return outbox_add(nd, env);
     if (rc < 0)
         nd->counts.send_failed++;
     return rc;
@@ -224,7 +286,7 @@ int node__send_next(node_t *nd, einet_Envelope *env, const float *tensor, size_t
         return delay_outgoing(nd, env, tensor, numel, request_id, at > now ? at : now);
     wire_payload_t p = {tensor, numel, NULL, NULL};
     int rc = wire_send(nd->next, NULL, env, tensor ? &p : NULL, &err);
-    if (rc == EI_E_PEER) {
+    if (rc == EI_E_PEER || rc == EI_E_BUSY) {
         nd->counts.send_failed++;
         link_failed(nd);
     } else if (rc < 0) {

@@ -12,7 +12,7 @@ mode=${1:-build}
 packages="cmake make gcc pkg-config python3 libzmq3-dev nanopb libnanopb-dev libuv1-dev
   libopenblas-dev libcmocka-dev libjansson-dev libinih-dev zlib1g-dev dataset-fashion-mnist
   iproute2 jq gnuplot-nox libmicrohttpd-dev prometheus libpng-dev python3-zmq python3-protobuf
-  protobuf-compiler curl libczmq-dev systemd"
+  protobuf-compiler curl libczmq-dev systemd libsqlite3-dev"
 
 missing=()
 for p in $packages; do

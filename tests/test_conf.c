@@ -286,6 +286,41 @@ static void test_check_files(void **state)
     assert_int_equal(conf_check_files(&conf_node_table, &c, path, &err), 0);
 }
 
+/* [journal] path names a file einet-coord creates: a new file in an existing directory
+ * passes conf_check_files (relative to the config's directory); one in a directory that is
+ * not there is refused naming the line, the key and the directory. */
+static void test_journal_keys(void **state)
+{
+    (void)state;
+    conf_coord_t c;
+    ei_err_t err = {0};
+    write_file("m.safetensors", "x");
+    const char *base = "[coordinator]\nclients = tcp://127.0.0.1:5600\n"
+                       "nodes = tcp://127.0.0.1:5601\nmodel = m.safetensors\n[journal]\n";
+    char text[512];
+    snprintf(text, sizeof text, "%spath = new.db\nsync = full\nkeep_rows = 10\n", base);
+    const char *path = write_file("coord.ini", text);
+    assert_int_equal(conf_check_files(&conf_coord_table, &c, path, &err), 0);
+    char want[1024];
+    snprintf(want, sizeof want, "%s/new.db", dir);
+    assert_string_equal(c.journal_path, want);
+    assert_int_equal(c.journal, 1);
+    assert_int_equal(c.journal_sync, CONF_SYNC_FULL);
+    assert_int_equal(c.journal_keep_rows, 10);
+    assert_int_equal(c.journal_keep_input, 1);
+    assert_int_equal(c.journal_keep_hours, 168);
+    snprintf(text, sizeof text, "%spath = no/such/dir/j.db\n", base);
+    path = write_file("coord.ini", text);
+    assert_int_equal(conf_check_files(&conf_coord_table, &c, path, &err), EI_E_NOTFOUND);
+    snprintf(want, sizeof want, "%s:6: 'path' in [journal]: cannot create '%s/no/such/dir/j.db' "
+             "in '%s/no/such/dir': No such file or directory", path, dir, dir);
+    assert_string_equal(err.msg, want);
+    snprintf(text, sizeof text, "%ssync = sometimes\n", base);
+    path = write_file("coord.ini", text);
+    assert_int_equal(conf_coord_load(&c, path, &err), EI_E_FORMAT);
+    assert_non_null(strstr(err.msg, ":6: bad value 'sometimes' for 'sync' in [journal]"));
+}
+
 /* Every key of both tables appears in the description (and so can be documented). */
 static void test_describe(void **state)
 {
@@ -316,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_node_bad),  cmocka_unit_test(test_long_line_and_missing_file),
         cmocka_unit_test(test_coord_bad), cmocka_unit_test(test_endpoints),
         cmocka_unit_test(test_ops_keys), cmocka_unit_test(test_check_files),
+        cmocka_unit_test(test_journal_keys),
         cmocka_unit_test(test_describe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -712,6 +712,58 @@ static void test_fault_routing(void **state)
     assert_int_equal(fault_target(&none, three, 3, &tier, &err), EI_E_FORMAT);
 }
 
+/* Requests recorded before a restart come back under their own ids, with their deepest
+ * result; new ids go on above them; an expiry set later (when the held request is sent)
+ * answers it with that status, once. */
+static void test_restore_after_restart(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(8, 64, on_answer, rec);
+    reqs_set_next_id(q, 1000);
+    reqs_client_t c = client(5, 3);
+    einet_Answer best;
+    memset(&best, 0, sizeof best);
+    best.exit = 4;
+    best.tier = einet_Tier_TIER_EDGE;
+    best.class_id = 3;
+    best.confidence = 0.625f;
+    assert_int_equal(reqs_restore(q, 990, &c, 100, 0, einet_Status_STATUS_LINK, "", &best), 0);
+    assert_int_equal(reqs_restore(q, 995, &c, 100, 0, einet_Status_STATUS_LINK, "", NULL), 0);
+    /* Its slot taken, or an id of 0: refused. */
+    assert_int_equal(reqs_restore(q, 990, &c, 100, 0, einet_Status_STATUS_LINK, "", NULL),
+                     EI_E_RANGE);
+    assert_int_equal(reqs_restore(q, 0, &c, 100, 0, einet_Status_STATUS_LINK, "", NULL),
+                     EI_E_RANGE);
+    uint64_t id;
+    assert_int_equal(reqs_add(q, &c, 200, 0, einet_Status_STATUS_LINK, "", &id), 0);
+    assert_int_equal(id, 1000);
+    assert_true(reqs_is_pending(q, 990) && reqs_is_pending(q, 995));
+    assert_false(reqs_is_pending(q, 991));
+    /* Held without an expiry until sent; then its deadline answers it. */
+    assert_int_equal(reqs_next_expiry(q), 0);
+    assert_int_equal(reqs_set_expiry(q, 990, 5000, einet_Status_STATUS_DEADLINE, "late"), 1);
+    assert_int_equal(reqs_set_expiry(q, 991, 5000, einet_Status_STATUS_DEADLINE, "late"), 0);
+    assert_int_equal(reqs_next_expiry(q), 5000);
+    assert_int_equal(reqs_expire(q, 5000), 1);
+    assert_int_equal(rec->n, 1);
+    const einet_Answer *a = &rec->a[0];
+    assert_int_equal(a->request_id, 990);
+    assert_int_equal(a->status, einet_Status_STATUS_DEADLINE);
+    assert_string_equal(a->reason, "late");
+    assert_int_equal(a->exit, 4);
+    assert_int_equal(a->class_id, 3);
+    assert_int_equal(a->latency_us, 4900);
+    /* A deeper result for the other restored one still counts. */
+    einet_ExitResult x = result(8, einet_Tier_TIER_CLOUD, 2, 1);
+    assert_int_equal(reqs_exit(q, 995, &x, 2, 6000), REQS_ANSWERED);
+    assert_int_equal(rec->a[1].status, einet_Status_STATUS_COMPLETE);
+    assert_int_equal(reqs_expire(q, 1u << 30), 0);
+    assert_int_equal(rec->per_id[990] + rec->per_id[995], 2);
+    reqs_destroy(&q);
+    free(rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +772,7 @@ int main(void)
         cmocka_unit_test(test_expiry_order_and_deepest),
         cmocka_unit_test(test_ids_skip_a_held_slot),
         cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_restore_after_restart),
         cmocka_unit_test(test_percentiles_vs_sorted),
         cmocka_unit_test(test_stats_counters),
         cmocka_unit_test(test_stopped_answers_early),

@@ -272,6 +272,7 @@ typedef struct pipe {
     double give_up;    /* ei_now() past which the scenario hangs */
     uint64_t seq, sent, first_id;
     int answers[5 * PIPE_BATCH + 1]; /* per client_id */
+    uint64_t acked_id[5 * PIPE_BATCH + 1]; /* the id of its `accepted` */
     int status[5 * PIPE_BATCH + 1];
     uint32_t cls[5 * PIPE_BATCH + 1], exit_of[5 * PIPE_BATCH + 1];
     float conf[5 * PIPE_BATCH + 1];
@@ -332,9 +333,17 @@ static void on_client(xport_t *x, xport_msg_t **msg_p, void *arg)
         p->accepted = s->requests;
     } else if (in.env.which_body == einet_Envelope_ack_tag) {
         p->acked = in.env.body.ack.ok ? 1 : -1;
+    } else if (in.env.which_body == einet_Envelope_accepted_tag) {
+        /* The acknowledgement comes first, once, with the id the answer will carry. */
+        const einet_Accepted *a = &in.env.body.accepted;
+        assert_true(a->client_id < 5 * PIPE_BATCH + 1);
+        assert_int_equal(p->answers[a->client_id], 0);
+        assert_int_equal(p->acked_id[a->client_id], 0);
+        p->acked_id[a->client_id] = a->request_id;
     } else if (in.env.which_body == einet_Envelope_answer_tag) {
         const einet_Answer *a = &in.env.body.answer;
         assert_true(a->client_id < 5 * PIPE_BATCH + 1);
+        assert_int_equal(a->request_id, p->acked_id[a->client_id]);
         p->answers[a->client_id]++;
         p->status[a->client_id] = a->status;
         p->cls[a->client_id] = a->class_id;
@@ -446,6 +455,17 @@ static char *write_model(char *path, size_t cap)
     return path;
 }
 
+/* The coordinator's journal of a test, beside its model file. */
+static void unlink_journal(const char *model)
+{
+    static const char *const ext[] = {".db", ".db-wal", ".db-shm"};
+    for (int i = 0; i < 3; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s%s", model, ext[i]);
+        unlink(path);
+    }
+}
+
 static node_t *make_node(pipe_t *p, const char *text)
 {
     conf_node_t c;
@@ -479,8 +499,8 @@ static void test_pipeline_in_process(void **state)
     snprintf(text, sizeof text,
              "[coordinator]\nclients = inproc://t-clients\nnodes = inproc://t-nodes\n"
              "tiers = device,edge\nheartbeat_timeout_ms = %d\nmodel = %s\n"
-             "profile_interval_ms = 50\n",
-             PIPE_HB_TIMEOUT_MS, model);
+             "profile_interval_ms = 50\n[journal]\npath = %s.db\n",
+             PIPE_HB_TIMEOUT_MS, model, model);
     assert_int_equal(conf_load_string(&conf_coord_table, &cc, "coord.ini", text, &err), 0);
     p->coord = coord_new(&cc, &p->loop, p->zctx, &err);
     assert_non_null(p->coord);
@@ -547,6 +567,7 @@ static void test_pipeline_in_process(void **state)
     node_destroy(&p->edge);
     assert_int_equal(uv_loop_close(&p->loop), 0);
     zmq_ctx_term(p->zctx);
+    unlink_journal(model);
     unlink(model);
     free(p);
 }
@@ -604,8 +625,8 @@ static void test_device_early_exit(void **state)
     conf_coord_t cc;
     snprintf(text, sizeof text,
              "[coordinator]\nclients = inproc://e-clients\nnodes = inproc://e-nodes\n"
-             "tiers = device\nheartbeat_timeout_ms = %d\nmodel = %s\n", PIPE_HB_TIMEOUT_MS,
-             model);
+             "tiers = device\nheartbeat_timeout_ms = %d\nmodel = %s\n[journal]\npath = %s.db\n",
+             PIPE_HB_TIMEOUT_MS, model, model);
     assert_int_equal(conf_load_string(&conf_coord_table, &cc, "coord.ini", text, &err), 0);
     p->coord = coord_new(&cc, &p->loop, p->zctx, &err);
     assert_non_null(p->coord);
@@ -645,6 +666,7 @@ static void test_device_early_exit(void **state)
     node_destroy(&p->device);
     assert_int_equal(uv_loop_close(&p->loop), 0);
     zmq_ctx_term(p->zctx);
+    unlink_journal(model);
     unlink(model);
     unlink(eefile);
     free(p);

@@ -159,7 +159,8 @@ static const char *parse_enum(const conf_option_t *o, const char *v, void *field
 static const char *parse_string(const parse_t *p, const conf_option_t *o, const char *v,
                                 void *field, char *msg, size_t cap)
 {
-    int rel = o->type == CONF_PATH && v[0] && v[0] != '/' && p->dir[0];
+    int rel = (o->type == CONF_PATH || o->type == CONF_PATH_NEW) && v[0] && v[0] != '/' &&
+              p->dir[0];
     int n = snprintf(field, o->size, "%s%s%s", rel ? p->dir : "", rel ? "/" : "", v);
     if (n < 0 || (size_t)n >= o->size) {
         snprintf(msg, cap, "longer than %zu characters%s", o->size - 1,
@@ -177,6 +178,7 @@ static const char *parse_value(const parse_t *p, const conf_option_t *o, const c
     switch (o->type) {
     case CONF_STRING:
     case CONF_PATH:
+    case CONF_PATH_NEW:
         return parse_string(p, o, v, field, msg, cap);
     case CONF_INT:
         return parse_int(o, v, field, msg, cap, range);
@@ -317,6 +319,17 @@ static int run(parse_t *p)
         if (o->type == CONF_PATH && p->lines[i] && v[0] && access(v, R_OK) != 0)
             fail(p, p->lines[i], EI_E_NOTFOUND, "'%s' in [%s]: cannot open '%s': %s", o->name,
                  o->section, v, strerror(errno));
+        if (o->type == CONF_PATH_NEW && p->lines[i] && v[0]) {
+            char dir[CONF_STR_MAX];
+            snprintf(dir, sizeof dir, "%s", v);
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *(slash == dir ? slash + 1 : slash) = 0;
+            if (access(slash ? dir : ".", W_OK | X_OK) != 0)
+                fail(p, p->lines[i], EI_E_NOTFOUND,
+                     "'%s' in [%s]: cannot create '%s' in '%s': %s", o->name, o->section, v,
+                     slash ? dir : ".", strerror(errno));
+        }
     }
     free(p->lines);
     return p->err_line ? p->err->code : 0;
@@ -415,8 +428,8 @@ const conf_choice_t conf_log_formats[] = {
 
 static const char *type_name(const conf_option_t *o)
 {
-    static const char *const names[] = {"string", "path",   "int",  "number",
-                                        "bool",   "choice", "value"};
+    static const char *const names[] = {"string", "path",   "int",   "number",
+                                        "bool",   "choice", "value", "path"};
     return names[o->type];
 }
 

@@ -23,6 +23,7 @@ typedef enum conf_type {
     CONF_BOOL,   /* int 0/1 from yes/no, true/false, on/off, 1/0 */
     CONF_ENUM,   /* int: the value of the matching choice */
     CONF_CUSTOM, /* parsed by the option's parse function */
+    CONF_PATH_NEW, /* as CONF_PATH, for a file the program creates: its directory must exist */
 } conf_type_t;
 
 typedef struct conf_choice {
@@ -176,7 +177,19 @@ typedef struct conf_coord {
     int log_level, log_format;
     char class_names[CONF_STR_MAX * 2]; /* "T-shirt/top,Trouser,...": model_info; "" none */
     conf_stop_t stop; /* [coordinator] stop: the rule of requests that name none */
+    /* [journal]: durable requests and answers (coordinator/journal.h) */
+    int journal;                   /* 0: none (ids restart at 1, nothing survives a restart) */
+    char journal_path[CONF_STR_MAX]; /* "": $EINET_RUN_DIR/coordinator.db, else ./coordinator.db */
+    int journal_sync;              /* conf_sync_t */
+    int journal_keep_input;        /* keep request images until answered, to continue them */
+    int journal_keep_rows;         /* answered requests kept at most (newest) */
+    int journal_keep_hours;        /* answered requests kept at most this long */
 } conf_coord_t;
+
+typedef enum conf_sync {
+    CONF_SYNC_NORMAL = 1, /* SQLite synchronous=NORMAL: survives a process crash */
+    CONF_SYNC_FULL = 2,   /* synchronous=FULL: survives a power loss as well */
+} conf_sync_t;
 
 extern const conf_table_t conf_coord_table;
 

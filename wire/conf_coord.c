@@ -21,6 +21,12 @@ static const conf_choice_t interrupts[] = {
     {NULL, 0},
 };
 
+static const conf_choice_t syncs[] = {
+    {"normal", CONF_SYNC_NORMAL},
+    {"full", CONF_SYNC_FULL},
+    {NULL, 0},
+};
+
 static int tier_of(const char *name, size_t len)
 {
     static const char *const names[] = {"device", "edge", "cloud"};
@@ -113,6 +119,18 @@ static const conf_option_t options[] = {
      "the coordinator's secret certificate (einet keygen); empty: keyless (unauthenticated)"},
     {"coordinator", "trust", CONF_PATH, N(trust), S(trust), 0, 0, "", NULL, NULL, NULL,
      "directory of public certificates (nodes, clients, operators) the sockets admit"},
+    {"journal", "enabled", CONF_BOOL, N(journal), 0, 0, 1, "yes", NULL, NULL, NULL,
+     "record accepted requests and answers in SQLite, so ids and results survive restarts"},
+    {"journal", "path", CONF_PATH_NEW, N(journal_path), S(journal_path), 0, 0, "", NULL, NULL, NULL,
+     "the database file; empty: coordinator.db in $EINET_RUN_DIR, else in the working directory"},
+    {"journal", "sync", CONF_ENUM, N(journal_sync), 0, 0, 0, "normal", syncs, NULL, NULL,
+     "SQLite synchronous: normal survives a crash of the process, full a power loss too"},
+    {"journal", "keep_input", CONF_BOOL, N(journal_keep_input), 0, 0, 1, "yes", NULL, NULL, NULL,
+     "keep each request's image until it is answered, so a restart can continue it"},
+    {"journal", "keep_rows", CONF_INT, N(journal_keep_rows), 0, 1, 2000000000, "1000000", NULL,
+     NULL, NULL, "answered requests kept for result queries (the newest ones)"},
+    {"journal", "keep_hours", CONF_INT, N(journal_keep_hours), 0, 1, 876000, "168", NULL, NULL,
+     NULL, "answered requests older than this are forgotten"},
 };
 
 static const char *finish(void *target, const char **key)

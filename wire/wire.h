@@ -101,7 +101,8 @@ typedef struct wire_payload {
 
 /* Checks, encodes and sends env, plus tensor as the second frame when the body carries
  * one (tensor must then be non-NULL and match the shape). `to` is the peer on a ROUTER.
- * 0, EI_E_PEER when ZeroMQ would not take it now (see xport_send), or a check error. */
+ * 0, EI_E_BUSY / EI_E_PEER when ZeroMQ would not take it now (see xport_send), or a check
+ * error. */
 int wire_send(xport_t *x, const xport_peer_t *to, const einet_Envelope *env,
               const wire_payload_t *tensor, ei_err_t *err) EI_CHECK;
 

@@ -256,7 +256,7 @@ static int check_answer(const einet_Answer *a, const char *path, ei_err_t *err)
     char at[96];
     int rc = 0;
     snprintf(at, sizeof at, "%s.status", path);
-    if (a->status <= einet_Status_STATUS_NONE || a->status > einet_Status_STATUS_EARLY)
+    if (a->status <= einet_Status_STATUS_NONE || a->status > _einet_Status_MAX)
         return bad(err, EI_E_RANGE, at, "%d is not a status", (int)a->status);
     snprintf(at, sizeof at, "%s.exit", path);
     rc = check_index(a->exit, 0, WIRE_MAX_BLOCKS, at, err);
@@ -386,6 +386,10 @@ static int check_body(const einet_Envelope *e, size_t frame, ei_err_t *err)
         return check_stats_reply(&e->body.stats_reply, err);
     case einet_Envelope_fault_tag:
         return check_fault(&e->body.fault, err);
+    case einet_Envelope_accepted_tag:
+        if (e->body.accepted.request_id == 0)
+            return bad(err, EI_E_RANGE, "accepted.request_id", "0 is not an id");
+        return 0;
     case einet_Envelope_result_query_tag:
     case einet_Envelope_stats_query_tag:
     case einet_Envelope_ack_tag:

@@ -469,8 +469,10 @@ int xport_send(xport_t *x, const xport_peer_t *to, const xport_frame_t *frames, 
         int e = zmq_errno();
         close_parts(parts, i, np);
         x->stats.send_failed++;
-        rc = ei_err_set(err, EI_E_PEER, "xport: send failed%s: %s", i ? " mid-message" : "",
-                        zmq_strerror(e));
+        /* EAGAIN: the peer's queue is at its high-water mark (or, on a DEALER with
+         * ZMQ_IMMEDIATE, no connection is up); anything else: the peer is gone. */
+        rc = ei_err_set(err, e == EAGAIN ? EI_E_BUSY : EI_E_PEER, "xport: send failed%s: %s",
+                        i ? " mid-message" : "", zmq_strerror(e));
         break;
     }
     if (rc == 0)

@@ -107,10 +107,12 @@ int xport_start(xport_t *x, xport_recv_cb *cb, void *arg, ei_err_t *err) EI_CHEC
 void xport_stop(xport_t *x);
 
 /* Sends frames[0..n) as one message, to peer `to` on a ROUTER (NULL elsewhere). Never
- * blocks: when ZeroMQ cannot take the message now (high-water mark reached, no peer
- * connected, peer unknown) it fails with EI_E_PEER and the caller decides whether the peer
- * is unreachable or the message waits in a bounded queue of its own. Zero-copy frames are
- * owned by xport from the call on (see xport_frame_t). 0 or EI_E_PEER / EI_E_INVAL. */
+ * blocks: when ZeroMQ cannot take the message now it fails, and the caller decides whether
+ * the peer is unreachable or the message waits in a bounded queue of its own: EI_E_BUSY
+ * when the peer's queue is at its high-water mark (or, on a DEALER with ZMQ_IMMEDIATE, no
+ * connection is up: EAGAIN either way), EI_E_PEER when the peer is unknown or gone (a
+ * ROUTER_MANDATORY send to an unknown routing id). Zero-copy frames are owned by xport
+ * from the call on (see xport_frame_t). 0 or EI_E_BUSY / EI_E_PEER / EI_E_INVAL. */
 int xport_send(xport_t *x, const xport_peer_t *to, const xport_frame_t *frames, int n,
                ei_err_t *err) EI_CHECK;
 

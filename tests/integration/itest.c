@@ -281,9 +281,9 @@ static int write_configs(itest_cluster_t *c)
     key_lines(c, 0, keys, sizeof keys);
     int rc = write_file(c->dir, "coordinator.ini",
                         "[coordinator]\nclients = %s\nnodes = %s\ntiers = device,edge,cloud\n"
-                        "heartbeat_timeout_ms = %d\ndeadline_ms = %d\nmodel = %s\n%s",
+                        "heartbeat_timeout_ms = %d\ndeadline_ms = %d\nmodel = %s\n%s%s",
                         c->clients, c->nodes, o->heartbeat_timeout_ms, o->deadline_ms, c->model,
-                        keys);
+                        keys, o->coord_extra ? o->coord_extra : "");
     static const char *const tiers[] = {"", "device", "edge", "cloud"};
     static const int first[] = {0, 1, 3, 6}, last[] = {0, 2, 5, 8};
     for (int t = 1; t <= 3 && rc == 0; t++) {

@@ -60,6 +60,8 @@ typedef struct itest_cluster_opts {
                                  or relative to the source root; NULL: none */
     int batch_max;            /* every node's batch_max; 0: the default */
     double batch_wait_ms;     /* every node's batch_wait_ms (with batch_max set) */
+    const char *coord_extra;  /* appended to coordinator.ini (keys of [coordinator], then
+                                 further sections); NULL: none */
 } itest_cluster_opts_t;
 
 typedef struct itest_cluster {

@@ -379,6 +379,7 @@ static void test_deadline(void **state)
 /* ---- a paced stream through faults ---- */
 
 typedef struct rec {
+    uint64_t id; /* from the acknowledgement */
     int answers;
     double sent_at, answered_at;
     einet_Answer a;
@@ -423,6 +424,15 @@ static int stream_poll(stream_t *s, int ms)
         return -1;
     if (rc != 0)
         fail_msg("receive: %s", err.msg);
+    if (env.which_body == einet_Envelope_accepted_tag) {
+        /* The acknowledgement: its id, before the answer. */
+        int i = (int)env.body.accepted.client_id;
+        assert_true(i >= 0 && i < s->sent);
+        assert_int_equal(s->recs[i].answers, 0);
+        assert_int_equal(s->recs[i].id, 0);
+        s->recs[i].id = env.body.accepted.request_id;
+        return -1;
+    }
     if (env.which_body != einet_Envelope_answer_tag)
         fail_msg("the coordinator sent %s, not an answer", wire_body_name(env.which_body));
     einet_Answer *a = &env.body.answer;
@@ -434,6 +444,7 @@ static int stream_poll(stream_t *s, int ms)
         fail_msg("image %d answered twice: %s then %s", i, client_status_name(r->a.status),
                  client_status_name(a->status));
     }
+    assert_int_equal(a->request_id, r->id);
     r->a = *a;
     r->answered_at = ei_now();
     s->answered++;
@@ -1145,16 +1156,16 @@ static const struct {
     void (*fn)(void **);
     itest_cluster_opts_t opts;
 } cases[] = {
-    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"deadline", test_deadline, {HB_MS, DEADLINE_HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"ee", test_ee, {HB_MS, HB_TIMEOUT_MS, {0}, 0, "models/ee-class1.safetensors", 0, 0}},
-    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"batched", test_batched, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
-    {"stop", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0}},
-    {"stopbatched", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20}},
+    {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"deadline", test_deadline, {HB_MS, DEADLINE_HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"ee", test_ee, {HB_MS, HB_TIMEOUT_MS, {0}, 0, "models/ee-class1.safetensors", 0, 0, NULL}},
+    {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"killcmd", test_killcmd, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"badinput", test_badinput, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"batched", test_batched, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20, NULL}},
+    {"stop", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"stopbatched", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20, NULL}},
 };
 
 static int g_case; /* the first case named: its cluster options serve them all */

@@ -336,7 +336,7 @@ def test_hand_back_reason(tmp, base):
         with Client(f"tcp://127.0.0.1:{base + 8}", timeout_ms=20000) as c:
             poll("device up", lambda: (heartbeat(), c.stats()["nodes"][0]["healthy"])[1])
             for reason, want in (("compute failed", "device: compute failed"),
-                                 ("full", "overloaded: device holds max_inflight requests")):
+                                 ("full", "busy: device holds max_inflight requests")):
                 h = c.submit([0.5] * 784, shape=[1, 1, 28, 28])
                 rid = next_task()
                 back = pb.Envelope()

@@ -107,6 +107,7 @@ class Client:
         self._pending = {}   # seq of a request -> its deadline_ms (None) while unanswered
         self._answers = {}   # seq -> answer dict, arrived but not yet awaited
         self._replies = {}   # seq -> Envelope, replies to queries not yet taken
+        self._ids = {}       # seq of a request -> the id its `accepted` gave
         self._shape = None
 
     def close(self):
@@ -138,8 +139,12 @@ class Client:
         body = env.WhichOneof("body")
         if body in ("answer", "error") and env.reply_to in self._pending:
             del self._pending[env.reply_to]  # a request is answered, or refused outright
+            self._ids.pop(env.reply_to, None)
             self._answers[env.reply_to] = (_answer_dict(env.answer) if body == "answer"
                                            else Refused(env.error.code, env.error.message))
+        elif body == "accepted":
+            if env.reply_to in self._pending:  # the acknowledgement: the request's id
+                self._ids[env.reply_to] = env.accepted.request_id
         else:
             self._replies[env.reply_to] = env
         return True
@@ -216,6 +221,14 @@ class Client:
         handle = next(iter(self._answers))
         return handle, self._answers.pop(handle)
 
+    def request_id(self, handle, timeout_ms=None):
+        """The coordinator's id of a submitted request, from its acknowledgement (for
+        result(), also after a coordinator restart); None once the answer has come, or when
+        no acknowledgement came within timeout_ms."""
+        timeout_ms = self.timeout_ms if timeout_ms is None else timeout_ms
+        self._wait(lambda: handle in self._ids or handle not in self._pending, timeout_ms)
+        return self._ids.get(handle)
+
     def infer(self, image, **kw):
         """submit() then await_answer()."""
         return self.await_answer(self.submit(image, **kw))
@@ -227,7 +240,7 @@ class Client:
         env = pb.Envelope()
         env.result_query.request_id = request_id
         r = self._query(env, "result_reply")
-        return {"found": r.found, "pending": r.pending,
+        return {"found": r.found, "pending": r.pending, "undelivered": r.undelivered,
                 "answer": _answer_dict(r.answer) if r.HasField("answer") else None}
 
     def stats(self, reset=False):
