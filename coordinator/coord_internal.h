@@ -15,7 +15,7 @@
 #include "coordinator/requests.h"
 #include "coordinator/stats.h"
 #include "nn/model.h"
-#include "node/scores.h"
+#include "runtime/scores.h"
 #include "wire/members.h"
 #include "wire/sec.h"
 #include "wire/wire.h"

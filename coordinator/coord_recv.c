@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "coordinator/coord_internal.h"
-#include "node/fault.h"
+#include "runtime/fault.h"
 
 /* Refusals are logged one by one up to this many per socket, then every 1000th. */
 #define COORD_LOG_BAD 10

@@ -6,7 +6,7 @@
 #include <uv.h>
 
 #include "coordinator/liveprof.h"
-#include "node/replan.h"
+#include "runtime/replan.h"
 
 #define LIVEPROF_TIMING_RUNS 5
 

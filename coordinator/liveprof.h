@@ -13,7 +13,7 @@
 #include "common/ei.h"
 #include "coordinator/cluster.h"
 #include "nn/model.h"
-#include "node/scores.h"
+#include "runtime/scores.h"
 #include "proto/messages.pb.h"
 #include "wire/conf.h"
 

@@ -16,7 +16,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/requests.h"
 #include "coordinator/stats.h"
-#include "node/fault.h"
+#include "runtime/fault.h"
 
 /* ---- a recorder of answers ---- */
 

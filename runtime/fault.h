@@ -17,8 +17,8 @@
  *
  * Also where a Fault command is checked and routed: which node acts on it. Pure state:
  * callers pass now_us. */
-#ifndef NODE_FAULT_H
-#define NODE_FAULT_H
+#ifndef RUNTIME_FAULT_H
+#define RUNTIME_FAULT_H
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "node/fault.h"
+#include "runtime/fault.h"
 
 void fault_init(fault_state_t *f, uint64_t seed)
 {

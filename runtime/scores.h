@@ -6,8 +6,8 @@
  * (`<model>.profile/cs-val.safetensors`, as `einet profile` writes it), else measured on
  * the validation split the model was trained with. scores_for() is the one function the
  * planning code calls. Shared by einet-node (replanning) and einet-coord (initial plans). */
-#ifndef NODE_SCORES_H
-#define NODE_SCORES_H
+#ifndef RUNTIME_SCORES_H
+#define RUNTIME_SCORES_H
 
 #include "common/ei.h"
 #include "nn/model.h"

@@ -8,7 +8,7 @@
 #include "nn/dataset.h"
 #include "nn/safetensors.h"
 #include "nn/train.h"
-#include "node/scores.h"
+#include "runtime/scores.h"
 #include "planner/profile.h"
 
 /* The trainer's defaults (cli/cmd_train.c), used when a model file does not say. */

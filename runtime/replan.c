@@ -1,7 +1,7 @@
 /* Replanning with planner offsets (see replan.h). */
 #include <string.h>
 
-#include "node/replan.h"
+#include "runtime/replan.h"
 #include "wire/conf.h"
 
 #define REPLAN_HYBRID_M 4

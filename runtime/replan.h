@@ -3,8 +3,8 @@
  * the bits of blocks x+1..n again (bits up to x are spent), with the exits already sent as
  * the answer in effect or results still on their way (planner offsets, planner.h). Shared by
  * einet-node (replanning) and einet-coord (initial plans). */
-#ifndef NODE_REPLAN_H
-#define NODE_REPLAN_H
+#ifndef RUNTIME_REPLAN_H
+#define RUNTIME_REPLAN_H
 
 #include <stdint.h>
 
