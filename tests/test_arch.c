@@ -427,7 +427,7 @@ static void test_services_refuse_at_startup(void **state)
     write_text(node, text);
     snprintf(text, sizeof text,
              "[coordinator]\nclients = ipc://%s/c.sock\nnodes = ipc://%s/n.sock\ntiers = device\n"
-             "model = %s\n", fx->dir, fx->dir, model);
+             "model = %s\n[journal]\npath = %s/coord.db\n", fx->dir, fx->dir, model, fx->dir);
     write_text(coord, text);
     static const char *const progs[] = {"einet-node", "einet-coord"};
     const char *confs[] = {node, coord};
@@ -493,7 +493,8 @@ static void test_nodes_refuse_unchained(void **state)
     snprintf(conf, sizeof conf, "%s/coord.ini", fx->dir);
     snprintf(text, sizeof text,
              "[coordinator]\nclients = ipc://%s/c.sock\nnodes = ipc://%s/n.sock\n"
-             "tiers = device,edge\nmodel = %s\n", fx->dir, fx->dir, coord_model);
+             "tiers = device,edge\nmodel = %s\n[journal]\npath = %s/coord.db\n", fx->dir, fx->dir,
+             coord_model, fx->dir);
     write_text(conf, text);
     snprintf(log, sizeof log, "%s/coord.log", fx->dir);
     setenv("EINET_DATA_DIR", fx->head, 1);
