@@ -168,6 +168,32 @@ def test_deadline_and_fault(c, imgs):
         check(True, "a bad link name is refused")
 
 
+def test_stop_rule(c, ep, imgs):
+    """A request's stop rule: answered `early` where `einet infer --stop` with the same rule
+    answers, same exit, tier, class and confidence; `none` goes to the final exit."""
+    n = 10
+    for rule in ("confidence:0.9", "entropy:0.2"):
+        rc, ref, err = einet_infer(ep, "--count", str(n), "--stop", rule)
+        check(rc == 0 and len(ref) == n, f"einet infer --stop {rule}: exit {rc} {err}")
+        ref = {a["index"]: a for a in ref}
+        answers = [c.infer(imgs[i], stop=rule) for i in range(n)]
+        same = [i for i in range(n) if i in ref and answers[i]["status"] == ref[i]["status"]
+                and answers[i]["exit"] == ref[i]["exit"] and answers[i]["tier"] == ref[i]["tier"]
+                and answers[i]["class"] == ref[i]["class"]
+                and abs(answers[i]["confidence"] - ref[i]["confidence"]) < 1e-5]
+        early = sum(a["status"] == "early" for a in answers)
+        check(len(same) == n and early > 0,
+              f"stop {rule}: {early} of {n} early, {len(same)} of {n} as einet infer --stop")
+    a = c.infer(imgs[0], stop="none")
+    check(a["status"] == "complete" and a["exit"] == 8, f"stop none: {a['status']} at exit {a['exit']}")
+    for bad in ("sometimes:0.5", "confidence:1.5", "entropy:x", "none:0.1"):
+        try:
+            c.submit(imgs[0], stop=bad)
+            check(False, f"stop rule '{bad}' is refused")
+        except ValueError as e:
+            check(bad.split(":")[0] in str(e) or "threshold" in str(e), f"stop rule '{bad}': {e}")
+
+
 def test_refusals(c, ep):
     nan = [float("nan")] * 784
     a = c.infer(nan)
@@ -415,6 +441,7 @@ def main():
                 imgs = test_submit_await(c, ep, tmp)
                 test_refusals(c, ep)
                 test_infer_input(c, ep, tmp)
+                test_stop_rule(c, ep, imgs)
                 test_deadline_and_fault(c, imgs)
             test_hand_back_reason(tmp, base)
         finally:

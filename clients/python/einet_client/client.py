@@ -27,6 +27,30 @@ TIERS = {v: k for k, v in TIER_NAMES.items()}
 LINKS = {"device-edge": pb.LINK_DEVICE_EDGE, "edge-cloud": pb.LINK_EDGE_CLOUD}
 
 
+STOP_KINDS = {"none": pb.STOP_NONE, "confidence": pb.STOP_CONFIDENCE,
+              "entropy": pb.STOP_ENTROPY, "einet": pb.STOP_EINET}
+
+
+def parse_stop(rule):
+    """A stop rule as `einet infer --stop` takes it: (kind, threshold). ValueError names
+    what is wrong."""
+    kind, _, value = str(rule).partition(":")
+    if kind not in STOP_KINDS:
+        raise ValueError(f"stop rule '{rule}': unknown kind '{kind}' (none, confidence:T, "
+                         "entropy:T, einet:A)")
+    if kind == "none":
+        if value:
+            raise ValueError(f"stop rule '{rule}': none takes no threshold")
+        return STOP_KINDS[kind], 0.0
+    try:
+        t = float(value)
+    except ValueError:
+        raise ValueError(f"stop rule '{rule}': '{value}' is not a number") from None
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"stop rule '{rule}': threshold {t} is not in [0, 1]")
+    return STOP_KINDS[kind], t
+
+
 class EinetError(Exception):
     """Anything that went wrong talking to the coordinator."""
 
@@ -173,12 +197,14 @@ class Client:
 
     # ---- requests and answers ----
 
-    def submit(self, image, deadline_ms=None, label=None, client_id=0, shape=None):
+    def submit(self, image, deadline_ms=None, label=None, client_id=0, shape=None, stop=None):
         """Sends one request and returns its handle (for await_answer). image: float32
         values of one input (see _tensor_bytes); shape defaults to the model's
         [1, C, H, W] (asked once with model_info). deadline_ms: the coordinator answers
         `deadline` with the deepest exit so far when it passes. label: the true class,
-        for the coordinator's accuracy statistics."""
+        for the coordinator's accuracy statistics. stop: the request's stop rule, as
+        `einet infer --stop` spells it ("none", "confidence:T", "entropy:T", "einet:A");
+        None: the cluster's rule (docs/elastic.md)."""
         if shape is None:
             if self._shape is None:
                 self._shape = [1] + list(self.model_info()["input_shape"])
@@ -192,6 +218,8 @@ class Client:
             r.deadline_ms = int(deadline_ms)
         if label is not None:
             r.label = int(label)
+        if stop is not None:
+            r.stop.kind, r.stop.threshold = parse_stop(stop)
         seq = self._send(env, _tensor_bytes(image))
         self._pending[seq] = deadline_ms
         return seq
