@@ -58,10 +58,13 @@ settle() { # traffic until the live profile describes the cluster as it is now
 }
 settle
 
+# The prediction replans with the nodes' search (the cluster's `search` key).
+search=$(sed -n 's/^search *= *\([a-z]*\).*/\1/p' "$tmp/conf/device.ini" | head -1)
 live() { # NAME ARGS...: one einet elastic --live run, its JSON kept
     name=$1
     shift
-    $rt "$bin/einet" elastic --live --coordinator "$ep" --json "$@" >"$out/$name.json" 2>"$out/$name.log"
+    $rt "$bin/einet" elastic --live --coordinator "$ep" --json ${search:+--search "$search"} "$@" \
+        >"$out/$name.json" 2>"$out/$name.log"
 }
 
 row() { # NAME POLICY: predicted, live, diff, pred@tau, H of one policy of a run
