@@ -29,8 +29,8 @@
 #define QUERY_SLOTS 8192
 
 static const char usage_text[] =
-    "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--stop RULE]\n"
-    "                   [--json]\n"
+    "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D | --deadline-us D]\n"
+    "                   [--stop RULE] [--policy P] [--json]\n"
     "       einet infer --coordinator ENDPOINT --input FILE... [--resize] [...]\n"
     "Sends the first N Fashion-MNIST test images with their labels (or the given files) and\n"
     "prints one JSON line per answer on stdout, in the order answers arrive:\n"
@@ -48,6 +48,11 @@ static const char usage_text[] =
     "  --deadline-ms D         each request's deadline, counted by the coordinator\n"
     "  --stop RULE             each request's stop rule: none, confidence:T, entropy:T or\n"
     "                          einet:A (docs/elastic.md); default: the cluster's (`stop`)\n"
+    "  --deadline-us D         the same in microseconds (answered within the tolerance of\n"
+    "                          docs/tiers.md, with the deepest exit arrived by then)\n"
+    "  --policy P              how the nodes pick exits: planned (the cluster's, default),\n"
+    "                          fixed:BITS (e.g. fixed:11111111, never replanned) or\n"
+    "                          confidence:T (every branch until confidence >= T)\n"
     "  --window N              requests in flight at once (default 16)\n"
     "  --total-timeout-ms N    give up on the whole run after N ms (default 600000)\n"
     "  --json                  the summary as one JSON object\n"
@@ -80,6 +85,10 @@ typedef struct infer {
     long count, deadline_ms, window, total_ms, restart_wait_ms;
     int has_stop;
     einet_StopRule stop;
+    uint64_t deadline_us; /* from either flag */
+    int policy;           /* einet_Policy */
+    double threshold;
+    char plan[WIRE_MAX_BLOCKS + 1];
     int json, quiet, print_acks;
     const char *data_dir;
     char **inputs; /* --input files (argv's), or NULL */
@@ -104,6 +113,24 @@ typedef struct infer {
     double t_start;
 } infer_t;
 
+static int parse_policy(const char *s, infer_t *a)
+{
+    if (!strcmp(s, "planned")) {
+        a->policy = einet_Policy_POLICY_PLANNED;
+        return 0;
+    }
+    if (!strncmp(s, "confidence:", 11)) {
+        a->policy = einet_Policy_POLICY_CONFIDENCE;
+        return cli_parse_double(s + 11, 0, 1, &a->threshold);
+    }
+    if (strncmp(s, "fixed:", 6) || !s[6] || strlen(s + 6) > WIRE_MAX_BLOCKS ||
+        strspn(s + 6, "01") != strlen(s + 6))
+        return -1;
+    a->policy = einet_Policy_POLICY_FIXED;
+    snprintf(a->plan, sizeof a->plan, "%s", s + 6);
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, infer_t *a)
 {
     static const struct option longopts[] = {
@@ -111,6 +138,8 @@ static int parse_args(int argc, char **argv, infer_t *a)
         {"count", required_argument, 0, 'n'},
         {"deadline-ms", required_argument, 0, 'D'},
         {"stop", required_argument, 0, 'S'},
+        {"deadline-us", required_argument, 0, 'U'},
+        {"policy", required_argument, 0, 'P'},
         {"window", required_argument, 0, 'w'},
         {"total-timeout-ms", required_argument, 0, 'T'},
         {"json", no_argument, 0, 'j'},
@@ -151,6 +180,25 @@ static int parse_args(int argc, char **argv, infer_t *a)
             if (cli_parse_long(optarg, 1, WIRE_MAX_DEADLINE_MS, &a->deadline_ms))
                 return cli_usage_error(CMD, "--deadline-ms: '%s' is not in [1, %u]", optarg,
                                        WIRE_MAX_DEADLINE_MS);
+            if (a->deadline_us)
+                return cli_usage_error(CMD, "--deadline-ms and --deadline-us: give one");
+            a->deadline_us = (uint64_t)a->deadline_ms * 1000;
+            break;
+        case 'U': {
+            long us;
+            if (cli_parse_long(optarg, 1, (long)WIRE_MAX_DEADLINE_MS * 1000, &us))
+                return cli_usage_error(CMD, "--deadline-us: '%s' is not in [1, %ld]", optarg,
+                                       (long)WIRE_MAX_DEADLINE_MS * 1000);
+            if (a->deadline_us)
+                return cli_usage_error(CMD, "--deadline-ms and --deadline-us: give one");
+            a->deadline_us = (uint64_t)us;
+            break;
+        }
+        case 'P':
+            if (parse_policy(optarg, a))
+                return cli_usage_error(CMD, "--policy: '%s' is not planned, fixed:BITS (0/1 "
+                                            "characters) or confidence:T (T in [0, 1])",
+                                       optarg);
             break;
         case 'S': {
             char why[160];
@@ -184,7 +232,7 @@ static int parse_args(int argc, char **argv, infer_t *a)
 /* The request's reply timeout: the shared --timeout-ms after its deadline. */
 static double request_timeout_s(const infer_t *a)
 {
-    return (a->o.timeout_ms + a->deadline_ms) / 1e3;
+    return (a->o.timeout_ms + a->deadline_us / 1e3) / 1e3;
 }
 
 static int send_request(infer_t *a, long i, ei_err_t *err)
@@ -197,10 +245,18 @@ static int send_request(infer_t *a, long i, ei_err_t *err)
     r->client_id = (uint64_t)i;
     uint32_t shape[4] = {1, (uint32_t)a->in_c, (uint32_t)d->h, (uint32_t)d->w};
     wire_meta_set(&r->input, &r->has_input, shape, 4);
-    if (a->deadline_ms) {
+    if (a->deadline_ms) { /* --deadline-ms: the field older coordinators read */
         r->has_deadline_ms = true;
         r->deadline_ms = (uint32_t)a->deadline_ms;
+    } else if (a->deadline_us) {
+        r->has_deadline_us = true;
+        r->deadline_us = a->deadline_us;
     }
+    r->policy = a->policy;
+    r->threshold = (float)a->threshold;
+    r->plan_count = (pb_size_t)strlen(a->plan);
+    for (pb_size_t k = 0; k < r->plan_count; k++)
+        r->plan[k] = a->plan[k] == '1';
     r->has_label = d->labels != NULL;
     r->label = d->labels ? d->labels[i] : 0;
     r->has_stop = a->has_stop;

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "cli/client.h"
+#include "cli/elastic_live.h"
 #include "nn/dataset.h"
 #include "nn/model.h"
 #include "nn/safetensors.h"
@@ -19,6 +21,7 @@
 
 static const char usage_text[] =
     "usage: einet profile [--model FILE] [--out DIR] [options]\n"
+    "       einet profile --from-cluster [--coordinator ENDPOINT] --out FILE.json\n"
     "Runs the validation split (the samples training held out) and the test split through\n"
     "every block at batch 1 and writes DIR/" PROFILE_ET_FILE " (each block's conv-part and "
     "branch\ntime: mean, std, p95), DIR/" PROFILE_CS_VAL_FILE " and DIR/" PROFILE_CS_TEST_FILE
@@ -31,11 +34,17 @@ static const char usage_text[] =
     "  --test N        only the first N test images (default all 10000)\n"
     "  --warmup N      samples run before timing starts (default 100)\n"
     "  --threads N     OpenBLAS threads (default 1, as a tier runs)\n"
-    "  --data DIR      Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n";
+    "  --data DIR      Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n"
+    "  --from-cluster  save the running cluster's live ET-profile instead (block times per\n"
+    "                  node, links, result delays and the dispatch time, as the\n"
+    "                  coordinator measures them) to FILE.json, for 'einet elastic --et'\n"
+    CLIENT_OPTS_HELP;
 
 typedef struct {
     const char *model, *out, *data;
     long val, seed, test, warmup, threads;
+    int from_cluster;
+    client_opts_t o;
 } args_t;
 
 /* The validation size and seed the model was trained with, from its info metadata. */
@@ -156,11 +165,20 @@ static int parse_args(int argc, char **argv, args_t *a)
         {"val", required_argument, 0, 'v'},     {"seed", required_argument, 0, 's'},
         {"test", required_argument, 0, 'n'},    {"warmup", required_argument, 0, 'w'},
         {"threads", required_argument, 0, 't'}, {"data", required_argument, 0, 'd'},
+        {"from-cluster", no_argument, 0, 'C'},  CLIENT_LONGOPTS,
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c, rc = 0;
     opterr = 0;
     while (!rc && (c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        int r = client_opts_parse("profile", &a->o, c, optarg);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0)
+            continue;
         switch (c) {
+        case 'C':
+            a->from_cluster = 1;
+            break;
         case 'm':
             a->model = optarg;
             break;
@@ -194,16 +212,40 @@ static int parse_args(int argc, char **argv, args_t *a)
     }
     if (!rc && optind < argc)
         return cli_usage_error("profile", "unexpected argument '%s'", argv[optind]);
+    if (!rc && a->from_cluster && !a->out)
+        return cli_usage_error("profile", "--from-cluster needs --out FILE.json");
+    if (!rc && a->from_cluster && client_opts_finish("profile", &a->o))
+        return CLI_USAGE;
     return rc;
+}
+
+/* --from-cluster: the live ET-profile into a->out. */
+static int save_live(const args_t *a)
+{
+    ei_err_t err = {0};
+    profile_et_t et;
+    if (live_profile_fetch(a->o.endpoint, a->o.timeout_ms, &et, &err) ||
+        profile_et_save(&et, a->out, &err))
+        return cli_fail("profile", "%s", err.msg);
+    planner_profile_t p = profile_et_clock(&et);
+    double t = 0;
+    for (int k = 0; k < p.n; k++)
+        t += p.conv_ms[k] + p.branch_ms[k] + (k + 1 < p.n ? p.link_ms[k] : 0);
+    printf("live ET-profile of %s saved to %s: %d blocks, dispatch %.4f ms, horizon %.4f ms\n",
+           a->o.endpoint, a->out, p.n, et.dispatch_ms, t + p.result_ms[p.n - 1]);
+    return CLI_OK;
 }
 
 int cmd_profile(int argc, char **argv)
 {
     args_t a = {.val = -1, .seed = -1, .test = 10000, .warmup = 100, .threads = 1};
     char modelbuf[1024], outbuf[1100];
+    client_opts_init(&a.o);
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc < 0 ? CLI_OK : rc;
+    if (a.from_cluster)
+        return save_live(&a);
     if (!a.model)
         a.model = cli_default_path(DEFAULT_MODEL, modelbuf, sizeof modelbuf);
     if (!a.out) {

@@ -58,6 +58,12 @@ void cluster_profile(cluster_t *c, int pos, const einet_ProfileReport *r)
     cluster_node_t *n = &c->node[pos];
     n->reports++;
     n->coord_latency_ms = r->coord_latency_ms;
+    if (r->boundary_ms > 0)
+        n->boundary_ms = r->boundary_ms;
+    if (r->prev_samples > 0) {
+        n->prev_transfer_ms = r->prev_transfer_ms;
+        n->prev_samples = r->prev_samples;
+    }
     if (r->next_samples > 0) {
         n->link_latency_ms = r->next_latency_ms;
         n->link_bw_mbps = r->next_bandwidth_mbps;

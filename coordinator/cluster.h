@@ -31,6 +31,9 @@ typedef struct cluster_node {
     float link_latency_ms, link_bw_mbps;
     uint64_t link_samples;
     float coord_latency_ms;
+    float prev_transfer_ms;   /* mean transfer of maps into this node, as it measured them */
+    uint64_t prev_samples;
+    float boundary_ms;        /* its last exit to its feature map leaving */
     uint64_t reports; /* profile reports received */
 } cluster_node_t;
 

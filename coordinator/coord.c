@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <zmq.h>
@@ -92,9 +93,14 @@ static const char *plan_text(coord_t *c)
 
 /* ---- timers ---- */
 
-static void on_expiry(uv_timer_t *t)
+static void on_expiry(uv_poll_t *h, int status, int events)
 {
-    coord_t *c = t->data;
+    coord_t *c = h->data;
+    uint64_t fired;
+    (void)status;
+    (void)events;
+    if (read(c->expiry_fd, &fired, sizeof fired) < 0) { /* EAGAIN: nothing due; go on */
+    }
     c->expiry_armed_us = 0;
     reqs_expire(c->reqs, coord__now_us());
     coord__arm_expiry(c);
@@ -104,12 +110,17 @@ void coord__arm_expiry(coord_t *c)
 {
     if (c->closing)
         return;
-    uint64_t next = reqs_next_expiry(c->reqs), now = coord__now_us();
+    uint64_t next = reqs_next_expiry(c->reqs);
     if (!next || (c->expiry_armed_us && c->expiry_armed_us <= next))
         return;
     c->expiry_armed_us = next;
-    uv_update_time(c->loop);
-    uv_timer_start(&c->expiry_timer, on_expiry, next > now ? (next - now + 999) / 1000 : 0, 0);
+    /* Absolute on CLOCK_MONOTONIC, the clock of uv_hrtime() and coord__now_us(). */
+    struct itimerspec its = {{0, 0}, {(time_t)(next / 1000000), (long)(next % 1000000) * 1000}};
+    if (timerfd_settime(c->expiry_fd, TFD_TIMER_ABSTIME, &its, NULL) != 0) {
+        ei_log(EI_LOG_ERROR, "arming the expiry timer failed; expiring now");
+        c->expiry_armed_us = 0;
+        reqs_expire(c->reqs, coord__now_us());
+    }
 }
 
 static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
@@ -388,19 +399,26 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     c->trace = getenv(COORD_TRACE_ENV) != NULL;
     coord__metrics_init(c);
     c->out_tail = &c->out_head;
-    if (make_parts(c, err) < 0 || make_sockets(c, err) < 0) {
+    c->expiry_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (c->expiry_fd < 0)
+        ei_err_set(err, EI_E_IO, "timerfd_create: out of file descriptors");
+    if (c->expiry_fd < 0 || make_parts(c, err) < 0 || make_sockets(c, err) < 0 ||
+        uv_poll_init(loop, &c->expiry_poll, c->expiry_fd) != 0) {
+        if (c->expiry_fd >= 0)
+            close(c->expiry_fd);
         free_parts(c);
         free(c);
         return NULL;
     }
+    c->expiry_poll.data = c;
+    uv_poll_start(&c->expiry_poll, UV_READABLE, on_expiry);
     uv_timer_init(loop, &c->tick_timer);
-    uv_timer_init(loop, &c->expiry_timer);
     uv_timer_init(loop, &c->profile_timer);
     uv_prepare_init(loop, &c->flush_prep);
     uv_timer_init(loop, &c->trim_timer);
     uv_timer_init(loop, &c->ckpt_timer);
     uv_timer_init(loop, &c->flush_timer);
-    c->tick_timer.data = c->expiry_timer.data = c->profile_timer.data = c;
+    c->tick_timer.data = c->profile_timer.data = c;
     c->flush_prep.data = c->trim_timer.data = c->ckpt_timer.data = c->flush_timer.data = c;
     c->handles_open = 7;
     if (!c->scores_computed)
@@ -464,7 +482,7 @@ void coord_shutdown(coord_t *c)
             (unsigned long long)c->accepted, (unsigned long long)c->undelivered,
             (unsigned long long)c->journal_errors);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
-    uv_close((uv_handle_t *)&c->expiry_timer, on_closed);
+    uv_close((uv_handle_t *)&c->expiry_poll, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);
     xport_destroy(&c->clients);
     xport_destroy(&c->nodes);
@@ -475,6 +493,8 @@ void coord_destroy(coord_t **self_p)
     if (!self_p || !*self_p)
         return;
     free_parts(*self_p);
+    if ((*self_p)->expiry_fd >= 0)
+        close((*self_p)->expiry_fd);
     free(*self_p);
     *self_p = NULL;
 }

@@ -70,7 +70,11 @@ struct coord {
     uv_work_t scores_work;
     scores_t scores_next;     /* computed off the loop thread */
     int scores_rc, scores_busy, scores_computed;
-    uv_timer_t tick_timer, expiry_timer, profile_timer;
+    uv_timer_t tick_timer, profile_timer;
+    /* Expiries (deadlines) at microsecond precision: libuv's timers tick in whole ms, so
+     * the earliest expiry arms a CLOCK_MONOTONIC timerfd (uv_hrtime's clock) on a poll. */
+    int expiry_fd;
+    uv_poll_t expiry_poll;
     uint64_t expiry_armed_us; /* 0: not armed */
     uint64_t start_us, seq;
     int closing, handles_open;
@@ -130,6 +134,9 @@ void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, con
  * heartbeat timeout. Returns the expiry time, *status and reason. */
 uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
                        char *reason, size_t cap);
+/* The same with the deadline in microseconds (0: none). */
+uint64_t coord__expiry_us(const coord_t *c, uint64_t deadline_us, uint64_t now, int *status,
+                          char *reason, size_t cap);
 
 /* coord_durable.c */
 uint64_t coord__wall_us(void);

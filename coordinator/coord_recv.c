@@ -122,16 +122,20 @@ static int input_ok(const coord_t *c, const wire_in_t *in, char *why, size_t cap
     return 1;
 }
 
-uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
-                       char *reason, size_t cap)
+uint64_t coord__expiry_us(const coord_t *c, uint64_t deadline_us, uint64_t now, int *status,
+                          char *reason, size_t cap)
 {
     uint64_t at = now + (uint64_t)COORD_LOST_MS * 1000;
     *status = einet_Status_STATUS_LINK;
     snprintf(reason, cap, "no final result for %d ms: a message was lost", COORD_LOST_MS);
-    if (deadline_ms && now + (uint64_t)deadline_ms * 1000 <= at) {
-        at = now + (uint64_t)deadline_ms * 1000;
+    if (deadline_us && now + deadline_us <= at) {
+        at = now + deadline_us;
         *status = einet_Status_STATUS_DEADLINE;
-        snprintf(reason, cap, "deadline of %u ms passed", (unsigned)deadline_ms);
+        if (deadline_us % 1000)
+            snprintf(reason, cap, "deadline of %llu us passed", (unsigned long long)deadline_us);
+        else
+            snprintf(reason, cap, "deadline of %llu ms passed",
+                     (unsigned long long)(deadline_us / 1000));
     }
     int broken = cluster_broken(&c->cluster);
     uint64_t grace = now + (uint64_t)c->conf.heartbeat_timeout_ms * 1000;
@@ -142,6 +146,89 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
                  cluster_tier_name(c->cluster.node[broken].tier));
     }
     return at;
+}
+
+uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,
+                       char *reason, size_t cap)
+{
+    return coord__expiry_us(c, (uint64_t)deadline_ms * 1000, now, status, reason, cap);
+}
+
+/* The request's initial plan under its policy: the cluster's (for its own interruption
+ * distribution when it names one), its own fixed plan, or every branch. 0, or a negative
+ * code with why filled. */
+static int request_plan(coord_t *c, const einet_Request *r, uint8_t *plan, char *why, size_t cap)
+{
+    ei_err_t err;
+    switch (r->policy) {
+    case einet_Policy_POLICY_FIXED:
+        if ((int)r->plan_count != c->n) {
+            snprintf(why, cap, "request.plan: %u bits, the model has %d blocks",
+                     (unsigned)r->plan_count, c->n);
+            return EI_E_SHAPE;
+        }
+        for (int k = 0; k < c->n; k++)
+            plan[k] = r->plan[k];
+        return 0;
+    case einet_Policy_POLICY_CONFIDENCE:
+        memset(plan, 1, (size_t)c->n);
+        return 0;
+    default:
+        break;
+    }
+    if (!r->has_interrupt) {
+        memcpy(plan, liveprof_plan(c->prof), (size_t)c->n);
+        return 0;
+    }
+    planner_dist_t d = {r->interrupt.normal ? PLANNER_DIST_NORMAL : PLANNER_DIST_UNIFORM,
+                        r->interrupt.mu, r->interrupt.sigma};
+    if (liveprof_plan_for(c->prof, &d, plan, &err) < 0) {
+        snprintf(why, cap, "request.interrupt: %.100s", err.msg);
+        return err.code;
+    }
+    return 0;
+}
+
+/* A live request's task: its deadline in us, its policy's plan and fields. A fixed policy
+ * runs its plan and nothing else; the confidence policy is the confidence stop rule
+ * (answered `early` where it fires). */
+static void send_request_task(coord_t *c, uint64_t id, const wire_in_t *in, uint64_t deadline_us,
+                              const uint8_t *plan)
+{
+    einet_Envelope env;
+    const einet_Request *r = &in->env.body.request;
+    wire_env_init(&env, einet_Envelope_task_tag);
+    einet_Task *t = &env.body.task;
+    t->request_id = id;
+    t->input = r->input;
+    t->has_input = true;
+    t->plan_count = (pb_size_t)c->n;
+    for (int k = 0; k < c->n; k++)
+        t->plan[k] = plan[k] != 0;
+    t->has_deadline_us = deadline_us > 0;
+    t->deadline_us = deadline_us;
+    t->profile_version = liveprof_version(c->prof);
+    t->stop = r->has_stop ? r->stop
+                          : (einet_StopRule){(einet_StopKind)c->conf.stop.kind,
+                                             c->conf.stop.threshold};
+    if (r->policy == einet_Policy_POLICY_FIXED)
+        t->stop.kind = einet_StopKind_STOP_NONE;
+    if (r->policy == einet_Policy_POLICY_CONFIDENCE)
+        t->stop = (einet_StopRule){einet_StopKind_STOP_CONFIDENCE, r->threshold};
+    t->has_stop = t->stop.kind != einet_StopKind_STOP_NONE;
+    for (int k = 0; t->has_stop && k < c->n; k++)
+        t->plan[k] = true;
+    t->policy = r->policy;
+    t->threshold = r->threshold;
+    t->has_interrupt = r->has_interrupt;
+    t->interrupt = r->interrupt;
+    int rc = coord__send_node(c, 0, &env, in->tensor, in->tensor_numel);
+    if (rc == EI_E_BUSY) /* the device's queue is full: overload, not a failure */
+        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
+                    "busy: the device's queue is full", coord__now_us());
+    else if (rc < 0)
+        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
+                    coord__now_us());
 }
 
 void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
@@ -214,16 +301,21 @@ static void on_request(coord_t *c, const wire_in_t *in)
     const einet_Request *r = &in->env.body.request;
     reqs_client_t cl = {in->peer, in->env.seq, r->client_id, r->has_label, r->label};
     char why[128];
+    uint8_t plan[CLUSTER_MAX_BLOCKS];
     stats_request(c->stats);
     coord__metrics_request(c);
-    if (!input_ok(c, in, why, sizeof why)) {
+    if (!input_ok(c, in, why, sizeof why) || request_plan(c, r, plan, why, sizeof why) < 0) {
         answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
         return;
     }
     uint64_t now = coord__now_us(), id;
-    uint32_t deadline_ms = r->has_deadline_ms ? r->deadline_ms : (uint32_t)c->conf.deadline_ms;
+    uint64_t deadline_us = r->has_deadline_us  ? r->deadline_us
+                           : r->has_deadline_ms ? (uint64_t)r->deadline_ms * 1000
+                                                : (uint64_t)c->conf.deadline_ms * 1000;
+    /* The journal and a held request keep whole ms (rounded up). */
+    uint32_t deadline_ms = (uint32_t)((deadline_us + 999) / 1000);
     int status = einet_Status_STATUS_LINK;
-    uint64_t at = c->holding ? 0 : coord__expiry(c, deadline_ms, now, &status, why, sizeof why);
+    uint64_t at = c->holding ? 0 : coord__expiry_us(c, deadline_us, now, &status, why, sizeof why);
     if (reqs_add(c->reqs, &cl, now, at, status, why, &id) < 0) {
         snprintf(why, sizeof why, "busy: %d requests held (max_pending)", reqs_pending(c->reqs));
         answer_direct(c, &cl, einet_Status_STATUS_REJECTED, why);
@@ -247,8 +339,7 @@ static void on_request(coord_t *c, const wire_in_t *in)
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, why, now);
         return;
     }
-    coord__send_task(c, id, &r->input, in->tensor, in->tensor_numel, deadline_ms,
-                     r->has_stop ? &r->stop : NULL);
+    send_request_task(c, id, in, deadline_us, plan);
     coord__arm_expiry(c);
 }
 
@@ -304,6 +395,10 @@ static void on_stats_query(coord_t *c, const wire_in_t *in)
     stats_fill(c->stats, s);
     coord__fill_refusals(c, s);
     cluster_fill(&c->cluster, coord__now_us(), s);
+    if (in->env.body.stats_query.with_profile) {
+        s->has_profile = true;
+        liveprof_fill(c->prof, &s->profile);
+    }
     s->uptime_us = coord__uptime_us(c);
     s->undelivered = c->undelivered;
     s->accepted = c->accepted;
@@ -484,16 +579,22 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
         refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE, COORD_REF_NOT_ITS_EXIT, msg);
         return;
     }
-    int what = reqs_exit(c->reqs, r->request_id, r, pos, coord__now_us());
+    uint64_t now = coord__now_us(), recv = 0;
+    int known = reqs_received_us(c->reqs, r->request_id, &recv);
+    if (known && now >= recv + r->elapsed_us)
+        liveprof_note_offset(c->prof, pos, (int)r->exit,
+                             (double)(now - recv - r->elapsed_us) / 1000.0);
+    int what = reqs_exit(c->reqs, r->request_id, r, pos, now);
     if (what == REQS_NOTED)
         coord__journal_exit(c, r); /* the deepest result, should the coordinator restart */
     if (c->trace)
         ei_log(EI_LOG_INFO,
-                "trace exit request=%llu exit=%u tier=%s class=%u "
-                "confidence=%.9g elapsed_us=%llu%s%s",
-                (unsigned long long)r->request_id, (unsigned)r->exit,
-                cluster_tier_name(r->tier), (unsigned)r->class_id, (double)r->confidence,
-                (unsigned long long)r->elapsed_us, r->last ? " last" : "",
+               "trace exit request=%llu exit=%u tier=%s class=%u "
+               "confidence=%.9g elapsed_us=%llu arrived_us=%lld%s%s",
+               (unsigned long long)r->request_id, (unsigned)r->exit,
+               cluster_tier_name(r->tier), (unsigned)r->class_id, (double)r->confidence,
+               (unsigned long long)r->elapsed_us, known ? (long long)(now - recv) : -1LL,
+               r->last ? " last" : "",
                 what == REQS_LATE ? " late" : "");
 }
 

@@ -36,14 +36,31 @@ int liveprof_rebuild(liveprof_t *self, const cluster_t *c, ei_err_t *err) EI_CHE
  * them. */
 void liveprof_set_scores(liveprof_t *self, const scores_t *s);
 
-/* The profile as a ProfileUpdate body. */
+/* Exit `exit`'s result, from the node at pipeline index pos, arrived offset_ms after its
+ * request's receipt less the node's elapsed time: the dispatch time plus that result's
+ * delay. The next rebuild takes the means since the last one: the dispatch d0 (request
+ * receipt to the device's start) is the device's mean offset less its heartbeat latency,
+ * and r_k = (exit k's mean offset) - d0, so a_k = d0 + e_k + r_k is the coordinator's
+ * own clock of the arrivals. */
+void liveprof_note_offset(liveprof_t *self, int pos, int exit, double offset_ms);
+double liveprof_dispatch_ms(const liveprof_t *self);
+
+/* The initial plan for a request planned under its own interruption distribution (the
+ * config's plan when dist is the config's): n bits into plan. Cached per profile version
+ * and distribution. 0 or a planner error. */
+int liveprof_plan_for(liveprof_t *self, const planner_dist_t *dist, uint8_t *plan,
+                      ei_err_t *err) EI_CHECK;
+
+/* The profile as a ProfileUpdate body (with dispatch_ms and horizon_ms, which the nodes
+ * ignore). */
 void liveprof_fill(const liveprof_t *self, einet_ProfileUpdate *out);
 
 uint64_t liveprof_version(const liveprof_t *self);
 /* The plan for new requests: n bits. */
 const uint8_t *liveprof_plan(const liveprof_t *self);
 int liveprof_blocks(const liveprof_t *self);
-/* Horizon H of the current profile (ms) and the expected score of the current plan. */
+/* Horizon H of the current profile on the coordinator's clock (ms; d0 included) and the
+ * expected score of the current plan. */
 double liveprof_horizon_ms(const liveprof_t *self);
 double liveprof_expectation(const liveprof_t *self);
 

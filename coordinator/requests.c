@@ -279,6 +279,13 @@ int reqs_exit(reqs_t *self, uint64_t id, const einet_ExitResult *x, int pos, uin
         self->late++;
         return REQS_LATE;
     }
+    if (r->expire_us && now_us > r->expire_us) {
+        /* Its expiry passed before this result came (the timer has not fired yet): the
+         * answer is what had arrived by then, and this result is late. */
+        finish(self, r, r->expire_status, r->expire_reason, now_us);
+        self->late++;
+        return REQS_LATE;
+    }
     if (pos > r->pos)
         r->pos = pos;
     if (x->early_exit || x->stopped || x->exit > r->best.exit)
@@ -372,6 +379,15 @@ void reqs_lookup(const reqs_t *self, uint64_t id, uint64_t now_us, einet_ResultR
         out->found = out->has_answer = true;
         out->answer = *a;
     }
+}
+
+int reqs_received_us(const reqs_t *self, uint64_t id, uint64_t *recv_us)
+{
+    const req_t *r = find(self, id);
+    if (!r)
+        return 0;
+    *recv_us = r->recv_us;
+    return 1;
 }
 
 int reqs_pending(const reqs_t *self)

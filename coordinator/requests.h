@@ -79,7 +79,10 @@ enum {
     REQS_LATE = 2,     /* the request is answered already, or unknown */
 };
 
-/* An exit result for request id from the tier at pipeline index pos. REQS_*. */
+/* An exit result for request id from the tier at pipeline index pos. REQS_*. A result that
+ * comes after the request's expiry (now_us > expire_us: the expiry timer has not run yet)
+ * does not count: the request is answered at once with its expiry status and what had
+ * arrived by then, and the result is late. */
 int reqs_exit(reqs_t *self, uint64_t id, const einet_ExitResult *r, int pos, uint64_t now_us);
 
 /* Answers request id now with status and reason if it is pending (a hand-back, a failed
@@ -103,6 +106,9 @@ int reqs_answer_all(reqs_t *self, int status, const char *reason, uint64_t now_u
 /* Fills a ResultReply for id: found = 0 when unknown (or forgotten); pending with the
  * deepest result so far; or the answer that was sent. */
 void reqs_lookup(const reqs_t *self, uint64_t id, uint64_t now_us, einet_ResultReply *out);
+
+/* When pending request id was received: 1 and *recv_us, or 0 when it is not pending. */
+int reqs_received_us(const reqs_t *self, uint64_t id, uint64_t *recv_us);
 
 int reqs_pending(const reqs_t *self);
 /* Events for requests already answered (or unknown). */

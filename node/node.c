@@ -168,6 +168,7 @@ static void init_handles(node_t *nd)
     nd->hb_timer.data = nd->report_timer.data = nd->slow_timer.data = nd;
     nd->delay_timer.data = nd->work.data = nd;
     nd->handles_open = 6;
+    slow_init(&nd->slow, nd->conf.slowdown);
 }
 
 node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t *err)
@@ -257,10 +258,24 @@ static void send_report(node_t *nd)
     for (int k = nd->conf.first_block; k <= nd->conf.last_block; k++) {
         einet_BlockTiming *b = &r->blocks[r->blocks_count++];
         b->block = (uint32_t)k;
-        b->conv_ms = (float)nd->conv_ms[k - 1];
-        b->branch_ms = (float)nd->branch_ms[k - 1];
-        b->samples = nd->conv_n[k - 1] ? nd->conv_n[k - 1] : 1; /* the warm-up counts once */
-        nd->conv_n[k - 1] = 0;
+        /* The mean of the samples since the last mean reported, once there are enough
+         * of them (a branch a planner rarely runs stays stable), else the last mean
+         * reported, else the running average (seeded by the warm-up). */
+        uint32_t cn = nd->conv_n[k - 1], bn = nd->branch_n[k - 1];
+        b->samples = cn ? cn : 1; /* the warm-up counts once */
+        if (cn >= NODE_REPORT_MIN) {
+            nd->conv_rep[k - 1] = nd->conv_sum[k - 1] / cn;
+            nd->conv_n[k - 1] = 0;
+            nd->conv_sum[k - 1] = 0;
+        }
+        if (bn >= NODE_REPORT_MIN) {
+            nd->branch_rep[k - 1] = nd->branch_sum[k - 1] / bn;
+            nd->branch_n[k - 1] = 0;
+            nd->branch_sum[k - 1] = 0;
+        }
+        b->conv_ms = (float)(nd->conv_rep[k - 1] > 0 ? nd->conv_rep[k - 1] : nd->conv_ms[k - 1]);
+        b->branch_ms =
+            (float)(nd->branch_rep[k - 1] > 0 ? nd->branch_rep[k - 1] : nd->branch_ms[k - 1]);
     }
     if (nd->next && nd->link.rtt_samples) {
         r->next_latency_ms = (float)link_latency_ms(&nd->link);
@@ -268,6 +283,16 @@ static void send_report(node_t *nd)
         r->next_samples = (uint32_t)nd->link.rtt_samples;
     }
     r->coord_latency_ms = (float)link_latency_ms(&nd->coord_link);
+    if (nd->transfer_n) {
+        r->prev_transfer_ms = (float)(nd->transfer_sum_ms / nd->transfer_n);
+        r->prev_samples = nd->transfer_n;
+    }
+    nd->transfer_sum_ms = 0;
+    nd->transfer_n = 0;
+    if (nd->boundary_n)
+        r->boundary_ms = (float)(nd->boundary_sum_ms / nd->boundary_n);
+    nd->boundary_sum_ms = 0;
+    nd->boundary_n = 0;
     node__send_coord(nd, &env);
 }
 

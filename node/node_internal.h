@@ -15,6 +15,7 @@
 #include "node/node.h"
 #include "runtime/replan.h"
 #include "runtime/scores.h"
+#include "node/slow.h"
 #include "planner/planner.h"
 #include "wire/members.h"
 #include "wire/sec.h"
@@ -24,6 +25,8 @@
 #define NODE_CANCEL_RING 1024
 #define NODE_REPORT_MS 1000
 #define NODE_WARMUP_RUNS 3
+/* Samples a reported mean takes at least (block times). */
+#define NODE_REPORT_MIN 20
 #define NODE_MAX_BATCH 256
 
 /* One request on this tier: from its input (task image or received feature map) through
@@ -34,6 +37,10 @@ typedef struct job {
     uint8_t plan[NODE_MAX_BLOCKS];
     uint64_t elapsed0_us;     /* request time on arrival */
     uint64_t recv_us;         /* monotonic arrival */
+    uint64_t mark_ns;         /* when its last block here ended (exit stamped), or arrival */
+    int policy;               /* einet_Policy: planned (replans), fixed, confidence */
+    int has_dist;             /* planned for its own interruption distribution */
+    planner_dist_t dist;
     int has_deadline;
     uint64_t deadline_us;
     xport_msg_t *msg;         /* owns the input's bytes */
@@ -105,7 +112,7 @@ struct node {
     uv_timer_t batch_timer;   /* the wait for a batch to fill (batch_wait_ms) */
     int batch_timing;         /* batch_timer runs */
     int queued, waiting;
-    double slow_debt_ms;      /* slow-down wait not yet served (under 1 ms) */
+    slow_t slow;              /* the slow-down's wait still owed */
     /* links */
     link_state_t link;        /* to the next tier */
     link_state_t coord_link;  /* to the coordinator (round trips only) */
@@ -119,6 +126,7 @@ struct node {
     planner_search_t search;
     uint64_t profile_version;
     double result_ms[NODE_MAX_BLOCKS], link_ms[NODE_MAX_BLOCKS];
+    double dispatch_ms;       /* the coordinator's receipt to the device's start */
     scores_t scores;          /* a prior until the validation scores are computed */
     uv_work_t scores_work;
     scores_t scores_next;     /* computed off the loop thread */
@@ -126,6 +134,14 @@ struct node {
     /* measured times of this node's blocks, ms, as the emulated machine takes them */
     double conv_ms[NODE_MAX_BLOCKS], branch_ms[NODE_MAX_BLOCKS];
     uint32_t conv_n[NODE_MAX_BLOCKS];
+    /* since the last mean reported: sums and counts of the same (reported as means once
+     * NODE_REPORT_MIN came), the last means reported; the transfers of the maps received
+     * and the hand-overs of the maps sent since the last report */
+    double conv_sum[NODE_MAX_BLOCKS], branch_sum[NODE_MAX_BLOCKS];
+    uint32_t branch_n[NODE_MAX_BLOCKS];
+    double conv_rep[NODE_MAX_BLOCKS], branch_rep[NODE_MAX_BLOCKS];
+    double transfer_sum_ms, boundary_sum_ms;
+    uint32_t transfer_n, boundary_n;
     uint64_t cancelled[NODE_CANCEL_RING];
     int cancel_at;
     int draining, closed;
@@ -201,6 +217,8 @@ void node__delay_release(node_t *nd);
 void node__link_down(node_t *nd, const char *why);
 
 /* tier_run.c */
+/* Sets a job's exit policy from a task or map (interrupt NULL: the node's uniform). */
+void node__job_policy(job_t *j, int policy, const einet_Interrupt *interrupt);
 /* Takes a job (a parsed task or map); hands it back when the node is draining or full. */
 void node__job_add(node_t *nd, job_t *job);
 void node__job_free(job_t **job_p);

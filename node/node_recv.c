@@ -66,6 +66,7 @@ static job_t *job_new(node_t *nd, uint64_t id, int start, const bool *plan, xpor
     for (int i = 0; i < nd->n; i++)
         j->plan[i] = plan[i] ? 1 : 0;
     j->recv_us = node__now_us();
+    j->mark_ns = j->recv_us * 1000;
     j->msg = *msg_p; /* the tensor points into it */
     *msg_p = NULL;
     j->input = tensor;
@@ -101,6 +102,7 @@ static void on_task(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
     }
     j->has_deadline = t->has_deadline_us;
     j->deadline_us = t->deadline_us;
+    node__job_policy(j, t->policy, t->has_interrupt ? &t->interrupt : NULL);
     if (t->has_stop) {
         j->stop_kind = t->stop.kind;
         j->stop_threshold = t->stop.threshold;
@@ -137,6 +139,9 @@ static void on_profile(node_t *nd, const wire_in_t *in)
         p.link_ms[k] = u->blocks[k].l_ms;
         p.result_ms[k] = u->blocks[k].r_ms;
     }
+    /* Deadlines count from the coordinator's receipt: plan on that clock, d0 before c_1. */
+    nd->dispatch_ms = u->dispatch_ms;
+    p.conv_ms[0] += u->dispatch_ms;
     planner_dist_t dist = {PLANNER_DIST_UNIFORM, 0.5, 0.25};
     int rc = 0;
     if (nd->planner)
@@ -253,8 +258,11 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
         return;
     }
     j->elapsed0_us = f->elapsed_us + transfer;
+    nd->transfer_sum_ms += (double)transfer / 1000.0;
+    nd->transfer_n++;
     j->has_deadline = f->has_deadline_us;
     j->deadline_us = f->deadline_us;
+    node__job_policy(j, f->policy, f->has_interrupt ? &f->interrupt : NULL);
     if (f->has_stop) {
         j->stop_kind = f->stop.kind;
         j->stop_threshold = f->stop.threshold;

@@ -8,8 +8,8 @@
  * out the batch without sending anything more. One block runs per loop iteration (an idle
  * handle), so heartbeats and incoming messages are handled between blocks; a block blocks
  * the loop for its compute time only. The slow-down factor s emulates a weaker machine:
- * after a block that took t, the node waits (s - 1) t on a timer before it goes on (sub-ms
- * remainders carried to the next wait), so the block's results leave at s t and the node
+ * after a block that took t, the node waits (s - 1) t to the microsecond (node/slow.h)
+ * before it goes on, so the block's results leave at s t and the node
  * takes no other work meanwhile, as the slower machine would not. The block times the node
  * learns and reports (the planner's ET-profile) are those of the batches as they run: the
  * time each request of a batch waits for the block. */
@@ -169,17 +169,37 @@ static void note_time(double *ewma, double ms)
 
 /* ---- exits ---- */
 
+void node__job_policy(job_t *j, int policy, const einet_Interrupt *interrupt)
+{
+    j->policy = policy;
+    j->has_dist = interrupt != NULL;
+    if (interrupt) {
+        j->dist.kind = interrupt->normal ? PLANNER_DIST_NORMAL : PLANNER_DIST_UNIFORM;
+        j->dist.mu = interrupt->mu;
+        j->dist.sigma = interrupt->sigma;
+    }
+}
+
+/* Only planned requests replan, each under its own interruption distribution when it names
+ * one (the planner's is switched for the search and back: a few arithmetic operations). */
 static void replan(node_t *nd, job_t *j, int k, double t0_ms)
 {
-    if (!nd->planner || k >= nd->n || nd->n > PLANNER_MAX_EXITS)
+    if (!nd->planner || k >= nd->n || nd->n > PLANNER_MAX_EXITS ||
+        j->policy != einet_Policy_POLICY_PLANNED)
         return;
     double scores[SCORES_MAX_EXITS];
     ei_err_t err;
+    static const planner_dist_t uniform = {PLANNER_DIST_UNIFORM, 0, 0};
+    int rc = j->has_dist ? planner_set_dist(nd->planner, &j->dist, &err) : 0;
     scores_for(&nd->scores, j->seen, j->nseen, k, scores);
-    if (replan_after(nd->planner, &nd->search, scores, j->plan, k, t0_ms, j->arrive, j->nseen,
-                     &err) < 0)
+    if (rc == 0)
+        rc = replan_after(nd->planner, &nd->search, scores, j->plan, k, t0_ms, j->arrive,
+                          j->nseen, &err);
+    if (rc < 0)
         ei_log(EI_LOG_INFO, "replanning request %llu: %s",
                 (unsigned long long)j->request_id, err.msg);
+    if (j->has_dist && planner_set_dist(nd->planner, &uniform, &err) < 0)
+        ei_log(EI_LOG_INFO, "planner distribution: %s", err.msg);
 }
 
 /* The request's stop rule after exit k (its output in j->probs, recorded in j->seen):
@@ -225,7 +245,9 @@ static int send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
         s->nprobs = K;
         memcpy(s->probs, probs, sizeof(float) * (size_t)K);
         j->arrive[j->nseen].exit = k;
-        j->arrive[j->nseen].arrive_ms = (double)el / 1000.0 + nd->result_ms[k - 1];
+        /* On the coordinator's clock, as the planner's profile and the deadlines are. */
+        j->arrive[j->nseen].arrive_ms = nd->dispatch_ms + (double)el / 1000.0 +
+                                        nd->result_ms[k - 1];
         j->nseen++;
     }
     int stopped = stop_rule(nd, j, k);
@@ -245,7 +267,7 @@ static int send_exit(node_t *nd, job_t *j, int k, uint64_t now_us)
         nd->counts.exits_sent++;
     nd->counts.early += stopped;
     if (!j->stop_kind)
-        replan(nd, j, k, (double)el / 1000.0);
+        replan(nd, j, k, nd->dispatch_ms + (double)el / 1000.0);
     return stopped;
 }
 
@@ -298,6 +320,11 @@ static void fill_map(node_t *nd, const job_t *j, int k, uint64_t now_us, einet_E
     f->stop.kind = (einet_StopKind)j->stop_kind;
     f->stop.threshold = (float)j->stop_threshold;
     f->mflop = (float)j->mflop;
+    f->policy = j->policy;
+    f->has_interrupt = j->has_dist;
+    f->interrupt.normal = j->dist.kind == PLANNER_DIST_NORMAL;
+    f->interrupt.mu = (float)j->dist.mu;
+    f->interrupt.sigma = (float)j->dist.sigma;
     f->sent_at_us = node__wall_us();
 }
 
@@ -310,7 +337,11 @@ static void forward(node_t *nd, job_t *j, int k)
         return;
     }
     einet_Envelope env; /* large (the seen exits): one per forward, on the stack */
-    fill_map(nd, j, k, node__now_us(), &env);
+    uint64_t now = node__now_us();
+    fill_map(nd, j, k, now, &env);
+    /* The hand-over starts at the last exit: what came between counts as the link's. */
+    nd->boundary_sum_ms += now * 1000 > j->mark_ns ? (double)(now * 1000 - j->mark_ns) / 1e6 : 0;
+    nd->boundary_n++;
     size_t numel = nn_tensor_numel(j->cur);
     if (node__send_next(nd, &env, j->cur->data, numel, j->request_id) < 0) {
         snprintf(why, sizeof why, "%s send refused", node__link_name(nd));
@@ -329,6 +360,7 @@ static void finish_job_block(node_t *nd, job_t *j, int k, uint64_t now)
 {
     if (j->done)
         return;
+    j->mark_ns = now * 1000; /* the exit's e_k: the next block counts from here */
     if (job_dead(nd, j, now)) {
         j->done = 1;
         return;
@@ -373,24 +405,35 @@ static void finish_block(node_t *nd)
         finish_batch(nd);
 }
 
-static void slow_down(node_t *nd, uint64_t took_ns)
+static uint64_t hrtime_clock(void *arg)
 {
-    nd->slow_debt_ms += (nd->conf.slowdown - 1.0) * (double)took_ns / 1e6;
-    uint64_t wait = (uint64_t)nd->slow_debt_ms;
-    if (wait == 0) {
+    (void)arg;
+    return uv_hrtime();
+}
+
+static void slow_down(node_t *nd, uint64_t took_ns, uint64_t end_ns)
+{
+    if (!slow_begin(&nd->slow, took_ns, end_ns)) {
         finish_block(nd);
         return;
     }
-    nd->slow_debt_ms -= (double)wait;
+    uint64_t ms = slow_timer_ms(&nd->slow);
+    if (ms == 0) {
+        slow_finish(&nd->slow, hrtime_clock, NULL);
+        finish_block(nd);
+        return;
+    }
     nd->waiting = 1;
     uv_idle_stop(&nd->work);
-    uv_timer_start(&nd->slow_timer, node__slow_done, wait, 0);
+    uv_update_time(nd->loop);
+    uv_timer_start(&nd->slow_timer, node__slow_done, ms, 0);
 }
 
 void node__slow_done(uv_timer_t *t)
 {
     node_t *nd = t->data;
     nd->waiting = 0;
+    slow_finish(&nd->slow, hrtime_clock, NULL);
     if (nd->bn)
         finish_block(nd);
 }
@@ -468,10 +511,21 @@ static void run_block(node_t *nd)
         finish_batch(nd);
         return;
     }
-    note_time(&nd->conv_ms[k - 1], nd->conf.slowdown * (double)(t1 - t0) / 1e6);
+    /* What the planner must see is the time between exits as it passes: conv part k counts
+     * from the end of block k-1 here (its exit sent, the replan, the loop's turn) or the
+     * job's arrival (the batch's first job), plus the slow-down of its compute; the branch
+     * its slowed compute. */
+    uint64_t mark = nd->batch[0]->mark_ns;
+    double s = nd->conf.slowdown, lead = t0 > mark ? (double)(t0 - mark) / 1e6 : 0;
+    double conv = lead + s * (double)(t1 - t0) / 1e6, br = s * (double)(t2 - t1) / 1e6;
+    note_time(&nd->conv_ms[k - 1], conv);
+    nd->conv_sum[k - 1] += conv;
     nd->conv_n[k - 1]++;
-    if (branch)
-        note_time(&nd->branch_ms[k - 1], nd->conf.slowdown * (double)(t2 - t1) / 1e6);
+    if (branch) {
+        note_time(&nd->branch_ms[k - 1], br);
+        nd->branch_sum[k - 1] += br;
+        nd->branch_n[k - 1]++;
+    }
     nd->bcur = y;
     size_t per = nn_tensor_sample_numel(y);
     for (int i = 0; i < nd->bn; i++) {
@@ -496,7 +550,7 @@ static void run_block(node_t *nd)
         t2 = uv_hrtime(); /* the check is on the critical path: part of the block's time */
     }
     if (nd->conf.slowdown > 1.0)
-        slow_down(nd, t2 - t0);
+        slow_down(nd, t2 - t0, t2);
     else
         finish_block(nd);
 }

@@ -43,6 +43,14 @@ void elastic_destroy(elastic_t **self_p)
     *self_p = NULL;
 }
 
+int elastic_set_horizon(elastic_t *self, double H_ms, ei_err_t *err)
+{
+    int rc = planner_set_horizon(self->pl, H_ms, err);
+    if (!rc)
+        self->H = H_ms;
+    return rc;
+}
+
 planner_t *elastic_planner(elastic_t *self)
 {
     return self->pl;
@@ -159,6 +167,17 @@ int elastic_timeline(const elastic_t *el, const elastic_trace_t *tr, elastic_int
     if (el->H > t)
         out[count++] = (elastic_interval_t){t, el->H, cur};
     return count;
+}
+
+int elastic_trace_at(const elastic_t *el, const elastic_trace_t *tr, const uint8_t *correct,
+                     double tau_ms)
+{
+    elastic_interval_t iv[PLANNER_MAX_EXITS + 1];
+    int count = elastic_timeline(el, tr, iv);
+    for (int i = 0; i < count; i++)
+        if (tau_ms >= iv[i].start_ms && (tau_ms < iv[i].end_ms || i == count - 1))
+            return iv[i].exit >= 0 && correct[iv[i].exit];
+    return 0;
 }
 
 double elastic_trace_value(const elastic_t *el, const elastic_trace_t *tr, const uint8_t *correct)

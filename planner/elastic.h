@@ -43,6 +43,8 @@ typedef struct elastic elastic_t;
  * with err set on a bad profile or distribution or no memory. */
 elastic_t *elastic_new(const planner_profile_t *prof, const planner_dist_t *dist, ei_err_t *err);
 void elastic_destroy(elastic_t **self_p);
+/* Interruptions over [0, H_ms] instead of the profile's own H (planner_set_horizon). */
+int elastic_set_horizon(elastic_t *self, double H_ms, ei_err_t *err) EI_CHECK;
 /* The planner inside (owned by the context), its profile and horizon H. */
 planner_t *elastic_planner(elastic_t *self);
 const planner_profile_t *elastic_profile(const elastic_t *self);
@@ -100,6 +102,10 @@ typedef struct elastic_interval {
  * n + 1, in time order, covering [0, H]. Returns the count. */
 int elastic_timeline(const elastic_t *el, const elastic_trace_t *tr, elastic_interval_t *out);
 
+/* correct[exit in effect at tau] for a trace: 1 or 0 (0 before the first arrival). */
+int elastic_trace_at(const elastic_t *el, const elastic_trace_t *tr, const uint8_t *correct,
+                     double tau_ms);
+
 /* Integral over tau of correct[exit in effect at tau] dF(tau) for a trace. */
 double elastic_trace_value(const elastic_t *el, const elastic_trace_t *tr, const uint8_t *correct);
 
@@ -137,5 +143,39 @@ typedef struct elastic_result {
 int elastic_evaluate(elastic_t *el, const elastic_policy_t *pol, const profile_cs_t *cs,
                      int samples, elastic_result_t *res, elastic_curve_t *curve,
                      ei_err_t *err) EI_CHECK;
+
+/* ---- live measurement (einet elastic --live) ----
+ * A running cluster is measured by sending sample i with a deadline tau_i drawn from the
+ * context's distribution over its horizon H and judging the answer in effect at tau_i; the
+ * mean over the samples estimates the elastic accuracy that elastic_evaluate predicts. */
+
+/* count interruption times (ms) for a live run: one in each of count strata of equal
+ * probability under F, at a random point inside it, the strata in a random order (seeded),
+ * so the measured mean carries no variance from where in [0, H] the draws fall. */
+void elastic_live_deadlines(const elastic_t *el, int count, uint64_t seed, double *out_ms);
+
+/* One answer of a live run. status is the Answer's (proto Status: 1 complete, 2 deadline,
+ * 8 early: a stop rule ended it, counted with complete; others are failures). */
+typedef struct elastic_live_answer {
+    double deadline_ms; /* tau: the request's deadline */
+    int status;
+    int exit;           /* 0: no exit had arrived */
+    int correct;        /* the answer's class is the label (0 without an exit) */
+    double latency_ms;  /* the coordinator's receipt to its answer */
+} elastic_live_answer_t;
+
+typedef struct elastic_live_result {
+    double accuracy; /* mean of correct over the answers: the live elastic accuracy */
+    int answers, deadline, complete, failed; /* by status; failed: any other status */
+    int early;       /* deadline answers with latency < deadline (a bug if any) */
+    double late_p50_us, late_p99_us, late_max_us; /* latency - deadline, deadline answers */
+} elastic_live_result_t;
+
+/* Tallies a live run's answers. When curve is not NULL, curve->acc[g] gets the mean
+ * correctness of the answers whose deadline is nearest to g H / (points - 1) (NAN where
+ * none is). 0, or EI_E_RANGE when count < 1. */
+int elastic_live_tally(const elastic_t *el, const elastic_live_answer_t *a, int count,
+                       elastic_live_result_t *res, elastic_curve_t *curve,
+                       ei_err_t *err) EI_CHECK;
 
 #endif

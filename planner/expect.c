@@ -234,6 +234,16 @@ int planner_set_dist(planner_t *self, const planner_dist_t *dist, ei_err_t *err)
     return 0;
 }
 
+int planner_set_horizon(planner_t *self, double H_ms, ei_err_t *err)
+{
+    if (!(H_ms > 0) || !isfinite(H_ms))
+        return ei_err_set(err, EI_E_RANGE, "horizon %g ms: must be a positive number", H_ms);
+    self->H = H_ms;
+    self->inv_H = 1.0 / H_ms;
+    precompute_dist(self);
+    return 0;
+}
+
 int planner_n(const planner_t *self)
 {
     return self->n;

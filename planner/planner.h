@@ -144,6 +144,10 @@ void planner_destroy(planner_t **self_p);
  * allocated. On error the planner keeps its previous state. */
 int planner_set_profile(planner_t *self, const planner_profile_t *prof, ei_err_t *err) EI_CHECK;
 int planner_set_dist(planner_t *self, const planner_dist_t *dist, ei_err_t *err) EI_CHECK;
+/* Replaces the horizon H (the profile's a_n of the all-ones plan) by H_ms until the next
+ * planner_set_profile: interruptions then fall in [0, H_ms] (einet elastic --live judges a
+ * run's arrivals against the deadlines' horizon). 0 or EI_E_RANGE. */
+int planner_set_horizon(planner_t *self, double H_ms, ei_err_t *err) EI_CHECK;
 
 int planner_n(const planner_t *self);
 /* H: a_n of the all-ones plan, in ms. */

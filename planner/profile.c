@@ -110,15 +110,25 @@ char *profile_et_dumps(const profile_et_t *et)
     json_object_set_new(root, "branch_p95_ms", json_doubles(et->branch_p95_ms, n));
     json_object_set_new(root, "link_ms", json_doubles(et->times.link_ms, n));
     json_object_set_new(root, "result_ms", json_doubles(et->times.result_ms, n));
+    if (et->dispatch_ms > 0)
+        json_object_set_new(root, "dispatch_ms", json_real(et->dispatch_ms));
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_INDENT(1) | JSON_COMPACT);
     json_decref(root);
     return text;
 }
 
+planner_profile_t profile_et_clock(const profile_et_t *et)
+{
+    planner_profile_t p = et->times;
+    if (p.n > 0)
+        p.conv_ms[0] += et->dispatch_ms;
+    return p;
+}
+
 static const char *const et_fields[] = {
     "format",        "version",       "model",       "samples",     "batch",
     "threads",       "conv_ms",       "conv_std_ms", "conv_p95_ms", "branch_ms",
-    "branch_std_ms", "branch_p95_ms", "link_ms",     "result_ms",
+    "branch_std_ms", "branch_p95_ms", "link_ms",     "result_ms",   "dispatch_ms",
 };
 
 /* Per-block array `key` of root into out[0..n-1]; n < 0 sets n from its length. Absent
@@ -206,6 +216,11 @@ static int et_from_json(json_t *root, profile_et_t *et, ei_err_t *err)
         (rc = get_int(root, "batch", 1, 1 << 20, &et->batch, err)) ||
         (rc = get_int(root, "threads", 1, 1 << 16, &et->threads, err)))
         return rc;
+    json_t *d = json_object_get(root, "dispatch_ms");
+    if (d && (!json_is_number(d) || !(json_number_value(d) >= 0) ||
+              !isfinite(json_number_value(d))))
+        return ei_err_set(err, EI_E_RANGE, "dispatch_ms: expected a number >= 0");
+    et->dispatch_ms = d ? json_number_value(d) : 0;
     json_t *model = json_object_get(root, "model");
     if (model && !json_is_string(model))
         return ei_err_set(err, EI_E_FORMAT, "model: expected a string");

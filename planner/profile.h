@@ -36,7 +36,15 @@ typedef struct profile_et {
     int batch;   /* batch size timed (1) */
     int threads; /* OpenBLAS threads while timing */
     char model[PROFILE_NAME_MAX];
+    /* A live profile's dispatch time (a running cluster's coordinator: request receipt to
+     * the device's start, ms; 0 for one machine). Its timeline starts at the coordinator's
+     * receipt, so every arrival and the horizon are later by this much (profile_et_clock). */
+    double dispatch_ms;
 } profile_et_t;
+
+/* The planner profile on the coordinator's clock: times with dispatch_ms added to the
+ * first conv part (so a_k and H count from the request's receipt). */
+planner_profile_t profile_et_clock(const profile_et_t *et);
 
 /* A zeroed profile of n blocks (batch 1, model "?"). */
 void profile_et_init(profile_et_t *et, int n);

@@ -420,7 +420,7 @@ static void test_cli(void **state)
     if (!getenv("EINET_BIN"))
         skip();
     write_dir();
-    char args[512], out[16384];
+    static char args[512], out[1 << 20]; /* the JSON carries every curve */
     assert_int_equal(run_einet("elastic --help", NULL, 0), 0);
     assert_int_equal(run_einet("elastic --bogus", NULL, 0), 2);
     assert_int_equal(run_einet("elastic --dist gamma", NULL, 0), 2);

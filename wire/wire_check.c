@@ -182,11 +182,41 @@ static int check_mflop(float v, const char *path, ei_err_t *err)
     return 0;
 }
 
+/* A request's exit policy (task, map and request carry the same three fields). */
+static int check_policy(int policy, float threshold, bool has_int, const einet_Interrupt *in,
+                        const char *body, ei_err_t *err)
+{
+    char path[48];
+    snprintf(path, sizeof path, "%s.policy", body);
+    if (policy < einet_Policy_POLICY_PLANNED || policy > einet_Policy_POLICY_CONFIDENCE)
+        return bad(err, EI_E_RANGE, path, "%d is not a policy (0 planned, 1 fixed, 2 confidence)",
+                   policy);
+    snprintf(path, sizeof path, "%s.threshold", body);
+    if (!(threshold >= 0 && threshold <= 1))
+        return bad(err, EI_E_RANGE, path, "%g is not in [0, 1]", (double)threshold);
+    snprintf(path, sizeof path, "%s.interrupt", body);
+    if (has_int && in->normal &&
+        !(in->sigma > 0 && in->sigma < 100 && in->mu > -10 && in->mu < 10))
+        return bad(err, EI_E_RANGE, path, "normal(%g, %g): need -10 < mu < 10, 0 < sigma < 100",
+                   (double)in->mu, (double)in->sigma);
+    return 0;
+}
+
 static int check_request(const einet_Request *r, size_t frame, ei_err_t *err)
 {
     int rc = check_stop(&r->stop, r->has_stop, "request.stop", err);
     if (rc == 0 && r->has_deadline_ms)
         rc = check_index(r->deadline_ms, 1, WIRE_MAX_DEADLINE_MS, "request.deadline_ms", err);
+    if (rc == 0 && r->has_deadline_us &&
+        (r->deadline_us < 1 || r->deadline_us > (uint64_t)WIRE_MAX_DEADLINE_MS * 1000))
+        rc = bad(err, EI_E_RANGE, "request.deadline_us", "%llu is out of range 1..%llu",
+                 (unsigned long long)r->deadline_us,
+                 (unsigned long long)WIRE_MAX_DEADLINE_MS * 1000);
+    if (rc == 0)
+        rc = check_policy(r->policy, r->threshold, r->has_interrupt, &r->interrupt, "request",
+                          err);
+    if (rc == 0 && r->policy == einet_Policy_POLICY_FIXED && r->plan_count == 0)
+        rc = bad(err, EI_E_RANGE, "request.plan", "the fixed policy needs a plan");
     if (rc == 0 && r->has_label)
         rc = check_class(r->label, 0, "request.label", err);
     return rc ? rc : check_meta(&r->input, r->has_input, frame, "request.input", err);
@@ -196,6 +226,8 @@ static int check_task(const einet_Task *t, size_t frame, ei_err_t *err)
 {
     int rc = check_plan(t->plan_count, 1, "task.plan", err);
     rc = rc ? rc : check_stop(&t->stop, t->has_stop, "task.stop", err);
+    if (rc == 0)
+        rc = check_policy(t->policy, t->threshold, t->has_interrupt, &t->interrupt, "task", err);
     return rc ? rc : check_meta(&t->input, t->has_input, frame, "task.input", err);
 }
 
@@ -238,6 +270,9 @@ static int check_feature_map(const einet_FeatureMap *f, size_t frame, ei_err_t *
         rc = check_seen(f, err);
     rc = rc ? rc : check_stop(&f->stop, f->has_stop, "feature_map.stop", err);
     rc = rc ? rc : check_mflop(f->mflop, "feature_map.mflop", err);
+    if (rc == 0)
+        rc = check_policy(f->policy, f->threshold, f->has_interrupt, &f->interrupt,
+                          "feature_map", err);
     return rc ? rc : check_meta(&f->tensor, f->has_tensor, frame, "feature_map.tensor", err);
 }
 
@@ -295,6 +330,8 @@ static int check_profile_report(const einet_ProfileReport *p, ei_err_t *err)
     }
     rc = rc ? rc : check_time(p->next_latency_ms, "profile_report.next_latency_ms", err);
     rc = rc ? rc : check_time(p->next_bandwidth_mbps, "profile_report.next_bandwidth_mbps", err);
+    rc = rc ? rc : check_time(p->prev_transfer_ms, "profile_report.prev_transfer_ms", err);
+    rc = rc ? rc : check_time(p->boundary_ms, "profile_report.boundary_ms", err);
     return rc ? rc : check_time(p->coord_latency_ms, "profile_report.coord_latency_ms", err);
 }
 
@@ -314,7 +351,8 @@ static int check_profile_update(const einet_ProfileUpdate *p, ei_err_t *err)
                 return rc;
         }
     }
-    return 0;
+    int rc = check_time(p->dispatch_ms, "profile_update.dispatch_ms", err);
+    return rc ? rc : check_time(p->horizon_ms, "profile_update.horizon_ms", err);
 }
 
 static int check_fault(const einet_Fault *f, ei_err_t *err)

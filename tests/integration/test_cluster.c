@@ -10,6 +10,9 @@
  *   deadline  an edge-cloud link delayed far beyond a short deadline: `deadline` answers
  *             from the device's or edge's exits, equal to the forward at the exit reported;
  *             `einet result` agrees
+ *   deadline_us  deadlines of 1 us to 10 s (einet infer --deadline-us): `deadline` answers
+ *             no earlier than the deadline with an exit that arrived by then (none at 1 us),
+ *             `complete` only when the final exit arrived by the deadline
  *   cut       edge-cloud cut mid-stream (einet fault --down, then --clear): `link` answers
  *             from the device or edge within the heartbeat timeout, full depth after restore
  *   kill      SIGKILL of the cloud node mid-stream, then deploy/local.sh up restarts it
@@ -233,13 +236,15 @@ static int tier_of(json_t *v)
 
 /* Runs einet infer with a deadline or a stop rule (either may be NULL) and `window` requests
  * in flight, and parses its lines; every image 0..count-1 exactly once. */
+static const char *g_deadline_flag = "--deadline-ms"; /* test_deadline_us: --deadline-us */
+
 static int run_infer_args(infer_line_t *lines, int count, tally_t *t, const char *deadline,
                           const char *stop, int window)
 {
     char n[16], w[16];
     snprintf(n, sizeof n, "%d", count);
     snprintf(w, sizeof w, "%d", window);
-    const char *flag = stop ? "--stop" : deadline ? "--deadline-ms" : NULL;
+    const char *flag = stop ? "--stop" : deadline ? g_deadline_flag : NULL;
     int rc = itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 120000, "infer",
                          "--coordinator", g_cluster.clients, "--count", n, "--json", "--window",
                          w, flag, stop ? stop : deadline, NULL);
@@ -373,6 +378,72 @@ static void test_deadline(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "status")), "deadline");
     json_decref(o);
     einet_fault("--link", "edge-cloud", "--clear", NULL);
+    free(lines);
+}
+
+/* einet infer with --deadline-us D, 16 in flight. */
+static int run_infer_us(infer_line_t *lines, int count, tally_t *t, const char *us)
+{
+    g_deadline_flag = "--deadline-us";
+    int got = run_infer_args(lines, count, t, us, NULL, 16);
+    g_deadline_flag = "--deadline-ms";
+    return got;
+}
+
+/* Deadlines in microseconds, whatever the speed: an answer is `deadline` exactly when the
+ * final exit had not arrived by the deadline (latency >= deadline, the deepest exit that
+ * had arrived), `complete` only when it had (latency <= deadline); no exit can come back
+ * within 1 us of the request's receipt (a round trip to the device alone takes longer), so
+ * a 1 us deadline is answered with none; a deadline of 10 s leaves every request complete.
+ * The exits answered are the single-process forward's (run_infer_args checks it). */
+static void test_deadline_us(void **state)
+{
+    (void)state;
+    enum { N = 25 };
+    static const long us[] = {1, 150, 400, 800, 1500, 3000, 10000000};
+    infer_line_t *lines = calloc(N, sizeof *lines);
+    tally_t t = {0};
+    stats_reset();
+    for (size_t d = 0; d < sizeof us / sizeof us[0]; d++) {
+        char v[24];
+        snprintf(v, sizeof v, "%ld", us[d]);
+        run_infer_us(lines, N, &t, v);
+        int by_status[16] = {0};
+        for (int i = 0; i < N; i++) {
+            const infer_line_t *l = &lines[i];
+            double lat_us = l->latency_ms * 1000;
+            by_status[l->status]++;
+            if (l->status == einet_Status_STATUS_DEADLINE) {
+                if (lat_us < us[d] - 0.5)
+                    fail_msg("deadline %ld us: image %d answered at %.0f us", us[d], l->index,
+                             lat_us);
+                assert_true(l->exit < g_blocks);
+            } else if (l->status == einet_Status_STATUS_COMPLETE) {
+                if (lat_us > us[d] + 0.5)
+                    fail_msg("deadline %ld us: image %d complete at %.0f us, after it", us[d],
+                             l->index, lat_us);
+                assert_int_equal(l->exit, g_blocks);
+            } else {
+                fail_msg("deadline %ld us: image %d answered %s", us[d], l->index,
+                         client_status_name(l->status));
+            }
+            if (us[d] == 1)
+                assert_int_equal(l->exit, 0);
+            if (us[d] == 10000000)
+                assert_int_equal(l->status, einet_Status_STATUS_COMPLETE);
+        }
+        printf("  deadline %ld us: %d deadline, %d complete\n", us[d],
+               by_status[einet_Status_STATUS_DEADLINE], by_status[einet_Status_STATUS_COMPLETE]);
+    }
+    check_stats_agree(&t);
+    /* Usage: a deadline of 0 us, or both flags, is refused before anything is sent. */
+    assert_int_equal(itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, "infer",
+                                 "--coordinator", g_cluster.clients, "--deadline-us", "0", NULL),
+                     2);
+    assert_int_equal(itest_einet(g_out, sizeof g_out, g_err, sizeof g_err, 10000, "infer",
+                                 "--coordinator", g_cluster.clients, "--deadline-us", "5",
+                                 "--deadline-ms", "5", NULL),
+                     2);
     free(lines);
 }
 
@@ -1158,6 +1229,7 @@ static const struct {
 } cases[] = {
     {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
     {"deadline", test_deadline, {HB_MS, DEADLINE_HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
+    {"deadline_us", test_deadline_us, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
     {"ee", test_ee, {HB_MS, HB_TIMEOUT_MS, {0}, 0, "models/ee-class1.safetensors", 0, 0, NULL}},
     {"cut", test_cut, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
     {"kill", test_kill, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
@@ -1207,7 +1279,8 @@ int main(int argc, char **argv)
         tests[n++] = (struct CMUnitTest){cases[found].name, cases[found].fn, NULL, NULL, NULL};
     }
     if (n == 0 || n != argc - 1) {
-        fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, cut, kill, killcmd, "
+        fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, deadline_us, cut, kill, "
+                        "killcmd, "
                         "badinput, ee, batched, stop, stopbatched; "
                         "the cases share one cluster made with the first one's options)\n");
         return 2;
