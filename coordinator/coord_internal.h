@@ -10,6 +10,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/coord.h"
 #include "coordinator/journal.h"
+#include "coordinator/fleet.h"
 #include "coordinator/liveprof.h"
 #include "coordinator/owners.h"
 #include "coordinator/metrics.h"
@@ -77,7 +78,8 @@ struct coord {
     int trace; /* $EINET_COORD_TRACE set: log every exit result */
     uint64_t logged_bad[STATS_SOCKS];
     sec_t *sec;                 /* keys, or keyless */
-    members_t members;          /* which connection is each pipeline position's node */
+    members_t members;          /* which connection is each node (slot = its fleet index) */
+    fleet_t fleet;              /* the nodes, any number per tier (coordinator/fleet.h) */
     owners_t *owners;           /* which key submitted each recent request */
     uint64_t refused[STATS_SOCKS][COORD_REFUSALS];
     uint64_t dropped_seen[STATS_SOCKS]; /* of xport's dropped counts, already counted */
@@ -111,7 +113,10 @@ void coord__on_answer(const reqs_done_t *d, void *arg);
 void coord__arm_expiry(coord_t *c);
 void coord__tick(coord_t *c);
 void coord__push_profile(coord_t *c, int pos);
-int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel);
+/* To node ni (its fleet index = its membership slot). */
+int coord__send_node(coord_t *c, int ni, einet_Envelope *env, const float *tensor, size_t numel);
+/* The up node at pipeline index pos that a command for its tier goes to, or -1. */
+int coord__node_at(const coord_t *c, int pos);
 
 /* The names of a `class_names` list, into out (NULL: only counted). Their number, or
  * -1 - i when name i (0-based) is empty or too long for the protocol. */

@@ -15,8 +15,9 @@
 #include <stdint.h>
 
 #include "common/ei.h"
+#include "proto/messages.pb.h"
 
-#define FLEET_MAX_NODES 64
+#define FLEET_MAX_NODES 16 /* = MEMBERS_MAX: one membership slot each */
 #define FLEET_MAX_TIERS 3
 #define FLEET_NAME_MAX 32
 
@@ -29,8 +30,10 @@ typedef struct fleet_node {
     int pos;                 /* its tier's pipeline index */
     uint64_t joined_us, last_seen_us;
     uint32_t in_flight;      /* as its last heartbeat said */
-    uint32_t sent;           /* requests the coordinator sent it and has not heard the end of */
+    uint32_t first_block, last_block; /* as its last heartbeat said */
+    uint32_t sent;           /* requests the coordinator sent it since its last heartbeat */
     int draining;
+    int link_down;           /* its outgoing link, as it reports it, is down */
     double ms_per_req;       /* measured time per request; <= 0: not yet */
     fleet_state_t state;     /* as of the last fleet_tick */
 } fleet_node_t;
@@ -61,6 +64,14 @@ void fleet_init(fleet_t *f, const int *tiers, int n, uint64_t timeout_us, uint64
 int fleet_heartbeat(fleet_t *f, const char *name, int tier, uint32_t in_flight, int draining,
                     uint64_t now_us) EI_CHECK;
 
+/* The node `name` of `tier` without refreshing it: its index, joining it (silent since
+ * now_us, down until the next tick) when new; errors as fleet_heartbeat. For a connection
+ * that claims a node before the claim is granted. */
+int fleet_join(fleet_t *f, const char *name, int tier, uint64_t now_us) EI_CHECK;
+
+/* Fills a StatsReply's nodes: every known node in pipeline order, with its name. */
+void fleet_fill(const fleet_t *f, uint64_t now_us, einet_StatsReply *out);
+
 /* The node's index, or -1. */
 int fleet_find(const fleet_t *f, const char *name);
 
@@ -71,7 +82,7 @@ int fleet_tick(fleet_t *f, uint64_t now_us, fleet_event_t *ev, int max);
 /* Nodes up at pipeline index pos (as of the last tick). */
 int fleet_up(const fleet_t *f, int pos);
 
-/* The node at pipeline index pos to send a request to: up, least expected wait (its
+/* The node at pipeline index pos to send a request to: up, its link up, least expected wait (its
  * heartbeat's in_flight plus what was sent since, times its measured speed). -1 when none. */
 int fleet_pick(fleet_t *f, int pos);
 
