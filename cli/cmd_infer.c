@@ -30,7 +30,7 @@
 
 static const char usage_text[] =
     "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D] [--stop RULE]\n"
-    "                   [--json]\n"
+    "                   [--device NAME] [--json]\n"
     "       einet infer --coordinator ENDPOINT --input FILE... [--resize] [...]\n"
     "Sends the first N Fashion-MNIST test images with their labels (or the given files) and\n"
     "prints one JSON line per answer on stdout, in the order answers arrive:\n"
@@ -48,6 +48,8 @@ static const char usage_text[] =
     "  --deadline-ms D         each request's deadline, counted by the coordinator\n"
     "  --stop RULE             each request's stop rule: none, confidence:T, entropy:T or\n"
     "                          einet:A (docs/elastic.md); default: the cluster's (`stop`)\n"
+    "  --device NAME           the device (node name) that must run every request\n"
+    "                          (default: the coordinator picks the least loaded)\n"
     "  --window N              requests in flight at once (default 16)\n"
     "  --total-timeout-ms N    give up on the whole run after N ms (default 600000)\n"
     "  --json                  the summary as one JSON object\n"
@@ -80,6 +82,7 @@ typedef struct infer {
     long count, deadline_ms, window, total_ms, restart_wait_ms;
     int has_stop;
     einet_StopRule stop;
+    const char *device; /* --device: the node name that must run every request, or NULL */
     int json, quiet, print_acks;
     const char *data_dir;
     char **inputs; /* --input files (argv's), or NULL */
@@ -111,6 +114,7 @@ static int parse_args(int argc, char **argv, infer_t *a)
         {"count", required_argument, 0, 'n'},
         {"deadline-ms", required_argument, 0, 'D'},
         {"stop", required_argument, 0, 'S'},
+        {"device", required_argument, 0, 'V'},
         {"window", required_argument, 0, 'w'},
         {"total-timeout-ms", required_argument, 0, 'T'},
         {"json", no_argument, 0, 'j'},
@@ -142,6 +146,13 @@ static int parse_args(int argc, char **argv, infer_t *a)
         case 'd': a->data_dir = optarg; break;
         case 'i': a->inputs[a->ninputs++] = optarg; break;
         case 'R': a->resize = 1; break;
+        case 'V':
+            if (!optarg[0] || strlen(optarg) >= sizeof(((einet_Request *)0)->device))
+                return cli_usage_error(CMD, "--device: '%s' is not a node name (1 to %zu "
+                                       "characters)", optarg,
+                                       sizeof(((einet_Request *)0)->device) - 1);
+            a->device = optarg;
+            break;
         case 'h': fputs(usage_text, stdout); return -1;
         case 'n':
             if (cli_parse_long(optarg, 1, 10000, &a->count))
@@ -205,6 +216,8 @@ static int send_request(infer_t *a, long i, ei_err_t *err)
     r->label = d->labels ? d->labels[i] : 0;
     r->has_stop = a->has_stop;
     r->stop = a->stop;
+    if (a->device)
+        snprintf(r->device, sizeof r->device, "%s", a->device);
     int rc = client_send(a->c, &env, d->images + (size_t)i * numel, numel, (int)a->o.timeout_ms,
                          err);
     if (rc)

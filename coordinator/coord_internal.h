@@ -127,10 +127,12 @@ int coord__class_names(const char *list, einet_ModelInfoReply *out);
 void coord__count_dropped(coord_t *c);
 void coord__fill_refusals(const coord_t *c, einet_StatsReply *s);
 /* Sends request id's task to the device: plan, image, the deadline left (ms, 0: none) and
- * its stop rule (NULL: the cluster's).
+ * its stop rule (NULL: the cluster's), on the device named `device` (NULL or "": the
+ * least loaded one that is up; coordinator/fleet.h).
  * Answers it `rejected` (busy) or `link` when the device cannot take it. */
 void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
-                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop);
+                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop,
+                      const char *device);
 /* When nothing else answers a request: its deadline, a lost message, or (path broken) the
  * heartbeat timeout. Returns the expiry time, *status and reason. */
 uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,

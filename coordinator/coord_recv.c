@@ -145,7 +145,8 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
 }
 
 void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
-                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop)
+                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop,
+                      const char *device)
 {
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_task_tag);
@@ -168,9 +169,17 @@ void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, con
     t->has_stop = t->stop.kind != einet_StopKind_STOP_NONE;
     for (int k = 0; t->has_stop && k < c->n; k++)
         t->plan[k] = true;
-    /* the least loaded device that is up (coordinator/fleet.h) */
-    int ni = fleet_pick(&c->fleet, 0);
-    int rc = ni < 0 ? EI_E_PEER : coord__send_node(c, ni, &env, input, numel);
+    /* the device the request names, else the least loaded one that is up (fleet.h) */
+    int ni = device && device[0] ? fleet_find(&c->fleet, device) : fleet_pick(&c->fleet, 0);
+    if (device && device[0] && (ni < 0 || c->fleet.node[ni].pos != 0)) {
+        char why[96];
+        snprintf(why, sizeof why, "request.device: no device named '%.40s'", device);
+        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
+        return;
+    }
+    int rc = ni < 0 || c->fleet.node[ni].state != FLEET_UP
+                 ? EI_E_PEER
+                 : coord__send_node(c, ni, &env, input, numel);
     if (rc == EI_E_BUSY) /* the device's queue is full: overload, not a failure */
         reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
                     "busy: the device's queue is full", coord__now_us());
@@ -252,7 +261,7 @@ static void on_request(coord_t *c, const wire_in_t *in)
         return;
     }
     coord__send_task(c, id, &r->input, in->tensor, in->tensor_numel, deadline_ms,
-                     r->has_stop ? &r->stop : NULL);
+                     r->has_stop ? &r->stop : NULL, r->device);
     coord__arm_expiry(c);
 }
 
@@ -524,7 +533,8 @@ static void on_hand_back(coord_t *c, int ni, const wire_in_t *in)
         status = einet_Status_STATUS_SHUTDOWN;
         snprintf(why, sizeof why, "%s is shutting down", cluster_tier_name(nd->tier));
     } else if (pos + 1 < c->cluster.n_tiers &&
-               (!nd->link_reported_up || !strcmp(reason, "send refused"))) {
+               (!nd->link_reported_up || c->fleet.node[ni].link_down ||
+                !strcmp(reason, "send refused"))) {
         snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
     } else if (reason[0] && strcmp(reason, "full") != 0) {
         /* the node could not serve it for its own reason: a bad task, a failed compute */

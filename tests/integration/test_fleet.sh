@@ -2,7 +2,7 @@
 # The fleet (issue 11) with real processes, started the way users start it
 # (deploy/local.sh, configs/fmnist-fleet: 4 devices, 2 edges, 2 clouds, slow-downs removed):
 # every node listed by name, tier, health and load; requests spread over every device and
-# answered exactly once; a killed edge seen down (and the devices behind it with their link
+# answered exactly once; a request naming its device run there; a killed edge seen down (and the devices behind it with their link
 # down), requests then all complete through the other edge; the edge restarted and taken
 # back; a device joining at run time gets work, a second process with its name is refused,
 # and a device killed for good leaves the fleet. Every wait is for a state, bounded only
@@ -80,6 +80,16 @@ wait_for "device-4 link down" sh -c "[ \"\$($(printf '%s' "$bin")/einet stats --
 [ "$(node edge-1 healthy)" = true ] || fail "edge-1 not healthy after edge-2 died"
 infer 300
 echo "ok: edge-2 killed: seen down with the links of devices 3-4; 300 of 300 complete through edge-1"
+# a request naming its device runs there: device-1 completes, device-3 (behind the dead
+# edge) can only answer with its own exits (link), a device nobody runs is refused
+named() { # DEVICE N: sends N requests naming DEVICE; prints the summary's by_status
+    "$bin/einet" infer --coordinator "$ep" --count "$2" --window 8 --device "$1" --json >/dev/null 2>"$tmp/named.json"
+    tail -n 1 "$tmp/named.json" | jq -c '.by_status'
+}
+[ "$(named device-1 40)" = '{"complete":40}' ] || fail "device-1: $(cat "$tmp/named.json")"
+[ "$(named device-3 20)" = '{"link":20}' ] || fail "device-3: $(cat "$tmp/named.json")"
+[ "$(named nobody 5)" = '{"rejected":5}' ] || fail "nobody: $(cat "$tmp/named.json")"
+echo "ok: requests naming device-1 complete, naming device-3 answered link, naming nobody rejected"
 
 # edge-2 restarted (local.sh up starts what is not running): taken back
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up2.out" 2>&1 || { cat "$tmp/up2.out"; fail "restart"; }
