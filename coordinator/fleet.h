@@ -7,8 +7,9 @@
  * a request that names none here (route.h: the least expected wait, never a node known
  * down). Pure state: callers pass now_us.
  *
- * Not yet wired into coord.c, which still keeps one node per tier (coordinator/cluster.h);
- * docs/tiers.md, "Replicas and routing". */
+ * coord.c keeps both: this per node (membership slots, sends, stats), cluster.h per tier
+ * (a tier is up while any of its nodes is; the live profile's measurements); docs/tiers.md,
+ * "Replicas and routing". */
 #ifndef COORDINATOR_FLEET_H
 #define COORDINATOR_FLEET_H
 
