@@ -16,7 +16,8 @@
 # coordinator's CPU time over them, divided by the heartbeats and profile reports the nodes
 # sent meanwhile (3 nodes x 1000 / heartbeat_ms per second, plus 1 report per node per
 # second), is its cost per node message - what a fleet of many nodes costs it at rest.
-# The last line: `coordinator ceiling N answers/s`.
+# EINET_BENCH_JOURNAL=off runs the coordinator without its journal (issue 10's SQLite
+# record; on by default). The last line: `coordinator ceiling N answers/s`.
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +42,10 @@ for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
 done
 [ "$prefix" != 0 ] || { echo "bench_coord: no free block of 100 ports" >&2; exit 1; }
 sed -i "s#127\.0\.0\.1:56\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" "$tmp"/conf/*.ini
+if [ "${EINET_BENCH_JOURNAL:-on}" = off ]; then
+    printf '\n[journal]\nenabled = false\n' >>"$tmp/conf/coordinator.ini"
+fi
+echo "journal: ${EINET_BENCH_JOURNAL:-on}"
 
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
 ep=$(tail -n 1 "$tmp/up.out")

@@ -30,7 +30,7 @@
 
 static const char usage_text[] =
     "usage: einet infer --coordinator ENDPOINT [--count N] [--deadline-ms D | --deadline-us D]\n"
-    "                   [--stop RULE] [--policy P] [--json]\n"
+    "                   [--stop RULE] [--policy P] [--device NAME] [--json]\n"
     "       einet infer --coordinator ENDPOINT --input FILE... [--resize] [...]\n"
     "Sends the first N Fashion-MNIST test images with their labels (or the given files) and\n"
     "prints one JSON line per answer on stdout, in the order answers arrive:\n"
@@ -53,6 +53,8 @@ static const char usage_text[] =
     "  --policy P              how the nodes pick exits: planned (the cluster's, default),\n"
     "                          fixed:BITS (e.g. fixed:11111111, never replanned) or\n"
     "                          confidence:T (every branch until confidence >= T)\n"
+    "  --device NAME           the device (node name) that must run every request\n"
+    "                          (default: the coordinator picks the least loaded)\n"
     "  --window N              requests in flight at once (default 16)\n"
     "  --total-timeout-ms N    give up on the whole run after N ms (default 600000)\n"
     "  --json                  the summary as one JSON object\n"
@@ -89,6 +91,7 @@ typedef struct infer {
     int policy;           /* einet_Policy */
     double threshold;
     char plan[WIRE_MAX_BLOCKS + 1];
+    const char *device; /* --device: the node name that must run every request, or NULL */
     int json, quiet, print_acks;
     const char *data_dir;
     char **inputs; /* --input files (argv's), or NULL */
@@ -140,6 +143,7 @@ static int parse_args(int argc, char **argv, infer_t *a)
         {"stop", required_argument, 0, 'S'},
         {"deadline-us", required_argument, 0, 'U'},
         {"policy", required_argument, 0, 'P'},
+        {"device", required_argument, 0, 'V'},
         {"window", required_argument, 0, 'w'},
         {"total-timeout-ms", required_argument, 0, 'T'},
         {"json", no_argument, 0, 'j'},
@@ -171,6 +175,13 @@ static int parse_args(int argc, char **argv, infer_t *a)
         case 'd': a->data_dir = optarg; break;
         case 'i': a->inputs[a->ninputs++] = optarg; break;
         case 'R': a->resize = 1; break;
+        case 'V':
+            if (!optarg[0] || strlen(optarg) >= sizeof(((einet_Request *)0)->device))
+                return cli_usage_error(CMD, "--device: '%s' is not a node name (1 to %zu "
+                                       "characters)", optarg,
+                                       sizeof(((einet_Request *)0)->device) - 1);
+            a->device = optarg;
+            break;
         case 'h': fputs(usage_text, stdout); return -1;
         case 'n':
             if (cli_parse_long(optarg, 1, 10000, &a->count))
@@ -261,6 +272,8 @@ static int send_request(infer_t *a, long i, ei_err_t *err)
     r->label = d->labels ? d->labels[i] : 0;
     r->has_stop = a->has_stop;
     r->stop = a->stop;
+    if (a->device)
+        snprintf(r->device, sizeof r->device, "%s", a->device);
     int rc = client_send(a->c, &env, d->images + (size_t)i * numel, numel, (int)a->o.timeout_ms,
                          err);
     if (rc)

@@ -42,7 +42,10 @@ static json_t *nodes_json(const einet_StatsReply *s)
     for (int i = 0; i < s->nodes_count; i++) {
         const einet_NodeStats *n = &s->nodes[i];
         json_array_append_new(
-            a, json_pack("{s:s, s:b, s:f, s:i, s:i, s:i}", "tier", client_tier_name(n->tier),
+            a, json_pack("{s:s, s:b, s:s, s:b, s:f, s:i, s:i, s:i}", "name",
+                         n->name[0] ? n->name : client_tier_name(n->tier), "link_up", n->link_up,
+                         "tier",
+                         client_tier_name(n->tier),
                          "healthy", n->healthy, "last_seen_ms", n->last_seen_us / 1e3,
                          "first_block", (json_int_t)n->first_block, "last_block",
                          (json_int_t)n->last_block, "in_flight", (json_int_t)n->in_flight));
@@ -219,14 +222,15 @@ static void print_table(const einet_StatsReply *s)
         printf("%-12s %-5s %12.3f %14.1f %8llu\n", client_link_name(l->link), l->up ? "yes" : "NO",
                (double)l->latency_ms, (double)l->bandwidth_mbps, (unsigned long long)l->samples);
     }
-    printf("\n%-7s %-8s %-7s %14s %9s\n", "node", "healthy", "blocks", "last seen ms",
-           "in flight");
+    printf("\n%-7s %-8s %-7s %14s %9s  %s\n", "node", "healthy", "blocks", "last seen ms",
+           "in flight", "name");
     for (int i = 0; i < s->nodes_count; i++) {
         const einet_NodeStats *n = &s->nodes[i];
         char blocks[24];
         snprintf(blocks, sizeof blocks, "%u-%u", n->first_block, n->last_block);
-        printf("%-7s %-8s %-7s %14.1f %9u\n", client_tier_name(n->tier), n->healthy ? "yes" : "NO",
-               blocks, n->last_seen_us / 1e3, n->in_flight);
+        printf("%-7s %-8s %-7s %14.1f %9u  %s\n", client_tier_name(n->tier),
+               n->healthy ? "yes" : "NO", blocks, n->last_seen_us / 1e3, n->in_flight,
+               n->name[0] ? n->name : "-");
     }
     if (s->refusals_count)
         printf("\nrefused:");
@@ -258,7 +262,7 @@ static int check_health(const einet_StatsReply *s)
         if (n->last_seen_us)
             snprintf(seen, sizeof seen, "last seen %.0f ms ago", n->last_seen_us / 1e3);
         len += (size_t)snprintf(why + len, sizeof why - len, "%snode %s (%s)", len ? ", " : "",
-                                client_tier_name(n->tier), seen);
+                                n->name[0] ? n->name : client_tier_name(n->tier), seen);
     }
     for (int i = 0; i < s->links_count && len < sizeof why; i++)
         if (!s->links[i].up)
@@ -272,7 +276,7 @@ static int check_health(const einet_StatsReply *s)
     }
     printf("healthy:");
     for (int i = 0; i < s->nodes_count; i++)
-        printf(" %s", client_tier_name(s->nodes[i].tier));
+        printf(" %s", s->nodes[i].name[0] ? s->nodes[i].name : client_tier_name(s->nodes[i].tier));
     printf(", %d link%s up\n", s->links_count, s->links_count == 1 ? "" : "s");
     return CLI_OK;
 }

@@ -27,14 +27,23 @@ uint64_t coord__uptime_us(const coord_t *c)
 
 /* Messages to a node go to the connection that holds its place (wire/members.h), never to
  * a routing id derived from its name, which any peer could claim. */
-int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel)
+int coord__send_node(coord_t *c, int ni, einet_Envelope *env, const float *tensor, size_t numel)
 {
     ei_err_t err;
-    if (!c->nodes || !c->members.slot[pos].bound)
+    if (!c->nodes || ni < 0 || ni >= c->members.n || !c->members.slot[ni].bound)
         return EI_E_PEER;
     wire_payload_t p = {tensor, numel, NULL, NULL};
     env->seq = ++c->seq;
-    return wire_send(c->nodes, &c->members.slot[pos].peer, env, tensor ? &p : NULL, &err);
+    return wire_send(c->nodes, &c->members.slot[ni].peer, env, tensor ? &p : NULL, &err);
+}
+
+int coord__node_at(const coord_t *c, int pos)
+{
+    for (int i = 0; i < FLEET_MAX_NODES; i++)
+        if (c->fleet.node[i].used && c->fleet.node[i].pos == pos &&
+            c->fleet.node[i].state == FLEET_UP)
+            return i;
+    return -1;
 }
 
 void coord__push_profile(coord_t *c, int pos)
@@ -42,9 +51,11 @@ void coord__push_profile(coord_t *c, int pos)
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_profile_update_tag);
     liveprof_fill(c->prof, &env.body.profile_update);
-    for (int i = 0; i < c->cluster.n_tiers; i++)
-        if ((pos < 0 || i == pos) && c->cluster.node[i].state != CLUSTER_DOWN)
+    for (int i = 0; i < FLEET_MAX_NODES; i++) {
+        const fleet_node_t *n = &c->fleet.node[i];
+        if (n->used && (pos < 0 || n->pos == pos) && n->state != FLEET_DOWN)
             (void)coord__send_node(c, i, &env, NULL, 0);
+    }
 }
 
 /* ---- answers ---- */
@@ -53,8 +64,9 @@ void coord__push_profile(coord_t *c, int pos)
 static void send_cancels(coord_t *c, uint64_t id, int pos)
 {
     einet_Envelope env;
-    for (int i = pos; i < c->cluster.n_tiers; i++) {
-        if (c->cluster.node[i].state == CLUSTER_DOWN)
+    for (int i = 0; i < FLEET_MAX_NODES; i++) {
+        const fleet_node_t *n = &c->fleet.node[i];
+        if (!n->used || n->pos < pos || n->state == FLEET_DOWN)
             continue;
         wire_env_init(&env, einet_Envelope_cancel_tag);
         env.body.cancel.request_id = id;
@@ -143,6 +155,26 @@ static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
     }
 }
 
+/* A node of a tier that has several: its own comings and goings. One that goes down cuts
+ * off what it held; which requests those are is not known here (the failover ledger is in
+ * the nodes, docs/tiers.md "Replicas and routing"), so every request of its tier not heard
+ * from beyond it is answered `link` - exactly once, but also those a live replica holds. */
+static void on_fleet_event(coord_t *c, const fleet_event_t *e, uint64_t now)
+{
+    static const char *const what[] = {"up", "draining", "lost", "left"};
+    char msg[96];
+    snprintf(msg, sizeof msg, "node %s (%s) %s", e->name,
+             cluster_tier_name(c->cluster.node[e->pos].tier), what[e->kind]);
+    ei_log(e->kind == FLEET_EV_UP ? EI_LOG_INFO : EI_LOG_WARN, "%s", msg);
+    if (e->kind == FLEET_EV_DOWN) {
+        reqs_fail_upto(c->reqs, e->pos, einet_Status_STATUS_LINK, msg, now);
+    } else if (e->kind == FLEET_EV_FORGOTTEN && e->node < c->members.n) {
+        c->members.slot[e->node].bound = 0; /* the slot may go to another node now */
+    } else if (e->kind == FLEET_EV_UP) {
+        coord__push_profile(c, -1);
+    }
+}
+
 void coord__tick(coord_t *c)
 {
     cluster_event_t ev[2 * CONF_MAX_TIERS];
@@ -150,6 +182,10 @@ void coord__tick(coord_t *c)
     int k = cluster_tick(&c->cluster, now, ev);
     for (int i = 0; i < k; i++)
         on_event(c, &ev[i], now);
+    fleet_event_t fev[FLEET_MAX_NODES];
+    k = fleet_tick(&c->fleet, now, fev, FLEET_MAX_NODES);
+    for (int i = 0; i < k; i++)
+        on_fleet_event(c, &fev[i], now);
     coord__resume(c);
 }
 
@@ -328,7 +364,10 @@ static int make_parts(coord_t *c, ei_err_t *err)
         return err->code;
     cluster_init(&c->cluster, &c->conf.tiers, c->n,
                  (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
-    members_init(&c->members, c->cluster.n_tiers, (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
+    members_init(&c->members, FLEET_MAX_NODES, (uint64_t)c->conf.heartbeat_timeout_ms * 1000);
+    fleet_init(&c->fleet, c->conf.tiers.tier, c->conf.tiers.n,
+               (uint64_t)c->conf.heartbeat_timeout_ms * 1000,
+               (uint64_t)c->conf.heartbeat_timeout_ms * 1000 * COORD_FORGET_TIMEOUTS);
     c->owners = owners_new(COORD_KEEP_ANSWERS);
     if (!c->owners)
         return ei_err_set(err, EI_E_NOMEM, "out of memory");

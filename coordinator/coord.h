@@ -23,6 +23,8 @@
 #define COORD_HOLD_EXTRA_MS 2000
 /* ZeroMQ's queues on the nodes socket, in messages per node. */
 #define COORD_NODES_HWM 20000
+/* A node silent for this many heartbeat timeouts has left the fleet (coordinator/fleet.h). */
+#define COORD_FORGET_TIMEOUTS 20
 /* Answers remembered in memory for result queries (the journal keeps more). */
 #define COORD_KEEP_ANSWERS 65536
 /* With this environment variable set, every exit result is logged to stderr as

@@ -389,7 +389,7 @@ static void resume_one(coord_t *c, const coord_held_t *h, uint64_t now)
     reqs_set_expiry(c->reqs, h->id, at, status, why);
     wire_meta_set(&meta, &has, shape, 4);
     coord__send_task(c, h->id, &meta, h->input, h->numel, left_ms,
-                     h->has_stop ? &h->stop : NULL);
+                     h->has_stop ? &h->stop : NULL, NULL);
 }
 
 void coord__resume(coord_t *c)

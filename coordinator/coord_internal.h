@@ -10,6 +10,7 @@
 #include "coordinator/cluster.h"
 #include "coordinator/coord.h"
 #include "coordinator/journal.h"
+#include "coordinator/fleet.h"
 #include "coordinator/liveprof.h"
 #include "coordinator/owners.h"
 #include "coordinator/metrics.h"
@@ -81,7 +82,8 @@ struct coord {
     int trace; /* $EINET_COORD_TRACE set: log every exit result */
     uint64_t logged_bad[STATS_SOCKS];
     sec_t *sec;                 /* keys, or keyless */
-    members_t members;          /* which connection is each pipeline position's node */
+    members_t members;          /* which connection is each node (slot = its fleet index) */
+    fleet_t fleet;              /* the nodes, any number per tier (coordinator/fleet.h) */
     owners_t *owners;           /* which key submitted each recent request */
     uint64_t refused[STATS_SOCKS][COORD_REFUSALS];
     uint64_t dropped_seen[STATS_SOCKS]; /* of xport's dropped counts, already counted */
@@ -115,7 +117,10 @@ void coord__on_answer(const reqs_done_t *d, void *arg);
 void coord__arm_expiry(coord_t *c);
 void coord__tick(coord_t *c);
 void coord__push_profile(coord_t *c, int pos);
-int coord__send_node(coord_t *c, int pos, einet_Envelope *env, const float *tensor, size_t numel);
+/* To node ni (its fleet index = its membership slot). */
+int coord__send_node(coord_t *c, int ni, einet_Envelope *env, const float *tensor, size_t numel);
+/* The up node at pipeline index pos that a command for its tier goes to, or -1. */
+int coord__node_at(const coord_t *c, int pos);
 
 /* The names of a `class_names` list, into out (NULL: only counted). Their number, or
  * -1 - i when name i (0-based) is empty or too long for the protocol. */
@@ -126,10 +131,12 @@ int coord__class_names(const char *list, einet_ModelInfoReply *out);
 void coord__count_dropped(coord_t *c);
 void coord__fill_refusals(const coord_t *c, einet_StatsReply *s);
 /* Sends request id's task to the device: plan, image, the deadline left (ms, 0: none) and
- * its stop rule (NULL: the cluster's).
+ * its stop rule (NULL: the cluster's), on the device named `device` (NULL or "": the
+ * least loaded one that is up; coordinator/fleet.h).
  * Answers it `rejected` (busy) or `link` when the device cannot take it. */
 void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
-                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop);
+                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop,
+                      const char *device);
 /* When nothing else answers a request: its deadline, a lost message, or (path broken) the
  * heartbeat timeout. Returns the expiry time, *status and reason. */
 uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int *status,

@@ -154,6 +154,33 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
     return coord__expiry_us(c, (uint64_t)deadline_ms * 1000, now, status, reason, cap);
 }
 
+/* Sends task env (its input as the tensor frame) to the device the request names, else the
+ * least loaded one that is up (fleet.h), and answers the request at once when that cannot
+ * be: `rejected` for an unknown device or a full queue (overload, not a failure), `link`
+ * for a device that is down or unreachable. */
+static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
+                          size_t numel, const char *device)
+{
+    int ni = device && device[0] ? fleet_find(&c->fleet, device) : fleet_pick(&c->fleet, 0);
+    if (device && device[0] && (ni < 0 || c->fleet.node[ni].pos != 0)) {
+        char why[96];
+        snprintf(why, sizeof why, "request.device: no device named '%.40s'", device);
+        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
+        return;
+    }
+    int rc = ni < 0 || c->fleet.node[ni].state != FLEET_UP
+                 ? EI_E_PEER
+                 : coord__send_node(c, ni, env, input, numel);
+    if (rc == EI_E_BUSY)
+        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
+                    "busy: the device's queue is full", coord__now_us());
+    else if (rc < 0)
+        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
+                    coord__now_us());
+    else
+        fleet_sent(&c->fleet, ni);
+}
+
 /* The request's initial plan under its policy: the cluster's (for its own interruption
  * distribution when it names one), its own fixed plan, or every branch. 0, or a negative
  * code with why filled. */
@@ -222,17 +249,12 @@ static void send_request_task(coord_t *c, uint64_t id, const wire_in_t *in, uint
     t->threshold = r->threshold;
     t->has_interrupt = r->has_interrupt;
     t->interrupt = r->interrupt;
-    int rc = coord__send_node(c, 0, &env, in->tensor, in->tensor_numel);
-    if (rc == EI_E_BUSY) /* the device's queue is full: overload, not a failure */
-        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
-                    "busy: the device's queue is full", coord__now_us());
-    else if (rc < 0)
-        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
-                    coord__now_us());
+    dispatch_task(c, id, &env, in->tensor, in->tensor_numel, r->device);
 }
 
 void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
-                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop)
+                      size_t numel, uint32_t deadline_ms, const einet_StopRule *stop,
+                      const char *device)
 {
     einet_Envelope env;
     wire_env_init(&env, einet_Envelope_task_tag);
@@ -255,13 +277,7 @@ void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, con
     t->has_stop = t->stop.kind != einet_StopKind_STOP_NONE;
     for (int k = 0; t->has_stop && k < c->n; k++)
         t->plan[k] = true;
-    int rc = coord__send_node(c, 0, &env, input, numel);
-    if (rc == EI_E_BUSY) /* the device's queue is full: overload, not a failure */
-        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
-                    "busy: the device's queue is full", coord__now_us());
-    else if (rc < 0)
-        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
-                    coord__now_us());
+    dispatch_task(c, id, &env, input, numel, device);
 }
 
 /* The acknowledgement: the request is recorded under id (in this turn's batch, so it
@@ -363,7 +379,7 @@ static void on_fault_cmd(coord_t *c, const wire_in_t *in)
         einet_Envelope cmd;
         wire_env_init(&cmd, einet_Envelope_fault_tag);
         cmd.body.fault = *f;
-        a->ok = coord__send_node(c, pos, &cmd, NULL, 0) == 0;
+        a->ok = coord__send_node(c, coord__node_at(c, pos), &cmd, NULL, 0) == 0;
         snprintf(a->detail, sizeof a->detail, "%s %s", a->ok ? "relayed to" : "could not reach",
                  cluster_tier_name(tier));
     }
@@ -399,6 +415,7 @@ static void on_stats_query(coord_t *c, const wire_in_t *in)
         s->has_profile = true;
         liveprof_fill(c->prof, &s->profile);
     }
+    fleet_fill(&c->fleet, coord__now_us(), s); /* every node, by name */
     s->uptime_us = coord__uptime_us(c);
     s->undelivered = c->undelivered;
     s->accepted = c->accepted;
@@ -537,12 +554,21 @@ static void reply_blocks(const coord_t *c, const einet_Heartbeat *h, einet_Heart
     put_shape(r->block_out, &r->block_out_count, nn_model_feature_shape(c->model, last - 1));
 }
 
-static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
+static void on_heartbeat(coord_t *c, int ni, const wire_in_t *in)
 {
     const einet_Heartbeat *h = &in->env.body.heartbeat;
     uint64_t now = coord__now_us();
+    fleet_node_t *fn = &c->fleet.node[ni];
+    int pos = fn->pos;
     int was_seen = c->cluster.node[pos].seen;
-    cluster_heartbeat(&c->cluster, pos, h, now);
+    if (fleet_heartbeat(&c->fleet, fn->name, fn->tier, h->in_flight, h->draining, now) != ni)
+        return; /* cannot be: the node is known by that name and tier */
+    fn->first_block = h->first_block;
+    fn->last_block = h->last_block;
+    /* the tier (cluster.h) drains only when no other replica of it is up */
+    einet_Heartbeat th = *h;
+    th.draining = h->draining && fleet_up(&c->fleet, pos) - (fn->state == FLEET_UP) == 0;
+    cluster_heartbeat(&c->cluster, pos, &th, now);
     einet_Envelope env;
     ei_err_t err;
     wire_env_init(&env, einet_Envelope_heartbeat_reply_tag);
@@ -561,8 +587,9 @@ static void on_heartbeat(coord_t *c, int pos, const wire_in_t *in)
         coord__push_profile(c, pos);
 }
 
-static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
+static void on_exit_result(coord_t *c, int ni, const wire_in_t *in)
 {
+    int pos = c->fleet.node[ni].pos;
     const einet_ExitResult *r = &in->env.body.exit_result;
     const cluster_node_t *nd = &c->cluster.node[pos];
     char msg[112];
@@ -599,8 +626,9 @@ static void on_exit_result(coord_t *c, int pos, const wire_in_t *in)
 }
 
 /* A node handed a request back: answer it with what is known of why. */
-static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
+static void on_hand_back(coord_t *c, int ni, const wire_in_t *in)
 {
+    int pos = c->fleet.node[ni].pos;
     const cluster_node_t *nd = &c->cluster.node[pos];
     const char *reason = in->env.body.cancel.reason;
     char why[128];
@@ -609,7 +637,8 @@ static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
         status = einet_Status_STATUS_SHUTDOWN;
         snprintf(why, sizeof why, "%s is shutting down", cluster_tier_name(nd->tier));
     } else if (pos + 1 < c->cluster.n_tiers &&
-               (!nd->link_reported_up || !strcmp(reason, "send refused"))) {
+               (!nd->link_reported_up || c->fleet.node[ni].link_down ||
+                !strcmp(reason, "send refused"))) {
         snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
     } else if (reason[0] && strcmp(reason, "full") != 0) {
         /* the node could not serve it for its own reason: a bad task, a failed compute */
@@ -625,9 +654,25 @@ static void on_hand_back(coord_t *c, int pos, const wire_in_t *in)
     reqs_answer(c->reqs, in->env.body.cancel.request_id, status, why, coord__now_us());
 }
 
-static void on_link_report(coord_t *c, int pos, const wire_in_t *in)
+static void on_link_report(coord_t *c, int ni, const wire_in_t *in)
 {
-    if (cluster_link_report(&c->cluster, pos, &in->env.body.fault) < 0) {
+    int pos = c->fleet.node[ni].pos;
+    const einet_Fault *f = &in->env.body.fault;
+    /* the node's own link decides where requests go (fleet_pick); the tier's link
+     * (cluster.h) is up while any node of the tier has its link up */
+    einet_Fault tf = *f;
+    if ((int)f->link == pos + 1) {
+        c->fleet.node[ni].link_down = !(f->clear && f->down_ms == 0);
+        int any_up = 0;
+        for (int i = 0; i < FLEET_MAX_NODES; i++) {
+            const fleet_node_t *n = &c->fleet.node[i];
+            any_up |= n->used && n->pos == pos && (n->state != FLEET_DOWN || i == ni) &&
+                      !n->link_down;
+        }
+        tf.clear = any_up;
+        tf.down_ms = any_up ? 0 : (f->down_ms ? f->down_ms : 1);
+    }
+    if (cluster_link_report(&c->cluster, pos, &tf) < 0) {
         refuse(c, c->nodes, STATS_SOCK_NODES, in, EI_E_RANGE, COORD_REF_MALFORMED,
                "fault.link: not the link leaving this node");
         return;
@@ -667,9 +712,20 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
         refuse_stranger(c, in, COORD_REF_UNKNOWN_NODE, msg);
         return -1;
     }
-    int alive = members_held_by_other(&c->members, pos, &in->peer) ? holder_alive(c, pos) : 1;
-    int was_up = c->cluster.node[pos].state != CLUSTER_DOWN;
-    switch (members_claim(&c->members, pos, &in->peer, in->who.key, now, alive)) {
+    /* the node's name: its heartbeat's, else its tier's (one node of that tier) */
+    const char *name = hello && in->env.body.heartbeat.name[0] ? in->env.body.heartbeat.name
+                                                               : cluster_tier_name(claimed);
+    int ni = fleet_join(&c->fleet, name, claimed, now);
+    if (ni < 0) {
+        snprintf(msg, sizeof msg, "%s claiming %s as '%s': %s", wire_body_name(in->env.which_body),
+                 cluster_tier_name(claimed), name,
+                 ni == EI_E_RANGE ? "no room for another node" : "a node of another tier");
+        refuse_stranger(c, in, COORD_REF_UNKNOWN_NODE, msg);
+        return -1;
+    }
+    int alive = members_held_by_other(&c->members, ni, &in->peer) ? holder_alive(c, ni) : 1;
+    int was_up = c->fleet.node[ni].state != FLEET_DOWN;
+    switch (members_claim(&c->members, ni, &in->peer, in->who.key, now, alive)) {
     case MEMBERS_DUPLICATE:
         snprintf(msg, sizeof msg, "a second connection claims %s, which is connected and alive",
                  cluster_tier_name(claimed));
@@ -680,9 +736,9 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
                cluster_tier_name(claimed), alive ? "was silent" : "is gone");
         if (was_up) /* what it held went with the old connection */
             reqs_fail_upto(c->reqs, pos, einet_Status_STATUS_LINK, "the node restarted", now);
-        return pos;
+        return ni;
     default:
-        return pos;
+        return ni;
     }
 }
 
@@ -700,23 +756,24 @@ static int tier_of_body(const wire_in_t *in)
     }
 }
 
-static void dispatch_node(coord_t *c, int pos, const wire_in_t *in)
+static void dispatch_node(coord_t *c, int ni, const wire_in_t *in)
 {
+    int pos = c->fleet.node[ni].pos;
     switch (in->env.which_body) {
     case einet_Envelope_heartbeat_tag:
-        on_heartbeat(c, pos, in);
+        on_heartbeat(c, ni, in);
         break;
     case einet_Envelope_exit_result_tag:
-        on_exit_result(c, pos, in);
+        on_exit_result(c, ni, in);
         break;
     case einet_Envelope_profile_report_tag:
         cluster_profile(&c->cluster, pos, &in->env.body.profile_report);
         break;
     case einet_Envelope_fault_tag:
-        on_link_report(c, pos, in);
+        on_link_report(c, ni, in);
         break;
     case einet_Envelope_cancel_tag:
-        on_hand_back(c, pos, in);
+        on_hand_back(c, ni, in);
         break;
     case einet_Envelope_error_tag:
         ei_log(EI_LOG_WARN, "%s refused a message: %s",
@@ -761,7 +818,7 @@ void coord__on_nodes(xport_t *x, xport_msg_t **msg_p, void *arg)
     if (pos < 0)
         return;
     int tier = tier_of_body(&in);
-    if (tier && tier != c->cluster.node[pos].tier) {
+    if (tier && tier != c->fleet.node[pos].tier) {
         refuse(c, c->nodes, STATS_SOCK_NODES, &in, EI_E_INVAL, COORD_REF_UNKNOWN_NODE,
                "the tier in the message is not the sender's");
         return;

@@ -7,7 +7,8 @@
 #   deploy/local.sh status CONFIG_DIR  each process: running or not; then the cluster's health
 #
 # CONFIG_DIR holds coordinator.ini and one NODE.ini per tier named in the coordinator's
-# `tiers` key (device.ini, edge.ini, cloud.ini for configs/fmnist-3tier). Each process gets a
+# `tiers` key (device.ini, edge.ini, cloud.ini for configs/fmnist-3tier), or for a fleet one
+# TIER-NAME.ini per replica (device-1.ini ... cloud-2.ini for configs/fmnist-fleet). Each process gets a
 # log file and a pid file in the run directory: $EINET_RUN_DIR, else
 # $XDG_RUNTIME_DIR/einet/<CONFIG_DIR's absolute path, slashes as '_'>, else the same under
 # ${TMPDIR:-/tmp}/einet-run-$(id -u). It is made 0700 and refused when it is a symlink or
@@ -45,10 +46,24 @@ down_cmd="$0 down $2"
 
 tiers=$(ini_get "$conf/coordinator.ini" tiers | tr ',' ' ')
 [ -n "$tiers" ] || tiers="device edge cloud"
-names="coordinator $tiers"
+# One process per tier (TIER.ini), or, for a fleet, one per replica (TIER-*.ini:
+# configs/fmnist-fleet, issue 11); `tiers` then names the processes.
+procs=""
 for t in $tiers; do
-    [ -f "$conf/$t.ini" ] || die "$conf has no $t.ini (the coordinator's tiers are: $tiers)"
+    if [ -f "$conf/$t.ini" ]; then
+        procs="$procs $t"
+    else
+        _found=0
+        for f in "$conf/$t"-*.ini; do
+            [ -f "$f" ] || continue
+            procs="$procs $(basename "$f" .ini)"
+            _found=1
+        done
+        [ $_found = 1 ] || die "$conf has no $t.ini or $t-*.ini (the coordinator's tiers are: $tiers)"
+    fi
 done
+tiers=${procs# }
+names="coordinator $tiers"
 
 # The client endpoint as a client connects to it: a wildcard host becomes loopback.
 clients=$(ini_get "$conf/coordinator.ini" clients | sed 's#//\*:#//127.0.0.1:#; s#//0\.0\.0\.0:#//127.0.0.1:#')

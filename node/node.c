@@ -152,7 +152,9 @@ static int make_sockets(node_t *nd, ei_err_t *err)
         !(nd->next = socket_new(nd, ZMQ_DEALER, nd->conf.next_key, err)))
         return err->code;
     nd->prev_tier = nd->conf.previous ? nd->conf.previous : nd->conf.tier - 1;
-    members_init(&nd->prev, 1, (uint64_t)nd->conf.heartbeat_timeout_ms * 1000);
+    members_init(&nd->prev, MEMBERS_MAX, (uint64_t)nd->conf.heartbeat_timeout_ms * 1000);
+    if (!nd->conf.name[0]) /* a node unnamed is its tier */
+        snprintf(nd->conf.name, sizeof nd->conf.name, "%s", node__tier_name(nd->conf.tier));
     return 0;
 }
 
@@ -233,6 +235,7 @@ static void heartbeat_coord(node_t *nd)
     h->in_flight = (uint32_t)node__inflight(nd);
     h->draining = nd->draining;
     h->profile_version = nd->profile_version;
+    snprintf(h->name, sizeof h->name, "%s", nd->conf.name);
     node__outbox_flush(nd);
     node__send_coord(nd, &env);
 }

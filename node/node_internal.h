@@ -151,7 +151,8 @@ struct node {
     /* trust */
     sec_t *sec;               /* keys, or keyless */
     int prev_tier;            /* the tier whose maps the bind takes */
-    members_t prev;           /* which connection on the bind is that tier's node */
+    members_t prev;           /* which connections on the bind are that tier's nodes */
+    char prev_id[MEMBERS_MAX][MEMBERS_KEY_MAX]; /* each slot's node: its key, or its name */
     uint64_t logged_bad;      /* refusals logged (the first NODE_LOG_BAD, then every 1000th) */
     node_metrics_t metrics; /* GET /metrics (node/metrics.h) */
     double conv_mflop[NODE_MAX_BLOCKS], branch_mflop[NODE_MAX_BLOCKS]; /* the model's */

@@ -299,13 +299,13 @@ static void on_peer_heartbeat(node_t *nd, const wire_in_t *in)
 
 /* 1 when the connection holding the previous tier's place still takes messages: the
  * probe is an Ack, which a node ignores. */
-static int prev_alive(node_t *nd)
+static int prev_alive(node_t *nd, int slot)
 {
     einet_Envelope env;
     ei_err_t err;
     wire_env_init(&env, einet_Envelope_ack_tag);
     env.seq = ++nd->seq;
-    return wire_send(nd->bind, &nd->prev.slot[0].peer, &env, NULL, &err) == 0;
+    return wire_send(nd->bind, &nd->prev.slot[slot].peer, &env, NULL, &err) == 0;
 }
 
 /* A connection that holds no place on the bind claims the previous tier's: with a heartbeat
@@ -326,8 +326,27 @@ static int claim_prev(node_t *nd, const wire_in_t *in)
         refuse_stranger(nd, in, why);
         return 0;
     }
-    int alive = members_held_by_other(&nd->prev, 0, &in->peer) ? prev_alive(nd) : 1;
-    members_claim_t r = members_claim(&nd->prev, 0, &in->peer, in->who.key, node__now_us(), alive);
+    /* the previous tier may have several replicas: each node (its key, or keyless its
+     * name, the tier's when it gives none) has a slot of its own */
+    const char *id = sec_enabled(nd->sec) ? in->who.key
+                     : h->name[0]         ? h->name
+                                          : node__tier_name(nd->prev_tier);
+    int slot = -1;
+    for (int i = 0; i < nd->prev.n && slot < 0; i++)
+        if (nd->prev.slot[i].bound && strcmp(nd->prev_id[i], id) == 0)
+            slot = i;
+    for (int i = 0; i < nd->prev.n && slot < 0; i++)
+        if (!nd->prev.slot[i].bound)
+            slot = i;
+    if (slot < 0) {
+        snprintf(why, sizeof why, "more than %d nodes of %s", nd->prev.n,
+                 node__tier_name(nd->prev_tier));
+        refuse_stranger(nd, in, why);
+        return 0;
+    }
+    int alive = members_held_by_other(&nd->prev, slot, &in->peer) ? prev_alive(nd, slot) : 1;
+    members_claim_t r =
+        members_claim(&nd->prev, slot, &in->peer, in->who.key, node__now_us(), alive);
     if (r == MEMBERS_DUPLICATE) {
         snprintf(why, sizeof why, "a second connection claims %s, which is connected and alive",
                  node__tier_name(nd->prev_tier));
@@ -335,7 +354,9 @@ static int claim_prev(node_t *nd, const wire_in_t *in)
         return 0;
     }
     if (r == MEMBERS_TAKEN)
-        ei_log(EI_LOG_INFO, "%s is back on a new connection", node__tier_name(nd->prev_tier));
+        ei_log(EI_LOG_INFO, "%s (%s) is back on a new connection", node__tier_name(nd->prev_tier),
+               sec_enabled(nd->sec) ? "its key" : id);
+    snprintf(nd->prev_id[slot], sizeof nd->prev_id[slot], "%s", id);
     return 1;
 }
 
@@ -345,7 +366,7 @@ void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
     wire_in_t in;
     ei_err_t err;
     int rc = wire_recv(*msg_p, &in, &err);
-    int member = members_find(&nd->prev, &in.peer) == 0;
+    int member = members_find(&nd->prev, &in.peer) >= 0;
     if (rc < 0) {
         if (member)
             refuse(nd, x, &in, rc, "bind", err.msg);
@@ -355,7 +376,7 @@ void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
     }
     if (!member && !claim_prev(nd, &in))
         return;
-    members_heard(&nd->prev, 0, node__now_us());
+    members_heard(&nd->prev, members_find(&nd->prev, &in.peer), node__now_us());
     switch (in.env.which_body) {
     case einet_Envelope_feature_map_tag:
         on_map(nd, &in, msg_p);

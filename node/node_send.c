@@ -310,6 +310,7 @@ void node__heartbeat_next(node_t *nd, size_t probe_bytes)
     h->in_flight = (uint32_t)node__inflight(nd);
     h->draining = nd->draining;
     h->profile_version = nd->profile_version;
+    snprintf(h->name, sizeof h->name, "%s", nd->conf.name);
     if (probe_bytes)
         link_probe(&nd->link, h->seq, probe_bytes);
     node__send_next(nd, &env, NULL, 0, 0);

@@ -100,7 +100,7 @@ static void sample_stats(einet_StatsReply *s)
     s->links_count = 2;
     s->links[1] = (einet_LinkStats){einet_Link_LINK_EDGE_CLOUD, 40.5f, 100.0f, 77, true};
     s->nodes_count = 3;
-    s->nodes[2] = (einet_NodeStats){einet_Tier_TIER_CLOUD, true, 1500, 6, 8, 2};
+    s->nodes[2] = (einet_NodeStats){einet_Tier_TIER_CLOUD, true, 1500, 6, 8, 2, "", true};
     s->bad_messages = 3;
     s->faults_seen = 1;
     s->faults_count = 1;
@@ -173,7 +173,7 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         sample_answer(&e->body.answer);
         break;
     case einet_Envelope_heartbeat_tag:
-        e->body.heartbeat = (einet_Heartbeat){einet_Tier_TIER_EDGE, 17, 123456, 4, 6, 3, true, 2};
+        e->body.heartbeat = (einet_Heartbeat){einet_Tier_TIER_EDGE, 17, 123456, 4, 6, 3, true, 2, ""};
         break;
     case einet_Envelope_heartbeat_reply_tag:
         e->body.heartbeat_reply = (einet_HeartbeatReply){

@@ -103,6 +103,7 @@ typedef enum conf_search {
 
 typedef struct conf_node {
     int tier; /* einet_Tier: 1 device, 2 edge, 3 cloud */
+    char name[32]; /* unique in the cluster (issue 11); "": the tier's name */
     int first_block, last_block;
     char model[CONF_STR_MAX];
     char bind[CONF_STR_MAX];        /* feature maps and heartbeats from the previous tier */

@@ -32,6 +32,8 @@ static const conf_choice_t searches[] = {
 static const conf_option_t options[] = {
     {"node", "tier", CONF_ENUM, N(tier), 0, 0, 0, NULL, tiers, NULL, NULL,
      "which tier this process is: device, edge or cloud"},
+    {"node", "name", CONF_STRING, N(name), S(name), 0, 0, "", NULL, NULL, NULL,
+     "this node's name, unique in the cluster (letters, digits, . _ -); default: the tier's"},
     {"node", "first_block", CONF_INT, N(first_block), 0, 1, WIRE_MAX_BLOCKS, NULL, NULL, NULL, NULL,
      "first block k this tier runs (1-based)"},
     {"node", "last_block", CONF_INT, N(last_block), 0, 1, WIRE_MAX_BLOCKS, NULL, NULL, NULL, NULL,
@@ -120,6 +122,12 @@ static const char *finish(void *target, const char **key)
                  c->first_block);
         return msg;
     }
+    for (const char *p = c->name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-')) {
+            *key = "name";
+            return "'name' may hold only letters, digits, '.', '_' and '-'";
+        }
     if (c->tier != einet_Tier_TIER_DEVICE && !c->bind[0]) {
         *key = "tier";
         return "'bind' is required on the edge and cloud tiers (the previous tier sends there)";

@@ -16,7 +16,7 @@
 
 #include "wire/xport.h"
 
-#define MEMBERS_MAX 4
+#define MEMBERS_MAX 16 /* the coordinator's tiers; a node's previous-tier replicas */
 #define MEMBERS_KEY_MAX 41 /* a Z85 CURVE public key and its terminator */
 
 typedef struct member {

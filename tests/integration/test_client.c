@@ -131,7 +131,7 @@ static void fake_on_stats(fake_t *f, zmq_msg_t *id, const einet_Envelope *in)
     static const int first[] = {1, 3, 6}, last[] = {2, 5, 8};
     for (int i = 0; i < 3; i++)
         s->nodes[i] = (einet_NodeStats){(einet_Tier)(i + 1), true, 20000, (uint32_t)first[i],
-                                        (uint32_t)last[i], 0};
+                                        (uint32_t)last[i], 0, "", true};
     if (f->edge_unhealthy) {
         s->nodes[1].healthy = false;
         s->nodes[1].last_seen_us = 812000;
