@@ -80,7 +80,7 @@ static void free_gemm_job(job_t *j)
 
 static void bench(const shape_t *s, ei_rng_t *rng)
 {
-    nn_layer_spec_t sp = {s->k ? NN_CONV : NN_DENSE, s->out, s->k, s->stride, s->pad, 0};
+    nn_layer_spec_t sp = {s->k ? NN_CONV : NN_DENSE, s->out, s->k, s->stride, s->pad, 0, 0, 0, NULL, NULL, 0, 0};
     nn_shape_t in = {s->c, s->hw, s->hw};
     ei_err_t err = {0};
     nn_layer_t *l = nn_layer_new(&sp, in, &err);

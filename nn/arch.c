@@ -8,8 +8,8 @@
 #include "nn_internal.h"
 
 /* Keys each layer type accepts; anything else is a typo worth reporting. */
-static const char *const layer_keys[NN_KIND_COUNT][5] = {
-    [NN_CONV] = {"out", "k", "stride", "pad", NULL},
+static const char *const layer_keys[NN_KIND_COUNT][6] = {
+    [NN_CONV] = {"out", "k", "stride", "pad", "groups", NULL},
     [NN_BN] = {NULL},
     [NN_RELU] = {NULL},
     [NN_MAXPOOL] = {"k", "stride", "pad", NULL},
@@ -17,7 +17,12 @@ static const char *const layer_keys[NN_KIND_COUNT][5] = {
     [NN_GAP] = {NULL},
     [NN_DENSE] = {"out", NULL},
     [NN_FLATTEN] = {NULL},
+    [NN_RESIDUAL] = {"path", "shortcut", NULL},
+    [NN_DROPOUT] = {"p", NULL},
 };
+
+/* Residual layers nest (a path may hold residual layers); this deep at most. */
+#define MAX_NESTING 8
 
 static int key_allowed(nn_kind_t kind, const char *key)
 {
@@ -44,7 +49,39 @@ static int get_int(json_t *obj, const char *key, int dflt, int *out, const char 
     return 0;
 }
 
-static int parse_layer(json_t *jl, nn_layer_spec_t *spec, const char *where, ei_err_t *err)
+static int parse_chain(json_t *arr, const char *what, int need, nn_layer_spec_t **specs,
+                       int *count, const char *where, int depth, ei_err_t *err);
+
+/* The layers of spec arrays (residual layers own their chains' arrays). */
+static void free_specs(nn_layer_spec_t *specs, int count)
+{
+    for (int i = 0; specs && i < count; i++) {
+        free_specs((nn_layer_spec_t *)specs[i].path, specs[i].npath);
+        free_specs((nn_layer_spec_t *)specs[i].shortcut, specs[i].nshortcut);
+    }
+    free(specs);
+}
+
+/* A residual layer's "path" (non-empty) and "shortcut" (absent or [] for the identity). */
+static int parse_residual(json_t *jl, nn_layer_spec_t *spec, const char *where, int depth,
+                          ei_err_t *err)
+{
+    if (depth >= MAX_NESTING)
+        return ei_err_set(err, EI_E_FORMAT, "%s: residual layers nested deeper than %d", where,
+                          MAX_NESTING);
+    nn_layer_spec_t *path = NULL, *sc = NULL;
+    int rc = parse_chain(json_object_get(jl, "path"), "path", 1, &path, &spec->npath, where,
+                         depth + 1, err);
+    spec->path = path;
+    json_t *js = json_object_get(jl, "shortcut");
+    if (!rc && js)
+        rc = parse_chain(js, "shortcut", 0, &sc, &spec->nshortcut, where, depth + 1, err);
+    spec->shortcut = sc;
+    return rc;
+}
+
+static int parse_layer(json_t *jl, nn_layer_spec_t *spec, const char *where, int depth,
+                       ei_err_t *err)
 {
     if (!json_is_object(jl))
         return ei_err_set(err, EI_E_FORMAT, "%s: a layer must be a JSON object", where);
@@ -55,7 +92,7 @@ static int parse_layer(json_t *jl, nn_layer_spec_t *spec, const char *where, ei_
     if (kind < 0)
         return ei_err_set(err, EI_E_FORMAT,
                           "%s: unknown layer type '%s' (known: conv, bn, relu, maxpool, "
-                          "avgpool, gap, dense, flatten)", where, type);
+                          "avgpool, gap, dense, flatten, residual, dropout)", where, type);
     const char *key;
     json_t *val;
     json_object_foreach(jl, key, val) {
@@ -69,13 +106,49 @@ static int parse_layer(json_t *jl, nn_layer_spec_t *spec, const char *where, ei_
     rc = rc ? rc : get_int(jl, "stride", 0, &spec->stride, where, err);
     rc = rc ? rc : get_int(jl, "pad", 0, &spec->pad, where, err);
     rc = rc ? rc : get_int(jl, "size", 0, &spec->size, where, err);
+    rc = rc ? rc : get_int(jl, "groups", 0, &spec->groups, where, err);
     if (rc)
         return rc;
+    if (kind == NN_CONV && json_object_get(jl, "groups") && spec->groups < 1)
+        return ei_err_set(err, EI_E_FORMAT, "%s: \"groups\" must be >= 1", where);
+    if (kind == NN_DROPOUT) {
+        json_t *p = json_object_get(jl, "p");
+        if (!json_is_number(p) || json_number_value(p) < 0 || json_number_value(p) >= 1)
+            return ei_err_set(err, EI_E_FORMAT, "%s: a dropout layer needs \"p\" in [0, 1)",
+                              where);
+        spec->p = (float)json_number_value(p);
+    }
+    if (kind == NN_RESIDUAL)
+        return parse_residual(jl, spec, where, depth, err);
     if ((kind == NN_CONV || kind == NN_DENSE) && spec->out < 1)
         return ei_err_set(err, EI_E_FORMAT, "%s: a %s layer needs \"out\" >= 1", where, type);
     if ((kind == NN_CONV || kind == NN_MAXPOOL || (kind == NN_AVGPOOL && !spec->size)) &&
         spec->k < 1)
         return ei_err_set(err, EI_E_FORMAT, "%s: a %s layer needs \"k\" >= 1", where, type);
+    return 0;
+}
+
+/* A residual layer's chain: an array (non-empty when need) of layers, named in errors
+ * "<where> <what> layer <i>". */
+static int parse_chain(json_t *arr, const char *what, int need, nn_layer_spec_t **specs,
+                       int *count, const char *where, int depth, ei_err_t *err)
+{
+    *count = 0;
+    if (!json_is_array(arr) || (need && json_array_size(arr) == 0))
+        return ei_err_set(err, EI_E_FORMAT, "%s: \"%s\" must be a%s array of layers", where,
+                          what, need ? " non-empty" : "n");
+    int n = (int)json_array_size(arr);
+    *specs = ei_calloc((size_t)n + 1, sizeof **specs);
+    if (!*specs)
+        return ei_err_set(err, EI_E_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        char sub[512];
+        snprintf(sub, sizeof sub, "%s %s layer %d", where, what, i);
+        (*count)++; /* counted before parsing, so a half-parsed layer is freed too */
+        int rc = parse_layer(json_array_get(arr, (size_t)i), &(*specs)[i], sub, depth, err);
+        if (rc)
+            return rc;
+    }
     return 0;
 }
 
@@ -86,14 +159,16 @@ static int parse_part(json_t *jb, const char *part, int b, nn_layer_spec_t **spe
     if (!json_is_array(arr) || json_array_size(arr) == 0)
         return ei_err_set(err, EI_E_FORMAT, "%s: block %d: \"%s\" must be a non-empty array",
                           source, b, part);
-    *count = (int)json_array_size(arr);
-    *specs = ei_calloc((size_t)*count, sizeof **specs);
+    int n = (int)json_array_size(arr);
+    *count = 0;
+    *specs = ei_calloc((size_t)n, sizeof **specs);
     if (!*specs)
         return ei_err_set(err, EI_E_NOMEM, "out of memory");
-    for (int i = 0; i < *count; i++) {
+    for (int i = 0; i < n; i++) {
         char where[256];
         snprintf(where, sizeof where, "%s: block %d %s layer %d", source, b, part, i);
-        int rc = parse_layer(json_array_get(arr, (size_t)i), &(*specs)[i], where, err);
+        (*count)++;
+        int rc = parse_layer(json_array_get(arr, (size_t)i), &(*specs)[i], where, 0, err);
         if (rc)
             return rc;
     }
@@ -162,7 +237,7 @@ int nn__arch_parse(const char *json, const char *source, nn_arch_t *a, ei_err_t 
 void nn__arch_free(nn_arch_t *a)
 {
     for (int i = 0; a->parts && i < 2 * a->nblocks; i++)
-        free(a->parts[i]);
+        free_specs(a->parts[i], a->counts ? a->counts[i] : 0);
     free(a->parts);
     free(a->counts);
     free(a->name);

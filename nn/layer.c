@@ -10,12 +10,14 @@
 static const char *const kind_names[NN_KIND_COUNT] = {
     [NN_CONV] = "conv",       [NN_BN] = "bn",   [NN_RELU] = "relu",   [NN_MAXPOOL] = "maxpool",
     [NN_AVGPOOL] = "avgpool", [NN_GAP] = "gap", [NN_DENSE] = "dense", [NN_FLATTEN] = "flatten",
+    [NN_RESIDUAL] = "residual", [NN_DROPOUT] = "dropout",
 };
 
 static const nn_layer_ops_t *const kind_ops[NN_KIND_COUNT] = {
     [NN_CONV] = &nn__conv_ops,       [NN_BN] = &nn__bn_ops,           [NN_RELU] = &nn__relu_ops,
     [NN_MAXPOOL] = &nn__maxpool_ops, [NN_AVGPOOL] = &nn__avgpool_ops, [NN_GAP] = &nn__gap_ops,
     [NN_DENSE] = &nn__dense_ops,     [NN_FLATTEN] = &nn__flatten_ops,
+    [NN_RESIDUAL] = &nn__residual_ops, [NN_DROPOUT] = &nn__dropout_ops,
 };
 
 int nn_kind_from_name(const char *name)
@@ -102,7 +104,9 @@ static int check_sizes(const nn_layer_t *self, ei_err_t *err)
 
 static int check_weight_count(const nn_layer_spec_t *sp, nn_shape_t in, ei_err_t *err)
 {
-    double fan_in = sp->kind == NN_CONV ? (double)in.c * sp->k * sp->k : (double)nn_shape_numel(in);
+    int groups = sp->groups > 0 ? sp->groups : 1;
+    double fan_in =
+        sp->kind == NN_CONV ? (double)in.c / groups * sp->k * sp->k : (double)nn_shape_numel(in);
     if (fan_in * sp->out > INT_MAX)
         return ei_err_set(err, EI_E_SHAPE, "%s: %d outputs of fan-in %.0f are too many weights",
                           nn_kind_name(sp->kind), sp->out, fan_in);
@@ -153,6 +157,11 @@ void nn_layer_destroy(nn_layer_t **self_p)
     if (!self_p || !*self_p)
         return;
     nn_layer_t *self = *self_p;
+    if (self->ops && self->ops->destroy)
+        self->ops->destroy(self);
+    for (int i = 0; i < self->nxparams; i++)
+        free((char *)self->xparams[i].name);
+    free(self->xparams);
     for (int i = 0; i < self->nparams; i++) {
         nn_tensor_destroy(&self->params[i].value);
         nn_tensor_destroy(&self->params[i].grad);
@@ -180,20 +189,22 @@ nn_shape_t nn_layer_out_shape(const nn_layer_t *self)
 
 int nn_layer_param_count(const nn_layer_t *self)
 {
-    return self->nparams;
+    return self->xparams ? self->nxparams : self->nparams;
 }
 
 nn_param_t *nn_layer_param(nn_layer_t *self, int i)
 {
-    EI_ASSERT(i >= 0 && i < self->nparams);
-    return &self->params[i];
+    EI_ASSERT(i >= 0 && i < nn_layer_param_count(self));
+    return self->xparams ? &self->xparams[i] : &self->params[i];
 }
 
 void nn_layer_zero_grad(nn_layer_t *self)
 {
-    for (int i = 0; i < self->nparams; i++)
-        if (self->params[i].grad)
-            nn__fill(self->params[i].grad->data, nn_tensor_numel(self->params[i].grad), 0);
+    for (int i = 0; i < nn_layer_param_count(self); i++) {
+        nn_param_t *p = nn_layer_param(self, i);
+        if (p->grad)
+            nn__fill(p->grad->data, nn_tensor_numel(p->grad), 0);
+    }
 }
 
 void nn_layer_init(nn_layer_t *self, ei_rng_t *rng)
@@ -224,6 +235,12 @@ void nn_layer_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
     check_tensor(y, x->n, self->out);
     EI_ASSERT(ws || nn_layer_workspace(self, x->n) == 0);
     self->ops->forward(self, x, y, ws, training);
+}
+
+void nn_layer_prepare_inference(nn_layer_t *self)
+{
+    if (self->spec.kind == NN_RESIDUAL)
+        nn__residual_prepare(self);
 }
 
 void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
@@ -257,7 +274,7 @@ int nn_layer_fold_bn(nn_layer_t *conv, const nn_layer_t *bn)
     float *w = conv->params[0].value->data, *b = conv->params[1].value->data;
     const float *gamma = bn->params[0].value->data, *beta = bn->params[1].value->data;
     const float *mean = bn->params[2].value->data, *var = bn->params[3].value->data;
-    size_t fan_in = (size_t)conv->in.c * conv->spec.k * conv->spec.k;
+    size_t fan_in = (size_t)(conv->in.c / conv->groups) * conv->spec.k * conv->spec.k;
     for (int o = 0; o < conv->out.c; o++) {
         float scale = gamma[o] / sqrtf(var[o] + NN_BN_EPS);
         for (size_t j = 0; j < fan_in; j++)

@@ -23,6 +23,11 @@ typedef enum nn_kind {
     NN_GAP,     /* global average pool: (c, h, w) -> (c, 1, 1) */
     NN_DENSE,   /* fully connected: out features */
     NN_FLATTEN, /* (c, h, w) -> (c*h*w, 1, 1); a no-op on the data */
+    NN_RESIDUAL, /* path(x) + shortcut(x): two layer chains on the same input whose outputs
+                    are summed; no shortcut layers means the identity (ResNet's basic
+                    block: path conv-bn-relu-conv-bn, shortcut none or 1x1 conv-bn) */
+    NN_DROPOUT, /* training: each value zeroed with probability p, the rest scaled by
+                   1 / (1 - p) (seeded by nn_layer_init); inference: the identity */
     NN_KIND_COUNT
 } nn_kind_t;
 
@@ -33,6 +38,13 @@ typedef struct nn_layer_spec {
     int stride; /* conv, pools: stride (0 means 1 for conv, k for pools) */
     int pad;    /* conv, maxpool: zero padding on each side */
     int size;   /* avgpool: adaptive output side, 0 when k/stride are used */
+    int groups; /* conv: channel groups (0 means 1); in and out channels must be multiples.
+                   groups = in channels is a depthwise convolution */
+    float p;    /* dropout: probability of zeroing, in [0, 1) */
+    /* residual: the path's and the shortcut's layers (nshortcut 0: identity). Read only
+       while the layer is made (it builds its own chains from them); NULL afterwards. */
+    const struct nn_layer_spec *path, *shortcut;
+    int npath, nshortcut;
 } nn_layer_spec_t;
 
 /* A trainable tensor or a buffer (grad == NULL: running statistics). Names are the
@@ -56,7 +68,8 @@ typedef struct nn_layer nn_layer_t;
 int nn_set_threads(int n) EI_CHECK;
 int nn_threads(void);
 
-/* "conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "flatten"; -1 if unknown. */
+/* "conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "flatten", "residual",
+ * "dropout"; -1 if unknown. */
 int nn_kind_from_name(const char *name);
 const char *nn_kind_name(nn_kind_t kind);
 
@@ -71,14 +84,17 @@ const nn_layer_spec_t *nn_layer_spec(const nn_layer_t *self);
 nn_shape_t nn_layer_in_shape(const nn_layer_t *self);
 nn_shape_t nn_layer_out_shape(const nn_layer_t *self);
 
-/* Parameters in a fixed order; the layer owns them. */
+/* Parameters in a fixed order; the layer owns them. A residual layer lists its chains'
+ * parameters as "path.<i>.<param>" and "shortcut.<i>.<param>" (i the layer's index in
+ * its chain). */
 int nn_layer_param_count(const nn_layer_t *self);
 nn_param_t *nn_layer_param(nn_layer_t *self, int i);
 
 /* Sets every parameter gradient to zero (backward adds to them). */
 void nn_layer_zero_grad(nn_layer_t *self);
 
-/* He-normal weights for conv and dense (fan-in), zero biases; bn as after new. */
+/* He-normal weights for conv and dense (fan-in), zero biases; bn as after new; a
+ * residual layer its chains' layers in order; dropout seeds its own generator from rng. */
 void nn_layer_init(nn_layer_t *self, ei_rng_t *rng);
 
 /* Floats of scratch memory forward or backward needs for a batch of n (im2col etc.). */
@@ -105,6 +121,11 @@ void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t
  * conv's weight and bias absorb the affine map; bn must then be skipped. EI_E_INVAL if the
  * kinds or channel counts do not fit. */
 int nn_layer_fold_bn(nn_layer_t *conv, const nn_layer_t *bn) EI_CHECK;
+
+/* Prepares a layer for inference: a residual layer folds the batch norms of its chains
+ * into their convs and skips its dropouts. Other kinds are unchanged (their folding is the
+ * chain's that holds them). Training is impossible after. */
+void nn_layer_prepare_inference(nn_layer_t *self);
 
 /* Row-wise softmax of z [n, k] into p (may alias z). */
 void nn_softmax(const float *z, int n, int k, float *p);

@@ -170,4 +170,4 @@ static void bn_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_
     nn__parallel_range((size_t)self->in.c, self->threads, bn_backward_range, &j);
 }
 
-const nn_layer_ops_t nn__bn_ops = {bn_setup, NULL, NULL, bn_init, bn_forward, bn_backward};
+const nn_layer_ops_t nn__bn_ops = {bn_setup, NULL, NULL, bn_init, bn_forward, bn_backward, NULL};

@@ -28,14 +28,14 @@ static void valid_range(int n_out, int n_in, int s, int off, int *lo, int *hi)
         *hi = *lo;
 }
 
-/* Conv geometry of one sample. */
+/* Conv geometry of one sample and one channel group (c is the group's input channels). */
 typedef struct geom {
     int c, h, w, k, s, p, oh, ow;
 } geom_t;
 
 static geom_t geom_of(const nn_layer_t *self)
 {
-    geom_t g = {self->in.c,   self->in.h,     self->in.w,  self->spec.k,
+    geom_t g = {self->in.c / self->groups, self->in.h, self->in.w, self->spec.k,
                 self->stride, self->spec.pad, self->out.h, self->out.w};
     return g;
 }
@@ -144,8 +144,14 @@ static int conv_setup(nn_layer_t *self, ei_err_t *err)
     if (rc)
         return rc;
     const nn_layer_spec_t *sp = &self->spec;
+    self->groups = sp->groups > 0 ? sp->groups : 1;
+    if (self->in.c % self->groups || sp->out % self->groups)
+        return ei_err_set(err, EI_E_SHAPE,
+                          "conv: %d groups must divide the input channels (%d) and the output "
+                          "channels (%d)", self->groups, self->in.c, sp->out);
     self->out.c = sp->out;
-    rc = nn__layer_add_param(self, "weight", 4, sp->out, self->in.c, sp->k, sp->k, 1);
+    rc = nn__layer_add_param(self, "weight", 4, sp->out, self->in.c / self->groups, sp->k, sp->k,
+                             1);
     return rc ? rc : nn__layer_add_param(self, "bias", 1, sp->out, 1, 1, 1, 1);
 }
 
@@ -159,7 +165,7 @@ static int conv_setup(nn_layer_t *self, ei_err_t *err)
 static int conv_group_max(const nn_layer_t *self, int n)
 {
     int hw = self->out.h * self->out.w, g = (GROUP_COLS + hw - 1) / hw;
-    long long col = (long long)self->in.c * self->spec.k * self->spec.k * hw;
+    long long col = (long long)(self->in.c / self->groups) * self->spec.k * self->spec.k * hw;
     long long fit = GROUP_COL_FLOATS / col;
     g = fit < g ? (int)fit : g;
     g = g < 1 ? 1 : g;
@@ -173,7 +179,8 @@ static size_t conv_col_floats(const nn_layer_t *self, int group)
 {
     if (group == 1 && conv_pointwise(self))
         return 0;
-    return (size_t)self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w * group;
+    return (size_t)(self->in.c / self->groups) * self->spec.k * self->spec.k * self->out.h *
+           self->out.w * group;
 }
 
 /* One thread's share of the workspace: col, the product buffer, and the weight and bias
@@ -193,7 +200,8 @@ static size_t conv_workspace(const nn_layer_t *self, int n)
 
 static double conv_flops(const nn_layer_t *self)
 {
-    return 2.0 * self->out.c * self->in.c * self->spec.k * self->spec.k * self->out.h * self->out.w;
+    return 2.0 * self->out.c * (self->in.c / self->groups) * self->spec.k * self->spec.k *
+           self->out.h * self->out.w;
 }
 
 /* Normal(0, sqrt(2 / fan_in)) weights and zero biases: He initialisation. */
@@ -234,15 +242,17 @@ static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
     return j;
 }
 
-/* im2col of samples [s0, s0 + g) of x side by side in col (ld = g * oh * ow); returns
- * the product's right operand (the sample itself for a pointwise conv of one sample). */
+/* im2col of channel group cg's channels of samples [s0, s0 + g) of x side by side in
+ * col (ld = g * oh * ow); returns the product's right operand (the sample's channels
+ * themselves for a pointwise conv of one sample). */
 static const float *group_col(const nn_layer_t *self, const geom_t *gm, const nn_tensor_t *x,
-                              int s0, int g, float *col)
+                              int s0, int g, int cg, float *col)
 {
     size_t in_sz = nn_shape_numel(self->in);
+    float *xs = x->data + s0 * in_sz + (size_t)cg * gm->c * gm->h * gm->w;
     if (g == 1 && conv_pointwise(self))
-        return x->data + s0 * in_sz;
-    im2col(gm, x->data + s0 * in_sz, in_sz, g, col, 1);
+        return xs;
+    im2col(gm, xs, in_sz, g, col, 1);
     return col;
 }
 
@@ -277,23 +287,30 @@ static void conv_forward_group(void *arg, int item, int tid)
     geom_t gm = geom_of(self);
     const float *w = self->params[0].value->data, *b = self->params[1].value->data;
     int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow;
+    int G = self->groups, mg = m / G; /* channel groups: one product each */
     int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
     float *ws = j->ws + tid * j->share;
-    const float *col = group_col(self, &gm, j->x, s0, g, ws);
     float *ys = j->y->data + (size_t)s0 * m * n;
     if (g == 1) { /* straight into NCHW */
         for (int o = 0; o < m; o++)
             nn__fill(ys + (size_t)o * n, (size_t)n, b[o]);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, w, k, col, n, 1.0f,
-                    ys, n);
+        for (int cg = 0; cg < G; cg++) {
+            const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mg, n, k, 1.0f,
+                        w + (size_t)cg * mg * k, k, col, n, 1.0f, ys + (size_t)cg * mg * n, n);
+        }
         if (j->relu)
             for (size_t i = 0; i < (size_t)m * n; i++)
                 ys[i] = ys[i] > 0 ? ys[i] : 0;
         return;
     }
     float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n * g, k, 1.0f, w, k, col, n * g,
-                0.0f, prod, n * g);
+    size_t ld = (size_t)n * g;
+    for (int cg = 0; cg < G; cg++) {
+        const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, mg, (int)ld, k, 1.0f,
+                    w + (size_t)cg * mg * k, k, col, (int)ld, 0.0f, prod + cg * mg * ld, (int)ld);
+    }
     group_layout(prod, ys, m, n, g, b, j->relu, 1);
 }
 
@@ -341,7 +358,9 @@ static void conv_backward_group(void *arg, int item, int tid)
         db = dw + nn_tensor_numel(self->params[0].value);
     }
     int m = self->out.c, k = gm.c * gm.k * gm.k, n = gm.oh * gm.ow, pw = conv_pointwise(self);
+    int G = self->groups, mg = m / G; /* channel groups: products of their own */
     size_t in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
+    size_t gplane = (size_t)gm.c * gm.h * gm.w; /* one channel group of one sample */
     int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g, ld = n * g;
     float *ws = j->ws + tid * j->share;
     float *prod = ws + conv_col_floats(self, conv_group_max(self, j->x->n));
@@ -350,22 +369,26 @@ static void conv_backward_group(void *arg, int item, int tid)
         group_layout(prod, dys, m, n, g, NULL, 0, 0);
         dys = prod;
     }
-    const float *col = group_col(self, &gm, j->x, s0, g, ws);
     add_row_sums(dys, m, ld, db);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, ld, 1.0f, dys, ld, col, ld, 1.0f,
-                dw, k);
-    if (!j->dx)
-        return;
-    float *dxs = j->dx->data + s0 * in_sz;
-    if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, w, k, dys, n, 0.0f,
-                    dxs, n);
-        return;
+    float *dxs = j->dx ? j->dx->data + s0 * in_sz : NULL;
+    if (dxs && !(g == 1 && pw))
+        memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
+    for (int cg = 0; cg < G; cg++) {
+        const float *wg = w + (size_t)cg * mg * k, *dyg = dys + (size_t)cg * mg * ld;
+        const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mg, k, ld, 1.0f, dyg, ld, col, ld,
+                    1.0f, dw + (size_t)cg * mg * k, k);
+        if (!dxs)
+            continue;
+        if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, mg, 1.0f, wg, k, dyg, n,
+                        0.0f, dxs + cg * gplane, n);
+            continue;
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, ld, mg, 1.0f, wg, k, dyg, ld,
+                    0.0f, ws, ld);
+        im2col(&gm, dxs + cg * gplane, in_sz, g, ws, 0);
     }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, ld, m, 1.0f, w, k, dys, ld, 0.0f, ws,
-                ld);
-    memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
-    im2col(&gm, dxs, in_sz, g, ws, 0);
 }
 
 static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
@@ -391,7 +414,7 @@ static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
 }
 
 const nn_layer_ops_t nn__conv_ops = {conv_setup, conv_workspace, conv_flops,
-                                     he_init,    conv_forward,   conv_backward};
+                                     he_init,    conv_forward,   conv_backward, NULL};
 
 static int dense_setup(nn_layer_t *self, ei_err_t *err)
 {
@@ -441,4 +464,4 @@ static void dense_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tens
 }
 
 const nn_layer_ops_t nn__dense_ops = {dense_setup, NULL,          dense_flops,
-                                      he_init,     dense_forward, dense_backward};
+                                      he_init,     dense_forward, dense_backward, NULL};

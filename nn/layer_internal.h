@@ -23,6 +23,12 @@ struct nn_layer {
     float *batch_mean, *batch_invstd;
     int have_batch;
     int threads; /* nn_threads() when made: the workspace has a share for each */
+    int groups;  /* conv: channel groups (spec.groups 0 resolved to 1) */
+    /* residual: its chains' parameters under their own names (the tensors are the
+       chains' layers'); nparams is then 0 and these are listed instead */
+    nn_param_t *xparams;
+    int nxparams;
+    void *state; /* residual, dropout: what the kind keeps (freed by ops->destroy) */
 };
 
 /* What one kind does. setup checks the spec against self->in, sets self->out and the
@@ -37,10 +43,23 @@ struct nn_layer_ops {
                     int training);
     void (*backward)(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,
                      const nn_tensor_t *dy, nn_tensor_t *dx, float *ws);
+    void (*destroy)(nn_layer_t *self); /* frees state; may be NULL */
 };
 
 extern const nn_layer_ops_t nn__conv_ops, nn__dense_ops, nn__bn_ops, nn__relu_ops, nn__maxpool_ops,
-    nn__avgpool_ops, nn__gap_ops, nn__flatten_ops;
+    nn__avgpool_ops, nn__gap_ops, nn__flatten_ops, nn__residual_ops, nn__dropout_ops;
+
+/* Residual layers (layer_residual.c). reserve sizes the chains' buffers for batches of n
+ * (a sequence does it for its max_batch when made, so inference allocates nothing); 0 or
+ * EI_E_NOMEM. forward_at runs samples [s0, s0 + x->n) of those buffers (x and y hold
+ * those samples): in training s0 must be 0; in inference several threads may run
+ * disjoint ranges at once. With relu the sum is written as max(0, .), the output of a
+ * ReLU after the layer. */
+int nn__residual_reserve(nn_layer_t *self, int n) EI_CHECK;
+void nn__residual_forward_at(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, int s0,
+                             float *ws, int training, int relu);
+/* Folds the batch norms of the chains into their convs and skips their dropouts. */
+void nn__residual_prepare(nn_layer_t *self);
 
 /* Adds parameter `name` of shape (n, c, h, w), PyTorch rank ndim, with a gradient when
  * trainable. Returns 0 or EI_E_NOMEM. */

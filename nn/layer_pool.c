@@ -242,9 +242,9 @@ static int avgpool_setup(nn_layer_t *self, ei_err_t *err)
 }
 
 const nn_layer_ops_t nn__maxpool_ops = {maxpool_setup, NULL,         NULL,
-                                        NULL,          pool_forward, pool_backward};
+                                        NULL,          pool_forward, pool_backward, NULL};
 const nn_layer_ops_t nn__avgpool_ops = {avgpool_setup, NULL,         NULL,
-                                        NULL,          pool_forward, pool_backward};
+                                        NULL,          pool_forward, pool_backward, NULL};
 
 static int same_shape_setup(nn_layer_t *self, ei_err_t *err)
 {
@@ -294,7 +294,7 @@ static void relu_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
 }
 
 const nn_layer_ops_t nn__relu_ops = {same_shape_setup, NULL,         NULL, NULL,
-                                     relu_forward,     relu_backward};
+                                     relu_forward,     relu_backward, NULL};
 
 static int gap_setup(nn_layer_t *self, ei_err_t *err)
 {
@@ -323,7 +323,7 @@ static void gap_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor
         nn__fill(dx->data + pl * plane, plane, dy->data[pl] / (float)plane);
 }
 
-const nn_layer_ops_t nn__gap_ops = {gap_setup, NULL, NULL, NULL, gap_forward, gap_backward};
+const nn_layer_ops_t nn__gap_ops = {gap_setup, NULL, NULL, NULL, gap_forward, gap_backward, NULL};
 
 static int flatten_setup(nn_layer_t *self, ei_err_t *err)
 {
@@ -354,4 +354,4 @@ static void flatten_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_te
 }
 
 const nn_layer_ops_t nn__flatten_ops = {flatten_setup,   NULL, NULL, NULL, flatten_forward,
-                                        flatten_backward};
+                                        flatten_backward, NULL};

@@ -180,24 +180,13 @@ void nn_model_init(nn_model_t *self, uint64_t seed)
     }
 }
 
-static void fold_seq(nn_seq_t *s)
-{
-    for (int i = 1; i < s->count; i++) {
-        if (nn_layer_spec(s->layers[i])->kind != NN_BN ||
-            nn_layer_spec(s->layers[i - 1])->kind != NN_CONV || s->skip[i - 1])
-            continue;
-        if (nn_layer_fold_bn(s->layers[i - 1], s->layers[i]) == 0)
-            s->skip[i] = 1;
-    }
-}
-
 void nn_model_prepare_inference(nn_model_t *self)
 {
     if (self->inference)
         return;
     for (int b = 0; b < self->nblocks; b++) {
-        fold_seq(&self->blocks[b].conv);
-        fold_seq(&self->blocks[b].branch);
+        nn__seq_fold(&self->blocks[b].conv);
+        nn__seq_fold(&self->blocks[b].branch);
     }
     self->inference = 1;
 }

@@ -25,6 +25,11 @@ typedef struct nn_seq {
 int nn__seq_init(nn_seq_t *s, const nn_layer_spec_t *specs, int count, nn_shape_t in,
                  int max_batch, ei_err_t *err) EI_CHECK;
 void nn__seq_free(nn_seq_t *s);
+/* Grows the buffers to n samples (nothing when they hold that many); EI_E_NOMEM. */
+int nn__seq_reserve(nn_seq_t *s, int n) EI_CHECK;
+/* Inference: folds each batch norm into the conv before it, skips dropouts, prepares
+ * residual layers' chains the same way. */
+void nn__seq_fold(nn_seq_t *s);
 size_t nn__seq_workspace(const nn_seq_t *s, int n);
 double nn__seq_flops(const nn_seq_t *s);
 /* Runs the layers; returns the last activation (or x itself for an empty sequence). */

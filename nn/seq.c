@@ -22,6 +22,8 @@ int nn__seq_init(nn_seq_t *s, const nn_layer_spec_t *specs, int count, nn_shape_
         s->act[i] = nn_tensor_new(max_batch, s->out.c, s->out.h, s->out.w);
         if (!s->act[i])
             goto nomem;
+        if (specs[i].kind == NN_RESIDUAL && nn__residual_reserve(s->layers[i], max_batch))
+            goto nomem;
     }
     return 0;
 nomem:
@@ -43,6 +45,47 @@ void nn__seq_free(nn_seq_t *s)
     free(s->act);
     free(s->grad);
     *s = (nn_seq_t){0};
+}
+
+int nn__seq_reserve(nn_seq_t *s, int n)
+{
+    if (n <= s->max_batch)
+        return 0;
+    for (int i = 0; i < s->count; i++) {
+        nn_shape_t o = nn_layer_out_shape(s->layers[i]);
+        nn_tensor_destroy(&s->act[i]);
+        nn_tensor_destroy(&s->grad[i]); /* made again by the next backward */
+        s->act[i] = nn_tensor_new(n, o.c, o.h, o.w);
+        if (!s->act[i])
+            return EI_E_NOMEM;
+        if (nn_layer_spec(s->layers[i])->kind == NN_RESIDUAL &&
+            nn__residual_reserve(s->layers[i], n))
+            return EI_E_NOMEM;
+    }
+    s->max_batch = n;
+    return 0;
+}
+
+void nn__seq_fold(nn_seq_t *s)
+{
+    for (int i = 0; i < s->count; i++) {
+        nn_kind_t kind = nn_layer_spec(s->layers[i])->kind;
+        if (kind == NN_DROPOUT) /* the identity in inference */
+            s->skip[i] = 1;
+        else if (kind == NN_RESIDUAL)
+            nn_layer_prepare_inference(s->layers[i]);
+    }
+    for (int i = 1; i < s->count; i++) {
+        if (nn_layer_spec(s->layers[i])->kind != NN_BN)
+            continue;
+        int c = i - 1; /* the conv before it, past skipped dropouts */
+        while (c > 0 && s->skip[c] && nn_layer_spec(s->layers[c])->kind == NN_DROPOUT)
+            c--;
+        if (nn_layer_spec(s->layers[c])->kind != NN_CONV || s->skip[c])
+            continue;
+        if (nn_layer_fold_bn(s->layers[c], s->layers[i]) == 0)
+            s->skip[i] = 1;
+    }
 }
 
 size_t nn__seq_workspace(const nn_seq_t *s, int n)
@@ -70,15 +113,16 @@ static nn_kind_t kind_of(const nn_seq_t *s, int i)
     return nn_layer_spec(s->layers[i])->kind;
 }
 
-/* The layer after i that runs; *fuse = 1 when i is a conv and that layer a ReLU, which
- * then run together in one pass (writing the ReLU's activation; the conv's own is never
- * read: the conv's backward needs its input, the ReLU's its output). */
+/* The layer after i that runs; *fuse = 1 when i is a conv or a residual layer and that
+ * layer a ReLU, which then run together in one pass (writing the ReLU's activation; the
+ * first layer's own is never read: its backward needs its input, the ReLU's its output). */
 static int next_step(const nn_seq_t *s, int i, int *fuse)
 {
     int j = i + 1;
     while (j < s->count && s->skip[j])
         j++;
-    *fuse = j < s->count && kind_of(s, i) == NN_CONV && kind_of(s, j) == NN_RELU;
+    *fuse = j < s->count && (kind_of(s, i) == NN_CONV || kind_of(s, i) == NN_RESIDUAL) &&
+            kind_of(s, j) == NN_RELU;
     return j;
 }
 
@@ -97,7 +141,9 @@ static int seq_run(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, int tra
         nn_tensor_t *a = s->act[at];
         nn_tensor_t y = nn_tensor_view(a->data + (size_t)s0 * nn_tensor_sample_numel(a), x->n,
                                        a->c, a->h, a->w);
-        if (fuse)
+        if (kind_of(s, i) == NN_RESIDUAL)
+            nn__residual_forward_at(s->layers[i], &cur, &y, s0, ws, training, fuse);
+        else if (fuse)
             nn__layer_forward_relu(s->layers[i], &cur, &y, ws, training);
         else
             nn_layer_forward(s->layers[i], &cur, &y, ws, training);

@@ -45,6 +45,13 @@ static float *ws_new(const nn_layer_t *l, int n)
     return ws;
 }
 
+/* name is suffix or ends in ".suffix" (a residual layer's "path.1.gamma"). */
+static int ends_with(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), k = strlen(suffix);
+    return n >= k && !strcmp(name + n - k, suffix) && (n == k || name[n - k - 1] == '.');
+}
+
 /* A layer with every parameter random (positive gamma and variances), so biases, shifts and
  * running statistics all show in the output. */
 static nn_layer_t *make_layer(const cfg_t *c, ei_rng_t *r)
@@ -56,7 +63,7 @@ static nn_layer_t *make_layer(const cfg_t *c, ei_rng_t *r)
     nn_layer_init(l, r);
     for (int i = 0; i < nn_layer_param_count(l); i++) {
         nn_param_t *p = nn_layer_param(l, i);
-        int positive = !strcmp(p->name, "gamma") || !strcmp(p->name, "running_var");
+        int positive = ends_with(p->name, "gamma") || ends_with(p->name, "running_var");
         fill_uniform(p->value->data, nn_tensor_numel(p->value), r, positive ? 0.5 : -0.5,
                      positive ? 1.5 : 0.5);
     }
@@ -84,22 +91,30 @@ static int eff_stride(const nn_layer_spec_t *sp)
 
 /* ---- Naive references, in double, straight from the definitions. ---- */
 
+/* Output channel o of a conv of G groups sees input channels [g0, g0 + cg): those of its
+ * group, o / (O / G); its weights are [o, ch - g0, a, e]. */
+static int groups_of(const nn_layer_spec_t *sp)
+{
+    return sp->groups > 0 ? sp->groups : 1;
+}
+
 static void ref_conv(const cfg_t *c, const float *x, const float *w, const float *b, double *y)
 {
     int C = c->in.c, H = c->in.h, W = c->in.w, k = c->spec.k, p = c->spec.pad;
-    int s = eff_stride(&c->spec), O = c->spec.out;
+    int s = eff_stride(&c->spec), O = c->spec.out, G = groups_of(&c->spec), cg = C / G;
     int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
     for (int n = 0; n < c->n; n++)
         for (int o = 0; o < O; o++)
             for (int i = 0; i < OH; i++)
                 for (int j = 0; j < OW; j++) {
                     double acc = b[o];
-                    for (int ch = 0; ch < C; ch++)
+                    int g0 = o / (O / G) * cg;
+                    for (int ch = g0; ch < g0 + cg; ch++)
                         for (int a = 0; a < k; a++)
                             for (int e = 0; e < k; e++) {
                                 int ih = i * s - p + a, iw = j * s - p + e;
                                 if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                                    acc += (double)w[((o * C + ch) * k + a) * k + e] *
+                                    acc += (double)w[((o * cg + ch - g0) * k + a) * k + e] *
                                            x[((n * C + ch) * H + ih) * W + iw];
                             }
                     y[((n * O + o) * OH + i) * OW + j] = acc;
@@ -167,11 +182,53 @@ static void ref_bn(const cfg_t *c, const float *x, nn_layer_t *l, int training, 
     }
 }
 
+static void forward(nn_layer_t *l, const nn_tensor_t *x, nn_tensor_t *y, int training);
+
+/* A residual layer's chain run layer by layer, each made on its own (and checked against
+ * its naive reference in the other tests) with the residual layer's parameters from
+ * index *pi on. Returns the output; the caller destroys it. */
+static nn_tensor_t *ref_chain(nn_layer_t *l, int *pi, const nn_layer_spec_t *specs, int count,
+                              const nn_tensor_t *x, int training)
+{
+    nn_tensor_t *cur = tensor_for(x->n, (nn_shape_t){x->c, x->h, x->w});
+    memcpy(cur->data, x->data, nn_tensor_numel(x) * sizeof(float));
+    for (int i = 0; i < count; i++) {
+        ei_err_t err = {0};
+        nn_layer_t *sub = nn_layer_new(&specs[i], (nn_shape_t){cur->c, cur->h, cur->w}, &err);
+        if (!sub)
+            fail_msg("reference chain layer %d: %s", i, err.msg);
+        for (int j = 0; j < nn_layer_param_count(sub); j++) {
+            nn_param_t *d = nn_layer_param(sub, j), *src = nn_layer_param(l, (*pi)++);
+            assert_int_equal(nn_tensor_numel(d->value), nn_tensor_numel(src->value));
+            memcpy(d->value->data, src->value->data, nn_tensor_numel(d->value) * sizeof(float));
+        }
+        nn_tensor_t *y = tensor_for(x->n, nn_layer_out_shape(sub));
+        forward(sub, cur, y, training);
+        nn_tensor_destroy(&cur);
+        nn_layer_destroy(&sub);
+        cur = y;
+    }
+    return cur;
+}
+
 /* y = the layer's output on x, by the references above. */
 static void reference(nn_layer_t *l, const cfg_t *c, const float *x, int training, double *y)
 {
     size_t in = (size_t)c->in.c * c->in.h * c->in.w, total = in * c->n;
     switch (c->spec.kind) {
+    case NN_RESIDUAL: {
+        nn_tensor_t xv = nn_tensor_view((float *)x, c->n, c->in.c, c->in.h, c->in.w);
+        int pi = 0;
+        nn_tensor_t *a = ref_chain(l, &pi, c->spec.path, c->spec.npath, &xv, training);
+        nn_tensor_t *b = ref_chain(l, &pi, c->spec.shortcut, c->spec.nshortcut, &xv, training);
+        assert_int_equal(pi, nn_layer_param_count(l));
+        assert_int_equal(nn_tensor_numel(a), nn_tensor_numel(b));
+        for (size_t i = 0; i < nn_tensor_numel(a); i++)
+            y[i] = (double)a->data[i] + b->data[i];
+        nn_tensor_destroy(&a);
+        nn_tensor_destroy(&b);
+        break;
+    }
     case NN_CONV:
         ref_conv(c, x, nn_layer_param(l, 0)->value->data, nn_layer_param(l, 1)->value->data, y);
         break;
@@ -219,7 +276,7 @@ static void reference(nn_layer_t *l, const cfg_t *c, const float *x, int trainin
 static cfg_t random_cfg(ei_rng_t *r, nn_kind_t kind)
 {
     static const int ks[] = {1, 3, 5, 2};
-    cfg_t c = {{kind, 0, 0, 0, 0, 0}, {pick(r, 1, 4), 0, 0}, pick(r, 1, 3)};
+    cfg_t c = {{kind, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {pick(r, 1, 4), 0, 0}, pick(r, 1, 3)};
     nn_layer_spec_t *sp = &c.spec;
     sp->k = ks[ei_rng_below(r, kind == NN_CONV ? 3 : 4)];
     sp->stride = pick(r, 0, 2);
@@ -271,15 +328,19 @@ static void test_conv_forward(void **state)
     /* kind, out, k, stride, pad, size; in c, h, w; n */
     /* clang-format off */
     static const cfg_t fixed[] = {
-        {{NN_CONV, 4, 1, 1, 0, 0}, {3, 5, 7}, 2},  /* pointwise: no im2col */
-        {{NN_CONV, 3, 1, 2, 0, 0}, {2, 7, 6}, 2},  /* 1x1 stride 2 */
-        {{NN_CONV, 5, 3, 2, 1, 0}, {3, 9, 7}, 3},  /* stride 2, padding */
-        {{NN_CONV, 3, 5, 1, 2, 0}, {2, 8, 11}, 2}, /* 5x5 same padding, non-square */
-        {{NN_CONV, 2, 5, 3, 4, 0}, {1, 3, 4}, 1},  /* padding larger than the input */
-        {{NN_CONV, 8, 3, 0, 1, 0}, {4, 6, 6}, 4},  /* stride 0 means 1 */
-        {{NN_CONV, 2, 3, 1, 1, 0}, {2, 1, 5}, 2},  /* same padding, taps that see only pads */
-        {{NN_CONV, 2, 5, 1, 2, 0}, {2, 2, 2}, 2},
-        {{NN_CONV, 3, 3, 1, 1, 0}, {1, 4, 1}, 1},
+        {{NN_CONV, 4, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 5, 7}, 2},  /* pointwise: no im2col */
+        {{NN_CONV, 3, 1, 2, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 7, 6}, 2},  /* 1x1 stride 2 */
+        {{NN_CONV, 5, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 9, 7}, 3},  /* stride 2, padding */
+        {{NN_CONV, 3, 5, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {2, 8, 11}, 2}, /* 5x5 same padding, non-square */
+        {{NN_CONV, 2, 5, 3, 4, 0, 0, 0, NULL, NULL, 0, 0}, {1, 3, 4}, 1},  /* padding larger than the input */
+        {{NN_CONV, 8, 3, 0, 1, 0, 0, 0, NULL, NULL, 0, 0}, {4, 6, 6}, 4},  /* stride 0 means 1 */
+        {{NN_CONV, 2, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {2, 1, 5}, 2},  /* same padding, taps that see only pads */
+        {{NN_CONV, 2, 5, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {2, 2, 2}, 2},
+        {{NN_CONV, 3, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {1, 4, 1}, 1},
+        {{NN_CONV, 6, 3, 1, 1, 0, 2, 0, NULL, NULL, 0, 0}, {4, 6, 5}, 2},  /* 2 groups */
+        {{NN_CONV, 6, 3, 2, 1, 0, 3, 0, NULL, NULL, 0, 0}, {3, 7, 7}, 2},  /* depthwise, x2 */
+        {{NN_CONV, 4, 1, 1, 0, 0, 4, 0, NULL, NULL, 0, 0}, {4, 5, 5}, 2},  /* depthwise 1x1 */
+        {{NN_CONV, 6, 5, 1, 2, 0, 3, 0, NULL, NULL, 0, 0}, {6, 4, 9}, 1},  /* 3 groups, 5x5 */
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -294,11 +355,11 @@ static void test_pool_forward(void **state)
     ei_rng_seed(&r, 2);
     /* clang-format off */
     static const cfg_t fixed[] = {
-        {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {3, 8, 6}, 2},
-        {{NN_MAXPOOL, 0, 3, 2, 1, 0}, {2, 7, 9}, 2},
-        {{NN_AVGPOOL, 0, 2, 2, 0, 0}, {3, 7, 5}, 2},
-        {{NN_AVGPOOL, 0, 0, 0, 0, 3}, {2, 7, 5}, 2}, /* adaptive, bins overlap */
-        {{NN_AVGPOOL, 0, 0, 0, 0, 4}, {1, 10, 4}, 1},
+        {{NN_MAXPOOL, 0, 2, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 8, 6}, 2},
+        {{NN_MAXPOOL, 0, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {2, 7, 9}, 2},
+        {{NN_AVGPOOL, 0, 2, 2, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 7, 5}, 2},
+        {{NN_AVGPOOL, 0, 0, 0, 0, 3, 0, 0, NULL, NULL, 0, 0}, {2, 7, 5}, 2}, /* adaptive, bins overlap */
+        {{NN_AVGPOOL, 0, 0, 0, 0, 4, 0, 0, NULL, NULL, 0, 0}, {1, 10, 4}, 1},
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -318,7 +379,7 @@ static void test_other_forward(void **state)
     check_forward_random(NN_FLATTEN, 5, 0);
     ei_rng_t r;
     ei_rng_seed(&r, 3);
-    cfg_t one = {{NN_DENSE, 7, 0, 0, 0, 0}, {3, 2, 2}, 1}; /* n = 1 takes sgemv */
+    cfg_t one = {{NN_DENSE, 7, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 2, 2}, 1}; /* n = 1 takes sgemv */
     check_forward(&one, &r, 0);
 }
 
@@ -373,6 +434,24 @@ static void expect_close(const char *what, size_t i, double got, double want, do
         fail_msg("%s[%zu]: analytic %.7g, numeric %.7g", what, i, got, want);
 }
 
+/* Several ReLUs in a chain (residual layers, batch norm spreading a change over the batch)
+ * make kinks likely somewhere: then the numeric derivative closest to the analytic one
+ * over steps h, h/3, ..., h/81 is taken (a right gradient agrees at some step, a wrong one
+ * at none). */
+static int several_steps;
+
+static double numeric_near(nn_layer_t *l, const nn_tensor_t *x, nn_tensor_t *y, const float *r,
+                           int training, float *v, float h, double got)
+{
+    double best = numeric(l, x, y, r, training, v, h);
+    for (int i = 0; several_steps && i < 4; i++) {
+        h /= 3;
+        double d = numeric(l, x, y, r, training, v, h);
+        best = fabs(d - got) < fabs(best - got) ? d : best;
+    }
+    return best;
+}
+
 static void check_grads(const cfg_t *c, int how, int training, float h, double tol, uint64_t seed)
 {
     ei_rng_t r;
@@ -389,13 +468,15 @@ static void check_grads(const cfg_t *c, int how, int training, float h, double t
     nn_layer_backward(l, x, y, dy, dx, ws);
     free(ws);
     for (size_t i = 0; i < nn_tensor_numel(x); i++)
-        expect_close("dx", i, dx->data[i], numeric(l, x, y, dy->data, training, &x->data[i], h),
-                     tol);
+        expect_close("dx", i, dx->data[i],
+                     numeric_near(l, x, y, dy->data, training, &x->data[i], h, dx->data[i]), tol);
     for (int p = 0; p < nn_layer_param_count(l); p++) {
         nn_param_t *pa = nn_layer_param(l, p);
         for (size_t i = 0; pa->grad && i < nn_tensor_numel(pa->value); i++)
             expect_close(pa->name, i, pa->grad->data[i],
-                         numeric(l, x, y, dy->data, training, &pa->value->data[i], h), tol);
+                         numeric_near(l, x, y, dy->data, training, &pa->value->data[i], h,
+                                      pa->grad->data[i]),
+                         tol);
     }
     nn_tensor_destroy(&x);
     nn_tensor_destroy(&dx);
@@ -412,9 +493,9 @@ static void ref_conv_backward(const cfg_t *c, const float *x, const float *w, co
                               double *dw, double *db, double *dx)
 {
     int C = c->in.c, H = c->in.h, W = c->in.w, k = c->spec.k, p = c->spec.pad;
-    int s = eff_stride(&c->spec), O = c->spec.out;
+    int s = eff_stride(&c->spec), O = c->spec.out, G = groups_of(&c->spec), cg = C / G;
     int OH = (H + 2 * p - k) / s + 1, OW = (W + 2 * p - k) / s + 1;
-    memset(dw, 0, (size_t)O * C * k * k * sizeof *dw);
+    memset(dw, 0, (size_t)O * cg * k * k * sizeof *dw);
     memset(db, 0, (size_t)O * sizeof *db);
     memset(dx, 0, (size_t)c->n * C * H * W * sizeof *dx);
     for (int n = 0; n < c->n; n++)
@@ -423,13 +504,14 @@ static void ref_conv_backward(const cfg_t *c, const float *x, const float *w, co
                 for (int j = 0; j < OW; j++) {
                     double g = dy[((n * O + o) * OH + i) * OW + j];
                     db[o] += g;
-                    for (int ch = 0; ch < C; ch++)
+                    int g0 = o / (O / G) * cg;
+                    for (int ch = g0; ch < g0 + cg; ch++)
                         for (int a = 0; a < k; a++)
                             for (int e = 0; e < k; e++) {
                                 int ih = i * s - p + a, iw = j * s - p + e;
                                 if (ih < 0 || ih >= H || iw < 0 || iw >= W)
                                     continue;
-                                size_t wi = (size_t)((o * C + ch) * k + a) * k + e;
+                                size_t wi = (size_t)((o * cg + ch - g0) * k + a) * k + e;
                                 size_t xi = (size_t)((n * C + ch) * H + ih) * W + iw;
                                 dw[wi] += g * x[xi];
                                 dx[xi] += g * w[wi];
@@ -535,13 +617,18 @@ static void test_conv_batched(void **state)
     ei_rng_seed(&r, 13);
     /* clang-format off */
     static const cfg_t fixed[] = {
-        {{NN_CONV, 16, 3, 1, 1, 0}, {8, 7, 7}, 45},    /* 21 samples a group: 21, 21, 3 */
-        {{NN_CONV, 8, 3, 1, 1, 0}, {4, 20, 20}, 7},    /* 3 a group, 7 = 3 + 3 + 1 */
-        {{NN_CONV, 4, 3, 2, 1, 0}, {3, 30, 30}, 5},    /* stride 2 */
-        {{NN_CONV, 6, 1, 1, 0, 0}, {5, 12, 12}, 19},   /* pointwise */
-        {{NN_CONV, 5, 1, 1, 0, 0}, {3, 40, 40}, 3},    /* pointwise, one sample a group */
-        {{NN_CONV, 3, 5, 1, 2, 0}, {2, 9, 11}, 30},
-        {{NN_CONV, 4, 3, 1, 1, 0}, {200, 6, 6}, 9},    /* col too large for many samples */
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {8, 7, 7}, 45},    /* 21 samples a group: 21, 21, 3 */
+        {{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {4, 20, 20}, 7},    /* 3 a group, 7 = 3 + 3 + 1 */
+        {{NN_CONV, 4, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 30, 30}, 5},    /* stride 2 */
+        {{NN_CONV, 6, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {5, 12, 12}, 19},   /* pointwise */
+        {{NN_CONV, 5, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 40, 40}, 3},    /* pointwise, one sample a group */
+        {{NN_CONV, 3, 5, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {2, 9, 11}, 30},
+        {{NN_CONV, 4, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {200, 6, 6}, 9},    /* col too large for many samples */
+        {{NN_CONV, 8, 3, 1, 1, 0, 4, 0, NULL, NULL, 0, 0}, {8, 7, 7}, 45},     /* 4 groups */
+        {{NN_CONV, 16, 3, 1, 1, 0, 16, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 9}, /* depthwise */
+        {{NN_CONV, 12, 3, 2, 1, 0, 6, 0, NULL, NULL, 0, 0}, {6, 15, 15}, 7},   /* depthwise x2, stride 2 */
+        {{NN_CONV, 6, 1, 1, 0, 0, 3, 0, NULL, NULL, 0, 0}, {6, 12, 12}, 19},   /* grouped pointwise */
+        {{NN_CONV, 4, 1, 1, 0, 0, 2, 0, NULL, NULL, 0, 0}, {4, 40, 40}, 3},    /* the same, a sample a group */
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -567,11 +654,13 @@ static void test_layers_two_threads(void **state)
     ei_rng_seed(&r, 17);
     /* clang-format off */
     static const cfg_t fixed[] = {
-        {{NN_CONV, 16, 3, 1, 1, 0}, {8, 7, 7}, 45},
-        {{NN_CONV, 8, 3, 1, 1, 0}, {4, 20, 20}, 7},
-        {{NN_CONV, 4, 3, 2, 1, 0}, {3, 30, 30}, 5},
-        {{NN_CONV, 6, 1, 1, 0, 0}, {5, 12, 12}, 19},
-        {{NN_CONV, 4, 3, 1, 1, 0}, {200, 6, 6}, 9},
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {8, 7, 7}, 45},
+        {{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {4, 20, 20}, 7},
+        {{NN_CONV, 4, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 30, 30}, 5},
+        {{NN_CONV, 6, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {5, 12, 12}, 19},
+        {{NN_CONV, 4, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {200, 6, 6}, 9},
+        {{NN_CONV, 8, 3, 1, 1, 0, 4, 0, NULL, NULL, 0, 0}, {8, 7, 7}, 45},
+        {{NN_CONV, 16, 3, 1, 1, 0, 16, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 9},
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -580,11 +669,11 @@ static void test_layers_two_threads(void **state)
     check_forward_random(NN_MAXPOOL, 20, 0);
     check_forward_random(NN_AVGPOOL, 20, 0);
     check_forward_random(NN_RELU, 5, 0);
-    cfg_t bn = {{NN_BN, 0, 0, 0, 0, 0}, {5, 3, 4}, 6};
+    cfg_t bn = {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {5, 3, 4}, 6};
     check_grads(&bn, X_UNIFORM, 1, 1e-2f, 2e-4, 31);
-    cfg_t mp = {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {4, 6, 7}, 5};
+    cfg_t mp = {{NN_MAXPOOL, 0, 2, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {4, 6, 7}, 5};
     check_grads(&mp, X_DISTINCT, 0, 1e-3f, 2e-4, 32);
-    cfg_t rl = {{NN_RELU, 0, 0, 0, 0, 0}, {3, 4, 4}, 6};
+    cfg_t rl = {{NN_RELU, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 4, 4}, 6};
     check_grads(&rl, X_OFF_ZERO, 0, 1e-2f, 2e-4, 33);
     assert_int_equal(nn_set_threads(1), 0);
     assert_int_not_equal(nn_set_threads(0), 0);
@@ -595,14 +684,17 @@ static void test_conv_dense_backward(void **state)
     (void)state;
     /* clang-format off */
     static const cfg_t convs[] = {
-        {{NN_CONV, 3, 3, 2, 1, 0}, {2, 7, 6}, 2},
-        {{NN_CONV, 2, 5, 1, 2, 0}, {2, 5, 6}, 2},
-        {{NN_CONV, 4, 1, 1, 0, 0}, {3, 4, 3}, 2},
-        {{NN_CONV, 2, 1, 2, 0, 0}, {2, 5, 5}, 1},
-        {{NN_CONV, 2, 3, 3, 2, 0}, {1, 4, 5}, 2},
-        {{NN_CONV, 2, 5, 1, 2, 0}, {2, 2, 3}, 2},
-        {{NN_DENSE, 5, 0, 0, 0, 0}, {3, 2, 3}, 3},
-        {{NN_DENSE, 4, 0, 0, 0, 0}, {6, 1, 1}, 1},
+        {{NN_CONV, 3, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {2, 7, 6}, 2},
+        {{NN_CONV, 2, 5, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {2, 5, 6}, 2},
+        {{NN_CONV, 4, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 4, 3}, 2},
+        {{NN_CONV, 2, 1, 2, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 5, 5}, 1},
+        {{NN_CONV, 2, 3, 3, 2, 0, 0, 0, NULL, NULL, 0, 0}, {1, 4, 5}, 2},
+        {{NN_CONV, 2, 5, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {2, 2, 3}, 2},
+        {{NN_CONV, 4, 3, 1, 1, 0, 2, 0, NULL, NULL, 0, 0}, {4, 5, 5}, 2}, /* 2 groups */
+        {{NN_CONV, 6, 3, 2, 1, 0, 3, 0, NULL, NULL, 0, 0}, {3, 6, 6}, 2}, /* depthwise x2 */
+        {{NN_CONV, 4, 1, 1, 0, 0, 2, 0, NULL, NULL, 0, 0}, {4, 3, 3}, 1}, /* grouped pointwise */
+        {{NN_DENSE, 5, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 2, 3}, 3},
+        {{NN_DENSE, 4, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {6, 1, 1}, 1},
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
@@ -614,8 +706,8 @@ static void test_bn_backward(void **state)
     (void)state;
     /* clang-format off */
     static const cfg_t bns[] = {
-        {{NN_BN, 0, 0, 0, 0, 0}, {3, 3, 4}, 2},
-        {{NN_BN, 0, 0, 0, 0, 0}, {2, 1, 1}, 5}, /* after a dense: one value per sample */
+        {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 3, 4}, 2},
+        {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 1, 1}, 5}, /* after a dense: one value per sample */
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof bns / sizeof bns[0]; i++)
@@ -627,19 +719,19 @@ static void test_pool_backward(void **state)
     (void)state;
     /* clang-format off */
     static const cfg_t pools[] = {
-        {{NN_MAXPOOL, 0, 2, 0, 0, 0}, {2, 6, 5}, 2},
-        {{NN_MAXPOOL, 0, 3, 2, 1, 0}, {2, 7, 6}, 2},
-        {{NN_MAXPOOL, 0, 3, 1, 2, 0}, {1, 4, 5}, 2}, /* overlapping windows */
-        {{NN_AVGPOOL, 0, 2, 2, 0, 0}, {2, 5, 6}, 2},
-        {{NN_AVGPOOL, 0, 3, 1, 0, 0}, {1, 5, 4}, 2},
-        {{NN_AVGPOOL, 0, 0, 0, 0, 3}, {2, 7, 5}, 2}, /* adaptive, not divisible */
-        {{NN_GAP, 0, 0, 0, 0, 0}, {3, 3, 4}, 2},
-        {{NN_FLATTEN, 0, 0, 0, 0, 0}, {2, 3, 2}, 2},
+        {{NN_MAXPOOL, 0, 2, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 6, 5}, 2},
+        {{NN_MAXPOOL, 0, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {2, 7, 6}, 2},
+        {{NN_MAXPOOL, 0, 3, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {1, 4, 5}, 2}, /* overlapping windows */
+        {{NN_AVGPOOL, 0, 2, 2, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 5, 6}, 2},
+        {{NN_AVGPOOL, 0, 3, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {1, 5, 4}, 2},
+        {{NN_AVGPOOL, 0, 0, 0, 0, 3, 0, 0, NULL, NULL, 0, 0}, {2, 7, 5}, 2}, /* adaptive, not divisible */
+        {{NN_GAP, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 3, 4}, 2},
+        {{NN_FLATTEN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 3, 2}, 2},
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++)
         check_grads(&pools[i], X_DISTINCT, 0, 1e-3f, 2e-4, 30 + i);
-    cfg_t relu = {{NN_RELU, 0, 0, 0, 0, 0}, {2, 4, 3}, 2};
+    cfg_t relu = {{NN_RELU, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 4, 3}, 2};
     check_grads(&relu, X_OFF_ZERO, 0, 1e-2f, 2e-4, 40);
 }
 
@@ -647,7 +739,7 @@ static void test_pool_backward(void **state)
 static void test_maxpool_ties(void **state)
 {
     (void)state;
-    nn_layer_spec_t sp = {NN_MAXPOOL, 0, 3, 2, 1, 0};
+    nn_layer_spec_t sp = {NN_MAXPOOL, 0, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0};
     nn_layer_t *l = nn_layer_new(&sp, (nn_shape_t){1, 5, 5}, NULL);
     assert_non_null(l);
     nn_tensor_t *x = nn_tensor_new(1, 1, 5, 5), *y = nn_tensor_new(1, 1, 3, 3);
@@ -674,7 +766,7 @@ static void test_backward_accumulates(void **state)
     (void)state;
     ei_rng_t r;
     ei_rng_seed(&r, 5);
-    cfg_t c = {{NN_CONV, 3, 3, 1, 1, 0}, {2, 5, 5}, 2};
+    cfg_t c = {{NN_CONV, 3, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {2, 5, 5}, 2};
     nn_layer_t *l = make_layer(&c, &r);
     nn_tensor_t *x = tensor_for(2, c.in), *y = tensor_for(2, nn_layer_out_shape(l));
     nn_tensor_t *dy = tensor_for(2, nn_layer_out_shape(l)), *dx = tensor_for(2, c.in);
@@ -710,7 +802,7 @@ static void test_bn_running_stats(void **state)
     (void)state;
     ei_rng_t r;
     ei_rng_seed(&r, 6);
-    cfg_t c = {{NN_BN, 0, 0, 0, 0, 0}, {2, 3, 3}, 3};
+    cfg_t c = {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 3, 3}, 3};
     nn_layer_t *l = make_layer(&c, &r);
     nn_tensor_t *x = tensor_for(3, c.in), *y = tensor_for(3, c.in);
     fill_uniform(x->data, nn_tensor_numel(x), &r, 2, 5);
@@ -843,9 +935,9 @@ static void test_fold_bn(void **state)
     (void)state;
     ei_rng_t r;
     ei_rng_seed(&r, 9);
-    cfg_t cc = {{NN_CONV, 4, 3, 2, 1, 0}, {3, 7, 8}, 2};
+    cfg_t cc = {{NN_CONV, 4, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 7, 8}, 2};
     nn_layer_t *conv = make_layer(&cc, &r);
-    cfg_t bc = {{NN_BN, 0, 0, 0, 0, 0}, nn_layer_out_shape(conv), 2};
+    cfg_t bc = {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, nn_layer_out_shape(conv), 2};
     nn_layer_t *bn = make_layer(&bc, &r);
     nn_tensor_t *x = tensor_for(2, cc.in), *y = tensor_for(2, bc.in), *z = tensor_for(2, bc.in);
     nn_tensor_t *folded = tensor_for(2, bc.in);
@@ -857,7 +949,7 @@ static void test_fold_bn(void **state)
     for (size_t i = 0; i < nn_tensor_numel(z); i++)
         assert_float_equal(folded->data[i], z->data[i], 1e-5 * (1 + fabsf(z->data[i])));
     assert_int_equal(nn_layer_fold_bn(bn, conv), EI_E_INVAL);
-    cfg_t wrong = {{NN_BN, 0, 0, 0, 0, 0}, {5, 4, 4}, 1};
+    cfg_t wrong = {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {5, 4, 4}, 1};
     nn_layer_t *bn5 = make_layer(&wrong, &r);
     assert_int_equal(nn_layer_fold_bn(conv, bn5), EI_E_INVAL);
     nn_layer_destroy(&bn5);
@@ -869,12 +961,174 @@ static void test_fold_bn(void **state)
     nn_layer_destroy(&bn);
 }
 
+/* ---- Residual layers and dropout ---- */
+
+#define SP(kind, out, k, stride, pad, groups) {kind, out, k, stride, pad, 0, groups, 0, NULL, NULL, 0, 0}
+/* clang-format off */
+/* ResNet's basic block on 4 channels, the second conv in 2 groups; identity shortcut. */
+static const nn_layer_spec_t basic_path[] = {
+    SP(NN_CONV, 4, 3, 1, 1, 0), SP(NN_BN, 0, 0, 0, 0, 0), SP(NN_RELU, 0, 0, 0, 0, 0),
+    SP(NN_CONV, 4, 3, 1, 1, 2), SP(NN_BN, 0, 0, 0, 0, 0)};
+/* Down-sampling: stride 2 and 6 channels, a depthwise second conv; 1x1 conv shortcut. */
+static const nn_layer_spec_t down_path[] = {
+    SP(NN_CONV, 6, 3, 2, 1, 0), SP(NN_BN, 0, 0, 0, 0, 0), SP(NN_RELU, 0, 0, 0, 0, 0),
+    SP(NN_CONV, 6, 3, 1, 1, 6), SP(NN_BN, 0, 0, 0, 0, 0)};
+static const nn_layer_spec_t down_shortcut[] = {SP(NN_CONV, 6, 1, 2, 0, 0), SP(NN_BN, 0, 0, 0, 0, 0)};
+/* A residual layer inside a residual layer's path. */
+static const nn_layer_spec_t nested_path[] = {
+    {NN_RESIDUAL, 0, 0, 0, 0, 0, 0, 0, basic_path, NULL, 5, 0}, SP(NN_RELU, 0, 0, 0, 0, 0),
+    SP(NN_CONV, 4, 1, 1, 0, 0)};
+static const cfg_t residuals[] = {
+    {{NN_RESIDUAL, 0, 0, 0, 0, 0, 0, 0, basic_path, NULL, 5, 0}, {4, 6, 5}, 3},
+    {{NN_RESIDUAL, 0, 0, 0, 0, 0, 0, 0, down_path, down_shortcut, 5, 2}, {3, 7, 6}, 3},
+    {{NN_RESIDUAL, 0, 0, 0, 0, 0, 0, 0, nested_path, NULL, 3, 0}, {4, 5, 5}, 2},
+};
+/* clang-format on */
+#define NRES (sizeof residuals / sizeof residuals[0])
+
+static void test_residual_forward(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 41);
+    for (size_t i = 0; i < NRES; i++) {
+        check_forward(&residuals[i], &r, 1);
+        check_forward(&residuals[i], &r, 0);
+    }
+    nn_layer_t *l = make_layer(&residuals[1], &r);
+    nn_shape_t o = nn_layer_out_shape(l);
+    assert_true(o.c == 6 && o.h == 4 && o.w == 3);
+    /* parameters under their chains' names, PyTorch's module paths */
+    assert_int_equal(nn_layer_param_count(l), 2 + 4 + 2 + 4 + 2 + 4);
+    assert_string_equal(nn_layer_param(l, 0)->name, "path.0.weight");
+    assert_string_equal(nn_layer_param(l, 3)->name, "path.1.beta");
+    assert_string_equal(nn_layer_param(l, 6)->name, "path.3.weight");
+    assert_int_equal(nn_layer_param(l, 6)->value->c, 1); /* depthwise: 1 input channel each */
+    assert_string_equal(nn_layer_param(l, 12)->name, "shortcut.0.weight");
+    assert_string_equal(nn_layer_param(l, 17)->name, "shortcut.1.running_var");
+    /* flops: the chains' convs and one add per output value */
+    double want = 2.0 * 6 * 3 * 9 * 12 + 2.0 * 6 * 1 * 9 * 12 + 2.0 * 6 * 3 * 12 + 6 * 12;
+    assert_float_equal(nn_layer_flops(l), want, 0);
+    nn_layer_destroy(&l);
+}
+
+static void test_residual_backward(void **state)
+{
+    (void)state;
+    several_steps = 1;
+    for (size_t i = 0; i < NRES; i++)
+        check_grads(&residuals[i], X_UNIFORM, 1, 1e-2f, 5e-3, 50 + i);
+    several_steps = 0;
+}
+
+/* Batch norms folded into the chains' convs give the unfolded inference output. */
+static void test_residual_fold(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 43);
+    for (size_t i = 0; i < NRES; i++) {
+        const cfg_t *c = &residuals[i];
+        nn_layer_t *l = make_layer(c, &r);
+        nn_shape_t os = nn_layer_out_shape(l);
+        nn_tensor_t *x = tensor_for(c->n, c->in), *a = tensor_for(c->n, os);
+        nn_tensor_t *b = tensor_for(c->n, os);
+        fill_uniform(x->data, nn_tensor_numel(x), &r, -1, 1);
+        forward(l, x, a, 0);
+        float w0 = nn_layer_param(l, 0)->value->data[0];
+        nn_layer_prepare_inference(l);
+        assert_true(nn_layer_param(l, 0)->value->data[0] != w0); /* folded */
+        forward(l, x, b, 0);
+        for (size_t j = 0; j < nn_tensor_numel(a); j++)
+            assert_float_equal(b->data[j], a->data[j], 1e-5 * (1 + fabsf(a->data[j])));
+        nn_tensor_destroy(&x);
+        nn_tensor_destroy(&a);
+        nn_tensor_destroy(&b);
+        nn_layer_destroy(&l);
+    }
+}
+
+static void test_residual_bad(void **state)
+{
+    (void)state;
+    ei_err_t err = {0};
+    /* the path down-samples, the identity cannot */
+    nn_layer_spec_t sp = {NN_RESIDUAL, 0, 0, 0, 0, 0, 0, 0, down_path, NULL, 5, 0};
+    assert_null(nn_layer_new(&sp, (nn_shape_t){3, 7, 6}, &err));
+    assert_int_equal(err.code, EI_E_SHAPE);
+    assert_non_null(strstr(err.msg, "residual: the path gives 6x4x3 but the identity"));
+    sp.npath = 0;
+    assert_null(nn_layer_new(&sp, (nn_shape_t){3, 7, 6}, &err));
+    assert_non_null(strstr(err.msg, "path needs at least one layer"));
+    /* a bad layer inside names the chain */
+    nn_layer_spec_t bad_path[] = {SP(NN_CONV, 4, 3, 1, 1, 3)};
+    nn_layer_spec_t bad = {NN_RESIDUAL, 0, 0, 0, 0, 0, 0, 0, bad_path, NULL, 1, 0};
+    assert_null(nn_layer_new(&bad, (nn_shape_t){4, 5, 5}, &err));
+    assert_int_equal(err.code, EI_E_SHAPE);
+    assert_non_null(strstr(err.msg, "residual path layer 0 (conv): conv: 3 groups must divide"));
+}
+
+static void test_dropout(void **state)
+{
+    (void)state;
+    const float p = 0.25f;
+    nn_layer_spec_t sp = {NN_DROPOUT, 0, 0, 0, 0, 0, 0, p, NULL, NULL, 0, 0};
+    nn_shape_t in = {4, 50, 50};
+    ei_rng_t r;
+    ei_rng_seed(&r, 5);
+    nn_layer_t *l = nn_layer_new(&sp, in, NULL), *l2 = nn_layer_new(&sp, in, NULL);
+    assert_non_null(l);
+    nn_layer_init(l, &r);
+    ei_rng_seed(&r, 5);
+    nn_layer_init(l2, &r);
+    nn_tensor_t *x = tensor_for(2, in), *y = tensor_for(2, in), *y2 = tensor_for(2, in);
+    nn_tensor_t *dy = tensor_for(2, in), *dx = tensor_for(2, in);
+    size_t n = nn_tensor_numel(x);
+    fill_uniform(x->data, n, &r, 0.5, 1.5);
+    fill_uniform(dy->data, n, &r, -1, 1);
+    forward(l, x, y, 1);
+    forward(l2, x, y2, 1);
+    size_t zeros = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_true(y->data[i] == y2->data[i]); /* same seed, same mask */
+        if (y->data[i] == 0)
+            zeros++;
+        else
+            assert_float_equal(y->data[i], x->data[i] / (1 - p), 1e-6);
+    }
+    /* 20,000 draws: the share of zeros is p within 8 standard deviations (0.0031 each) */
+    assert_true(fabs((double)zeros / n - p) < 0.025);
+    nn_layer_backward(l, x, y, dy, dx, NULL);
+    for (size_t i = 0; i < n; i++)
+        assert_float_equal(dx->data[i], y->data[i] == 0 ? 0 : dy->data[i] / (1 - p), 1e-6);
+    forward(l, x, y2, 1); /* the next batch draws a new mask */
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++)
+        same += (y->data[i] == 0) == (y2->data[i] == 0);
+    assert_true(same < n);
+    forward(l, x, y, 0); /* inference: the identity */
+    assert_memory_equal(y->data, x->data, n * sizeof(float));
+    assert_float_equal(nn_layer_flops(l), 0, 0);
+    nn_layer_destroy(&l);
+    nn_layer_destroy(&l2);
+    ei_err_t err = {0};
+    sp.p = 1.0f;
+    assert_null(nn_layer_new(&sp, in, &err));
+    assert_int_equal(err.code, EI_E_INVAL);
+    assert_non_null(strstr(err.msg, "dropout: p 1 must be in [0, 1)"));
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&y2);
+    nn_tensor_destroy(&dy);
+    nn_tensor_destroy(&dx);
+}
+
 static void test_init_and_params(void **state)
 {
     (void)state;
     ei_rng_t r;
     ei_rng_seed(&r, 11);
-    nn_layer_spec_t sp = {NN_CONV, 64, 3, 1, 1, 0};
+    nn_layer_spec_t sp = {NN_CONV, 64, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0};
     nn_layer_t *l = nn_layer_new(&sp, (nn_shape_t){32, 8, 8}, NULL);
     assert_non_null(l);
     nn_layer_init(l, &r);
@@ -897,7 +1151,7 @@ static void test_init_and_params(void **state)
     assert_null(l);
     nn_layer_destroy(&l);
 
-    nn_layer_spec_t ds = {NN_DENSE, 10, 0, 0, 0, 0};
+    nn_layer_spec_t ds = {NN_DENSE, 10, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0};
     l = nn_layer_new(&ds, (nn_shape_t){4, 3, 3}, NULL);
     assert_int_equal(nn_layer_param(l, 0)->ndim, 2);
     assert_float_equal(nn_layer_flops(l), 2.0 * 10 * 36, 0);
@@ -905,7 +1159,7 @@ static void test_init_and_params(void **state)
     assert_true(o.c == 10 && o.h == 1 && o.w == 1);
     nn_layer_destroy(&l);
 
-    nn_layer_spec_t bs = {NN_BN, 0, 0, 0, 0, 0};
+    nn_layer_spec_t bs = {NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0};
     l = nn_layer_new(&bs, (nn_shape_t){3, 2, 2}, NULL);
     static const char *const names[] = {"gamma", "beta", "running_mean", "running_var"};
     static const float after_new[] = {1, 0, 0, 1};
@@ -946,27 +1200,27 @@ static void test_bad_specs(void **state)
 {
     (void)state;
     nn_shape_t in = {3, 3, 3};
-    expect_bad((nn_layer_spec_t){NN_CONV, 4, 5, 1, 0, 0}, in, EI_E_SHAPE,
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 5, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_SHAPE,
                "conv: kernel 5 with padding 0 does not fit input 3x3");
-    expect_bad((nn_layer_spec_t){NN_MAXPOOL, 0, 4, 1, 0, 0}, (nn_shape_t){1, 8, 3}, EI_E_SHAPE,
+    expect_bad((nn_layer_spec_t){NN_MAXPOOL, 0, 4, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, (nn_shape_t){1, 8, 3}, EI_E_SHAPE,
                "does not fit input 8x3");
-    expect_bad((nn_layer_spec_t){NN_CONV, 0, 3, 1, 1, 0}, in, EI_E_INVAL, "0 outputs");
-    expect_bad((nn_layer_spec_t){NN_DENSE, -2, 0, 0, 0, 0}, in, EI_E_INVAL, "-2 outputs");
-    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, 1, 1, 0}, (nn_shape_t){0, 3, 3}, EI_E_SHAPE,
+    expect_bad((nn_layer_spec_t){NN_CONV, 0, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "0 outputs");
+    expect_bad((nn_layer_spec_t){NN_DENSE, -2, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "-2 outputs");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, (nn_shape_t){0, 3, 3}, EI_E_SHAPE,
                "below 1");
-    expect_bad((nn_layer_spec_t){NN_BN, 0, 0, 0, 0, 0}, (nn_shape_t){0, 3, 3}, EI_E_SHAPE,
+    expect_bad((nn_layer_spec_t){NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, (nn_shape_t){0, 3, 3}, EI_E_SHAPE,
                "bn: input shape 0x3x3");
-    expect_bad((nn_layer_spec_t){NN_CONV, 4, 0, 1, 0, 0}, in, EI_E_INVAL, "kernel 0");
-    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, 1, 3, 0}, in, EI_E_INVAL, "padding 3");
-    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, -1, 1, 0}, in, EI_E_INVAL, "stride -1");
-    expect_bad((nn_layer_spec_t){NN_MAXPOOL, 0, 2, 2, -1, 0}, in, EI_E_INVAL, "padding -1");
-    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 0, 0, 0, 4}, in, EI_E_SHAPE, "adaptive size 4");
-    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 0, 0, 0, -1}, in, EI_E_INVAL, "size -1");
-    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 3, 1, 1, 0}, in, EI_E_INVAL, "padding 1");
-    expect_bad((nn_layer_spec_t){(nn_kind_t)42, 1, 1, 1, 0, 0}, in, EI_E_INVAL, "kind 42");
-    expect_bad((nn_layer_spec_t){NN_CONV, 1 << 20, 1 << 10, 1, 0, 0},
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 0, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "kernel 0");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, 1, 3, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "padding 3");
+    expect_bad((nn_layer_spec_t){NN_CONV, 4, 3, -1, 1, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "stride -1");
+    expect_bad((nn_layer_spec_t){NN_MAXPOOL, 0, 2, 2, -1, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "padding -1");
+    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 0, 0, 0, 4, 0, 0, NULL, NULL, 0, 0}, in, EI_E_SHAPE, "adaptive size 4");
+    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 0, 0, 0, -1, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "size -1");
+    expect_bad((nn_layer_spec_t){NN_AVGPOOL, 0, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "padding 1");
+    expect_bad((nn_layer_spec_t){(nn_kind_t)42, 1, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, EI_E_INVAL, "kind 42");
+    expect_bad((nn_layer_spec_t){NN_CONV, 1 << 20, 1 << 10, 1, 0, 0, 0, 0, NULL, NULL, 0, 0},
                (nn_shape_t){1 << 10, 1 << 10, 1 << 10}, EI_E_SHAPE, "too many weights");
-    expect_bad((nn_layer_spec_t){NN_FLATTEN, 0, 0, 0, 0, 0}, (nn_shape_t){1 << 12, 1 << 12, 1 << 8},
+    expect_bad((nn_layer_spec_t){NN_FLATTEN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, (nn_shape_t){1 << 12, 1 << 12, 1 << 8},
                EI_E_SHAPE, "too large");
 }
 
@@ -982,6 +1236,9 @@ int main(void)
         cmocka_unit_test(test_fold_bn),          cmocka_unit_test(test_init_and_params),
         cmocka_unit_test(test_kind_names),       cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_conv_batched),     cmocka_unit_test(test_layers_two_threads),
+        cmocka_unit_test(test_residual_forward), cmocka_unit_test(test_residual_backward),
+        cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
+        cmocka_unit_test(test_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

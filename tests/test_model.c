@@ -30,6 +30,34 @@ static const char tiny_arch[] =
     " \"branch\":[{\"type\":\"gap\"},{\"type\":\"dense\",\"out\":5},{\"type\":\"relu\"},"
     "  {\"type\":\"dense\",\"out\":4}]}]}";
 
+/* The same shapes (1x8x8 in, 4 classes, block 1 leaving 6x4x4) with ResNet's units:
+ * block 0 a conv then a basic residual unit (identity shortcut, the second conv in 2
+ * groups), block 1 a down-sampling unit (stride 2, depthwise second conv, 1x1 conv
+ * shortcut), block 2 a unit of pointwise and 3x3 convs with a 1x1 shortcut. */
+static const char res_arch[] =
+    "{\"name\":\"tiny-res\",\"input\":[1,8,8],\"classes\":4,\"blocks\":["
+    "{\"conv\":[{\"type\":\"conv\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"},"
+    "  {\"type\":\"residual\",\"path\":[{\"type\":\"conv\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"bn\"},"
+    "   {\"type\":\"relu\"},{\"type\":\"conv\",\"out\":4,\"k\":3,\"pad\":1,\"groups\":2},{\"type\":\"bn\"}]},"
+    "  {\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"conv\",\"out\":3,\"k\":3,\"stride\":2,\"pad\":1},{\"type\":\"relu\"},"
+    "  {\"type\":\"avgpool\",\"size\":2},{\"type\":\"dense\",\"out\":6},{\"type\":\"relu\"},"
+    "  {\"type\":\"dense\",\"out\":4}]},"
+    "{\"conv\":[{\"type\":\"residual\",\"path\":[{\"type\":\"conv\",\"out\":6,\"k\":3,\"stride\":2,\"pad\":1},"
+    "   {\"type\":\"bn\"},{\"type\":\"relu\"},{\"type\":\"conv\",\"out\":6,\"k\":3,\"pad\":1,\"groups\":6},"
+    "   {\"type\":\"bn\"}],"
+    "  \"shortcut\":[{\"type\":\"conv\",\"out\":6,\"k\":1,\"stride\":2},{\"type\":\"bn\"}]},"
+    "  {\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]},"
+    "{\"conv\":[{\"type\":\"residual\",\"path\":[{\"type\":\"conv\",\"out\":5,\"k\":1},{\"type\":\"bn\"},"
+    "   {\"type\":\"relu\"},{\"type\":\"conv\",\"out\":5,\"k\":3,\"pad\":1},{\"type\":\"bn\"}],"
+    "  \"shortcut\":[{\"type\":\"conv\",\"out\":5,\"k\":1},{\"type\":\"bn\"}]},{\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"gap\"},{\"type\":\"dense\",\"out\":5},{\"type\":\"relu\"},"
+    "  {\"type\":\"dense\",\"out\":4}]}]}";
+
+/* The architecture tiny() builds: the residual tests run the plain ones on res_arch. */
+static const char *arch_in_use = tiny_arch;
+
 static char tmpdir[64];
 
 static int setup(void **state)
@@ -50,7 +78,7 @@ static int teardown(void **state)
 static nn_model_t *tiny(int batch, uint64_t seed)
 {
     ei_err_t err = {0};
-    nn_model_t *m = nn_model_from_arch(tiny_arch, "tiny", batch, &err);
+    nn_model_t *m = nn_model_from_arch(arch_in_use, "tiny", batch, &err);
     if (!m)
         fail_msg("%s", err.msg);
     nn_model_init(m, seed);
@@ -454,6 +482,82 @@ static void test_nan_input(void **state)
     nn_model_destroy(&m);
 }
 
+/* Each test above again on the residual architecture (as the plain one, it must pass). */
+#define ON_RES(test)                        \
+    static void res_##test(void **state)    \
+    {                                       \
+        arch_in_use = res_arch;             \
+        test(state);                        \
+        arch_in_use = tiny_arch;            \
+    }
+ON_RES(test_shapes_and_blockwise_equals_full)
+ON_RES(test_batch_equals_single)
+ON_RES(test_two_threads_match_one)
+ON_RES(test_fold_matches_unfolded)
+ON_RES(test_train_step_gradients)
+ON_RES(test_loss_falls)
+ON_RES(test_round_trip_bit_exact)
+
+/* Dropout: seeded (two models of one seed train alike), the identity in inference
+ * (skipped once folded, copied before). */
+static void test_dropout_model(void **state)
+{
+    (void)state;
+    static const char arch[] =
+        "{\"input\":[1,8,8],\"classes\":4,\"blocks\":["
+        "{\"conv\":[{\"type\":\"conv\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+        "  {\"type\":\"dropout\",\"p\":0.5}],"
+        " \"branch\":[{\"type\":\"gap\"},{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":4}]}]}";
+    ei_err_t err = {0};
+    nn_model_t *a = nn_model_from_arch(arch, "d", 8, &err), *b = nn_model_from_arch(arch, "d", 8, &err);
+    assert_non_null(a);
+    assert_non_null(b);
+    nn_model_init(a, 3);
+    nn_model_init(b, 3);
+    nn_tensor_t *x = nn_tensor_new(8, 1, 8, 8);
+    fill(x->data, nn_tensor_numel(x), 4);
+    int labels[8] = {0, 1, 2, 3, 0, 1, 2, 3};
+    float la = nn_model_train_step(a, x, labels, NULL, NULL, NULL);
+    float lb = nn_model_train_step(b, x, labels, NULL, NULL, NULL);
+    assert_true(la == lb);
+    float l2 = nn_model_train_step(a, x, labels, NULL, NULL, NULL); /* another mask */
+    assert_true(l2 != la);
+    float p1[8 * 4], p2[8 * 4];
+    assert_int_equal(nn_model_forward(a, x, p1, &err), 0);
+    assert_int_equal(nn_model_forward(a, x, p2, &err), 0);
+    assert_memory_equal(p1, p2, sizeof p1); /* no masks in inference */
+    nn_model_prepare_inference(a);
+    assert_int_equal(nn_model_forward(a, x, p2, &err), 0);
+    assert_memory_equal(p1, p2, sizeof p1);
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&a);
+    nn_model_destroy(&b);
+}
+
+static void test_arch_residual_errors(void **state)
+{
+    (void)state;
+    /* the path halves the map, the identity cannot: named down to the layer */
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"residual\","
+                      "\"path\":[{\"type\":\"conv\",\"out\":1,\"k\":3,\"stride\":2,\"pad\":1}]}],"
+                      "\"branch\":[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]}]}",
+                      "bad.json: block 0 conv: layer 0 (residual): residual: the path gives 1x4x4 but "
+                      "the identity shortcut gives 1x8x8");
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"residual\","
+                      "\"path\":[]}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "bad.json: block 0 conv layer 0: \"path\" must be a non-empty array of layers");
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"residual\","
+                      "\"path\":[{\"type\":\"relu\"}],\"shortcut\":[{\"type\":\"conv\",\"out\":1,"
+                      "\"k\":1,\"group\":1}]}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "bad.json: block 0 conv layer 0 shortcut layer 0: unknown key 'group' for a conv");
+    expect_arch_error("{\"input\":[3,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"conv\","
+                      "\"out\":4,\"k\":3,\"groups\":2}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "2 groups must divide the input channels (3)");
+    expect_arch_error("{\"input\":[1,8,8],\"classes\":4,\"blocks\":[{\"conv\":[{\"type\":\"dropout\","
+                      "\"p\":1.5}],\"branch\":[{\"type\":\"dense\",\"out\":4}]}]}",
+                      "bad.json: block 0 conv layer 0: a dropout layer needs \"p\" in [0, 1)");
+}
+
 static void test_shipped_architecture_builds(void **state)
 {
     (void)state;
@@ -462,6 +566,15 @@ static void test_shipped_architecture_builds(void **state)
     if (!m)
         fail_msg("%s", err.msg);
     assert_true(nn_model_blocks(m) >= 8);
+    nn_model_destroy(&m);
+    m = nn_model_load_arch("configs/models/fmnist-resnet-6exit.json", 1, &err);
+    if (!m)
+        fail_msg("%s", err.msg);
+    assert_int_equal(nn_model_blocks(m), 6);
+    double mflop = 0;
+    for (int k = 0; k < 6; k++)
+        mflop += (nn_model_conv_flops(m, k) + nn_model_branch_flops(m, k)) / 1e6;
+    assert_true(mflop < 2 * 45); /* the goal: at most twice the plain model's */
     nn_model_destroy(&m);
 }
 
@@ -482,6 +595,15 @@ int main(void)
         cmocka_unit_test(test_arch_inconsistent_shapes),
         cmocka_unit_test(test_nan_input),
         cmocka_unit_test(test_shipped_architecture_builds),
+        cmocka_unit_test(res_test_shapes_and_blockwise_equals_full),
+        cmocka_unit_test(res_test_batch_equals_single),
+        cmocka_unit_test(res_test_two_threads_match_one),
+        cmocka_unit_test(res_test_fold_matches_unfolded),
+        cmocka_unit_test(res_test_train_step_gradients),
+        cmocka_unit_test(res_test_loss_falls),
+        cmocka_unit_test(res_test_round_trip_bit_exact),
+        cmocka_unit_test(test_dropout_model),
+        cmocka_unit_test(test_arch_residual_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

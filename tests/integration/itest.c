@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "itest.h"
+#include "common/ei.h"
+#include "nn/model.h"
 
 static double now_s(void)
 {
@@ -274,6 +276,14 @@ static void key_lines(const itest_cluster_t *c, int t, char *out, size_t cap)
              t < 3 ? names[t + 1] : "", t < 3 ? ".key\n" : "");
 }
 
+void itest_tier_split(int blocks, int last[4])
+{
+    last[0] = 0;
+    last[1] = blocks / 3;
+    last[2] = 2 * blocks / 3;
+    last[3] = blocks;
+}
+
 static int write_configs(itest_cluster_t *c)
 {
     const itest_cluster_opts_t *o = &c->opts;
@@ -285,7 +295,17 @@ static int write_configs(itest_cluster_t *c)
                         c->clients, c->nodes, o->heartbeat_timeout_ms, o->deadline_ms, c->model,
                         keys, o->coord_extra ? o->coord_extra : "");
     static const char *const tiers[] = {"", "device", "edge", "cloud"};
-    static const int first[] = {0, 1, 3, 6}, last[] = {0, 2, 5, 8};
+    int first[4], last[4];
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_load(c->model, 1, &err);
+    if (!m) {
+        fprintf(stderr, "%s\n", err.msg);
+        return -1;
+    }
+    itest_tier_split(nn_model_blocks(m), last);
+    nn_model_destroy(&m);
+    for (int t = 1; t <= 3; t++)
+        first[t] = last[t - 1] + 1;
     for (int t = 1; t <= 3 && rc == 0; t++) {
         char name[32], bind[96] = "", next[96] = "";
         snprintf(name, sizeof name, "%s.ini", tiers[t]);

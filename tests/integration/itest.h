@@ -51,6 +51,11 @@ const char *itest_model_path(char *buf, size_t cap);
 
 /* ---- a cluster on loopback ---- */
 
+/* The blocks of each tier of a model of `blocks` blocks: tier t (1 device, 2 edge, 3
+ * cloud) runs blocks last[t-1]+1 .. last[t] (last[0] = 0): the thirds, which for the
+ * shipped 8-block model are 1-2, 3-5 and 6-8 as in configs/fmnist-3tier. */
+void itest_tier_split(int blocks, int last[4]);
+
 typedef struct itest_cluster_opts {
     int heartbeat_ms;         /* 0: 50 */
     int heartbeat_timeout_ms; /* 0: 300 */

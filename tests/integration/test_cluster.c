@@ -131,11 +131,14 @@ static void check_against_forward(int i, int exit, int cls, double conf)
                  i, exit, cls, conf, best, p[best]);
 }
 
-/* The tier that runs block k in the clusters of these tests (device 1-2, edge 3-5, cloud
- * 6-8): every answer's tier must be the one of its exit. */
+/* The tier that runs block k in the clusters of these tests (itest_tier_split: device 1-2,
+ * edge 3-5, cloud 6-8 of the 8-block model): every answer's tier must be its exit's. */
 static int tier_of_exit(int k)
 {
-    return k <= 2 ? einet_Tier_TIER_DEVICE : k <= 5 ? einet_Tier_TIER_EDGE : einet_Tier_TIER_CLOUD;
+    int last[4];
+    itest_tier_split(g_blocks, last);
+    return k <= last[1] ? einet_Tier_TIER_DEVICE
+                        : k <= last[2] ? einet_Tier_TIER_EDGE : einet_Tier_TIER_CLOUD;
 }
 
 /* ---- what the client received, and the statistics it must agree with ---- */
