@@ -500,6 +500,8 @@ static void print_json(const run_t *r, const args_t *a)
     if (a->live) {
         json_object_set_new(root, "live", live);
         json_object_set_new(root, "horizon_after_ms", json_real(horizon_of(&r->et_end)));
+    } else {
+        json_decref(live);
     }
     json_object_set_new(root, "curves", curves_json(r, a));
     char *text = json_dumps(root, JSON_PRESERVE_ORDER | JSON_COMPACT | JSON_REAL_PRECISION(6));

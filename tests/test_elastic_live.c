@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -133,23 +134,26 @@ static void test_trace_at(void **state)
     elastic_destroy(&el);
 }
 
-/* Runs `einet ARGS`, stdout into out (cap bytes) and stderr into err; the exit code. */
+/* Runs `einet ARGS`, stdout into out (cap bytes) and stderr into err; the exit code. The
+ * stderr file is a private temporary one (mkstemp), never a predictable /tmp path. */
 static int run_capture(const char *args, char *out, size_t cap, char *errbuf, size_t ecap)
 {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "'%s/einet' %s 2>/tmp/einet-test-live-err.txt",
-             getenv("EINET_BIN"), args);
+    char cmd[1024], errpath[] = "/tmp/einet-test-live-err-XXXXXX";
+    int fd = mkstemp(errpath);
+    assert_true(fd >= 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "'%s/einet' %s 2>'%s'", getenv("EINET_BIN"), args, errpath);
     FILE *p = popen(cmd, "r");
     assert_non_null(p);
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = 0;
     int st = pclose(p);
-    FILE *e = fopen("/tmp/einet-test-live-err.txt", "rb");
+    FILE *e = fopen(errpath, "rb");
     size_t m = e ? fread(errbuf, 1, ecap - 1, e) : 0;
     errbuf[m] = 0;
     if (e)
         fclose(e);
-    unlink("/tmp/einet-test-live-err.txt");
+    unlink(errpath);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
