@@ -27,6 +27,11 @@
 #include "runtime/scores.h"
 #include "wire/conf.h"
 #include "wire/wire.h"
+#include "test_util.h"
+
+/* A private scratch directory (mkdtemp, 0700) for the files the tests write: no test writes
+ * a predictable /tmp path. Removed at the end. */
+static char g_scratch[] = "/tmp/einet-test-node-XXXXXX";
 
 /* ---- link ---- */
 
@@ -221,7 +226,7 @@ static void test_scores(void **state)
     /* with a predictor: what predictor_predict gives for the same evidence */
     predictor_t *p = predictor_new(PREDICTOR_CORRECTNESS, 4, 5, 8, 8, 3, &err);
     assert_non_null(p);
-    snprintf(path, sizeof path, "/tmp/einet-test-pred-%d.safetensors", (int)getpid());
+    snprintf(path, sizeof path, "%s/pred.safetensors", g_scratch);
     assert_int_equal(predictor_save(p, path, "toy", NULL, &err), 0);
     assert_int_equal(scores_load_predictor(&s, path, &err), 0);
     scores_seen_t seen[2] = {{1, 0.6f, 2, 5, {0.1f, 0.1f, 0.6f, 0.1f, 0.1f}},
@@ -449,7 +454,7 @@ static char *write_model(char *path, size_t cap)
     nn_model_t *m = nn_model_from_arch(toy_arch, "toy", 1, &err);
     assert_non_null(m);
     nn_model_init(m, 5);
-    snprintf(path, cap, "/tmp/einet-test-node-%d.safetensors", (int)getpid());
+    snprintf(path, cap, "%s/model.safetensors", g_scratch);
     assert_int_equal(nn_model_save(m, path, NULL, &err), 0);
     nn_model_destroy(&m);
     return path;
@@ -610,7 +615,7 @@ static void test_device_early_exit(void **state)
     ee_t *ee = ee_new_for_model(&spec, m, 1, &err);
     assert_non_null(ee);
     ee_init(ee, 4);
-    snprintf(eefile, sizeof eefile, "/tmp/einet-test-ee-%d.safetensors", (int)getpid());
+    snprintf(eefile, sizeof eefile, "%s/ee.safetensors", g_scratch);
     ee_backbone_ref_t bb = {model, "toy", NULL};
     assert_int_equal(ee_save(ee, eefile, &bb, NULL, &err), 0);
     pipe_t *p = calloc(1, sizeof *p);
@@ -683,5 +688,11 @@ int main(void)
         cmocka_unit_test(test_pipeline_in_process),
         cmocka_unit_test(test_device_early_exit),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    if (!mkdtemp(g_scratch)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    tu_rmdir(g_scratch);
+    return rc;
 }
