@@ -6,7 +6,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <setjmp.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +18,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 #include "itest.h"
 #include "common/ei.h"
@@ -468,4 +473,69 @@ int itest_einet(char *out, size_t out_cap, char *err, size_t err_cap, int timeou
     va_end(ap);
     argv[n] = NULL;
     return itest_run(argv, out, out_cap, err, err_cap, timeout_ms);
+}
+
+/* ---- cases sharing one cluster ---- */
+
+/* cmocka's group setup and teardown take no argument of ours: the suite being run. */
+static const itest_suite_t *g_suite;
+static const itest_case_t *g_first;
+
+int itest_pick_cases(const itest_suite_t *s, int argc, char *const argv[], int *picked)
+{
+    int n = 0;
+    for (int a = 1; a < argc; a++) {
+        int found = -1;
+        for (int i = 0; i < s->n_cases && found < 0; i++)
+            if (!strcmp(argv[a], s->cases[i].name))
+                found = i;
+        if (found < 0 || n == s->n_cases) {
+            n = 0;
+            break;
+        }
+        picked[n++] = found;
+    }
+    if (n == 0)
+        fprintf(stderr, "usage: %s CASE... (%s)\n", s->prog, s->usage);
+    return n;
+}
+
+static int suite_setup(void **state)
+{
+    (void)state;
+    itest_cluster_t *c = g_suite->cluster;
+    if (itest_cluster_up_keys(c, &g_first->opts, g_suite->keys) != 0) {
+        itest_cluster_dump_logs(c);
+        itest_cluster_down(c);
+        return -1;
+    }
+    if (g_suite->after_up)
+        g_suite->after_up(c);
+    return 0;
+}
+
+static int suite_teardown(void **state)
+{
+    (void)state;
+    if (g_suite->before_down)
+        g_suite->before_down();
+    itest_cluster_down(g_suite->cluster);
+    return 0;
+}
+
+int itest_run_cases(const itest_suite_t *s, const int *picked, int n, const char *group)
+{
+    struct CMUnitTest *tests = calloc((size_t)n, sizeof *tests);
+    if (!tests || n < 1) {
+        free(tests);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        tests[i] = (struct CMUnitTest){s->cases[picked[i]].name, s->cases[picked[i]].fn, NULL,
+                                       NULL, NULL};
+    g_suite = s;
+    g_first = &s->cases[picked[0]];
+    int rc = _cmocka_run_group_tests(group, tests, (size_t)n, suite_setup, suite_teardown);
+    free(tests);
+    return rc;
 }

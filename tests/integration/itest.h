@@ -109,6 +109,34 @@ pid_t itest_cluster_pid(const itest_cluster_t *c, const char *name);
 /* Prints the last lines of each process's log on stderr (after a failure). */
 void itest_cluster_dump_logs(const itest_cluster_t *c);
 
+/* ---- cases sharing one cluster ---- */
+
+typedef struct itest_case {
+    const char *name;
+    void (*fn)(void **state);
+    itest_cluster_opts_t opts; /* the cluster's options when this case is named first */
+} itest_case_t;
+
+typedef struct itest_suite {
+    const char *prog;                     /* for the usage line */
+    const char *usage;                    /* the cases, as the usage line lists them */
+    const itest_case_t *cases;
+    int n_cases;
+    itest_cluster_t *cluster;             /* up before the first case, down after the last */
+    int keys;                             /* CURVE on every socket (itest_cluster_up_keys) */
+    void (*after_up)(itest_cluster_t *c); /* NULL: nothing */
+    void (*before_down)(void);            /* NULL: nothing */
+} itest_suite_t;
+
+/* The index of each case argv[1..] names, in order, into picked (room for n_cases). The
+ * count, or 0 after printing the usage when a name is unknown or none is given. */
+int itest_pick_cases(const itest_suite_t *s, int argc, char *const argv[], int *picked);
+
+/* Runs the n picked cases as one cmocka group named group: the cluster starts with the
+ * first picked case's options before them (its logs printed when it does not come up) and
+ * stops after them. cmocka's result. */
+int itest_run_cases(const itest_suite_t *s, const int *picked, int n, const char *group);
+
 /* Runs `einet ARGS...` (NULL-terminated) to completion with output collected; as
  * itest_run. */
 int itest_einet(char *out, size_t out_cap, char *err, size_t err_cap, int timeout_ms, ...);

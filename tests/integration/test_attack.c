@@ -868,59 +868,43 @@ static void test_nodekey(void **state)
 
 /* ---- setup ---- */
 
-static const struct {
-    const char *name;
-    void (*fn)(void **);
-} cases[] = {
-    {"steal", test_steal},         {"orphan", test_orphan},   {"stray", test_stray},
-    {"forgedlast", test_forgedlast}, {"inject", test_inject}, {"flood", test_flood},
-    {"frames", test_frames},       {"keys", test_keys},       {"nokey", test_nokey},
-    {"unknownkey", test_unknownkey}, {"client", test_client}, {"operator", test_operator},
-    {"nodekey", test_nodekey},     {"keystray", test_stray},
+/* Every case runs on the same kind of cluster: heartbeats the loaded machine never misses. */
+#define CASE(name, fn) {name, fn, {.heartbeat_ms = HB_MS, .heartbeat_timeout_ms = HB_TIMEOUT_MS}}
+static const itest_case_t cases[] = {
+    CASE("steal", test_steal),         CASE("orphan", test_orphan),
+    CASE("stray", test_stray),         CASE("forgedlast", test_forgedlast),
+    CASE("inject", test_inject),       CASE("flood", test_flood),
+    CASE("frames", test_frames),       CASE("keys", test_keys),
+    CASE("nokey", test_nokey),         CASE("unknownkey", test_unknownkey),
+    CASE("client", test_client),       CASE("operator", test_operator),
+    CASE("nodekey", test_nodekey),     CASE("keystray", test_stray),
 };
+#undef CASE
 
-static int g_keys;
-
-static int setup(void **state)
+/* With keys: the client's key pair and the coordinator's public key for the cases. */
+static void read_keys(itest_cluster_t *c)
 {
-    (void)state;
-    itest_cluster_opts_t o;
-    memset(&o, 0, sizeof o);
-    o.heartbeat_ms = HB_MS;
-    o.heartbeat_timeout_ms = HB_TIMEOUT_MS;
-    if (itest_cluster_up_keys(&g_cluster, &o, g_keys) != 0) {
-        itest_cluster_dump_logs(&g_cluster);
-        itest_cluster_down(&g_cluster);
-        return -1;
-    }
-    itest_cluster_key(&g_cluster, "client", 1, g_key, sizeof g_key);
-    itest_cluster_key(&g_cluster, "coordinator", 0, g_server_key, sizeof g_server_key);
-    return 0;
+    itest_cluster_key(c, "client", 1, g_key, sizeof g_key);
+    itest_cluster_key(c, "coordinator", 0, g_server_key, sizeof g_server_key);
 }
 
-static int teardown(void **state)
-{
-    (void)state;
-    itest_cluster_down(&g_cluster);
-    return 0;
-}
+static itest_suite_t suite = {
+    .prog = "test_attack",
+    .usage = "keyless: steal orphan stray forgedlast inject flood frames; with keys, first "
+             "`keys`: nokey unknownkey client operator nodekey keystray",
+    .cases = cases,
+    .n_cases = (int)(sizeof cases / sizeof cases[0]),
+    .cluster = &g_cluster,
+    .after_up = read_keys,
+};
 
 int main(int argc, char **argv)
 {
-    enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
-    struct CMUnitTest tests[N_CASES];
-    int n = 0;
-    for (int a = 1; a < argc && n < N_CASES; a++)
-        for (int i = 0; i < N_CASES; i++)
-            if (!strcmp(argv[a], cases[i].name))
-                tests[n++] = (struct CMUnitTest){cases[i].name, cases[i].fn, NULL, NULL, NULL};
-    if (n == 0 || n != argc - 1) {
-        fprintf(stderr, "usage: test_attack CASE... (keyless: steal orphan stray forgedlast "
-                        "inject flood frames; with keys, first `keys`: nokey unknownkey client "
-                        "operator nodekey keystray)\n");
+    int picked[sizeof cases / sizeof cases[0]];
+    int n = itest_pick_cases(&suite, argc, argv, picked);
+    if (n == 0)
         return 2;
-    }
-    g_keys = !strcmp(argv[1], "keys");
+    suite.keys = !strcmp(argv[1], "keys");
     zsys_handler_set(NULL);
     char model_path[1024];
     ei_err_t err;
@@ -936,7 +920,7 @@ int main(int argc, char **argv)
     g_blocks = nn_model_blocks(g_model);
     g_probs = calloc((size_t)MAX_IMG * (size_t)g_blocks * CLASSES, sizeof *g_probs);
     g_done = calloc(MAX_IMG, 1);
-    int rc = _cmocka_run_group_tests(argv[1], tests, (size_t)n, setup, teardown);
+    int rc = itest_run_cases(&suite, picked, n, argv[1]);
     free(g_probs);
     free(g_done);
     nn_model_destroy(&g_model);

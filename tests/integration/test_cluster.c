@@ -1225,11 +1225,7 @@ static void test_stop(void **state)
 
 /* ---- setup ---- */
 
-static const struct {
-    const char *name;
-    void (*fn)(void **);
-    itest_cluster_opts_t opts;
-} cases[] = {
+static const itest_case_t cases[] = {
     {"forward", test_forward, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
     {"deadline", test_deadline, {HB_MS, DEADLINE_HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
     {"deadline_us", test_deadline_us, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 0, 0, NULL}},
@@ -1243,51 +1239,24 @@ static const struct {
     {"stopbatched", test_stop, {HB_MS, HB_TIMEOUT_MS, {0}, 0, NULL, 16, 20, NULL}},
 };
 
-static int g_case; /* the first case named: its cluster options serve them all */
+static void drop_stream(void) { client_destroy(&g_stream.c); }
 
-static int setup(void **state)
-{
-    (void)state;
-    if (itest_cluster_up(&g_cluster, &cases[g_case].opts) != 0) {
-        itest_cluster_dump_logs(&g_cluster);
-        itest_cluster_down(&g_cluster);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    client_destroy(&g_stream.c);
-    itest_cluster_down(&g_cluster);
-    return 0;
-}
+static const itest_suite_t suite = {
+    .prog = "test_cluster",
+    .usage = "forward, deadline, deadline_us, cut, kill, killcmd, badinput, ee, batched, stop, "
+             "stopbatched; the cases share one cluster made with the first one's options",
+    .cases = cases,
+    .n_cases = (int)(sizeof cases / sizeof cases[0]),
+    .cluster = &g_cluster,
+    .before_down = drop_stream,
+};
 
 int main(int argc, char **argv)
 {
-    enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
-    struct CMUnitTest tests[N_CASES];
-    int n = 0;
-    g_case = -1;
-    for (int a = 1; a < argc && n < N_CASES; a++) {
-        int found = -1;
-        for (int i = 0; i < N_CASES; i++)
-            if (!strcmp(argv[a], cases[i].name))
-                found = i;
-        if (found < 0)
-            break;
-        if (g_case < 0)
-            g_case = found;
-        tests[n++] = (struct CMUnitTest){cases[found].name, cases[found].fn, NULL, NULL, NULL};
-    }
-    if (n == 0 || n != argc - 1) {
-        fprintf(stderr, "usage: test_cluster CASE... (forward, deadline, deadline_us, cut, kill, "
-                        "killcmd, "
-                        "badinput, ee, batched, stop, stopbatched; "
-                        "the cases share one cluster made with the first one's options)\n");
+    int picked[sizeof cases / sizeof cases[0]];
+    int n = itest_pick_cases(&suite, argc, argv, picked);
+    if (n == 0)
         return 2;
-    }
     char model_path[1024];
     ei_err_t err;
     if (!itest_have_programs())
@@ -1304,7 +1273,7 @@ int main(int argc, char **argv)
     g_blocks = nn_model_blocks(g_model);
     g_probs = calloc((size_t)MAX_REQ * (size_t)g_blocks * CLASSES, sizeof *g_probs);
     g_done = calloc(MAX_REQ, 1);
-    int rc = _cmocka_run_group_tests(argv[1], tests, (size_t)n, setup, teardown);
+    int rc = itest_run_cases(&suite, picked, n, argv[1]);
     free(g_probs);
     free(g_done);
     nn_model_destroy(&g_model);

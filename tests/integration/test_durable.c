@@ -728,15 +728,9 @@ static void test_slowclient(void **state)
 
 /* ---- cases ---- */
 
-typedef struct tcase {
-    const char *name;
-    void (*fn)(void **);
-    itest_cluster_opts_t opts;
-} tcase_t;
-
 /* Heartbeat timeouts no loaded machine misses (as the other cluster tests): only the cut
  * and the kills are failures here. */
-static const tcase_t cases[] = {
+static const itest_case_t cases[] = {
     {"restart", test_restart, {.heartbeat_ms = 50, .heartbeat_timeout_ms = 1500}},
     /* Every tier 20x slower than this machine: only overload is in play. */
     {"overload", test_overload,
@@ -745,37 +739,20 @@ static const tcase_t cases[] = {
      {.heartbeat_ms = 50, .heartbeat_timeout_ms = 1500, .coord_extra = "max_pending = 4000\n"}},
 };
 
-static int g_case;
-
-static int setup(void **state)
-{
-    (void)state;
-    if (itest_cluster_up(&g_cluster, &cases[g_case].opts) != 0) {
-        itest_cluster_dump_logs(&g_cluster);
-        itest_cluster_down(&g_cluster);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    itest_cluster_down(&g_cluster);
-    return 0;
-}
+static const itest_suite_t suite = {
+    .prog = "test_durable",
+    .usage = "restart, overload, slowclient",
+    .cases = cases,
+    .n_cases = (int)(sizeof cases / sizeof cases[0]),
+    .cluster = &g_cluster,
+};
 
 int main(int argc, char **argv)
 {
-    enum { N_CASES = (int)(sizeof cases / sizeof cases[0]) };
-    g_case = -1;
-    for (int i = 0; argc == 2 && i < N_CASES; i++)
-        if (!strcmp(argv[1], cases[i].name))
-            g_case = i;
-    if (g_case < 0) {
-        fprintf(stderr, "usage: test_durable restart|overload|slowclient\n");
+    int picked[sizeof cases / sizeof cases[0]];
+    int n = itest_pick_cases(&suite, argc, argv, picked);
+    if (n == 0)
         return 2;
-    }
     char model_path[1024];
     ei_err_t err;
     if (!itest_have_programs() || !itest_model_path(model_path, sizeof model_path))
@@ -785,8 +762,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "test_durable: %s\n", err.msg);
         return 1;
     }
-    struct CMUnitTest t = {cases[g_case].name, cases[g_case].fn, NULL, NULL, NULL};
-    int rc = _cmocka_run_group_tests(argv[1], &t, 1, setup, teardown);
+    int rc = itest_run_cases(&suite, picked, n, argv[1]);
     nn_dataset_destroy(&g_test);
     return rc;
 }
