@@ -43,8 +43,15 @@ static void journal_failed(coord_t *c, const ei_err_t *err)
 
 int coord__journal_open(coord_t *c, ei_err_t *err)
 {
-    if (!c->conf.journal)
+    if (!c->conf.journal) {
+        /* No record of the ids handed out before: start from the wall clock in us, so a
+         * restarted coordinator hands out ids above its predecessor's unless it ran faster
+         * than one request per microsecond on average (or the clock went back). */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        reqs_set_next_id(c->reqs, (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u);
         return 0;
+    }
     char path[CONF_STR_MAX + 32];
     const char *run = getenv("EINET_RUN_DIR");
     if (c->conf.journal_path[0])
