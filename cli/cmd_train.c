@@ -28,6 +28,7 @@ static const char usage_text[] =
     "  --val N             validation samples carved from the training set (default 5000)\n"
     "  --limit N           train on the first N of the remaining samples only\n"
     "  --no-flip           no random horizontal flips\n"
+    "  --shift N           random translations by up to N pixels per axis (default 0)\n"
     "  --threads N         threads the engine shares each batch among (default 2)\n"
     "  --data DIR          Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n";
 
@@ -56,6 +57,7 @@ static int parse_args(int argc, char **argv, train_args_t *a)
         {"weight-decay", required_argument, 0, 'w'}, {"seed", required_argument, 0, 's'},
         {"val", required_argument, 0, 'v'},      {"limit", required_argument, 0, 'L'},
         {"no-flip", no_argument, 0, 'F'},        {"threads", required_argument, 0, 't'},
+        {"shift", required_argument, 0, 'X'},
         {"data", required_argument, 0, 'd'},     {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     static const char *const opt_names[] = {"sgd", "adam"};
@@ -93,6 +95,11 @@ static int parse_args(int argc, char **argv, train_args_t *a)
         case 'L':
             if (cli_parse_long(optarg, 1, 60000, &a->limit))
                 return cli_usage_error("train", "--limit: '%s' is not in [1, 60000]", optarg);
+            break;
+        case 'X':
+            if (cli_parse_long(optarg, 0, 8, &v))
+                return cli_usage_error("train", "--shift: '%s' is not in [0, 8]", optarg);
+            a->opts.augment_shift = (int)v;
             break;
         case 't':
             if (cli_parse_long(optarg, 1, 64, &a->threads))
@@ -157,10 +164,11 @@ static int run_training(const train_args_t *a, nn_model_t *m, const nn_dataset_t
     char info[512];
     snprintf(info, sizeof info,
              "{\"epochs\":%d,\"batch\":%d,\"lr\":%g,\"optimizer\":\"%s\",\"seed\":%llu,"
-             "\"val\":%d,\"train_samples\":%d,\"train_seconds\":%.0f}",
+             "\"val\":%d,\"train_samples\":%d,\"flip\":%d,\"shift\":%d,\"train_seconds\":%.0f}",
              a->opts.epochs, a->opts.batch, a->opts.lr,
              a->opts.optimizer == NN_OPT_SGD ? "sgd" : "adam",
-             (unsigned long long)a->opts.seed, n_val, n_train, secs);
+             (unsigned long long)a->opts.seed, n_val, n_train, a->opts.augment_flip,
+             a->opts.augment_shift, secs);
     if (nn_model_save(m, a->out, info, &err))
         return cli_fail("train", "%s", err.msg);
     fprintf(stderr, "einet train: wrote %s after %.0f s\n", a->out, secs);

@@ -162,6 +162,30 @@ static void flip_some(nn_tensor_t *x, ei_rng_t *rng)
     }
 }
 
+void nn_augment_shift(nn_tensor_t *x, int max, ei_rng_t *rng, float *tmp)
+{
+    size_t per = nn_tensor_sample_numel(x);
+    for (int s = 0; s < x->n; s++) {
+        int dy = (int)ei_rng_below(rng, (uint64_t)(2 * max + 1)) - max;
+        int dx = (int)ei_rng_below(rng, (uint64_t)(2 * max + 1)) - max;
+        if (!dy && !dx)
+            continue;
+        float *img = x->data + (size_t)s * per;
+        memcpy(tmp, img, per * sizeof *tmp);
+        for (int c = 0; c < x->c; c++)
+            for (int r = 0; r < x->h; r++) {
+                float *row = img + ((size_t)c * x->h + (size_t)r) * x->w;
+                int sr = r - dy;
+                for (int q = 0; q < x->w; q++) {
+                    int sq = q - dx;
+                    row[q] = sr < 0 || sr >= x->h || sq < 0 || sq >= x->w
+                                 ? 0.0f
+                                 : tmp[((size_t)c * x->h + (size_t)sr) * x->w + (size_t)sq];
+                }
+            }
+    }
+}
+
 static void progress_line(const nn_train_opts_t *o, FILE *log, int epoch, int batch, int nbatches,
                           double loss, double rate, double eta)
 {
@@ -220,7 +244,8 @@ int nn_eval_exits(nn_model_t *m, const nn_dataset_t *data, const int *idx, int n
 static int check_opts(const nn_train_opts_t *o, ei_err_t *err)
 {
     if (o->epochs < 1 || o->batch < 1 || !(o->lr > 0) || o->momentum < 0 || o->momentum >= 1 ||
-        o->weight_decay < 0 || o->warmup_epochs < 0 || o->warmup_epochs > o->epochs)
+        o->weight_decay < 0 || o->warmup_epochs < 0 || o->warmup_epochs > o->epochs ||
+        o->augment_shift < 0 || o->augment_shift > 8)
         return ei_err_set(err, EI_E_INVAL, "training options out of range");
     return 0;
 }
@@ -256,8 +281,9 @@ int nn_train(nn_model_t *m, const nn_dataset_t *data, const int *train_idx, int 
     nn_tensor_t *x = nn_tensor_new(B, in.c, in.h, in.w);
     int *labels = ei_calloc((size_t)B, sizeof(int)), *order = ei_calloc((size_t)n_train, sizeof(int));
     int *correct = ei_calloc((size_t)E, sizeof(int));
+    float *shift_tmp = ei_calloc(nn_shape_numel(in), sizeof(float));
     optim_t opt = {0};
-    if (!x || !labels || !order || !correct) {
+    if (!x || !labels || !order || !correct || !shift_tmp) {
         rc = ei_err_set(err, EI_E_NOMEM, "out of memory");
         goto done;
     }
@@ -275,6 +301,8 @@ int nn_train(nn_model_t *m, const nn_dataset_t *data, const int *train_idx, int 
             nn_dataset_batch(data, order, b * B, B, x, labels);
             if (o->augment_flip)
                 flip_some(x, &rng);
+            if (o->augment_shift > 0)
+                nn_augment_shift(x, o->augment_shift, &rng, shift_tmp);
             nn_model_zero_grad(m);
             float loss = nn_model_train_step(m, x, labels, o->exit_weights, NULL, correct);
             correct_last += correct[E - 1];
@@ -311,5 +339,6 @@ done:
     free(labels);
     free(order);
     free(correct);
+    free(shift_tmp);
     return rc;
 }

@@ -24,6 +24,7 @@ typedef struct nn_train_opts {
     int warmup_epochs;      /* linear warm-up before the schedule */
     uint64_t seed;          /* initialisation and shuffling */
     int augment_flip;       /* random horizontal flips */
+    int augment_shift;      /* random translations by up to this many pixels per axis */
     const float *exit_weights; /* one per block; NULL: all 1 */
     int progress;           /* 1: redrawn bar (a TTY), 0: a plain line every 10% */
     FILE *log;              /* where progress goes; NULL: stderr */
@@ -63,6 +64,10 @@ int nn_arch_check_split(const char *arch, nn_shape_t input, const char *dir, con
  * scores). EI_E_SHAPE with err set for a mismatch; 0 when it matches and also when this
  * machine has no readable data set (nothing to check against). */
 int nn_arch_check_served(const char *source, nn_shape_t input, ei_err_t *err) EI_CHECK;
+
+/* Moves each sample of x by its own (dy, dx), both uniform in [-max, max] from rng, the
+ * pixels moved in from outside zero (the data set's background); tmp holds one sample. */
+void nn_augment_shift(nn_tensor_t *x, int max, ei_rng_t *rng, float *tmp);
 
 /* Copies images data[idx[0..n-1]] (idx NULL: from index first) into x (n, 1, h, w).
  * x of any other sample shape is a bug (the caller skipped nn_model_check_data): abort. */

@@ -578,6 +578,49 @@ static void test_shipped_architecture_builds(void **state)
     nn_model_destroy(&m);
 }
 
+/* The shift augmentation: every sample comes out as itself moved by one (dy, dx) in
+ * [-2, 2]^2 with zeros moved in (found by trying all 25 against a plain reference), and
+ * over 2,000 samples every one of the 25 moves occurs. */
+static void test_augment_shift(void **state)
+{
+    (void)state;
+    enum { N = 2000, C = 2, H = 7, W = 6, MAX = 2, MOVES = (2 * MAX + 1) * (2 * MAX + 1) };
+    nn_tensor_t *x = nn_tensor_new(N, C, H, W);
+    assert_non_null(x);
+    size_t per = nn_tensor_sample_numel(x);
+    float *orig = malloc((size_t)N * per * sizeof *orig), tmp[C * H * W];
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 3);
+    for (size_t i = 0; i < (size_t)N * per; i++)
+        orig[i] = x->data[i] = 1.0f + (float)ei_rng_uniform(&rng); /* never 0 */
+    nn_augment_shift(x, MAX, &rng, tmp);
+    int seen[MOVES] = {0};
+    for (int s = 0; s < N; s++) {
+        const float *in = orig + (size_t)s * per, *out = x->data + (size_t)s * per;
+        int found = -1;
+        for (int m = 0; m < MOVES && found < 0; m++) {
+            int dy = m / (2 * MAX + 1) - MAX, dx = m % (2 * MAX + 1) - MAX, same = 1;
+            for (int c = 0; c < C && same; c++)
+                for (int r = 0; r < H && same; r++)
+                    for (int q = 0; q < W && same; q++) {
+                        int sr = r - dy, sq = q - dx;
+                        float want = sr < 0 || sr >= H || sq < 0 || sq >= W
+                                         ? 0.0f
+                                         : in[((size_t)c * H + (size_t)sr) * W + (size_t)sq];
+                        same = out[((size_t)c * H + (size_t)r) * W + (size_t)q] == want;
+                    }
+            if (same)
+                found = m;
+        }
+        assert_true(found >= 0);
+        seen[found]++;
+    }
+    for (int m = 0; m < MOVES; m++)
+        assert_true(seen[m] > 0);
+    free(orig);
+    nn_tensor_destroy(&x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +647,7 @@ int main(void)
         cmocka_unit_test(res_test_round_trip_bit_exact),
         cmocka_unit_test(test_dropout_model),
         cmocka_unit_test(test_arch_residual_errors),
+        cmocka_unit_test(test_augment_shift),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
