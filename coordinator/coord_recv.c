@@ -658,7 +658,7 @@ static void on_hand_back(coord_t *c, int ni, const wire_in_t *in)
         snprintf(why, sizeof why, "%s is shutting down", cluster_tier_name(nd->tier));
     } else if (pos + 1 < c->cluster.n_tiers &&
                (!nd->link_reported_up || c->fleet.node[ni].link_down ||
-                !strcmp(reason, "send refused") || strstr(reason, "link down"))) {
+                strstr(reason, "send refused") || strstr(reason, "link down"))) {
         snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
     } else if (reason[0] && strcmp(reason, "full") != 0) {
         /* the node could not serve it for its own reason: a bad task, a failed compute */

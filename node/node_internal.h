@@ -119,6 +119,7 @@ typedef struct node_next {
     uint32_t in_flight;       /* its queue, as its last reply said */
     double ms_per_req;        /* its time per request, as its last reply said */
     int draining;
+    int next_down;            /* it reports no link up to its own next tier */
     int lost;                 /* found dead (or restarted): its held maps are to move */
     uint64_t lost_us;         /* when it was found so */
 } node_next_t;

@@ -196,6 +196,7 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
         uint64_t now = node__now_us(), echo = in.env.body.heartbeat_reply.echo_sent_at_us;
         link_on_reply(&nd->coord_link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
                       now);
+        node__outbox_flush(nd); /* what waited for the coordinator to know this node */
         node__check_chain(nd, &in.env.body.heartbeat_reply);
         break;
     }
@@ -348,6 +349,7 @@ static void on_peer_heartbeat(node_t *nd, const wire_in_t *in)
         ms += nd->conv_ms[k - 1] + nd->branch_ms[k - 1];
     r->ms_per_req = (float)ms;
     r->draining = nd->draining;
+    r->next_down = nd->n_next && !node__next_up(nd); /* it could not pass a map on */
     if (wire_send(nd->bind, &in->peer, &env, NULL, &err) < 0)
         nd->counts.send_failed++;
 }
@@ -456,6 +458,7 @@ static void on_next_reply(node_t *nd, int r, const einet_HeartbeatReply *h, uint
     x->in_flight = h->in_flight;
     x->ms_per_req = h->ms_per_req;
     x->draining = h->draining;
+    x->next_down = h->next_down;
     if (h->name[0])
         snprintf(x->name, sizeof x->name, "%s", h->name);
     if (h->instance && x->instance && h->instance != x->instance) {

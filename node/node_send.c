@@ -13,7 +13,9 @@
 void node__outbox_flush(node_t *nd)
 {
     ei_err_t err;
-    while (nd->outbox && nd->coord) {
+    /* not before the coordinator has answered a heartbeat: it refuses anything else from
+     * a connection it does not know yet (a node just started, with results to send) */
+    while (nd->outbox && nd->coord && nd->coord_link.last_reply_us) {
         outbox_msg_t *m = nd->outbox;
         xport_frame_t f = {m->bytes, m->len, NULL, NULL};
         int rc = xport_send(nd->coord, NULL, &f, 1, &err);
@@ -71,9 +73,9 @@ int node__send_coord(node_t *nd, einet_Envelope *env)
     /* Results, hand-backs and link reports must arrive, and in order: behind what waits. */
     int keep = env->which_body != einet_Envelope_heartbeat_tag &&
                env->which_body != einet_Envelope_profile_report_tag;
-    if (keep && nd->outbox) {
+    if (keep && (nd->outbox || !nd->coord_link.last_reply_us)) {
         node__outbox_flush(nd);
-        if (nd->outbox)
+        if (nd->outbox || !nd->coord_link.last_reply_us)
             return outbox_add(nd, env);
     }
     int rc = wire_send(nd->coord, NULL, env, NULL, &err);
@@ -347,7 +349,8 @@ int node__send_next(node_t *nd, int r, einet_Envelope *env, const float *tensor,
     return send_raw(nd, r, buf, len, tensor, tensor ? tbytes : 0, request_id);
 }
 
-/* The replica a map goes to: alive (its link up, not draining, not just found dead), the
+/* The replica a map goes to: alive (its link up, not draining, its own next link up, not
+ * just found dead), the
  * least expected wait (what it holds from this node plus the queue it reports, times its
  * time per request). -1 when none is alive. */
 static int pick_replica(node_t *nd)
@@ -355,7 +358,7 @@ static int pick_replica(node_t *nd)
     route_replica_t r[NODE_MAX_NEXT];
     for (int i = 0; i < nd->n_next; i++) {
         const node_next_t *x = &nd->nx[i];
-        r[i].alive = x->link.up && !x->draining && !x->lost;
+        r[i].alive = x->link.up && !x->draining && !x->next_down && !x->lost;
         r[i].queued = handoff_count(nd->ledger, i) + x->in_flight;
         r[i].ms_per_req = x->ms_per_req;
     }

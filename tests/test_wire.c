@@ -180,7 +180,7 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
     case einet_Envelope_heartbeat_reply_tag:
         e->body.heartbeat_reply = (einet_HeartbeatReply){
             einet_Tier_TIER_NONE, 17, 123456, 2, 8, 3, {16, 14, 14}, 3, {32, 7, 7},
-            5, 0x1234567890ull, "edge-2", 1.5f, true};
+            5, 0x1234567890ull, "edge-2", 1.5f, true, true};
         break;
     case einet_Envelope_profile_report_tag:
     case einet_Envelope_profile_update_tag:
