@@ -349,20 +349,28 @@ int node__send_next(node_t *nd, int r, einet_Envelope *env, const float *tensor,
     return send_raw(nd, r, buf, len, tensor, tensor ? tbytes : 0, request_id);
 }
 
-/* The replica a map goes to: alive (its link up, not draining, its own next link up, not
- * just found dead), the
+/* The replica a map goes to: alive (its link up, not draining, not just found dead), the
  * least expected wait (what it holds from this node plus the queue it reports, times its
- * time per request). -1 when none is alive. */
+ * time per request); one whose own next link is up before one reporting it down (that one
+ * only when no other is left: its link may be back by the time the map is through, as in a
+ * chain of one node per tier). -1 when none is alive. */
 static int pick_replica(node_t *nd)
 {
-    route_replica_t r[NODE_MAX_NEXT];
-    for (int i = 0; i < nd->n_next; i++) {
-        const node_next_t *x = &nd->nx[i];
-        r[i].alive = x->link.up && !x->draining && !x->next_down && !x->lost;
-        r[i].queued = handoff_count(nd->ledger, i) + x->in_flight;
-        r[i].ms_per_req = x->ms_per_req;
+    route_replica_t r[NODE_MAX_NEXT] = {{0}};
+    int any_next_down = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < nd->n_next; i++) {
+            const node_next_t *x = &nd->nx[i];
+            r[i].alive = x->link.up && !x->draining && !x->lost && (pass || !x->next_down);
+            r[i].queued = handoff_count(nd->ledger, i) + x->in_flight;
+            r[i].ms_per_req = x->ms_per_req;
+            any_next_down |= x->next_down;
+        }
+        int k = route_pick(r, nd->n_next, nd->route_rr++);
+        if (k >= 0 || !any_next_down)
+            return k;
     }
-    return route_pick(r, nd->n_next, nd->route_rr++);
+    return -1;
 }
 
 /* Keeps what was sent to replica r for request id (copies), until that tier takes it over. */
