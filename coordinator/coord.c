@@ -155,10 +155,31 @@ static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
     }
 }
 
-/* A node of a tier that has several: its own comings and goings. One that goes down cuts
- * off what it held; which requests those are is not known here (the failover ledger is in
- * the nodes, docs/tiers.md "Replicas and routing"), so every request of its tier not heard
- * from beyond it is answered `link` - exactly once, but also those a live replica holds. */
+/* What the death of node ni at pipeline index pos cuts off (docs/tiers.md, "Replicas and
+ * routing"). A device's: the requests sent to it and not heard from beyond it (the
+ * coordinator sends a task once). An edge's or a cloud's, with another replica of its tier
+ * up: nothing at once - each sender keeps the maps it sent until that tier takes them over,
+ * and moves them to a live replica (or hands them back when none is left); only a request
+ * whose sender died before it is lost with it, answered at the orphan expiry. With no
+ * replica of the tier left: every request not heard from beyond it, as before. */
+void coord__fail_cut_off(coord_t *c, int ni, int pos, const char *msg, uint64_t now)
+{
+    int others = fleet_up(&c->fleet, pos) - (c->fleet.node[ni].state == FLEET_UP);
+    char why[160];
+    if (pos == 0 && others > 0) {
+        reqs_fail_node(c->reqs, ni, 0, einet_Status_STATUS_LINK, msg, now);
+    } else if (others > 0) {
+        snprintf(why, sizeof why, "no result for %d ms after %.100s: lost with it",
+                 COORD_ORPHAN_MS, msg);
+        reqs_expire_upto(c->reqs, pos, now + (uint64_t)COORD_ORPHAN_MS * 1000,
+                         einet_Status_STATUS_LINK, why);
+        coord__arm_expiry(c);
+    } else {
+        reqs_fail_upto(c->reqs, pos, einet_Status_STATUS_LINK, msg, now);
+    }
+}
+
+/* A node of a tier that has several: its own comings and goings. */
 static void on_fleet_event(coord_t *c, const fleet_event_t *e, uint64_t now)
 {
     static const char *const what[] = {"up", "draining", "lost", "left"};
@@ -167,7 +188,7 @@ static void on_fleet_event(coord_t *c, const fleet_event_t *e, uint64_t now)
              cluster_tier_name(c->cluster.node[e->pos].tier), what[e->kind]);
     ei_log(e->kind == FLEET_EV_UP ? EI_LOG_INFO : EI_LOG_WARN, "%s", msg);
     if (e->kind == FLEET_EV_DOWN) {
-        reqs_fail_upto(c->reqs, e->pos, einet_Status_STATUS_LINK, msg, now);
+        coord__fail_cut_off(c, e->node, e->pos, msg, now);
     } else if (e->kind == FLEET_EV_FORGOTTEN && e->node < c->members.n) {
         c->members.slot[e->node].bound = 0; /* the slot may go to another node now */
     } else if (e->kind == FLEET_EV_UP) {

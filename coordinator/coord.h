@@ -17,6 +17,11 @@
 /* A request with no deadline that has had no final result for this long is answered
  * `link` (a message was lost: injected loss, or a node that died with it). */
 #define COORD_LOST_MS 30000
+/* When a replica dies while another of its tier is up, the senders' ledgers move what it
+ * held; a request it held that no ledger kept (its sender died before it: two adjacent
+ * tiers down at once) is lost with it, and answered `link` this long after, if nothing
+ * else answered it by then (every other request there ends well within it). */
+#define COORD_ORPHAN_MS 10000
 /* After a start, requests are held (not sent to the device) until the cluster is healthy,
  * or at most 2 heartbeat timeouts plus this long: a restarted coordinator learns the nodes'
  * and links' state from their heartbeats and reports before it sends work. */

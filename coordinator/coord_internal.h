@@ -107,6 +107,7 @@ struct coord {
     int holding;                 /* starting: requests are held until the cluster is known */
     uint64_t hold_until_us;
     uint64_t accepted, undelivered, restored, restarted, journal_errors;
+    uint64_t moved; /* maps the nodes moved from a dead replica to another (failover) */
 };
 
 uint64_t coord__now_us(void);
@@ -114,6 +115,8 @@ uint64_t coord__uptime_us(const coord_t *c);
 
 /* coord.c */
 void coord__on_answer(const reqs_done_t *d, void *arg);
+/* Node ni at pipeline index pos died (msg says so): answers what nobody can continue. */
+void coord__fail_cut_off(coord_t *c, int ni, int pos, const char *msg, uint64_t now);
 void coord__arm_expiry(coord_t *c);
 void coord__tick(coord_t *c);
 void coord__push_profile(coord_t *c, int pos);

@@ -177,8 +177,10 @@ static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const fl
     else if (rc < 0)
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
                     coord__now_us());
-    else
+    else {
         fleet_sent(&c->fleet, ni);
+        reqs_set_node(c->reqs, id, ni); /* its death answers what it held */
+    }
 }
 
 /* The request's initial plan under its policy: the cluster's (for its own interruption
@@ -616,13 +618,31 @@ static void on_exit_result(coord_t *c, int ni, const wire_in_t *in)
         coord__journal_exit(c, r); /* the deepest result, should the coordinator restart */
     if (c->trace)
         ei_log(EI_LOG_INFO,
-               "trace exit request=%llu exit=%u tier=%s class=%u "
+               "trace exit request=%llu exit=%u tier=%s node=%s class=%u "
                "confidence=%.9g elapsed_us=%llu arrived_us=%lld%s%s",
                (unsigned long long)r->request_id, (unsigned)r->exit,
-               cluster_tier_name(r->tier), (unsigned)r->class_id, (double)r->confidence,
+               cluster_tier_name(r->tier), c->fleet.node[ni].name, (unsigned)r->class_id,
+               (double)r->confidence,
                (unsigned long long)r->elapsed_us, known ? (long long)(now - recv) : -1LL,
                r->last ? " last" : "",
                 what == REQS_LATE ? " late" : "");
+}
+
+/* A node moved a request's map from a dead next-tier replica to another (failover). */
+static void on_moved(coord_t *c, int ni, const wire_in_t *in)
+{
+    const einet_Moved *m = &in->env.body.moved;
+    uint64_t recv = 0;
+    int known = reqs_received_us(c->reqs, m->request_id, &recv);
+    c->moved++;
+    if (c->trace)
+        ei_log(EI_LOG_INFO,
+               "trace moved request=%llu by=%s from=%s to=%s block=%u silent_ms=%u "
+               "at_us=%lld wall_us=%llu%s",
+               (unsigned long long)m->request_id, c->fleet.node[ni].name, m->from, m->to,
+               (unsigned)m->block, (unsigned)m->silent_ms,
+               known ? (long long)(coord__now_us() - recv) : -1LL,
+               (unsigned long long)coord__wall_us(), known ? "" : " late");
 }
 
 /* A node handed a request back: answer it with what is known of why. */
@@ -638,7 +658,7 @@ static void on_hand_back(coord_t *c, int ni, const wire_in_t *in)
         snprintf(why, sizeof why, "%s is shutting down", cluster_tier_name(nd->tier));
     } else if (pos + 1 < c->cluster.n_tiers &&
                (!nd->link_reported_up || c->fleet.node[ni].link_down ||
-                !strcmp(reason, "send refused"))) {
+                strstr(reason, "send refused") || strstr(reason, "link down"))) {
         snprintf(why, sizeof why, "%s link down", cluster_link_name(pos + 1));
     } else if (reason[0] && strcmp(reason, "full") != 0) {
         /* the node could not serve it for its own reason: a bad task, a failed compute */
@@ -735,7 +755,7 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
         ei_log(EI_LOG_INFO, "%s is back on a new connection (the old one %s)",
                cluster_tier_name(claimed), alive ? "was silent" : "is gone");
         if (was_up) /* what it held went with the old connection */
-            reqs_fail_upto(c->reqs, pos, einet_Status_STATUS_LINK, "the node restarted", now);
+            coord__fail_cut_off(c, ni, pos, "the node restarted", now);
         return ni;
     default:
         return ni;
@@ -774,6 +794,9 @@ static void dispatch_node(coord_t *c, int ni, const wire_in_t *in)
         break;
     case einet_Envelope_cancel_tag:
         on_hand_back(c, ni, in);
+        break;
+    case einet_Envelope_moved_tag:
+        on_moved(c, ni, in);
         break;
     case einet_Envelope_error_tag:
         ei_log(EI_LOG_WARN, "%s refused a message: %s",

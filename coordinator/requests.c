@@ -16,6 +16,7 @@ typedef struct req {
     int expire_status;
     char expire_reason[96];
     int pos;
+    int node;          /* the device's fleet index + 1 it was sent to; 0: not known */
     einet_Answer best; /* the deepest result so far; exit 0: none */
 } req_t;
 
@@ -323,6 +324,40 @@ int reqs_fail_upto(reqs_t *self, int pos, int status, const char *reason, uint64
         req_t *r = &self->ring[i];
         if (r->id && r->pos <= pos) {
             finish(self, r, status, reason, now_us);
+            n++;
+        }
+    }
+    return n;
+}
+
+void reqs_set_node(reqs_t *self, uint64_t id, int node)
+{
+    req_t *r = find(self, id);
+    if (r)
+        r->node = node + 1;
+}
+
+int reqs_fail_node(reqs_t *self, int node, int pos, int status, const char *reason,
+                   uint64_t now_us)
+{
+    int n = 0;
+    for (size_t i = 0; i <= self->ring_mask && self->npending > 0; i++) {
+        req_t *r = &self->ring[i];
+        if (r->id && r->node == node + 1 && r->pos <= pos) {
+            finish(self, r, status, reason, now_us);
+            n++;
+        }
+    }
+    return n;
+}
+
+int reqs_expire_upto(reqs_t *self, int pos, uint64_t expire_us, int status, const char *reason)
+{
+    int n = 0;
+    for (size_t i = 0; i <= self->ring_mask && self->npending > 0; i++) {
+        req_t *r = &self->ring[i];
+        if (r->id && r->pos <= pos && (!r->expire_us || r->expire_us > expire_us)) {
+            reqs_set_expiry(self, r->id, expire_us, status, reason);
             n++;
         }
     }

@@ -94,6 +94,18 @@ int reqs_answer(reqs_t *self, uint64_t id, int status, const char *reason, uint6
  * pos, or of the link leaving it, cuts off. Returns the number answered. */
 int reqs_fail_upto(reqs_t *self, int pos, int status, const char *reason, uint64_t now_us);
 
+/* Request id was sent to the device of fleet index node. */
+void reqs_set_node(reqs_t *self, uint64_t id, int node);
+
+/* As reqs_fail_upto, only for the requests sent to the device of fleet index node: what
+ * that device's death cuts off (the coordinator does not resend a task). */
+int reqs_fail_node(reqs_t *self, int node, int pos, int status, const char *reason,
+                   uint64_t now_us);
+
+/* Moves the expiry of every pending request not heard from beyond pos to expire_us where
+ * that is earlier (status and reason with it). Returns the number moved. */
+int reqs_expire_upto(reqs_t *self, int pos, uint64_t expire_us, int status, const char *reason);
+
 /* Answers every pending request whose expiry is <= now_us. Returns the number answered. */
 int reqs_expire(reqs_t *self, uint64_t now_us);
 

@@ -71,17 +71,26 @@ static void render_links(node_t *nd, ops_buf_t *b)
     ops_prom_gauge(b, "einet_coordinator_latency_seconds",
                    "One-way latency to the coordinator, from heartbeat round trips.",
                    link_latency_ms(&nd->coord_link) / 1e3);
-    if (!nd->next)
+    if (!nd->n_next)
         return;
-    snprintf(labels, sizeof labels, "link=\"%s\"", node__link_name(nd));
+    /* one sample per next-tier replica (peer: its endpoint, as `next` lists it) */
+    char lab[NODE_MAX_NEXT][CONF_STR_MAX + 64];
+    for (int i = 0; i < nd->n_next; i++)
+        snprintf(lab[i], sizeof lab[i], "link=\"%s\",peer=\"%.200s\"", node__link_name(nd),
+                 nd->nx[i].endpoint);
     ops_prom_family(b, "einet_link_up", "gauge", "1 while the link to the next tier is up.");
-    ops_prom_sample(b, "einet_link_up", labels, nd->link.up);
+    for (int i = 0; i < nd->n_next; i++)
+        ops_prom_sample(b, "einet_link_up", lab[i], nd->nx[i].link.up);
     ops_prom_family(b, "einet_link_latency_seconds", "gauge",
                     "One-way latency of the link to the next tier, as measured.");
-    ops_prom_sample(b, "einet_link_latency_seconds", labels, link_latency_ms(&nd->link) / 1e3);
+    for (int i = 0; i < nd->n_next; i++)
+        ops_prom_sample(b, "einet_link_latency_seconds", lab[i],
+                        link_latency_ms(&nd->nx[i].link) / 1e3);
     ops_prom_family(b, "einet_link_bandwidth_bytes_per_second", "gauge",
                     "Bandwidth of the link to the next tier, as measured (0: not yet).");
-    ops_prom_sample(b, "einet_link_bandwidth_bytes_per_second", labels, nd->link.bw_mbps * 1e6 / 8);
+    for (int i = 0; i < nd->n_next; i++)
+        ops_prom_sample(b, "einet_link_bandwidth_bytes_per_second", lab[i],
+                        nd->nx[i].link.bw_mbps * 1e6 / 8);
 }
 
 static void render_blocks(node_t *nd, ops_buf_t *b)
@@ -118,7 +127,7 @@ static int ready(node_t *nd, char *why, size_t cap)
     else if (!cl->last_reply_us || now - cl->last_reply_us > timeout)
         snprintf(why, cap, "no heartbeat reply from the coordinator for %d ms",
                  nd->conf.heartbeat_timeout_ms);
-    else if (nd->next && !nd->link.up)
+    else if (nd->n_next && !node__next_up(nd))
         snprintf(why, cap, "%s link down", node__link_name(nd));
     else
         return 1;

@@ -131,6 +131,35 @@ static xport_t *socket_new(node_t *nd, int type, const char *server_cert, ei_err
     return xport_new(nd->loop, nd->zctx, &o, err);
 }
 
+/* One DEALER per next-tier replica (`next` lists them), each with its own link state; the
+ * maps sent and not yet taken over wait in the ledger. */
+static int make_next(node_t *nd, ei_err_t *err)
+{
+    char list[NODE_MAX_NEXT][CONF_STR_MAX];
+    int n = conf_list_split(nd->conf.next, list, NODE_MAX_NEXT);
+    if (n < 1)
+        return ei_err_set(err, EI_E_INVAL, "'next': expected 1 to %d endpoints separated by "
+                          "commas", NODE_MAX_NEXT);
+    uint64_t now = node__now_us(), timeout = (uint64_t)nd->conf.heartbeat_timeout_ms * 1000;
+    for (int i = 0; i < n; i++) {
+        node_next_t *x = &nd->nx[i];
+        x->nd = nd;
+        x->i = i;
+        memcpy(x->endpoint, list[i], sizeof x->endpoint); /* both CONF_STR_MAX */
+        link_init(&x->link, timeout, now);
+        nd->n_next = i + 1; /* counted as soon as it has a socket to destroy */
+        if (!(x->x = socket_new(nd, ZMQ_DEALER, nd->conf.next_key, err)))
+            return err->code;
+    }
+    return 0;
+}
+
+static void destroy_next(node_t *nd)
+{
+    for (int i = 0; i < nd->n_next; i++)
+        xport_destroy(&nd->nx[i].x);
+}
+
 /* Random routing ids everywhere: a node is known by its heartbeat and its key, not by a
  * routing id (any peer could claim one, and a reconnect would be refused as a duplicate). */
 static int make_sockets(node_t *nd, ei_err_t *err)
@@ -148,8 +177,9 @@ static int make_sockets(node_t *nd, ei_err_t *err)
         return err->code;
     if (nd->conf.bind[0] && !(nd->bind = socket_new(nd, ZMQ_ROUTER, NULL, err)))
         return err->code;
-    if (nd->conf.last_block < nd->n &&
-        !(nd->next = socket_new(nd, ZMQ_DEALER, nd->conf.next_key, err)))
+    if (!(nd->ledger = handoff_new(NODE_LEDGER_MAX))) /* empty on the last tier */
+        return ei_err_set(err, EI_E_NOMEM, "out of memory");
+    if (nd->conf.last_block < nd->n && make_next(nd, err) < 0)
         return err->code;
     nd->prev_tier = nd->conf.previous ? nd->conf.previous : nd->conf.tier - 1;
     members_init(&nd->prev, MEMBERS_MAX, (uint64_t)nd->conf.heartbeat_timeout_ms * 1000);
@@ -203,15 +233,19 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     replan_search_init(&nd->search, conf->search, 100, 1);
     fault_init(&nd->fault, (uint64_t)conf->tier * 7919u + (uint64_t)node__wall_us());
     uint64_t now = node__now_us(), timeout = (uint64_t)conf->heartbeat_timeout_ms * 1000;
-    link_init(&nd->link, timeout, now);
     link_init(&nd->coord_link, timeout, now);
+    /* this process, as the next tier's heartbeat replies name it: a restart shows */
+    nd->instance = ((uint64_t)getpid() << 32) ^ node__wall_us() ^ uv_hrtime();
+    if (!nd->instance)
+        nd->instance = 1;
     init_handles(nd);
     return nd;
 fail:
     node__batch_free(nd);
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
-    xport_destroy(&nd->next);
+    destroy_next(nd);
+    handoff_destroy(&nd->ledger);
     sec_destroy(&nd->sec);
     nn_model_destroy(&nd->model);
     ee_destroy(&nd->ee);
@@ -244,12 +278,15 @@ static void on_heartbeat(uv_timer_t *t)
 {
     node_t *nd = t->data;
     heartbeat_coord(nd);
-    node__heartbeat_next(nd, 0);
-    if (nd->next && link_tick(&nd->link, node__now_us())) {
-        char why[64];
-        snprintf(why, sizeof why, "no reply for %d ms", nd->conf.heartbeat_timeout_ms);
-        node__link_down(nd, why);
-    }
+    node__heartbeat_next(nd, -1, 0);
+    for (int i = 0; i < nd->n_next; i++)
+        if (link_tick(&nd->nx[i].link, node__now_us())) {
+            char why[64];
+            snprintf(why, sizeof why, "no reply for %d ms", nd->conf.heartbeat_timeout_ms);
+            node__link_down(nd, i, why);
+        }
+    if (nd->n_next)
+        node__failover(nd); /* also drops kept maps past their deadline */
 }
 
 static void send_report(node_t *nd)
@@ -280,10 +317,26 @@ static void send_report(node_t *nd)
         b->branch_ms =
             (float)(nd->branch_rep[k - 1] > 0 ? nd->branch_rep[k - 1] : nd->branch_ms[k - 1]);
     }
-    if (nd->next && nd->link.rtt_samples) {
-        r->next_latency_ms = (float)link_latency_ms(&nd->link);
-        r->next_bandwidth_mbps = (float)nd->link.bw_mbps;
-        r->next_samples = (uint32_t)nd->link.rtt_samples;
+    /* the link to the next tier: the mean over its replicas measured */
+    double lat = 0, bw = 0;
+    uint64_t samples = 0;
+    int nl = 0, nb = 0;
+    for (int i = 0; i < nd->n_next; i++) {
+        const link_state_t *l = &nd->nx[i].link;
+        if (!l->rtt_samples)
+            continue;
+        lat += link_latency_ms(l);
+        samples += l->rtt_samples;
+        nl++;
+        if (l->bw_mbps > 0) {
+            bw += l->bw_mbps;
+            nb++;
+        }
+    }
+    if (nl) {
+        r->next_latency_ms = (float)(lat / nl);
+        r->next_bandwidth_mbps = (float)(nb ? bw / nb : 0);
+        r->next_samples = (uint32_t)(samples < UINT32_MAX ? samples : UINT32_MAX);
     }
     r->coord_latency_ms = (float)link_latency_ms(&nd->coord_link);
     if (nd->transfer_n) {
@@ -317,11 +370,12 @@ int node_start(node_t *nd, ei_err_t *err)
         return err->code;
     if (xport_connect(nd->coord, c->coordinator, err) < 0)
         return err->code;
-    if (nd->next && xport_connect(nd->next, c->next, err) < 0)
-        return err->code;
+    for (int i = 0; i < nd->n_next; i++)
+        if (xport_connect(nd->nx[i].x, nd->nx[i].endpoint, err) < 0 ||
+            xport_start(nd->nx[i].x, node__on_next, &nd->nx[i], err) < 0)
+            return err->code;
     if (xport_start(nd->coord, node__on_coord, nd, err) < 0 ||
         (nd->bind && xport_start(nd->bind, node__on_bind, nd, err) < 0) ||
-        (nd->next && xport_start(nd->next, node__on_next, nd, err) < 0) ||
         node__metrics_start(nd, err) < 0)
         return err->code;
     uv_timer_start(&nd->hb_timer, on_heartbeat, 0, (uint64_t)c->heartbeat_ms);
@@ -329,7 +383,7 @@ int node_start(node_t *nd, ei_err_t *err)
     ei_log(EI_LOG_INFO, "%s runs blocks %d..%d of %d%s%s, coordinator %s%s%s",
             node__tier_name(c->tier), c->first_block, c->last_block, nd->n,
             nd->bind ? ", bound to " : "", nd->bind ? xport_endpoint(nd->bind) : "",
-            c->coordinator, nd->next ? ", next " : "", nd->next ? c->next : "");
+            c->coordinator, nd->n_next ? ", next " : "", nd->n_next ? c->next : "");
     return 0;
 }
 
@@ -345,9 +399,11 @@ static void on_closed(uv_handle_t *h)
 static uint64_t dropped(const node_t *nd)
 {
     uint64_t n = 0;
-    const xport_t *x[3] = {nd->coord, nd->bind, nd->next};
-    for (int i = 0; i < 3; i++)
+    const xport_t *x[2] = {nd->coord, nd->bind};
+    for (int i = 0; i < 2; i++)
         n += x[i] ? xport_stats(x[i]).dropped : 0;
+    for (int i = 0; i < nd->n_next; i++)
+        n += nd->nx[i].x ? xport_stats(nd->nx[i].x).dropped : 0;
     return n;
 }
 
@@ -368,18 +424,19 @@ static void close_all(node_t *nd)
     node__outbox_free(nd);
     xport_destroy(&nd->coord);
     xport_destroy(&nd->bind);
-    xport_destroy(&nd->next);
+    destroy_next(nd);
     node_counts_t k = nd->counts;
     ei_log(EI_LOG_INFO,
             "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
             "%llu handed back, %llu cancelled, %llu past deadline, %llu refused, %llu batches, "
-            "%llu largest batch, %llu early",
+            "%llu largest batch, %llu early, %llu maps moved, %llu duplicate maps",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
             (unsigned long long)k.cancelled, (unsigned long long)k.dropped_deadline,
             (unsigned long long)k.bad_messages, (unsigned long long)k.batches,
-            (unsigned long long)k.batch_largest, (unsigned long long)k.early);
+            (unsigned long long)k.batch_largest, (unsigned long long)k.early,
+            (unsigned long long)k.moved, (unsigned long long)k.duplicates);
 }
 
 void node__maybe_close(node_t *nd)
@@ -458,6 +515,7 @@ void node_destroy(node_t **self_p)
     node__batch_free(nd);
     node__outbox_free(nd);
     node__delay_clear(nd);
+    handoff_destroy(&nd->ledger);
     sec_destroy(&nd->sec);
     planner_destroy(&nd->planner);
     nn_model_destroy(&nd->model);

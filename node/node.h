@@ -50,6 +50,9 @@ typedef struct node_counts {
     uint64_t batches;         /* batches run (dynamic batching; one request is a batch of 1) */
     uint64_t batch_largest;   /* the most requests one batch held */
     uint64_t early;           /* requests answered here because their stop rule fired */
+    uint64_t moved;           /* maps resent to another replica (one found dead) */
+    uint64_t duplicates;      /* maps dropped: the request is held or passed on here */
+    uint64_t unkept;          /* maps sent without a copy kept (the ledger was full) */
 } node_counts_t;
 
 node_counts_t node_counts(const node_t *self);

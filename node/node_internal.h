@@ -10,6 +10,8 @@
 #include "nn/ee.h"
 #include "nn/model.h"
 #include "runtime/fault.h"
+#include "runtime/handoff.h"
+#include "runtime/route.h"
 #include "node/link.h"
 #include "node/metrics.h"
 #include "node/node.h"
@@ -28,6 +30,14 @@
 /* Samples a reported mean takes at least (block times). */
 #define NODE_REPORT_MIN 20
 #define NODE_MAX_BATCH 256
+/* Next-tier replicas a node sends to at most (its `next` list). */
+#define NODE_MAX_NEXT CONF_MAX_NEXT
+/* Maps kept for failover until the next tier takes them over (beyond: sent, not kept). */
+#define NODE_LEDGER_MAX 8192
+/* Senders one request's job answers `taken` to (a map resent to this node again). */
+#define NODE_JOB_PEERS 4
+/* Requests this node recently passed on or ended (a duplicate map for one is dropped). */
+#define NODE_PASSED_RING 4096
 
 /* One request on this tier: from its input (task image or received feature map) through
  * blocks start..last_block. */
@@ -61,6 +71,10 @@ typedef struct job {
     int stop_kind;            /* the request's stop rule (planner/stop.h), 0: none */
     double stop_threshold;
     double mflop;             /* compute spent on the request so far, conv parts and branches */
+    struct node *owner;       /* set for a map: its leaving is told to its senders */
+    uint64_t map_sent_at;     /* the map's sent_at_us: with the id, what a resent copy repeats */
+    int npeers;               /* the previous tier's senders of its map (bind connections), */
+    xport_peer_t peers[NODE_JOB_PEERS]; /* told `taken` when the job leaves this node */
     struct job *next;
 } job_t;
 
@@ -87,9 +101,28 @@ typedef struct delayed {
     float *tensor;            /* outgoing: the tensor frame, or NULL */
     size_t tensor_bytes;
     uint64_t request_id;      /* outgoing feature map: its request, for a hand-back */
+    int replica;              /* the next-tier replica it goes to or came from */
     xport_msg_t *msg;         /* incoming */
     struct delayed *next;
 } delayed_t;
+
+/* One replica of the next tier: its own socket and link state (heartbeats, round trips),
+ * what its heartbeat replies say of it, and whether its maps wait to be moved. */
+typedef struct node_next {
+    struct node *nd;
+    int i;
+    xport_t *x;
+    char endpoint[CONF_STR_MAX];
+    char name[32];            /* from its heartbeat replies; "" before the first */
+    link_state_t link;
+    uint64_t instance;        /* its process, as its last reply said; 0: none yet */
+    uint32_t in_flight;       /* its queue, as its last reply said */
+    double ms_per_req;        /* its time per request, as its last reply said */
+    int draining;
+    int next_down;            /* it reports no link up to its own next tier */
+    int lost;                 /* found dead (or restarted): its held maps are to move */
+    uint64_t lost_us;         /* when it was found so */
+} node_next_t;
 
 struct node {
     conf_node_t conf;
@@ -99,7 +132,18 @@ struct node {
     ee_t *ee;                 /* the device's class-specific early exit, or NULL */
     int n, classes;
     nn_shape_t in_shape;
-    xport_t *coord, *bind, *next;
+    xport_t *coord, *bind;
+    node_next_t nx[NODE_MAX_NEXT]; /* the next tier's replicas (`next`), n_next of them */
+    int n_next;
+    handoff_t *ledger;        /* maps sent and not yet taken over (runtime/handoff.h) */
+    uint64_t instance;        /* random per process, in heartbeat replies */
+    unsigned route_rr;        /* rotates ties between equal replicas */
+    int failing;              /* node__failover runs (no re-entry) */
+    /* maps whose jobs left this node (passed on or ended), by request id and the map's
+     * sent_at_us: a resent copy of one of them (failover) is a duplicate; a new map for the
+     * same request (a restarted coordinator sending the task again) is not */
+    struct { uint64_t id, sent_at; } passed[NODE_PASSED_RING];
+    int passed_at;
     uv_timer_t hb_timer, report_timer, slow_timer, delay_timer;
     uv_idle_t work;
     int handles_open;
@@ -114,7 +158,6 @@ struct node {
     int queued, waiting;
     slow_t slow;              /* the slow-down's wait still owed */
     /* links */
-    link_state_t link;        /* to the next tier */
     link_state_t coord_link;  /* to the coordinator (round trips only) */
     int link_reported;        /* -1: never, else the state last reported */
     fault_state_t fault;
@@ -183,8 +226,9 @@ void node__check_chain(node_t *nd, const einet_HeartbeatReply *r);
 /* node_recv.c */
 void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg);
 void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg);
+/* arg: the replica (node_next_t) */
 void node__on_next(xport_t *x, xport_msg_t **msg_p, void *arg);
-void node__handle_next(node_t *nd, xport_msg_t **msg_p);
+void node__handle_next(node_t *nd, int r, xport_msg_t **msg_p);
 
 /* node_send.c */
 /* Sends to the coordinator (sets env->seq). Exit results, hand-backs and link reports that
@@ -197,25 +241,44 @@ int node__send_coord(node_t *nd, einet_Envelope *env);
 void node__outbox_flush(node_t *nd);
 /* Frees what the outbox still holds (at close). */
 void node__outbox_free(node_t *nd);
-/* Sends to the next tier through the link's injected faults (sets env->seq): 0 when sent,
- * dropped or held back; EI_E_PEER when ZeroMQ refused it (the link is then down). */
-int node__send_next(node_t *nd, einet_Envelope *env, const float *tensor, size_t numel,
+/* Sends to next-tier replica r through the link's injected faults (sets env->seq): 0 when
+ * sent, dropped or held back; EI_E_PEER when ZeroMQ refused it (r is then down). */
+int node__send_next(node_t *nd, int r, einet_Envelope *env, const float *tensor, size_t numel,
                     uint64_t request_id);
-/* Holds an incoming message from the next tier back until at_us (takes *msg_p). */
-int node__delay_incoming(node_t *nd, xport_msg_t **msg_p, uint64_t at_us);
+/* 1 while any next-tier replica's link is up. */
+int node__next_up(const node_t *nd);
+/* The job leaves this node (done, forwarded, dropped): its senders are told `taken` and the
+ * request is remembered as passed (a duplicate map is then dropped). */
+void node__job_leaves(node_t *nd, job_t *j);
+/* Replica r was found dead: its held maps move to other alive replicas (or go back to the
+ * coordinator when none is left). */
+void node__next_lost(node_t *nd, int r, const char *why);
+/* Moves what dead replicas held and drops kept maps past their deadline. */
+void node__failover(node_t *nd);
+/* Holds an incoming message from next-tier replica r back until at_us (takes *msg_p). */
+int node__delay_incoming(node_t *nd, int r, xport_msg_t **msg_p, uint64_t at_us);
+/* Sends a feature map (env, its tensor) to the replica route_pick chooses and keeps a copy
+ * in the ledger; a replica refusing it is marked down and another tried. 0, or EI_E_PEER
+ * when no replica is alive. */
+int node__send_map(node_t *nd, einet_Envelope *env, const float *tensor, size_t numel,
+                   uint64_t request_id);
+/* Tells the previous tier's node at peer (on the bind) that this tier took request_id over. */
+void node__send_taken(node_t *nd, const xport_peer_t *peer, uint64_t request_id);
 void node__hand_back(node_t *nd, uint64_t request_id, const char *why);
 void node__report_link(node_t *nd);
-void node__heartbeat_next(node_t *nd, size_t probe_bytes);
+/* Heartbeats every next-tier replica, or only r (r >= 0) with probe_bytes for bandwidth. */
+void node__heartbeat_next(node_t *nd, int r, size_t probe_bytes);
 void node__delay_fire(uv_timer_t *t);
 /* Drain: frees everything held, handing back held feature maps. */
 void node__delay_clear(node_t *nd);
-/* The link was declared down: what it held is lost (no hand-backs: the coordinator answers
- * the requests cut off). */
-void node__delay_discard(node_t *nd);
+/* Replica r's link was declared down (r < 0: every replica's): what was held for it is
+ * lost with the connection (the ledger keeps the maps, which move to another replica). */
+void node__delay_discard(node_t *nd, int r);
 /* A clear: everything held goes now, in order. */
 void node__delay_release(node_t *nd);
-/* Declares the next link down: logs, discards what it held, reports to the coordinator. */
-void node__link_down(node_t *nd, const char *why);
+/* Declares replica r's link down: logs, discards what it held, moves its maps, and reports
+ * to the coordinator when no replica is left up. */
+void node__link_down(node_t *nd, int r, const char *why);
 
 /* tier_run.c */
 /* Sets a job's exit policy from a task or map (interrupt NULL: the node's uniform). */

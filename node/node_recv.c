@@ -1,7 +1,8 @@
-/* What a node does with each message on its three sockets: the coordinator's (tasks,
- * profile updates, faults, cancels, heartbeat replies), its bind socket (feature maps and
- * heartbeats from the previous tier) and its next socket (heartbeat replies). Anything
- * refused is answered with an Error, counted and logged; the node goes on serving. */
+/* What a node does with each message on its sockets: the coordinator's (tasks, profile
+ * updates, faults, cancels, heartbeat replies), its bind socket (feature maps and heartbeats
+ * from the previous tier's replicas) and one socket per next-tier replica (heartbeat
+ * replies, `taken`). Anything refused is answered with an Error, counted and logged; the
+ * node goes on serving. */
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -162,7 +163,7 @@ static void on_fault(node_t *nd, const wire_in_t *in)
         fflush(stderr);
         raise(SIGKILL);
     }
-    if (f->link == einet_Link_LINK_NONE || (int)f->link != node__link_id(nd) || !nd->next) {
+    if (f->link == einet_Link_LINK_NONE || (int)f->link != node__link_id(nd) || !nd->n_next) {
         refuse(nd, nd->coord, in, EI_E_RANGE, "coordinator", "fault: not for this node's link");
         return;
     }
@@ -195,14 +196,16 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
         uint64_t now = node__now_us(), echo = in.env.body.heartbeat_reply.echo_sent_at_us;
         link_on_reply(&nd->coord_link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
                       now);
+        node__outbox_flush(nd); /* what waited for the coordinator to know this node */
         node__check_chain(nd, &in.env.body.heartbeat_reply);
         break;
     }
     case einet_Envelope_fault_tag:
         on_fault(nd, &in);
         break;
-    case einet_Envelope_cancel_tag:
+    case einet_Envelope_cancel_tag: /* answered: no work left, no map to move */
         node__cancel(nd, in.env.body.cancel.request_id);
+        handoff_drop(nd->ledger, in.env.body.cancel.request_id);
         break;
     case einet_Envelope_error_tag:
         node__log_bad(nd, "the coordinator refused a message: %s", in.env.body.error.message);
@@ -216,6 +219,43 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
 }
 
 /* ---- from the previous tier ---- */
+
+/* The job of request id held here (queued or in the batch, not finished), or NULL. */
+static job_t *held_job(node_t *nd, uint64_t id)
+{
+    for (job_t *j = nd->head; j; j = j->next)
+        if (j->request_id == id)
+            return j;
+    for (int i = 0; i < nd->bn; i++)
+        if (nd->batch[i]->request_id == id && !nd->batch[i]->done)
+            return nd->batch[i];
+    return NULL;
+}
+
+/* A map for a request this node holds, or a copy of a map it has passed on (same request,
+ * same sent_at_us: a sender moved it here after finding another replica dead, or moved it
+ * back): dropped. Held: this sender is told `taken` too when the job leaves; passed on:
+ * at once. 1 when it was a duplicate. */
+static int duplicate(node_t *nd, uint64_t id, uint64_t sent_at, const xport_peer_t *peer)
+{
+    job_t *j = held_job(nd, id);
+    if (j) {
+        int known = 0;
+        for (int i = 0; i < j->npeers; i++)
+            known |= j->peers[i].len == peer->len && !memcmp(j->peers[i].id, peer->id, peer->len);
+        if (!known && j->npeers < NODE_JOB_PEERS)
+            j->peers[j->npeers++] = *peer;
+        nd->counts.duplicates++;
+        return 1;
+    }
+    for (int i = 0; i < NODE_PASSED_RING; i++)
+        if (nd->passed[i].id == id && nd->passed[i].sent_at == sent_at) {
+            node__send_taken(nd, peer, id);
+            nd->counts.duplicates++;
+            return 1;
+        }
+    return 0;
+}
 
 static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
 {
@@ -244,6 +284,8 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
         node__hand_back(nd, f->request_id, "bad map"); /* answered now, not at its expiry */
         return;
     }
+    if (duplicate(nd, f->request_id, f->sent_at_us, &in->peer))
+        return;
     nd->counts.maps++;
     uint64_t wall = node__wall_us(), transfer;
     /* One-way transfer from the sender's clock where it agrees with ours (one host, NTP);
@@ -257,6 +299,10 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
         node__hand_back(nd, f->request_id, "out of memory");
         return;
     }
+    j->owner = nd; /* its sender keeps the map until this node says `taken` */
+    j->npeers = 1;
+    j->peers[0] = in->peer;
+    j->map_sent_at = f->sent_at_us;
     j->elapsed0_us = f->elapsed_us + transfer;
     nd->transfer_sum_ms += (double)transfer / 1000.0;
     nd->transfer_n++;
@@ -293,6 +339,17 @@ static void on_peer_heartbeat(node_t *nd, const wire_in_t *in)
     env.body.heartbeat_reply.seq = in->env.body.heartbeat.seq;
     env.body.heartbeat_reply.echo_sent_at_us = in->env.body.heartbeat.sent_at_us;
     env.body.heartbeat_reply.profile_version = nd->profile_version;
+    /* what the previous tier routes by (runtime/route.h) and notices a restart by */
+    einet_HeartbeatReply *r = &env.body.heartbeat_reply;
+    r->in_flight = (uint32_t)node__inflight(nd);
+    r->instance = nd->instance;
+    snprintf(r->name, sizeof r->name, "%s", nd->conf.name);
+    double ms = 0;
+    for (int k = nd->conf.first_block; k <= nd->conf.last_block && k <= nd->n; k++)
+        ms += nd->conv_ms[k - 1] + nd->branch_ms[k - 1];
+    r->ms_per_req = (float)ms;
+    r->draining = nd->draining;
+    r->next_down = nd->n_next && !node__next_up(nd); /* it could not pass a map on */
     if (wire_send(nd->bind, &in->peer, &env, NULL, &err) < 0)
         nd->counts.send_failed++;
 }
@@ -393,50 +450,72 @@ void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
     }
 }
 
-/* ---- from the next tier ---- */
+/* ---- from the next tier's replicas ---- */
 
-void node__handle_next(node_t *nd, xport_msg_t **msg_p)
+static void on_next_reply(node_t *nd, int r, const einet_HeartbeatReply *h, uint64_t now)
+{
+    node_next_t *x = &nd->nx[r];
+    x->in_flight = h->in_flight;
+    x->ms_per_req = h->ms_per_req;
+    x->draining = h->draining;
+    x->next_down = h->next_down;
+    if (h->name[0])
+        snprintf(x->name, sizeof x->name, "%s", h->name);
+    if (h->instance && x->instance && h->instance != x->instance) {
+        /* a new process behind the endpoint: what the old one held is gone */
+        x->instance = h->instance;
+        node__next_lost(nd, r, "restarted: its held maps move");
+    }
+    x->instance = h->instance;
+    if (link_on_reply(&x->link, h->seq, now > h->echo_sent_at_us ? now - h->echo_sent_at_us : 0,
+                      now)) {
+        ei_log(EI_LOG_INFO, "%s link to %s up", node__link_name(nd),
+               x->name[0] ? x->name : x->endpoint);
+        if (nd->link_reported != 1)
+            node__report_link(nd);
+    }
+}
+
+void node__handle_next(node_t *nd, int r, xport_msg_t **msg_p)
 {
     wire_in_t in;
     ei_err_t err;
+    xport_t *x = nd->nx[r].x;
     int rc = wire_recv(*msg_p, &in, &err);
     if (rc < 0) {
-        refuse(nd, nd->next, &in, rc, "next", err.msg);
+        refuse(nd, x, &in, rc, "next", err.msg);
         return;
     }
-    uint64_t now = node__now_us();
     switch (in.env.which_body) {
-    case einet_Envelope_heartbeat_reply_tag: {
-        uint64_t echo = in.env.body.heartbeat_reply.echo_sent_at_us;
-        if (link_on_reply(&nd->link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
-                          now)) {
-            ei_log(EI_LOG_INFO, "%s link up", node__link_name(nd));
-            node__report_link(nd);
-        }
+    case einet_Envelope_heartbeat_reply_tag:
+        on_next_reply(nd, r, &in.env.body.heartbeat_reply, node__now_us());
         break;
-    }
+    case einet_Envelope_taken_tag: /* that tier has the request: the copy kept goes */
+        handoff_taken(nd->ledger, in.env.body.taken.request_id);
+        break;
     case einet_Envelope_error_tag:
         node__log_bad(nd, "the next tier refused a message: %s", in.env.body.error.message);
         break;
     case einet_Envelope_ack_tag: /* an identity check: the connection is alive */
         break;
     default:
-        refuse(nd, nd->next, &in, EI_E_FORMAT, "next", "unexpected body from the next tier");
+        refuse(nd, x, &in, EI_E_FORMAT, "next", "unexpected body from the next tier");
         break;
     }
 }
 
 void node__on_next(xport_t *x, xport_msg_t **msg_p, void *arg)
 {
-    node_t *nd = arg;
+    node_next_t *nx = arg;
+    node_t *nd = nx->nd;
     (void)x;
     uint64_t now = node__now_us(), at = fault_deliver_at(&nd->fault, FAULT_IN, now);
-    if (at == FAULT_NEVER && !nd->link.up) {
+    if (at == FAULT_NEVER && !nx->link.up) {
         nd->counts.fault_discarded++;
         return;
     }
     if ((at > now || nd->held[FAULT_IN] > 0) &&
-        node__delay_incoming(nd, msg_p, at > now ? at : now) == 0)
+        node__delay_incoming(nd, nx->i, msg_p, at > now ? at : now) == 0)
         return;
-    node__handle_next(nd, msg_p);
+    node__handle_next(nd, nx->i, msg_p);
 }

@@ -27,6 +27,8 @@ void node__job_free(job_t **job_p)
 {
     if (!job_p || !*job_p)
         return;
+    if ((*job_p)->owner) /* it leaves this node: its senders forget their copies */
+        node__job_leaves((*job_p)->owner, *job_p);
     xport_msg_destroy(&(*job_p)->msg);
     free(*job_p);
     *job_p = NULL;
@@ -331,7 +333,7 @@ static void fill_map(node_t *nd, const job_t *j, int k, uint64_t now_us, einet_E
 static void forward(node_t *nd, job_t *j, int k)
 {
     char why[64];
-    if (!nd->next || !nd->link.up) {
+    if (!node__next_up(nd)) {
         snprintf(why, sizeof why, "%s link down", node__link_name(nd));
         node__hand_back(nd, j->request_id, why);
         return;
@@ -343,13 +345,13 @@ static void forward(node_t *nd, job_t *j, int k)
     nd->boundary_sum_ms += now * 1000 > j->mark_ns ? (double)(now * 1000 - j->mark_ns) / 1e6 : 0;
     nd->boundary_n++;
     size_t numel = nn_tensor_numel(j->cur);
-    if (node__send_next(nd, &env, j->cur->data, numel, j->request_id) < 0) {
+    /* to a next-tier replica, kept until that tier takes it over (node_send.c) */
+    if (node__send_map(nd, &env, j->cur->data, numel, j->request_id) < 0) {
         snprintf(why, sizeof why, "%s send refused", node__link_name(nd));
         node__hand_back(nd, j->request_id, why);
         return;
     }
     nd->counts.maps_sent++;
-    node__heartbeat_next(nd, numel * sizeof(float));
 }
 
 /* ---- the block loop ---- */

@@ -229,6 +229,41 @@ static void test_endpoints(void **state)
     assert_null(conf_check_endpoint_or_empty(""));
 }
 
+/* `next` as a list of next-tier replicas (issue 11): split and trimmed, each entry an
+ * endpoint, none empty, none twice, at most CONF_MAX_NEXT; a node's own bind refused. */
+static void test_endpoint_lists(void **state)
+{
+    (void)state;
+    char out[CONF_MAX_NEXT][CONF_STR_MAX];
+    assert_int_equal(conf_list_split("", out, CONF_MAX_NEXT), 0);
+    assert_int_equal(conf_list_split("tcp://a:1", out, CONF_MAX_NEXT), 1);
+    assert_string_equal(out[0], "tcp://a:1");
+    assert_int_equal(conf_list_split(" tcp://a:1 ,tcp://b:2\t, ipc:///x ", out, CONF_MAX_NEXT), 3);
+    assert_string_equal(out[0], "tcp://a:1");
+    assert_string_equal(out[1], "tcp://b:2");
+    assert_string_equal(out[2], "ipc:///x");
+    assert_int_equal(conf_list_split("tcp://a:1,", out, CONF_MAX_NEXT), -1);
+    assert_int_equal(conf_list_split("tcp://a:1,,tcp://b:2", out, CONF_MAX_NEXT), -1);
+    assert_int_equal(conf_list_split("a,b,c", out, 2), -1);
+    assert_null(conf_check_endpoint_list(""));
+    assert_null(conf_check_endpoint_list("tcp://127.0.0.1:5711, tcp://127.0.0.1:5712"));
+    const char *why = conf_check_endpoint_list("tcp://127.0.0.1:5711, tcp://127.0.0.1:5711");
+    assert_non_null(why);
+    assert_non_null(strstr(why, "'tcp://127.0.0.1:5711' is listed twice"));
+    why = conf_check_endpoint_list("tcp://127.0.0.1:5711, udp://x:1");
+    assert_non_null(why);
+    assert_non_null(strstr(why, "'udp://x:1': expected tcp://HOST:PORT"));
+    assert_non_null(conf_check_endpoint_list("tcp://a:1, "));
+    assert_non_null(conf_check_endpoint_list("tcp://a:1,tcp://a:2,tcp://a:3,tcp://a:4,"
+                                             "tcp://a:5,tcp://a:6,tcp://a:7,tcp://a:8,tcp://a:9"));
+    node_bad("a.ini",
+             NODE_HEAD "bind = tcp://127.0.0.1:2\nfirst_block = 1\nlast_block = 2\n"
+                       "next = tcp://127.0.0.1:3, tcp://127.0.0.1:2\n",
+             EI_E_RANGE, ":8: 'next' lists this node's own 'bind' endpoint");
+    node_bad("a.ini", NODE_HEAD "next = tcp://127.0.0.1:3,,tcp://127.0.0.1:4\n", EI_E_RANGE,
+             ":5: 'next' in [node]: expected 1 to 8 endpoints separated by commas, none empty");
+}
+
 /* metrics, log_level and log_format: defaults (off, info, text), values, refusals naming
  * the line. */
 static void test_ops_keys(void **state)
@@ -350,6 +385,7 @@ int main(void)
         cmocka_unit_test(test_node_good), cmocka_unit_test(test_coord_good),
         cmocka_unit_test(test_node_bad),  cmocka_unit_test(test_long_line_and_missing_file),
         cmocka_unit_test(test_coord_bad), cmocka_unit_test(test_endpoints),
+        cmocka_unit_test(test_endpoint_lists),
         cmocka_unit_test(test_ops_keys), cmocka_unit_test(test_check_files),
         cmocka_unit_test(test_journal_keys),
         cmocka_unit_test(test_describe),

@@ -316,6 +316,52 @@ static void test_expiry_order_and_deepest(void **state)
     free(rec);
 }
 
+/* A replica's death (issue 11): a device's answers only the requests sent to it and not
+ * heard from beyond it; reqs_expire_upto moves only earlier expiries of requests not heard
+ * from beyond pos, and they are then answered once at the new time, deepest exit kept. */
+static void test_fail_node_and_orphan_expiry(void **state)
+{
+    (void)state;
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(64, 64, on_answer, rec);
+    uint64_t id[12];
+    for (int i = 0; i < 12; i++) {
+        reqs_client_t c = client((uint64_t)i, -1);
+        assert_int_equal(reqs_add(q, &c, 0, i == 11 ? 500 : 0, einet_Status_STATUS_DEADLINE,
+                                  "deadline", &id[i]),
+                         0);
+        reqs_set_node(q, id[i], i % 3); /* devices 0, 1, 2 */
+    }
+    einet_ExitResult edge = result(4, einet_Tier_TIER_EDGE, 7, 0);
+    reqs_exit(q, id[3], &edge, 1, 10); /* device 0's request 3 is beyond it, at the edge */
+    /* device 0 dies: its requests 0, 6, 9 are answered; 3 (at the edge) is not */
+    assert_int_equal(reqs_fail_node(q, 0, 0, einet_Status_STATUS_LINK, "device-1 lost", 20), 3);
+    assert_int_equal(rec->n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(rec->a[i].client_id % 3, 0);
+    assert_true(reqs_is_pending(q, id[3]));
+    /* an edge dies: requests not heard from beyond the edge (all but none here) get an
+     * expiry at 1000 unless theirs is earlier (request 11: 500) */
+    int moved = reqs_expire_upto(q, 1, 1000, einet_Status_STATUS_LINK, "lost with edge-1");
+    assert_int_equal(moved, 8); /* 9 pending, request 11 keeps its earlier 500 */
+    reqs_expire(q, 999);
+    assert_int_equal(rec->n, 4); /* request 11 at 500, with its deadline */
+    assert_int_equal(rec->a[3].client_id, 11);
+    assert_int_equal(rec->a[3].status, einet_Status_STATUS_DEADLINE);
+    reqs_expire(q, 1000);
+    assert_int_equal(rec->n, 12);
+    for (int i = 4; i < 12; i++) {
+        assert_int_equal(rec->a[i].status, einet_Status_STATUS_LINK);
+        assert_string_equal(rec->a[i].reason, "lost with edge-1");
+        if (rec->a[i].client_id == 3)
+            assert_int_equal(rec->a[i].exit, 4); /* the deepest exit kept */
+    }
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(rec->per_id[id[i]], 1);
+    reqs_destroy(&q);
+    free(rec);
+}
+
 /* A request that stays pending while many others come and go keeps its slot: ids skip it. */
 static void test_ids_skip_a_held_slot(void **state)
 {
@@ -771,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_random_interleavings),
         cmocka_unit_test(test_expiry_order_and_deepest),
         cmocka_unit_test(test_ids_skip_a_held_slot),
+        cmocka_unit_test(test_fail_node_and_orphan_expiry),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_restore_after_restart),
         cmocka_unit_test(test_percentiles_vs_sorted),

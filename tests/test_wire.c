@@ -36,6 +36,8 @@ static const pb_size_t all_tags[] = {
     einet_Envelope_ack_tag,
     einet_Envelope_cancel_tag,
     einet_Envelope_error_tag,
+    einet_Envelope_taken_tag,
+    einet_Envelope_moved_tag,
 };
 #define NTAGS ((int)(sizeof all_tags / sizeof all_tags[0]))
 
@@ -177,7 +179,8 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         break;
     case einet_Envelope_heartbeat_reply_tag:
         e->body.heartbeat_reply = (einet_HeartbeatReply){
-            einet_Tier_TIER_NONE, 17, 123456, 2, 8, 3, {16, 14, 14}, 3, {32, 7, 7}};
+            einet_Tier_TIER_NONE, 17, 123456, 2, 8, 3, {16, 14, 14}, 3, {32, 7, 7},
+            5, 0x1234567890ull, "edge-2", 1.5f, true, true};
         break;
     case einet_Envelope_profile_report_tag:
     case einet_Envelope_profile_update_tag:
@@ -207,6 +210,12 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         break;
     case einet_Envelope_cancel_tag:
         e->body.cancel.request_id = 77;
+        break;
+    case einet_Envelope_taken_tag:
+        e->body.taken.request_id = 77;
+        break;
+    case einet_Envelope_moved_tag:
+        e->body.moved = (einet_Moved){77, "edge-1", "edge-2", 612, 2};
         break;
     case einet_Envelope_error_tag:
         e->body.error.code = (einet_ErrorCode)EI_E_VERSION;

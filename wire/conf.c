@@ -402,6 +402,58 @@ const char *conf_check_endpoint_or_empty(const void *field)
     return ((const char *)field)[0] ? conf_check_endpoint(field) : NULL;
 }
 
+int conf_list_split(const char *s, char (*out)[CONF_STR_MAX], int max)
+{
+    int n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t')
+            s++;
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        while (len && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (n == max || len == 0 || len >= CONF_STR_MAX)
+            return -1;
+        memcpy(out[n], s, len);
+        out[n][len] = 0;
+        n++;
+        if (!end)
+            break;
+        s = end + 1;
+        if (!*s)
+            return -1; /* a trailing comma: an empty entry */
+    }
+    return n;
+}
+
+const char *conf_check_endpoint_list(const void *field)
+{
+    static _Thread_local char msg[CONF_STR_MAX + 64];
+    char list[CONF_MAX_NEXT][CONF_STR_MAX];
+    const char *s = field;
+    if (!s[0])
+        return NULL;
+    int n = conf_list_split(s, list, CONF_MAX_NEXT);
+    if (n < 0) {
+        snprintf(msg, sizeof msg, "expected 1 to %d endpoints separated by commas, none empty",
+                 CONF_MAX_NEXT);
+        return msg;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *why = conf_check_endpoint(list[i]);
+        if (why) {
+            snprintf(msg, sizeof msg, "'%.100s': %s", list[i], why);
+            return msg;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(list[i], list[j]) == 0) {
+                snprintf(msg, sizeof msg, "'%.100s' is listed twice", list[i]);
+                return msg;
+            }
+    }
+    return NULL;
+}
+
 const char *conf_check_hostport_or_empty(const void *field)
 {
     const char *s = field;

@@ -84,6 +84,13 @@ void conf_describe(const conf_table_t *t, FILE *out);
 /* Validators shared by the tables. */
 const char *conf_check_endpoint(const void *field);          /* tcp://, ipc://, inproc:// */
 const char *conf_check_endpoint_or_empty(const void *field); /* the same, or "" */
+/* "" or 1..CONF_MAX_NEXT endpoints separated by commas (spaces around them allowed), each
+ * as conf_check_endpoint, none twice. */
+const char *conf_check_endpoint_list(const void *field);
+#define CONF_MAX_NEXT 8
+/* Splits a comma-separated list into up to max trimmed entries: their number, or -1 when
+ * there are more, one is empty or one is too long. "" gives 0. */
+int conf_list_split(const char *s, char (*out)[CONF_STR_MAX], int max);
 const char *conf_check_hostport_or_empty(const void *field);  /* host:port, or "" */
 
 /* The operations keys both programs take (docs/config.md, "Operations"): the metrics and
@@ -107,7 +114,8 @@ typedef struct conf_node {
     int first_block, last_block;
     char model[CONF_STR_MAX];
     char bind[CONF_STR_MAX];        /* feature maps and heartbeats from the previous tier */
-    char next[CONF_STR_MAX];        /* the next tier's bind; "" when this tier ends the model */
+    char next[CONF_STR_MAX];        /* the next tier's binds, one per replica, separated by
+                                       commas; "" when this tier ends the model */
     char coordinator[CONF_STR_MAX]; /* the coordinator's node endpoint */
     int threads;
     double slowdown;

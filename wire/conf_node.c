@@ -44,8 +44,10 @@ static const conf_option_t options[] = {
      conf_check_endpoint_or_empty,
      "endpoint the previous tier sends feature maps to; required on edge and cloud"},
     {"node", "next", CONF_STRING, N(next), S(next), 0, 0, "", NULL, NULL,
-     conf_check_endpoint_or_empty,
-     "the next tier's bind endpoint; empty when this tier runs the model's last block"},
+     conf_check_endpoint_list,
+     "the next tier's bind endpoints, one per replica, separated by commas (each map goes to "
+     "the replica with the least expected wait, and moves to another when it dies); empty "
+     "when this tier runs the model's last block"},
     {"node", "coordinator", CONF_STRING, N(coordinator), S(coordinator), 0, 0, NULL, NULL, NULL,
      conf_check_endpoint, "the coordinator's node endpoint (its [coordinator] nodes key)"},
     {"node", "threads", CONF_INT, N(threads), 0, 1, 64, "1", NULL, NULL, NULL,
@@ -136,10 +138,13 @@ static const char *finish(void *target, const char **key)
         *key = "ee";
         return "'ee' (class-specific early exit) is only for the device tier";
     }
-    if (c->next[0] && strcmp(c->next, c->bind) == 0) {
-        *key = "next";
-        return "'next' is this node's own 'bind' endpoint";
-    }
+    char next[CONF_MAX_NEXT][CONF_STR_MAX];
+    int nn = conf_list_split(c->next, next, CONF_MAX_NEXT);
+    for (int i = 0; i < nn; i++)
+        if (strcmp(next[i], c->bind) == 0) {
+            *key = "next";
+            return "'next' lists this node's own 'bind' endpoint";
+        }
     if (c->heartbeat_timeout_ms <= c->heartbeat_ms) {
         *key = "heartbeat_timeout_ms";
         return "'heartbeat_timeout_ms' must be longer than 'heartbeat_ms'";

@@ -428,6 +428,14 @@ static int check_body(const einet_Envelope *e, size_t frame, ei_err_t *err)
         if (e->body.accepted.request_id == 0)
             return bad(err, EI_E_RANGE, "accepted.request_id", "0 is not an id");
         return 0;
+    case einet_Envelope_taken_tag:
+        if (e->body.taken.request_id == 0)
+            return bad(err, EI_E_RANGE, "taken.request_id", "0 is not an id");
+        return 0;
+    case einet_Envelope_moved_tag:
+        if (e->body.moved.request_id == 0)
+            return bad(err, EI_E_RANGE, "moved.request_id", "0 is not an id");
+        return 0;
     case einet_Envelope_result_query_tag:
     case einet_Envelope_stats_query_tag:
     case einet_Envelope_ack_tag:

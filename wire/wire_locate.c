@@ -30,7 +30,8 @@ typedef struct mnames {
     X(Tensor) X(TensorMeta) X(Request) X(Task) X(ExitSeen) X(FeatureMap) X(ExitResult)        \
     X(Answer) X(Heartbeat) X(HeartbeatReply) X(BlockTiming) X(ProfileReport) X(BlockProfile)  \
     X(ProfileUpdate) X(ResultQuery) X(ResultReply) X(StatsQuery) X(LinkStats) X(NodeStats)    \
-    X(FaultEvent) X(StatsReply) X(Fault) X(Ack) X(Cancel) X(Error) X(Envelope) X(Interrupt)
+    X(FaultEvent) X(StatsReply) X(Fault) X(Ack) X(Cancel) X(Error) X(Envelope) X(Interrupt)   \
+    X(Taken) X(Moved)
 /* clang-format on */
 
 EINET_MESSAGES(NAMES)
