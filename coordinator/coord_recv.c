@@ -379,9 +379,22 @@ static void on_fault_cmd(coord_t *c, const wire_in_t *in)
         einet_Envelope cmd;
         wire_env_init(&cmd, einet_Envelope_fault_tag);
         cmd.body.fault = *f;
-        a->ok = coord__send_node(c, coord__node_at(c, pos), &cmd, NULL, 0) == 0;
-        snprintf(a->detail, sizeof a->detail, "%s %s", a->ok ? "relayed to" : "could not reach",
-                 cluster_tier_name(tier));
+        /* a link fault is the tier's link: every replica of the tier that is up gets it; a
+         * kill takes one node */
+        int sent = 0, failed = 0;
+        for (int i = 0; i < FLEET_MAX_NODES && !(f->kill && sent); i++) {
+            const fleet_node_t *n = &c->fleet.node[i];
+            if (!n->used || n->pos != pos || n->state != FLEET_UP)
+                continue;
+            if (coord__send_node(c, i, &cmd, NULL, 0) == 0)
+                sent++;
+            else
+                failed++;
+        }
+        a->ok = sent > 0 && !failed;
+        snprintf(a->detail, sizeof a->detail, "%s %s (%d node%s)",
+                 a->ok ? "relayed to" : "could not reach", cluster_tier_name(tier),
+                 a->ok ? sent : failed ? failed : 0, (a->ok ? sent : failed) == 1 ? "" : "s");
     }
     if (a->ok) {
         char what[64];
