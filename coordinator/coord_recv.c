@@ -14,7 +14,7 @@
 
 static const char *const refusal_names[COORD_REFUSALS] = {
     "malformed", "unknown-node", "duplicate", "forbidden", "not-owner", "not-its-exit",
-    "too-many-frames",
+    "too-many-frames", "name-not-its-key",
 };
 
 static const char *sock_name(int sock)
@@ -725,9 +725,20 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
         refuse_stranger(c, in, COORD_REF_UNKNOWN_NODE, msg);
         return -1;
     }
-    /* the node's name: its heartbeat's, else its tier's (one node of that tier) */
+    /* the node's name: its heartbeat's, else its key's, else its tier's (one node of that
+     * tier). With keys a node is the name its certificate carries (einet keygen writes it):
+     * a key claiming any other name is refused, so one node's key cannot take another's
+     * place in a fleet, even while that node is down. */
     const char *name = hello && in->env.body.heartbeat.name[0] ? in->env.body.heartbeat.name
+                       : in->who.name[0]                       ? in->who.name
                                                                : cluster_tier_name(claimed);
+    if (sec_enabled(c->sec) && strcmp(name, in->who.name) != 0) {
+        snprintf(msg, sizeof msg, "%s claiming the name '%.31s' with the key of '%.31s'",
+                 wire_body_name(in->env.which_body), name,
+                 in->who.name[0] ? in->who.name : "(a key without a name)");
+        refuse_stranger(c, in, COORD_REF_NAME, msg);
+        return -1;
+    }
     int ni = fleet_join(&c->fleet, name, claimed, now);
     if (ni < 0) {
         snprintf(msg, sizeof msg, "%s claiming %s as '%s': %s", wire_body_name(in->env.which_body),
