@@ -1,6 +1,7 @@
 /* einet keygen: a CURVE certificate pair for a process or a person of a cluster with keys
- * (docs/security.md). CZMQ's zcert makes and writes it; the role and tier go into the
- * public certificate's metadata, which the coordinator and nodes read back through zauth. */
+ * (docs/security.md). CZMQ's zcert makes and writes it; the role, tier and name go into the
+ * public certificate's metadata, which the coordinator and nodes read back through zauth:
+ * a node's key is bound to its name (the coordinator admits it under that name only). */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,19 +16,30 @@ static const char usage_text[] =
     "usage: einet keygen --out DIR [--role ROLE] [--tier TIER] NAME\n"
     "Writes a CURVE certificate pair: DIR/NAME.key (public: give it to the peers that must\n"
     "trust NAME) and DIR/NAME.key_secret (secret, mode 0600: NAME's own). DIR is made (0700)\n"
-    "when missing; existing files are never overwritten.\n"
+    "when missing; existing files are never overwritten. NAME goes into the certificate: a\n"
+    "node key is admitted by the coordinator only for the node of that name (its config's\n"
+    "`name`, default its tier), so a fleet gets one key per node (edge-1, edge-2, ...).\n"
     "  --out DIR      where the two files go (required)\n"
     "  --role ROLE    node, client, operator or coordinator; default: node for the names\n"
-    "                 device, edge and cloud, operator for 'operator', coordinator for\n"
-    "                 'coordinator', client for any other name\n"
-    "  --tier TIER    device, edge or cloud: the tier of a node key (default: NAME)\n"
+    "                 device, edge and cloud and TIER-anything (edge-2), operator for\n"
+    "                 'operator', coordinator for 'coordinator', client for any other name\n"
+    "  --tier TIER    device, edge or cloud: the tier of a node key (default: NAME, or\n"
+    "                 what NAME has before its first '-')\n"
     "Clients submit requests and read their own results and the statistics; operators also\n"
     "inject faults, kill nodes, reset statistics and read every result.\n"
     "Exit status: 0, 1 when a file cannot be written or exists, 2 for a usage error.\n";
 
+/* The tier a name stands for: "edge", or "edge-2" (a replica of the edge tier); else 0. */
 static int tier_of(const char *s)
 {
-    return client_tier_parse(s);
+    char t[16];
+    const char *dash = strchr(s, '-');
+    size_t n = dash ? (size_t)(dash - s) : strlen(s);
+    if (n >= sizeof t || (dash && !dash[1]))
+        return 0;
+    memcpy(t, s, n);
+    t[n] = 0;
+    return client_tier_parse(t);
 }
 
 static int default_role(const char *name)
@@ -73,7 +85,7 @@ int cmd_keygen(int argc, char **argv)
                                "coordinator", role_s);
     int tier = 0;
     if (role == SEC_ROLE_NODE) {
-        tier = tier_of(tier_s ? tier_s : name);
+        tier = tier_s ? client_tier_parse(tier_s) : tier_of(name);
         if (tier <= 0)
             return cli_usage_error(CMD, "a node key needs --tier device, edge or cloud");
     } else if (tier_s) {

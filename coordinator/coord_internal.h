@@ -31,6 +31,7 @@ typedef enum {
     COORD_REF_NOT_OWNER,    /* a client key asked for another key's result */
     COORD_REF_NOT_ITS_EXIT, /* an exit result for blocks the sender does not run */
     COORD_REF_FRAMES,       /* more frames than any message has (dropped by xport) */
+    COORD_REF_NAME,         /* a node key claiming another node's name */
     COORD_REFUSALS
 } coord_refusal_t;
 /* A message to a client, sent only once the journal batch it depends on is committed:

@@ -14,7 +14,7 @@
 
 static const char *const refusal_names[COORD_REFUSALS] = {
     "malformed", "unknown-node", "duplicate", "forbidden", "not-owner", "not-its-exit",
-    "too-many-frames",
+    "too-many-frames", "name-not-its-key",
 };
 
 static const char *sock_name(int sock)
@@ -381,9 +381,22 @@ static void on_fault_cmd(coord_t *c, const wire_in_t *in)
         einet_Envelope cmd;
         wire_env_init(&cmd, einet_Envelope_fault_tag);
         cmd.body.fault = *f;
-        a->ok = coord__send_node(c, coord__node_at(c, pos), &cmd, NULL, 0) == 0;
-        snprintf(a->detail, sizeof a->detail, "%s %s", a->ok ? "relayed to" : "could not reach",
-                 cluster_tier_name(tier));
+        /* a link fault is the tier's link: every replica of the tier that is up gets it; a
+         * kill takes one node */
+        int sent = 0, failed = 0;
+        for (int i = 0; i < FLEET_MAX_NODES && !(f->kill && sent); i++) {
+            const fleet_node_t *n = &c->fleet.node[i];
+            if (!n->used || n->pos != pos || n->state != FLEET_UP)
+                continue;
+            if (coord__send_node(c, i, &cmd, NULL, 0) == 0)
+                sent++;
+            else
+                failed++;
+        }
+        a->ok = sent > 0 && !failed;
+        snprintf(a->detail, sizeof a->detail, "%s %s (%d node%s)",
+                 a->ok ? "relayed to" : "could not reach", cluster_tier_name(tier),
+                 a->ok ? sent : failed ? failed : 0, (a->ok ? sent : failed) == 1 ? "" : "s");
     }
     if (a->ok) {
         char what[64];
@@ -732,9 +745,20 @@ static int on_hello(coord_t *c, const wire_in_t *in, uint64_t now)
         refuse_stranger(c, in, COORD_REF_UNKNOWN_NODE, msg);
         return -1;
     }
-    /* the node's name: its heartbeat's, else its tier's (one node of that tier) */
+    /* the node's name: its heartbeat's, else its key's, else its tier's (one node of that
+     * tier). With keys a node is the name its certificate carries (einet keygen writes it):
+     * a key claiming any other name is refused, so one node's key cannot take another's
+     * place in a fleet, even while that node is down. */
     const char *name = hello && in->env.body.heartbeat.name[0] ? in->env.body.heartbeat.name
+                       : in->who.name[0]                       ? in->who.name
                                                                : cluster_tier_name(claimed);
+    if (sec_enabled(c->sec) && strcmp(name, in->who.name) != 0) {
+        snprintf(msg, sizeof msg, "%s claiming the name '%.31s' with the key of '%.31s'",
+                 wire_body_name(in->env.which_body), name,
+                 in->who.name[0] ? in->who.name : "(a key without a name)");
+        refuse_stranger(c, in, COORD_REF_NAME, msg);
+        return -1;
+    }
     int ni = fleet_join(&c->fleet, name, claimed, now);
     if (ni < 0) {
         snprintf(msg, sizeof msg, "%s claiming %s as '%s': %s", wire_body_name(in->env.which_body),

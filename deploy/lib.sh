@@ -1,9 +1,10 @@
 # shellcheck shell=sh disable=SC2154
-# deploy/lib.sh: what deploy/local.sh and deploy/netns.sh share (sourced, not run).
-# The caller sets: bin (directory of einet, einet-node, einet-coord), run (run directory:
-# NAME.log and NAME.pid per process), names (the processes: coordinator and the tiers),
-# clients (the coordinator's client endpoint as a client connects to it), down_cmd (the
-# command that stops the cluster, for messages).
+# deploy/lib.sh: what deploy/local.sh, deploy/host.sh and deploy/netns.sh share (sourced,
+# not run). The caller sets: bin (directory of einet, einet-node, einet-coord), run (run
+# directory: NAME.log and NAME.pid per process), conf (the config directory), down_cmd (the
+# command that stops the cluster, for messages); config_procs sets tier_names, tiers (the
+# node processes) and names (coordinator and the nodes); clients is the coordinator's
+# client endpoint as a client connects to it.
 
 die() {
     echo "$(basename "$0"): $*" >&2
@@ -53,17 +54,73 @@ not_a_link() {
     return 0
 }
 
+# The processes of the config directory $conf: its coordinator.ini and, for each tier the
+# coordinator's `tiers` names (default device,edge,cloud), TIER.ini (one node of the tier)
+# or, for a fleet, one TIER-*.ini per replica (configs/fmnist-fleet: device-1.ini ...
+# cloud-2.ini). Sets tier_names (the tiers, in order), tiers (the node processes, by tier)
+# and names (coordinator first).
+config_procs() {
+    [ -f "$conf/coordinator.ini" ] || die "$conf has no coordinator.ini"
+    tier_names=$(ini_get "$conf/coordinator.ini" tiers | tr ',' ' ')
+    [ -n "$tier_names" ] || tier_names="device edge cloud"
+    tiers=""
+    for _t in $tier_names; do
+        if [ -f "$conf/$_t.ini" ]; then
+            tiers="$tiers $_t"
+            continue
+        fi
+        _found=0
+        for _f in "$conf/$_t"-*.ini; do
+            [ -f "$_f" ] || continue
+            tiers="$tiers $(basename "$_f" .ini)"
+            _found=1
+        done
+        [ $_found = 1 ] || die "$conf has no $_t.ini or $_t-*.ini (the coordinator's tiers are: $tier_names)"
+    done
+    tiers=${tiers# }
+    names="coordinator $tiers"
+}
+
+# The tier of node process $1 (its config's `tier`; else the name up to its first '-').
+tier_of() {
+    _t=$(ini_get "$conf/$1.ini" tier)
+    [ -n "$_t" ] || _t=${1%%-*}
+    echo "$_t"
+}
+
+# The client endpoint of coordinator config $1 as a client on this host reaches it: a
+# wildcard host becomes loopback.
+client_endpoint() {
+    ini_get "$1" clients | sed 's#//\*:#//127.0.0.1:#; s#//0\.0\.0\.0:#//127.0.0.1:#'
+}
+
+# client_keys: the operator's flags for the health checks when $conf/keys has its key.
+operator_keys() {
+    client_keys=""
+    [ -f "$conf/keys/operator.key_secret" ] &&
+        client_keys="--key $conf/keys/operator.key_secret --server-key $conf/keys/coordinator.key"
+    return 0
+}
+
 # Keys of a cluster whose config files name certificates (a 'key =' line): the
-# certificates of the coordinator, each tier, a client and an operator are made with
-# einet keygen in $conf/keys when missing (docs/security.md). Sets client_keys to the
-# operator's flags, for the health checks.
+# certificates of the coordinator, every node process, a client and an operator are made
+# with einet keygen in $conf/keys when missing (docs/security.md). A node's certificate is
+# named after its process and carries that name and its tier (keys/edge-1.key: node
+# edge-1 of tier edge), so the coordinator admits that key under that name only
+# (docs/security.md, "Fleets"). Sets client_keys to the operator's flags, for the health
+# checks. $1: the node processes (default $tiers).
 ensure_keys() {
     client_keys=""
     grep -qs '^[[:space:]]*key[[:space:]]*=' "$conf"/*.ini || return 0
     _kd=$conf/keys
-    for _k in coordinator $tiers client operator; do
+    for _k in coordinator ${1:-$tiers} client operator; do
         if [ ! -e "$_kd/$_k.key" ] && [ ! -e "$_kd/$_k.key_secret" ]; then
-            "$bin/einet" keygen --out "$_kd" "$_k" >/dev/null || die "cannot make the key $_k"
+            case $_k in
+            coordinator | client | operator) _role="" ;;
+            *) _role="--role node --tier $(tier_of "$_k")" ;;
+            esac
+            # shellcheck disable=SC2086
+            "$bin/einet" keygen --out "$_kd" $_role "$_k" >/dev/null || die "cannot make the key $_k"
             echo "made keys/$_k.key and keys/$_k.key_secret"
         elif [ ! -e "$_kd/$_k.key" ] || [ ! -e "$_kd/$_k.key_secret" ]; then
             die "$_kd/$_k: only half of a certificate pair is there"
@@ -177,13 +234,14 @@ wait_healthy() {
     echo "$_h"
 }
 
-# Stops the tiers first, all at once (no new work enters; each drains on its own), then
-# the coordinator (so it can answer what it still holds): SIGTERM, then SIGKILL for any
-# process still running $1 seconds later, saying so. Returns 1 when something was killed.
+# Stops the nodes first, all at once (no new work enters; each drains on its own), then
+# the coordinator when it is one of $names (so it can answer what it still holds):
+# SIGTERM, then SIGKILL for any process still running $1 seconds later, saying so. Returns 1
+# when something was killed.
 stop_all() {
     _rc=0
     stop_group "$1" "$tiers" || _rc=1
-    stop_group "$1" coordinator || _rc=1
+    case " $names " in *" coordinator "*) stop_group "$1" coordinator || _rc=1 ;; esac
     return $_rc
 }
 
@@ -222,8 +280,9 @@ stop_group() {
     return $_rc
 }
 
-# One line per process: running (pid, log) or stopped; then the cluster's health. Returns 1
-# when something is stopped or unhealthy.
+# One line per process: running (pid, log) or stopped; then, when the coordinator is one
+# of $names, the cluster's health and the client endpoint. Returns 1 when something is
+# stopped or unhealthy.
 show_status() {
     _rc=0
     for _n in $names; do
@@ -235,9 +294,75 @@ show_status() {
             _rc=1
         fi
     done
-    if [ -n "$(pid_of coordinator)" ]; then
-        health || _rc=1
-        echo "$clients"
-    fi
+    case " $names " in
+    *" coordinator "*)
+        if [ -n "$(pid_of coordinator)" ]; then
+            health || _rc=1
+            echo "$clients"
+        fi
+        ;;
+    esac
     return $_rc
+}
+
+# ---- configs rewritten for other addresses (netns.sh: one namespace per node; host.sh
+# with EINET_HOSTS: one address per process) ----
+
+# abs_paths LIST: the comma-separated paths of LIST, relative ones made absolute against
+# $src (they were relative to the source config file).
+abs_paths() {
+    _out=""
+    for _p in $(echo "$1" | tr ',' ' '); do
+        case $_p in /*) ;; *) _p=$src/$_p ;; esac
+        _out="$_out${_out:+,}$_p"
+    done
+    echo "$_out"
+}
+
+# The node process of $src whose `bind` has port $1.
+port_owner() {
+    for _o in $tiers; do
+        _b=$(ini_get "$src/$_o.ini" bind)
+        [ -n "$_b" ] && [ "${_b##*:}" = "$1" ] && { echo "$_o"; return 0; }
+    done
+    return 1
+}
+
+# rewrite_configs [NAMES]: the configs of NAMES (default $names) from $src to $dst with the
+# addresses the caller's functions give: addr_bind NAME (where NAME binds its `bind`),
+# addr_reach NAME (where the previous tier sends to NAME), addr_coord NAME (where NAME
+# reaches the coordinator); the
+# coordinator's `clients` and `nodes` become $coord_clients_ep and $coord_nodes_ep. Each
+# endpoint of a node's `next` (one, or a comma-separated list of next-tier replicas) is
+# re-addressed to the node of $src (one of $tiers) that binds its port, so the wiring is the
+# source's; relative paths become absolute.
+rewrite_configs() {
+    for _n in ${1:-$names}; do
+        _f=$src/$_n.ini
+        [ -f "$_f" ] || die "$src has no $_n.ini"
+        if [ "$_n" = coordinator ]; then
+            _e="s#^clients *=.*#clients = $coord_clients_ep#; s#^nodes *=.*#nodes = $coord_nodes_ep#"
+        else
+            _c=$(ini_get "$_f" coordinator)
+            _e="s#^coordinator *=.*#coordinator = tcp://$(addr_coord "$_n"):${_c##*:}#"
+            _b=$(ini_get "$_f" bind)
+            [ -z "$_b" ] || _e="$_e; s#^bind *=.*#bind = tcp://$(addr_bind "$_n"):${_b##*:}#"
+            _x=$(ini_get "$_f" next)
+            if [ -n "$_x" ]; then
+                _l=""
+                for _ep in $(echo "$_x" | tr ',' ' '); do
+                    _o=$(port_owner "${_ep##*:}") ||
+                        die "$_f: next $_ep: no node of $src binds port ${_ep##*:}"
+                    _l="$_l${_l:+,}tcp://$(addr_reach "$_o"):${_ep##*:}"
+                done
+                _e="$_e; s#^next *=.*#next = $_l#"
+            fi
+        fi
+        for _k in model profile predictor ee key trust coordinator_key next_key; do
+            _v=$(ini_get "$_f" "$_k")
+            [ -z "$_v" ] || _e="$_e; s#^$_k *=.*#$_k = $(abs_paths "$_v")#"
+        done
+        not_a_link "$dst/$_n.ini"
+        sed -e "$_e" "$_f" >"$dst/$_n.ini" || die "cannot write $dst/$_n.ini"
+    done
 }

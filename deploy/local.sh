@@ -40,33 +40,11 @@ usage() {
 verb=$1
 [ -d "$2" ] || die "no such config directory: $2"
 conf=$(cd "$2" && pwd)
-[ -f "$conf/coordinator.ini" ] || die "$conf has no coordinator.ini"
 run=${EINET_RUN_DIR:-$(default_run_dir "$conf")}
 down_cmd="$0 down $2"
 
-tiers=$(ini_get "$conf/coordinator.ini" tiers | tr ',' ' ')
-[ -n "$tiers" ] || tiers="device edge cloud"
-# One process per tier (TIER.ini), or, for a fleet, one per replica (TIER-*.ini:
-# configs/fmnist-fleet, issue 11); `tiers` then names the processes.
-procs=""
-for t in $tiers; do
-    if [ -f "$conf/$t.ini" ]; then
-        procs="$procs $t"
-    else
-        _found=0
-        for f in "$conf/$t"-*.ini; do
-            [ -f "$f" ] || continue
-            procs="$procs $(basename "$f" .ini)"
-            _found=1
-        done
-        [ $_found = 1 ] || die "$conf has no $t.ini or $t-*.ini (the coordinator's tiers are: $tiers)"
-    fi
-done
-tiers=${procs# }
-names="coordinator $tiers"
-
-# The client endpoint as a client connects to it: a wildcard host becomes loopback.
-clients=$(ini_get "$conf/coordinator.ini" clients | sed 's#//\*:#//127.0.0.1:#; s#//0\.0\.0\.0:#//127.0.0.1:#')
+config_procs
+clients=$(client_endpoint "$conf/coordinator.ini")
 [ -n "$clients" ] || die "$conf/coordinator.ini sets no 'clients' endpoint"
 
 cmd_up() {
@@ -82,9 +60,7 @@ cmd_up() {
     echo "$clients"
 }
 
-client_keys=""
-[ -f "$conf/keys/operator.key_secret" ] &&
-    client_keys="--key $conf/keys/operator.key_secret --server-key $conf/keys/coordinator.key"
+operator_keys
 
 case "$verb" in
 up) cmd_up ;;

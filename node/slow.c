@@ -23,11 +23,14 @@ uint64_t slow_timer_ms(const slow_t *s)
     return ms >= 2 ? ms - 1 : 0;
 }
 
-uint64_t slow_finish(slow_t *s, slow_clock_fn *clock, void *arg)
+uint64_t slow_finish(slow_t *s, slow_clock_fn *clock, slow_sleep_fn *sleep, void *arg)
 {
     uint64_t until = s->from_ns + s->want_ns, now = clock(arg);
-    while (now < until)
+    while (now < until) {
+        if (sleep)
+            sleep(until, arg);
         now = clock(arg);
+    }
     s->owed_ns -= (double)(now - s->from_ns);
     if (s->owed_ns < -SLOW_CARRY_MAX_NS)
         s->owed_ns = -SLOW_CARRY_MAX_NS;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "node/node_internal.h"
 #include "planner/stop.h"
@@ -413,6 +414,25 @@ static uint64_t hrtime_clock(void *arg)
     return uv_hrtime();
 }
 
+/* uv_hrtime reads CLOCK_MONOTONIC: sleep to an absolute time on it (the process's timer
+ * slack is set small at start-up, node.c). */
+static void hrtime_sleep(uint64_t until_ns, void *arg)
+{
+    (void)arg;
+    struct timespec ts = {(time_t)(until_ns / 1000000000u), (long)(until_ns % 1000000000u)};
+    (void)clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+}
+
+/* This thread's CPU time (ns): what a block cost, however long the machine's other
+ * processes kept it off the CPU. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void slow_down(node_t *nd, uint64_t took_ns, uint64_t end_ns)
 {
     if (!slow_begin(&nd->slow, took_ns, end_ns)) {
@@ -421,7 +441,7 @@ static void slow_down(node_t *nd, uint64_t took_ns, uint64_t end_ns)
     }
     uint64_t ms = slow_timer_ms(&nd->slow);
     if (ms == 0) {
-        slow_finish(&nd->slow, hrtime_clock, NULL);
+        slow_finish(&nd->slow, hrtime_clock, hrtime_sleep, NULL);
         finish_block(nd);
         return;
     }
@@ -435,7 +455,7 @@ void node__slow_done(uv_timer_t *t)
 {
     node_t *nd = t->data;
     nd->waiting = 0;
-    slow_finish(&nd->slow, hrtime_clock, NULL);
+    slow_finish(&nd->slow, hrtime_clock, hrtime_sleep, NULL);
     if (nd->bn)
         finish_block(nd);
 }
@@ -499,7 +519,7 @@ static void run_block(node_t *nd)
     int k = nd->batch[0]->k;
     nn_tensor_t view;
     const nn_tensor_t *x = batch_input(nd, k, &view);
-    uint64_t t0 = uv_hrtime();
+    uint64_t t0 = uv_hrtime(), c0 = thread_cpu_ns();
     const nn_tensor_t *y = nn_model_conv(nd->model, k - 1, x, &err);
     uint64_t t1 = uv_hrtime();
     /* The final exit always runs: a request is complete only with its final answer. */
@@ -551,8 +571,12 @@ static void run_block(node_t *nd)
         }
         t2 = uv_hrtime(); /* the check is on the critical path: part of the block's time */
     }
+    /* The wait is (s - 1) x the block's cost: its CPU time when the node computes on this
+     * thread alone (threads = 1), so time spent preempted by the machine's other processes
+     * is not multiplied by s; with more BLAS threads, the wall time. */
+    uint64_t c2 = thread_cpu_ns();
     if (nd->conf.slowdown > 1.0)
-        slow_down(nd, t2 - t0, t2);
+        slow_down(nd, nd->conf.threads == 1 && c2 > c0 ? c2 - c0 : t2 - t0, t2);
     else
         finish_block(nd);
 }

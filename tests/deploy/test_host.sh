@@ -6,7 +6,12 @@
 #     between them, each only its own processes: host A makes the keys (coordinator, device),
 #     host B holds only edge.ini, cloud.ini, the public certificates and its own secrets;
 #     the cluster becomes healthy over CURVE and answers a client key; host B's status and
-#     down act on its processes only.
+#     down act on its processes only;
+#  3. the fleet (configs/fmnist-fleet) on three "hosts", each its own loopback address
+#     (127.0.0.2-4) given by an EINET_HOSTS file: host A the coordinator and the edges, B
+#     the four devices, C the clouds, each started by its own host.sh with its own run
+#     directory and configs rewritten to those addresses; every node healthy, every device
+#     answering, each process listening on its host's address only; B's down stops B's.
 set -u
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$here/build/bin}
@@ -18,6 +23,9 @@ fail() {
     exit 1
 }
 cleanup() {
+    for h in C B A; do
+        EINET_HOSTS=$tmp/hosts EINET_RUN_DIR=$tmp/fleet$h sh "$here/deploy/host.sh" down "$tmp/fleet" >/dev/null 2>&1
+    done
     EINET_RUN_DIR=$tmp/runB sh "$here/deploy/host.sh" down "$tmp/hostB" >/dev/null 2>&1
     EINET_RUN_DIR=$tmp/runA sh "$here/deploy/host.sh" down "$tmp/hostA" >/dev/null 2>&1
     rm -rf "$tmp"
@@ -97,3 +105,55 @@ EINET_RUN_DIR=$tmp/runB sh "$here/deploy/host.sh" down "$tmp/hostB" >/dev/null 2
 [ -n "$(EINET_RUN_DIR=$tmp/runA sh -c ". '$here/deploy/lib.sh'; run=$tmp/runA; pid_of coordinator")" ] ||
     fail "host B's down stopped host A's coordinator"
 echo "two hosts: A (coordinator, device, made the keys) and B (edge, cloud, copied keys): healthy over CURVE, 50 of 50 complete; B's status and down touch only B"
+
+# ---- 3. the fleet on three hosts (EINET_HOSTS) ----
+command -v jq >/dev/null || { echo "no jq: the fleet on three hosts not checked"; exit 0; }
+EINET_RUN_DIR=$tmp/runA sh "$here/deploy/host.sh" down "$tmp/hostA" >/dev/null 2>&1
+prefix=0
+for p in $(seq 200 10 320); do # ports 20000-32099, below the ephemeral range
+    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
+done
+[ "$prefix" != 0 ] || fail "no free block of 100 ports"
+mkdir "$tmp/fleet"
+for f in "$here"/configs/fmnist-fleet/*.ini; do
+    sed -e "s#^\(model\|predictor\) *= *\.\./\.\./#\1 = $here/#" -e '/^slowdown/d' \
+        -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" "$f" >"$tmp/fleet/$(basename "$f")"
+done
+printf '%s\n' "# name address" "coordinator 127.0.0.2" "edge-1 127.0.0.2" "edge-2 127.0.0.2" \
+    "device-1 127.0.0.3" "device-2 127.0.0.3" "device-3 127.0.0.3" "device-4 127.0.0.3" \
+    "cloud-1 127.0.0.4" "cloud-2 127.0.0.4" >"$tmp/hosts"
+hostup() { # HOST PROCESS...
+    _h=$1
+    shift
+    EINET_HOSTS=$tmp/hosts EINET_RUN_DIR=$tmp/fleet$_h sh "$here/deploy/host.sh" up "$tmp/fleet" "$@" \
+        >"$tmp/fleetup$_h" 2>&1 || fail "fleet host $_h up: $(cat "$tmp/fleetup$_h")"
+}
+hostup C cloud-1 cloud-2
+hostup A coordinator edge-1 edge-2
+hostup B device-1 device-2 device-3 device-4
+ep=$(tail -n 1 "$tmp/fleetupA")
+[ "$ep" = "tcp://127.0.0.2:${prefix}00" ] || fail "host A's client endpoint: $ep"
+i=0
+until "$bin/einet" stats --healthy --coordinator "$ep" --timeout-ms 1000 >/dev/null 2>&1; do
+    i=$((i + 1))
+    [ $i -lt 150 ] || fail "the fleet on three hosts is not healthy after 30 s"
+    sleep 0.2
+done
+for d in device-1 device-2 device-3 device-4; do
+    s=$("$bin/einet" infer --coordinator "$ep" --count 10 --device "$d" --json 2>&1 >/dev/null | tail -n 1 | jq -c .by_status)
+    [ "$s" = '{"complete":10}' ] || fail "$d on host B: $s"
+done
+# each listens on its own host's address: the clouds' binds on C, the edges' and the
+# coordinator's on A, nothing on the source configs' 127.0.0.1
+for l in "127.0.0.4:${prefix}21" "127.0.0.4:${prefix}22" "127.0.0.2:${prefix}11" "127.0.0.2:${prefix}12" "127.0.0.2:${prefix}01"; do
+    ss -Hltn | awk '{print $4}' | grep -qx "$l" || fail "nothing listens on $l"
+done
+ss -Hltn | awk '{print $4}' | grep -q "^127\.0\.0\.1:${prefix}[0-9][0-9]\$" &&
+    fail "a process listens on the source configs' 127.0.0.1"
+hostB() { EINET_HOSTS=$tmp/hosts EINET_RUN_DIR=$tmp/fleetB sh "$here/deploy/host.sh" "$1" "$tmp/fleet" device-1 device-2 device-3 device-4; }
+hostB status >"$tmp/fstB" 2>&1 || fail "fleet host B status: $(cat "$tmp/fstB")"
+[ "$(grep -c ' running ' "$tmp/fstB")" = 4 ] || fail "fleet host B status: $(cat "$tmp/fstB")"
+hostB down >/dev/null 2>&1 || fail "fleet host B down"
+[ -n "$(sh -c ". '$here/deploy/lib.sh'; run=$tmp/fleetA; pid_of edge-1")" ] ||
+    fail "host B's down stopped host A's edge-1"
+echo "the fleet on three hosts (127.0.0.2-4, EINET_HOSTS): healthy, 10 of 10 complete from each device, each process on its host's address; B's down touches only B"
