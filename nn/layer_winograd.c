@@ -33,8 +33,11 @@
 #define WINO_MIN_C 16
 #define WINO_MIN_HW 12
 
-/* Widest padded input row the transforms handle on the stack (floats). */
+/* Widest padded input row the transforms handle on the stack (floats), and the tiles
+ * per output-transform chunk (4 floats each on the stack; a tile row, at most
+ * WINO_MAX_W / 4 tiles, always fits). */
 #define WINO_MAX_W 1024
+#define WINO_OUT_CHUNK 512
 
 static int winograd_on = 1;
 
@@ -139,37 +142,67 @@ static void row_in(const float *plane, int h, int w, int r0, int p, int tw, floa
     }
 }
 
-/* Output transform of one tile row of one output plane: the 2x2 tiles A^T M A from the 16
- * products at mv[xi * ldm + t], plus the bias (and max(0, .)), into output rows r0 and
- * r0 + 1 (those inside the plane, their first ow columns). */
-static void row_out(const float *mv, size_t ldm, int tw, float b, int relu, float *plane,
-                    int oh, int ow, int r0)
+/* Output transform of len consecutive tiles of one output channel: the 2x2 tiles
+ * A^T M A from the 16 products at mo[xi * ldm + i], plus the bias (and max(0, .)), into
+ * y4's four arrays of len (top-left, top-right, bottom-left, bottom-right). One loop across
+ * the tiles, long enough to vectorise (a tile row alone, 7 to 14 tiles here, is not). */
+static void tiles_out(const float *restrict mo, size_t ldm, int len, float b, int relu,
+                      float *restrict y4)
 {
-    float t[8][WINO_MAX_W / 2], y[2][WINO_MAX_W];
-    for (int q = 0; q < 4; q++) { /* A^T M: rows m0+m1+m2, m1-m2-m3, across the tiles */
-        const float *m0 = mv + q * ldm, *m1 = m0 + 4 * ldm, *m2 = m1 + 4 * ldm;
-        const float *m3 = m2 + 4 * ldm;
-        float *t0 = t[q], *t1 = t[4 + q];
-        for (int i = 0; i < tw; i++) {
-            t0[i] = m0[i] + m1[i] + m2[i];
-            t1[i] = m1[i] - m2[i] - m3[i];
+    float *y00 = y4, *y01 = y4 + len, *y10 = y01 + len, *y11 = y10 + len;
+    for (int i = 0; i < len; i++) {
+        float t0[4], t1[4];
+        for (int q = 0; q < 4; q++) { /* A^T M: rows m0+m1+m2, m1-m2-m3 */
+            float m0 = mo[q * ldm + i], m1 = mo[(4 + q) * ldm + i];
+            float m2 = mo[(8 + q) * ldm + i], m3 = mo[(12 + q) * ldm + i];
+            t0[q] = m0 + m1 + m2;
+            t1[q] = m1 - m2 - m3;
         }
-    }
-    for (int r = 0; r < 2; r++) { /* (A^T M) A */
-        const float *a0 = t[4 * r], *a1 = t[4 * r + 1], *a2 = t[4 * r + 2], *a3 = t[4 * r + 3];
-        float *yr = y[r];
-        for (int i = 0; i < tw; i++) {
-            yr[2 * i] = a0[i] + a1[i] + a2[i] + b;
-            yr[2 * i + 1] = a1[i] - a2[i] - a3[i] + b;
+        float a = t0[0] + t0[1] + t0[2] + b, c = t0[1] - t0[2] - t0[3] + b; /* (A^T M) A */
+        float d = t1[0] + t1[1] + t1[2] + b, e = t1[1] - t1[2] - t1[3] + b;
+        if (relu) {
+            a = a > 0 ? a : 0;
+            c = c > 0 ? c : 0;
+            d = d > 0 ? d : 0;
+            e = e > 0 ? e : 0;
         }
+        y00[i] = a;
+        y01[i] = c;
+        y10[i] = d;
+        y11[i] = e;
     }
-    for (int r = 0; r < 2 && r0 + r < oh; r++) {
-        float *dst = plane + (size_t)(r0 + r) * ow;
-        if (relu)
-            for (int x = 0; x < ow; x++)
-                dst[x] = y[r][x] > 0 ? y[r][x] : 0;
-        else
-            memcpy(dst, y[r], (size_t)ow * sizeof(float));
+}
+
+/* The output transform of one output plane (its T tiles' products at mo), tile rows
+ * taken a chunk at a time, the 2x2 tiles then placed in the plane (those rows and columns
+ * inside it). */
+static void plane_out(const float *mo, size_t ldm, int tw, int th, float b, int relu,
+                      float *plane, int oh, int ow)
+{
+    float y4[4 * WINO_OUT_CHUNK];
+    int rows = WINO_OUT_CHUNK / tw, pairs = ow / 2;
+    for (int t0 = 0; t0 < th; t0 += rows) {
+        int nr = th - t0 < rows ? th - t0 : rows, len = nr * tw;
+        tiles_out(mo + (size_t)t0 * tw, ldm, len, b, relu, y4);
+        const float *y00 = y4, *y01 = y4 + len, *y10 = y01 + len, *y11 = y10 + len;
+        for (int ti = t0; ti < t0 + nr; ti++) {
+            int k = (ti - t0) * tw;
+            float *top = plane + (size_t)(2 * ti) * ow, *bot = top + ow;
+            for (int tj = 0; tj < pairs; tj++) {
+                top[2 * tj] = y00[k + tj];
+                top[2 * tj + 1] = y01[k + tj];
+            }
+            if (ow % 2)
+                top[ow - 1] = y00[k + pairs];
+            if (2 * ti + 1 >= oh)
+                continue;
+            for (int tj = 0; tj < pairs; tj++) {
+                bot[2 * tj] = y10[k + tj];
+                bot[2 * tj + 1] = y11[k + tj];
+            }
+            if (ow % 2)
+                bot[ow - 1] = y10[k + pairs];
+        }
     }
 }
 
@@ -210,9 +243,8 @@ static void wino_group(void *arg, int item, int tid)
     for (int s = 0; s < g; s++)
         for (int o = 0; o < m; o++) {
             float *plane = j->y->data + (s0 + s) * out_sz + (size_t)o * oh * ow;
-            const float *mo = mm + (size_t)o * ld + (size_t)s * T;
-            for (int ti = 0; ti < th; ti++)
-                row_out(mo + ti * tw, (size_t)m * ld, tw, b[o], j->relu, plane, oh, ow, 2 * ti);
+            plane_out(mm + (size_t)o * ld + (size_t)s * T, (size_t)m * ld, tw, th, b[o], j->relu,
+                      plane, oh, ow);
         }
 }
 
