@@ -106,11 +106,37 @@ static double peak_round(peak_arg_t *args, int threads)
     return sum;
 }
 
-static void bench_layers(nn_model_t *m, double peak)
+/* GFLOP/s of layer l's forward at batch n (median of 5 rounds). */
+static double layer_gflops(nn_layer_t *l, int n)
 {
-    printf("\nconv layers (forward, BN folded):\n");
-    printf("block layer  in (c,h,w)     out (c,h,w)    MFLOP/img  b1 GFLOP/s  b1/peak  "
-           "b64 GFLOP/s  b64/peak\n");
+    nn_shape_t in = nn_layer_in_shape(l), out = nn_layer_out_shape(l);
+    nn_tensor_t *x = nn_tensor_new(n, in.c, in.h, in.w);
+    nn_tensor_t *y = nn_tensor_new(n, out.c, out.h, out.w);
+    float *ws = calloc(nn_layer_workspace(l, n) + 1, sizeof(float));
+    EI_ASSERT(x && y && ws);
+    for (size_t i = 0; i < nn_tensor_numel(x); i++)
+        x->data[i] = (float)(i % 11) / 11.0f;
+    double r[5];
+    for (int rep = 0; rep < 5; rep++)
+        r[rep] = TIME_PER_CALL(0.05, nn_layer_forward(l, x, y, ws, 0));
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    free(ws);
+    return nn_layer_flops(l) * n / median(r, 5) / 1e9;
+}
+
+/* Each conv layer at batch 1 and 64; with mi (the model without Winograd's lowering),
+ * its layer at batch 64 too, and the direct product the im2col lowering runs for the
+ * whole batch-64 layer at once ([out, in*k*k] x [in*k*k, 64*oh*ow], groups 1 only):
+ * OpenBLAS's own speed on that shape, the ceiling of any lowering to it. */
+static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
+{
+    double fl_all = 0, t_gemm = 0, t_im2col = 0, t_layer = 0;
+    printf("\nconv layers (forward, BN folded; GFLOP/s, %% of the sgemm peak):\n");
+    printf("block layer  in (c,h,w)    out (c,h,w)   MFLOP/img   b1 (%%)        b64 (%%)");
+    if (mi)
+        printf("       b64 im2col (%%)  sgemm [M,N,K] of b64 (%%)");
+    printf("\n");
     for (int k = 0; k < nn_model_blocks(m); k++) {
         for (int part = 0; part < 2; part++) {
             for (int i = 0; i < nn_model_part_layers(m, k, part); i++) {
@@ -118,27 +144,35 @@ static void bench_layers(nn_model_t *m, double peak)
                 if (nn_layer_spec(l)->kind != NN_CONV)
                     continue;
                 nn_shape_t in = nn_layer_in_shape(l), out = nn_layer_out_shape(l);
-                double fl = nn_layer_flops(l), g[2];
-                int batches[2] = {1, 64};
-                for (int bi = 0; bi < 2; bi++) {
-                    int n = batches[bi];
-                    nn_tensor_t *x = nn_tensor_new(n, in.c, in.h, in.w);
-                    nn_tensor_t *y = nn_tensor_new(n, out.c, out.h, out.w);
-                    float *ws = calloc(nn_layer_workspace(l, n) + 1, sizeof(float));
+                double fl = nn_layer_flops(l), g1 = layer_gflops(l, 1), g64 = layer_gflops(l, 64);
+                printf("%5d %-6s (%3d,%2d,%2d)  (%3d,%2d,%2d)  %9.2f  %6.1f (%3.0f%%)  %6.1f (%3.0f%%)",
+                       k + 1, part ? "branch" : "conv", in.c, in.h, in.w, out.c, out.h, out.w,
+                       fl / 1e6, g1, 100 * g1 / peak, g64, 100 * g64 / peak);
+                if (mi) {
+                    double gi = layer_gflops(nn_model_part_layer(mi, k, part, i), 64);
+                    int kk = nn_layer_spec(l)->k;
+                    gemm_t gm = gemm_new(out.c, 64 * out.h * out.w, in.c * kk * kk);
                     double r[5];
                     for (int rep = 0; rep < 5; rep++)
-                        r[rep] = TIME_PER_CALL(0.05, nn_layer_forward(l, x, y, ws, 0));
-                    g[bi] = fl * n / median(r, 5) / 1e9;
-                    nn_tensor_destroy(&x);
-                    nn_tensor_destroy(&y);
-                    free(ws);
+                        r[rep] = gemm_round(&gm, 0.05);
+                    double gs = median(r, 5);
+                    gemm_free(&gm);
+                    printf("  %6.1f (%3.0f%%)   [%3d,%6d,%4d] %6.1f (%3.0f%%)", gi, 100 * gi / peak,
+                           out.c, 64 * out.h * out.w, in.c * kk * kk, gs, 100 * gs / peak);
+                    fl_all += fl;
+                    t_gemm += fl / gs;
+                    t_im2col += fl / gi;
+                    t_layer += fl / g64;
                 }
-                printf("%5d %-6s (%3d,%2d,%2d)   (%3d,%2d,%2d)   %9.2f  %10.1f  %6.0f%%  %11.1f  "
-                       "%7.0f%%\n", k + 1, part ? "branch" : "conv", in.c, in.h, in.w, out.c,
-                       out.h, out.w, fl / 1e6, g[0], 100 * g[0] / peak, g[1], 100 * g[1] / peak);
+                printf("\n");
             }
         }
     }
+    if (mi)
+        printf("every conv at batch 64 together: this build %.1f GFLOP/s (%.0f%%), im2col "
+               "%.1f (%.0f%%), OpenBLAS on the im2col products alone %.1f (%.0f%%)\n",
+               fl_all / t_layer, 100 * fl_all / t_layer / peak, fl_all / t_im2col,
+               100 * fl_all / t_im2col / peak, fl_all / t_gemm, 100 * fl_all / t_gemm / peak);
 }
 
 typedef struct fwd {
@@ -303,7 +337,7 @@ static int predict(nn_model_t *m, const char *data_dir, int n, int batch)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--json]\n"
+    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--lowerings] [--json]\n"
                     "       bench_nn --predict N [--model FILE] [--data DIR] [--batch B]\n");
     return 2;
 }
@@ -311,7 +345,7 @@ static int usage(void)
 int main(int argc, char **argv)
 {
     const char *path = "models/fmnist-8exit.safetensors", *data_dir = NULL;
-    int threads = 1, reps = 7, layers = 0, json = 0, npredict = 0, pbatch = 64;
+    int threads = 1, reps = 7, layers = 0, json = 0, npredict = 0, pbatch = 64, lowerings = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             path = argv[++i];
@@ -329,6 +363,8 @@ int main(int argc, char **argv)
             layers = 1;
         else if (!strcmp(argv[i], "--json"))
             json = 1;
+        else if (!strcmp(argv[i], "--lowerings"))
+            lowerings = 1;
         else
             return usage();
     }
@@ -346,6 +382,19 @@ int main(int argc, char **argv)
         return 1;
     }
     nn_model_prepare_inference(m);
+    /* --lowerings: the same model prepared without Winograd's lowering (im2col + sgemm for
+     * every conv), timed in the same rounds. */
+    nn_model_t *mi = NULL;
+    if (lowerings) {
+        mi = nn_model_load(path, 64, &err);
+        if (!mi) {
+            fprintf(stderr, "bench_nn: %s\n", err.msg);
+            return 1;
+        }
+        nn_set_winograd(0);
+        nn_model_prepare_inference(mi);
+        nn_set_winograd(1);
+    }
     if (npredict) {
         int rc = predict(m, data_dir, npredict, pbatch);
         nn_model_destroy(&m);
@@ -361,14 +410,19 @@ int main(int argc, char **argv)
     for (int i = 0; i < threads; i++)
         pk[i].g = gemm_new(1024, 1024, 1024);
     fwd_t f1 = fwd_new(m, 1), f64 = fwd_new(m, 64);
+    fwd_t i1 = fwd_new(mi ? mi : m, 1), i64 = fwd_new(mi ? mi : m, 64);
     trainer_t tr = trainer_new(mt, 128);
-    double *r = calloc((size_t)reps * 4, sizeof(double));
+    double *r = calloc((size_t)reps * 6, sizeof(double));
     EI_ASSERT(r);
     for (int i = 0; i < reps; i++) {
         r[i] = peak_round(pk, threads);
         r[reps + i] = fwd_round(&f1, 0.3);
         r[2 * reps + i] = fwd_round(&f64, 0.3);
         r[3 * reps + i] = train_round(&tr, 0.5);
+        if (mi) {
+            r[4 * reps + i] = fwd_round(&i1, 0.3);
+            r[5 * reps + i] = fwd_round(&i64, 0.3);
+        }
     }
     double peak = median(r, reps), thr1 = median(r + reps, reps);
     double thr64 = median(r + 2 * reps, reps), trn = median(r + 3 * reps, reps);
@@ -391,8 +445,16 @@ int main(int argc, char **argv)
         printf("  batch 64: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak)\n", thr64, g64,
                100 * g64 / peak);
         printf("training step, batch 128 (forward + backward + SGD): %.0f images/s\n", trn);
+        if (mi) {
+            double a1 = median(r + 4 * reps, reps), a64 = median(r + 5 * reps, reps);
+            printf("the same without Winograd (im2col + sgemm for every conv, same rounds):\n");
+            printf("  batch 1 : %.3f ms per image (%.0f%% of peak); Winograd / im2col %.2fx\n",
+                   1e3 / a1, 100 * flops * a1 / 1e9 / peak, thr1 / a1);
+            printf("  batch 64: %.0f images/s (%.0f%% of peak); Winograd / im2col %.2fx\n", a64,
+                   100 * flops * a64 / 1e9 / peak, thr64 / a64);
+        }
         if (layers)
-            bench_layers(m, peak);
+            bench_layers(m, mi, peak);
     }
     free(r);
     for (int i = 0; i < threads; i++)
@@ -400,6 +462,9 @@ int main(int argc, char **argv)
     free(pk);
     fwd_free(&f1);
     fwd_free(&f64);
+    fwd_free(&i1);
+    fwd_free(&i64);
+    nn_model_destroy(&mi);
     trainer_free(&tr);
     nn_model_destroy(&m);
     nn_model_destroy(&mt);

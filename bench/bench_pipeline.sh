@@ -21,10 +21,15 @@
 # with batch_max = 1 on every node (one request at a time), then with
 # batch_max = $EINET_BENCH_BATCH_MAX (default 16) and batch_wait_ms =
 # $EINET_BENCH_BATCH_WAIT_MS (default 0), every node's max_inflight raised to 1024; each
-# with 32 and 256 requests in flight (N each): answers/s and p50/p99 latency (the
-# coordinator's receipt to answer, as einet infer reports it), and the ratios batching /
-# none. EINET_BENCH_ROUNDS (default 1) repeats the two configurations in turn; the
-# figures are the medians of the rounds.
+# with 32 and 256 requests in flight (N each, after 200 at the same window to warm up; the
+# cluster restarted for each): answers/s and p50/p99 latency (the coordinator's receipt to
+# answer, as einet infer reports it), each node's mean batch (requests / batches, from the
+# totals in its log when it stops, warm-up included), the CPU time (utime + stime from
+# /proc) the coordinator and each node spent per request over the timed run, and the
+# ratios batching / none.
+# EINET_BENCH_ROUNDS (default 1) repeats the configurations in turn; the figures are the
+# medians of the rounds. EINET_BENCH_LOAD_ONLY=1 skips the single-process and one-in-flight
+# figures before them.
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,12 +116,14 @@ fi
 copy_conf "$conf" "$tmp/conf"
 model=$(sed -n 's/^model *= *//p' "$tmp/conf/coordinator.ini" | sed 's/[[:space:]].*//')
 
-echo "single process: einet eval --model $model --samples $n (batch 1, 1 thread)"
-"$bin/einet" eval --model "$model" --samples "$n" --threads 1 --json >"$tmp/eval.json"
-fwd_ms=$(jq '[.exits[] | .conv_ms + .branch_ms] | add' "$tmp/eval.json")
-final_ms=$(jq '([.exits[] | .conv_ms] | add) + .exits[-1].branch_ms' "$tmp/eval.json")
-
-pipeline "$tmp/conf"
+load_only=${EINET_BENCH_LOAD_ONLY:-}
+if [ -z "$load_only" ]; then
+    echo "single process: einet eval --model $model --samples $n (batch 1, 1 thread)"
+    "$bin/einet" eval --model "$model" --samples "$n" --threads 1 --json >"$tmp/eval.json"
+    fwd_ms=$(jq '[.exits[] | .conv_ms + .branch_ms] | add' "$tmp/eval.json")
+    final_ms=$(jq '([.exits[] | .conv_ms] | add) + .exits[-1].branch_ms' "$tmp/eval.json")
+    pipeline "$tmp/conf"
+fi
 
 # ---- under load, with and without dynamic batching ----
 bmax=${EINET_BENCH_BATCH_MAX:-16}
@@ -135,28 +142,57 @@ load_conf() { # $1 = batch_max, $2 = batch_wait_ms: $tmp/conf-b$1 from $tmp/conf
 load_conf 1 0
 load_conf "$bmax" "$bwait"
 : >"$tmp/load.txt"
+# batches NAME...: each node's mean batch (requests run / batches run) from the totals its
+# log's last "stopped:" line gives (the run's requests and the warm-up's), "-" without one.
+batches() {
+    for _n in "$@"; do
+        tail -n 20 "$EINET_RUN_DIR/$_n.log" 2>/dev/null | grep 'stopped:' | tail -n 1 |
+            sed -n 's/.* \([0-9]*\) tasks, \([0-9]*\) maps in,.* \([0-9]*\) batches,.*/\1 \2 \3/p' |
+            awk '{ printf "%.2f ", $3 ? ($1 + $2) / $3 : 0; ok = 1 } END { if (!ok) printf "- " }'
+    done
+}
+# cpu_ticks NAME...: utime + stime (clock ticks) of each process of the cluster now.
+cpu_ticks() {
+    for _n in "$@"; do
+        _p=$(cat "$EINET_RUN_DIR/$_n.pid" 2>/dev/null || echo 0)
+        awk '{ printf "%d ", $14 + $15 }' "/proc/$_p/stat" 2>/dev/null || printf "0 "
+    done
+}
+hz=$(getconf CLK_TCK)
+nodes=$(sed -n 's/^tiers *= *//p' "$tmp/conf/coordinator.ini" | tr ',' ' ')
+[ -n "$nodes" ] || nodes="device edge cloud"
 r=0
 while [ "$r" -lt "$rounds" ]; do
-    for b in 1 "$bmax"; do
-        "$src/deploy/local.sh" up "$tmp/conf-b$b" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
-        ep=$(tail -n 1 "$tmp/up.out")
-        keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
-        # shellcheck disable=SC2086
-        "$bin/einet" infer --coordinator "$ep" $keys --count 200 --window 32 --quiet >/dev/null
-        for w in 32 256; do
+    for w in 32 256; do
+        for b in 1 "$bmax"; do
+            "$src/deploy/local.sh" up "$tmp/conf-b$b" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
+            ep=$(tail -n 1 "$tmp/up.out")
+            keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
+            # shellcheck disable=SC2086
+            "$bin/einet" infer --coordinator "$ep" $keys --count 200 --window "$w" --quiet >/dev/null
+            # shellcheck disable=SC2086
+            c0=$(cpu_ticks coordinator $nodes)
             # shellcheck disable=SC2086
             "$bin/einet" infer --coordinator "$ep" $keys --count "$n" --window "$w" --json \
                 >/dev/null 2>"$tmp/l.json"
-            tail -n 1 "$tmp/l.json" | jq -r --arg b "$b" --arg w "$w" \
-                '"\($b) \($w) \(.answers_per_s) \(.latency_p50_ms) \(.latency_p99_ms)"' \
-                >>"$tmp/load.txt"
+            # shellcheck disable=SC2086
+            c1=$(cpu_ticks coordinator $nodes)
+            "$src/deploy/local.sh" down "$tmp/conf-b$b" >/dev/null 2>&1 || true
+            # CPU ms per request of the coordinator and each node over the timed run
+            cpu=$(echo "$c0 / $c1" | awk -v hz="$hz" -v n="$n" '{
+                k = (NF - 1) / 2; for (i = 1; i <= k; i++) printf "%.3f ", ($(k + 1 + i) - $i) * 1000 / hz / n }')
+            # shellcheck disable=SC2086
+            mb=$(batches $nodes)
+            line=$(tail -n 1 "$tmp/l.json" | jq -r --arg b "$b" --arg w "$w" \
+                '"\($b) \($w) \(.answers_per_s) \(.latency_p50_ms) \(.latency_p99_ms)"')
+            echo "$line $mb $cpu" >>"$tmp/load.txt"
+            echo "  round $((r + 1)), $w in flight, batch_max $b: $line (mean batch per node: $mb; CPU ms per request, coordinator and nodes: $cpu)"
         done
-        "$src/deploy/local.sh" down "$tmp/conf-b$b" >/dev/null 2>&1 || true
     done
     r=$((r + 1))
 done
 
-awk -v f="$fwd_ms" -v fin="$final_ms" -v p50="$p50" -v p95="$p95" -v t="$tput" -v n="$n" -v e="$exits" 'BEGIN {
+[ -n "$load_only" ] || awk -v f="$fwd_ms" -v fin="$final_ms" -v p50="$p50" -v p95="$p95" -v t="$tput" -v n="$n" -v e="$exits" 'BEGIN {
     printf "\n%d images, Fashion-MNIST test set\n", n
     printf "single-process forward, every exit:   %8.3f ms/image  %8.0f images/s\n", f, 1000 / f
     printf "single-process forward, final exit:   %8.3f ms/image  %8.0f images/s\n", fin, 1000 / fin
@@ -165,22 +201,25 @@ awk -v f="$fwd_ms" -v fin="$final_ms" -v p50="$p50" -v p95="$p95" -v t="$tput" -
     printf "latency ratio pipeline p50 / forward (every exit): %.2f\n", p50 / f
     printf "throughput ratio pipeline / single process:        %.2f\n", t / (1000 / f)
 }'
-awk -v bmax="$bmax" -v bwait="$bwait" -v rounds="$rounds" -v n="$n" '
+awk -v bmax="$bmax" -v bwait="$bwait" -v rounds="$rounds" -v n="$n" -v nodes="$nodes" '
 function med(key,    m, i, j, t, v) {
     m = cnt[key]
     for (i = 1; i <= m; i++) v[i] = vals[key, i]
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
     return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
 }
-{ for (c = 3; c <= 5; c++) { k = $1 " " $2 " " c; vals[k, ++cnt[k]] = $c } }
+{ for (c = 3; c <= NF; c++) { k = $1 " " $2 " " c; vals[k, ++cnt[k]] = $c } ; nf = NF }
 END {
     printf "\nunder load, %d requests per run, medians of %d round(s); batching: batch_max %d, batch_wait_ms %g\n", n, rounds, bmax, bwait
-    printf "in flight  batching  answers/s   p50 ms   p99 ms\n"
+    k = split(nodes, nn, " ")
+    printf "in flight  batching  answers/s   p50 ms   p99 ms  mean batch (%s)  CPU ms per request (coordinator %s)\n", nodes, nodes
     for (w = 32; w <= 256; w *= 8) {
         split("1 " bmax, bs, " ")
         for (i = 1; i <= 2; i++) {
             b = bs[i]
-            printf "%9d  %-8s  %9.0f  %7.2f  %7.2f\n", w, b == 1 ? "none" : "on", med(b " " w " 3"), med(b " " w " 4"), med(b " " w " 5")
+            mb = ""
+            for (c = 6; c <= nf; c++) mb = mb sprintf(" %5.2f", med(b " " w " " c)) (c == 5 + k ? "  " : "")
+            printf "%9d  %-8s  %9.0f  %7.2f  %7.2f %s\n", w, b == 1 ? "none" : "on", med(b " " w " 3"), med(b " " w " 4"), med(b " " w " 5"), mb
         }
         printf "  %d in flight: answers/s batching / none %.2f, p99 batching / none %.2f\n", w, med(bmax " " w " 3") / med("1 " w " 3"), med(bmax " " w " 5") / med("1 " w " 5")
     }

@@ -168,6 +168,7 @@ void nn_layer_destroy(nn_layer_t **self_p)
     }
     free(self->batch_mean);
     free(self->batch_invstd);
+    free(self->wino);
     free(self);
     *self_p = NULL;
 }
@@ -241,17 +242,18 @@ void nn_layer_prepare_inference(nn_layer_t *self)
 {
     if (self->spec.kind == NN_RESIDUAL)
         nn__residual_prepare(self);
+    else if (self->spec.kind == NN_CONV)
+        nn__wino_prepare(self);
 }
 
 void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                             int training)
 {
-    (void)training;
     EI_ASSERT(self->spec.kind == NN_CONV);
     check_tensor(x, x->n, self->in);
     check_tensor(y, x->n, self->out);
     EI_ASSERT(ws || nn_layer_workspace(self, x->n) == 0);
-    nn__conv_forward(self, x, y, ws, 1);
+    nn__conv_forward(self, x, y, ws, 1, training);
 }
 
 void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,

@@ -123,9 +123,16 @@ void nn_layer_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t
 int nn_layer_fold_bn(nn_layer_t *conv, const nn_layer_t *bn) EI_CHECK;
 
 /* Prepares a layer for inference: a residual layer folds the batch norms of its chains
- * into their convs and skips its dropouts. Other kinds are unchanged (their folding is the
- * chain's that holds them). Training is impossible after. */
+ * into their convs and skips its dropouts; a 3x3 stride-1 conv of one channel group gets
+ * Winograd's F(2x2, 3x3) lowering, made from its weights as they are now (so call it after
+ * any batch-norm folding; the chains and nn_model_prepare_inference do). Other kinds are
+ * unchanged (their folding is the chain's that holds them). Training is impossible after:
+ * the weights must not change. */
 void nn_layer_prepare_inference(nn_layer_t *self);
+
+/* Whether nn_layer_prepare_inference gives 3x3 stride-1 convs Winograd's lowering
+ * (default on); off, they keep im2col + sgemm. For benchmarks comparing the two. */
+void nn_set_winograd(int on);
 
 /* Row-wise softmax of z [n, k] into p (may alias z). */
 void nn_softmax(const float *z, int n, int k, float *p);

@@ -190,7 +190,8 @@ static size_t conv_share(const nn_layer_t *self, int n)
     int g = conv_group_max(self, n);
     size_t prod = g > 1 ? nn_shape_numel(self->out) * g : 0;
     size_t grads = self->threads > 1 ? nn_tensor_numel(self->params[0].value) + self->out.c : 0;
-    return conv_col_floats(self, g) + prod + grads;
+    size_t im2col = conv_col_floats(self, g) + prod + grads, wino = nn__wino_share(self, n);
+    return wino > im2col ? wino : im2col;
 }
 
 static size_t conv_workspace(const nn_layer_t *self, int n)
@@ -315,8 +316,12 @@ static void conv_forward_group(void *arg, int item, int tid)
 }
 
 void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
-                      int relu)
+                      int relu, int training)
 {
+    if (self->wino && !training) {
+        nn__wino_forward(self, x, y, ws, conv_share(self, x->n), relu);
+        return;
+    }
     conv_job_t j = conv_job(self, x, ws);
     j.y = y;
     j.relu = relu;
@@ -326,8 +331,7 @@ void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
 static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                          int training)
 {
-    (void)training;
-    nn__conv_forward(self, x, y, ws, 0);
+    nn__conv_forward(self, x, y, ws, 0, training);
 }
 
 /* db[o] += sum of row o of dy [m, n]. */

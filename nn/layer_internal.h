@@ -29,6 +29,9 @@ struct nn_layer {
     nn_param_t *xparams;
     int nxparams;
     void *state; /* residual, dropout: what the kind keeps (freed by ops->destroy) */
+    /* conv prepared for inference with Winograd's lowering (layer_winograd.c): the
+       transformed weights [16][out][in]; NULL: im2col */
+    float *wino;
 };
 
 /* What one kind does. setup checks the spec against self->in, sets self->out and the
@@ -77,9 +80,22 @@ int nn__window_setup(nn_layer_t *self, const char *what, ei_err_t *err);
 void nn__layer_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                             int training);
 
-/* The conv forward (layer_gemm.c), with the ReLU applied in the same pass when relu. */
+/* The conv forward (layer_gemm.c), with the ReLU applied in the same pass when relu;
+ * Winograd's lowering when the layer has it and this is not training. */
 void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
-                      int relu);
+                      int relu, int training);
+
+/* Winograd F(2x2, 3x3) for 3x3 stride-1 convs of one channel group (layer_winograd.c).
+ * eligible: the layer can have it; share: floats of workspace one thread needs for a
+ * batch of n (0 when not eligible); prepare: makes self->wino from the current weights
+ * (nothing when not eligible, switched off by nn_set_winograd, or out of memory);
+ * forward: y = conv(x) through it, ws holding `share` floats per thread. */
+int nn__wino_eligible(const nn_layer_t *self);
+int nn__wino_group_max(const nn_layer_t *self, int n);
+size_t nn__wino_share(const nn_layer_t *self, int n);
+void nn__wino_prepare(nn_layer_t *self);
+void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
+                      size_t share, int relu);
 
 /* ---- the engine's threads (nn/parallel.c) ---- */
 #define NN_MAX_THREADS 64

@@ -86,6 +86,9 @@ void nn__seq_fold(nn_seq_t *s)
         if (nn_layer_fold_bn(s->layers[c], s->layers[i]) == 0)
             s->skip[i] = 1;
     }
+    for (int i = 0; i < s->count; i++) /* after folding: the lowering takes the weights */
+        if (nn_layer_spec(s->layers[i])->kind == NN_CONV && !s->skip[i])
+            nn_layer_prepare_inference(s->layers[i]);
 }
 
 size_t nn__seq_workspace(const nn_seq_t *s, int n)

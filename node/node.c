@@ -1,6 +1,5 @@
 /* einet-node's lifecycle: loading, sockets, the heartbeat and report timers, draining on
  * SIGTERM (see node.h). */
-#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,7 +218,13 @@ node_t *node_new(const conf_node_t *conf, uv_loop_t *loop, void *zctx, ei_err_t 
     nd->loop = loop;
     nd->zctx = zctx;
     nd->link_reported = -1;
-    openblas_set_num_threads(conf->threads);
+    /* The engine's own pool (OpenBLAS then runs one thread inside each); before the model
+     * is made, which sizes its workspace for the count in force. */
+    if (nn_set_threads(conf->threads) < 0) {
+        ei_err_set(err, EI_E_NOMEM, "could not start %d compute threads ('threads' in [node])",
+                   conf->threads);
+        goto fail;
+    }
     nd->model = nn_model_load(conf->model, conf->batch_max, err);
     if (!nd->model)
         goto fail;

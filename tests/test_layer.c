@@ -643,6 +643,100 @@ static void test_conv_batched(void **state)
     }
 }
 
+/* A conv prepared for inference (nn_layer_prepare_inference): a 3x3 stride-1 conv of one
+ * channel group with at least 16 input channels on a map of at least 12x12 gets
+ * Winograd's F(2x2, 3x3) (wino), every other conv keeps im2col. Either way the batch
+ * equals the naive reference within 1e-4 relative and each sample run alone within 1e-5
+ * (OpenBLAS may sum a product of another width in another order), the fused ReLU is max(0, .) of the plain output exactly, and the layer prepared with
+ * nn_set_winograd(0) (im2col) agrees within 1e-4. */
+static void check_conv_prepared(const cfg_t *c, ei_rng_t *r, int wino)
+{
+    nn_layer_t *l = make_layer(c, r), *li = make_layer(c, r);
+    for (int i = 0; i < 2; i++) /* the same weights in both */
+        memcpy(nn_layer_param(li, i)->value->data, nn_layer_param(l, i)->value->data,
+               nn_tensor_numel(nn_layer_param(l, i)->value) * sizeof(float));
+    nn_layer_prepare_inference(l);
+    nn_set_winograd(0);
+    nn_layer_prepare_inference(li);
+    nn_set_winograd(1);
+    if ((l->wino != NULL) != wino || li->wino)
+        fail_msg("conv k%d s%d p%d g%d in %dx%dx%d: Winograd %s, want %s", c->spec.k,
+                 c->spec.stride, c->spec.pad, c->spec.groups, c->in.c, c->in.h, c->in.w,
+                 l->wino ? "on" : "off", wino ? "on" : "off");
+    nn_shape_t os = nn_layer_out_shape(l);
+    size_t in_sz = nn_shape_numel(c->in), out_sz = nn_shape_numel(os);
+    nn_tensor_t *x = tensor_for(c->n, c->in), *y = tensor_for(c->n, os);
+    nn_tensor_t *yr = tensor_for(c->n, os), *yi = tensor_for(c->n, os), *y1 = tensor_for(1, os);
+    fill_uniform(x->data, in_sz * c->n, r, -1, 1);
+    double *want = calloc(out_sz * c->n, sizeof *want);
+    reference(l, c, x->data, 0, want);
+    float *ws = ws_new(l, c->n), *wsi = ws_new(li, c->n), *ws1 = ws_new(l, 1);
+    nn_layer_forward(l, x, y, ws, 0);
+    nn__layer_forward_relu(l, x, yr, ws, 0);
+    nn_layer_forward(li, x, yi, wsi, 0);
+    for (size_t i = 0; i < out_sz * c->n; i++) {
+        expect_near("prepared forward vs reference", c, i, y->data[i], want[i], 1e-4);
+        expect_near("prepared vs im2col", c, i, y->data[i], yi->data[i], 1e-4);
+        expect_near("fused relu", c, i, yr->data[i], y->data[i] > 0 ? y->data[i] : 0, 0);
+    }
+    for (int s = 0; s < c->n; s++) {
+        nn_tensor_t xs = nn_tensor_view(x->data + s * in_sz, 1, c->in.c, c->in.h, c->in.w);
+        nn_layer_forward(l, &xs, y1, ws1, 0);
+        for (size_t i = 0; i < out_sz; i++)
+            expect_near("prepared batch vs one sample", c, s * out_sz + i, y->data[s * out_sz + i],
+                        y1->data[i], 1e-5);
+    }
+    free(want);
+    free(ws);
+    free(wsi);
+    free(ws1);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&yr);
+    nn_tensor_destroy(&yi);
+    nn_tensor_destroy(&y1);
+    nn_layer_destroy(&l);
+    nn_layer_destroy(&li);
+}
+
+static void check_conv_prepared_all(ei_rng_t *r)
+{
+    /* clang-format off */
+    static const struct { cfg_t c; int wino; } fixed[] = {
+        {{{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 12, 12}, 9}, 1},  /* 36 tiles, 8 a group: 8 + 1 */
+        {{{NN_CONV, 5, 3, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {20, 17, 15}, 6}, 1},  /* no padding, odd 15x13 */
+        {{{NN_CONV, 7, 3, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {16, 12, 15}, 3}, 1},  /* padding 2: 14x17 */
+        {{{NN_CONV, 16, 3, 0, 1, 0, 0, 0, NULL, NULL, 0, 0}, {24, 28, 28}, 2}, 1}, /* stride 0 means 1 */
+        {{{NN_CONV, 3, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {17, 13, 12}, 1}, 1},  /* one sample, odd */
+        {{{NN_CONV, 8, 3, 2, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 5}, 0},  /* stride 2 */
+        {{{NN_CONV, 8, 3, 1, 1, 0, 2, 0, NULL, NULL, 0, 0}, {32, 14, 14}, 5}, 0},  /* 2 groups */
+        {{{NN_CONV, 16, 3, 1, 1, 0, 16, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 3}, 0}, /* depthwise */
+        {{{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {15, 14, 14}, 5}, 0},  /* too few channels */
+        {{{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 11, 14}, 5}, 0},  /* map too small */
+        {{{NN_CONV, 8, 5, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 3}, 0},  /* 5x5 */
+        {{{NN_CONV, 8, 1, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 3}, 0},  /* pointwise */
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_conv_prepared(&fixed[i].c, r, fixed[i].wino);
+    for (int i = 0; i < 12; i++) { /* random eligible shapes, batches up to 12 */
+        cfg_t c = {{NN_CONV, pick(r, 1, 20), 3, 1, pick(r, 0, 2), 0, 0, 0, NULL, NULL, 0, 0},
+                   {pick(r, 16, 24), pick(r, 14, 30), pick(r, 14, 30)}, pick(r, 1, 12)};
+        check_conv_prepared(&c, r, 1);
+    }
+}
+
+static void test_conv_prepared(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 19);
+    check_conv_prepared_all(&r);
+    assert_int_equal(nn_set_threads(2), 0); /* layers made now have a share for each */
+    check_conv_prepared_all(&r);
+    assert_int_equal(nn_set_threads(1), 0);
+}
+
 /* The same checks with the engine on two threads: groups of samples, channels and planes
  * shared out, the weight gradients summed per thread and added up. */
 static void test_layers_two_threads(void **state)
@@ -1238,7 +1332,7 @@ int main(void)
         cmocka_unit_test(test_conv_batched),     cmocka_unit_test(test_layers_two_threads),
         cmocka_unit_test(test_residual_forward), cmocka_unit_test(test_residual_backward),
         cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
-        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_dropout),          cmocka_unit_test(test_conv_prepared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

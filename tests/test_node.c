@@ -514,13 +514,15 @@ static void test_pipeline_in_process(void **state)
     snprintf(text, sizeof text,
              "[node]\ntier = edge\nfirst_block = 3\nlast_block = 4\nmodel = %s\n"
              "bind = inproc://t-edge\ncoordinator = inproc://t-nodes\nheartbeat_ms = %d\n"
-             "heartbeat_timeout_ms = %d\n",
+             "heartbeat_timeout_ms = %d\nthreads = 2\n",
              model, PIPE_HB_MS, PIPE_HB_TIMEOUT_MS);
-    p->edge = make_node(p, text);
+    assert_int_equal(nn_threads(), 1);
+    p->edge = make_node(p, text); /* `threads` is the engine's pool */
+    assert_int_equal(nn_threads(), 2);
     snprintf(text, sizeof text,
              "[node]\ntier = device\nfirst_block = 1\nlast_block = 2\nmodel = %s\n"
              "next = inproc://t-edge\ncoordinator = inproc://t-nodes\nheartbeat_ms = %d\n"
-             "heartbeat_timeout_ms = %d\nslowdown = 3\n",
+             "heartbeat_timeout_ms = %d\nslowdown = 3\nthreads = 2\n",
              model, PIPE_HB_MS, PIPE_HB_TIMEOUT_MS);
     p->device = make_node(p, text);
     xport_opts_t o = {.type = ZMQ_DEALER, .linger_ms = 0};
@@ -567,6 +569,7 @@ static void test_pipeline_in_process(void **state)
         assert_true(fabsf(p->conf[i] - q[best]) <= 1e-5f);
     }
     assert_int_equal(shutdown, PIPE_BATCH);
+    assert_int_equal(nn_set_threads(1), 0);
     nn_model_destroy(&m);
     coord_destroy(&p->coord);
     node_destroy(&p->device);
