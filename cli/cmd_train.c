@@ -16,6 +16,8 @@
 static const char usage_text[] =
     "usage: einet train [--arch FILE] [--epochs N] [--out FILE] [options]\n"
     "  --arch FILE         architecture file (default " DEFAULT_ARCH ")\n"
+    "  --init FILE         start from this model file's weights (a second training stage;\n"
+    "                      its architecture must be --arch's when both are given)\n"
     "  --out FILE          model file to write (default model.safetensors)\n"
     "  --epochs N          epochs (default 15)\n"
     "  --batch N           batch size (default 128)\n"
@@ -33,7 +35,7 @@ static const char usage_text[] =
     "  --data DIR          Fashion-MNIST directory (default " NN_DATASET_DEFAULT_DIR ")\n";
 
 typedef struct {
-    const char *arch, *out, *data;
+    const char *arch, *out, *data, *init;
     long val, limit, threads;
     nn_train_opts_t opts;
     int lr_given;
@@ -57,7 +59,7 @@ static int parse_args(int argc, char **argv, train_args_t *a)
         {"weight-decay", required_argument, 0, 'w'}, {"seed", required_argument, 0, 's'},
         {"val", required_argument, 0, 'v'},      {"limit", required_argument, 0, 'L'},
         {"no-flip", no_argument, 0, 'F'},        {"threads", required_argument, 0, 't'},
-        {"shift", required_argument, 0, 'X'},
+        {"shift", required_argument, 0, 'X'},    {"init", required_argument, 0, 'I'},
         {"data", required_argument, 0, 'd'},     {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     static const char *const opt_names[] = {"sgd", "adam"};
@@ -68,6 +70,7 @@ static int parse_args(int argc, char **argv, train_args_t *a)
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
         case 'a': a->arch = optarg; break;
+        case 'I': a->init = optarg; break;
         case 'o': a->out = optarg; break;
         case 'd': a->data = optarg; break;
         case 'F': a->opts.augment_flip = 0; break;
@@ -164,15 +167,36 @@ static int run_training(const train_args_t *a, nn_model_t *m, const nn_dataset_t
     char info[512];
     snprintf(info, sizeof info,
              "{\"epochs\":%d,\"batch\":%d,\"lr\":%g,\"optimizer\":\"%s\",\"seed\":%llu,"
-             "\"val\":%d,\"train_samples\":%d,\"flip\":%d,\"shift\":%d,\"train_seconds\":%.0f}",
+             "\"val\":%d,\"train_samples\":%d,\"flip\":%d,\"shift\":%d,\"init\":\"%s\","
+             "\"train_seconds\":%.0f}",
              a->opts.epochs, a->opts.batch, a->opts.lr,
              a->opts.optimizer == NN_OPT_SGD ? "sgd" : "adam",
              (unsigned long long)a->opts.seed, n_val, n_train, a->opts.augment_flip,
-             a->opts.augment_shift, secs);
+             a->opts.augment_shift, a->init ? a->init : "", secs);
     if (nn_model_save(m, a->out, info, &err))
         return cli_fail("train", "%s", err.msg);
     fprintf(stderr, "einet train: wrote %s after %.0f s\n", a->out, secs);
     return CLI_OK;
+}
+
+/* The model to train: built from the architecture and initialised from the seed, or the
+ * weights of --init (whose architecture must be the one named). */
+static nn_model_t *init_model(const train_args_t *a, ei_err_t *err)
+{
+    nn_model_t *m = nn_model_load_arch(a->arch, a->opts.batch, err);
+    if (!m || !a->init) {
+        if (m)
+            nn_model_init(m, a->opts.seed);
+        return m;
+    }
+    nn_model_t *from = nn_model_load(a->init, a->opts.batch, err);
+    if (from && strcmp(nn_model_arch_json(from), nn_model_arch_json(m)) != 0) {
+        ei_err_set(err, EI_E_SHAPE, "--init %s: its architecture (%s) is not %s's (%s)", a->init,
+                   nn_model_name(from), a->arch, nn_model_name(m));
+        nn_model_destroy(&from);
+    }
+    nn_model_destroy(&m);
+    return from;
 }
 
 int cmd_train(int argc, char **argv)
@@ -195,10 +219,9 @@ int cmd_train(int argc, char **argv)
         return rc;
     if (nn_set_threads((int)a.threads))
         return cli_fail("train", "could not start %ld threads", a.threads);
-    nn_model_t *m = nn_model_load_arch(a.arch, a.opts.batch, &err);
+    nn_model_t *m = init_model(&a, &err);
     if (!m)
         return cli_fail("train", "%s", err.msg);
-    nn_model_init(m, a.opts.seed);
     nn_dataset_t *train = nn_dataset_load(a.data, "train", &err);
     if (!train) {
         nn_model_destroy(&m);
