@@ -336,7 +336,7 @@ static void expect_refusal(const fixture_t *fx, const char *cmd, const char *arg
 static void test_cli_train_refuses(void **state)
 {
     fixture_t *fx = *state;
-    char arch[400], args[1200];
+    char arch[400], args[2000];
     for (int i = 0; i < NBAD; i++) {
         const int *s = bad_shapes[i];
         /* The shipped architecture with another input, and a small one that builds for it. */
@@ -367,6 +367,19 @@ static void test_cli_train_refuses(void **state)
              "--val 16", arch, fx->full, fx->dir);
     char out[4096];
     assert_int_equal(run_capture(fx, args, out, sizeof out), 0);
+    /* A second stage from its weights (--init) trains too; from another architecture's
+     * weights it is refused, naming both. */
+    snprintf(args, sizeof args,
+             "train --arch '%s' --init '%s/ok.safetensors' --data '%s' --out '%s/ok2.safetensors' "
+             "--epochs 1 --batch 16 --val 16 --shift 1", arch, fx->dir, fx->full, fx->dir);
+    assert_int_equal(run_capture(fx, args, out, sizeof out), 0);
+    snprintf(args, sizeof args,
+             "train --arch configs/models/fmnist-8exit.json --init '%s/ok.safetensors' "
+             "--data '%s' --out '%s/no.safetensors' --epochs 1 --batch 16 --val 16",
+             fx->dir, fx->full, fx->dir); /* ctest runs in the source tree */
+    assert_int_not_equal(run_capture(fx, args, out, sizeof out), 0);
+    if (!strstr(out, "ok.safetensors: its architecture") || !strstr(out, "fmnist-8exit.json"))
+        fail_msg("einet %s\nstderr:\n%s", args, out);
 }
 
 static void test_cli_model_commands_refuse(void **state)
