@@ -157,7 +157,8 @@ static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
     printf("\nconv layers (forward, BN folded; GFLOP/s, %% of the sgemm peak):\n");
     printf("block layer  in (c,h,w)    out (c,h,w)   MFLOP/img   b1 (%%)        b64 (%%)");
     if (mi)
-        printf("       b64 im2col (%%)  sgemm [M,N,K] of b64 (%%)       sgemm of a group [M,N] (%%)");
+        printf("       b64 im2col (%%)  sgemm [M,N,K] of b64 (%%)       "
+               "sgemm of a group [M,N] (%%)");
     printf("\n");
     for (int k = 0; k < nn_model_blocks(m); k++) {
         for (int part = 0; part < 2; part++) {
@@ -167,7 +168,8 @@ static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
                     continue;
                 nn_shape_t in = nn_layer_in_shape(l), out = nn_layer_out_shape(l);
                 double fl = nn_layer_flops(l), g1 = layer_gflops(l, 1), g64 = layer_gflops(l, 64);
-                printf("%5d %-6s (%3d,%2d,%2d)  (%3d,%2d,%2d)  %9.2f  %6.1f (%3.0f%%)  %6.1f (%3.0f%%)",
+                printf("%5d %-6s (%3d,%2d,%2d)  (%3d,%2d,%2d)  %9.2f  %6.1f (%3.0f%%)  "
+                       "%6.1f (%3.0f%%)",
                        k + 1, part ? "branch" : "conv", in.c, in.h, in.w, out.c, out.h, out.w,
                        fl / 1e6, g1, 100 * g1 / peak, g64, 100 * g64 / peak);
                 if (mi) {
@@ -188,7 +190,8 @@ static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
                     double gs = median(r, 5), gsg = median(rg, 5);
                     gemm_free(&gm);
                     gemm_free(&gg);
-                    printf("  %6.1f (%3.0f%%)   [%3d,%6d,%4d] %6.1f (%3.0f%%)  [%3d,%5d] %6.1f (%3.0f%%)",
+                    printf("  %6.1f (%3.0f%%)   [%3d,%6d,%4d] %6.1f (%3.0f%%)  [%3d,%5d] "
+                           "%6.1f (%3.0f%%)",
                            gi, 100 * gi / peak, out.c, 64 * hw, K, gs, 100 * gs / peak, out.c,
                            g * hw, gsg, 100 * gsg / peak);
                     t_group += fl / gsg;
@@ -372,7 +375,8 @@ static int predict(nn_model_t *m, const char *data_dir, int n, int batch)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--lowerings] [--cpu-time] [--json]\n"
+    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] "
+                    "[--lowerings] [--cpu-time] [--json]\n"
                     "       bench_nn --predict N [--model FILE] [--data DIR] [--batch B]\n");
     return 2;
 }
