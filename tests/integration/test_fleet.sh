@@ -37,6 +37,7 @@ mkdir -p "$tmp/conf"
 for f in "$conf"/*.ini; do
     sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
         -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^slowdown/d' \
+        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
         "$f" >"$tmp/conf/$(basename "$f")"
 done
 
@@ -45,14 +46,15 @@ ep=$(tail -n 1 "$tmp/up.out")
 stats() { "$bin/einet" stats --coordinator "$ep" --json --timeout-ms 2000 2>/dev/null; }
 # node NAME FIELD: a field of node NAME in stats ("" when not listed)
 node() { stats | jq -r --arg n "$1" --arg f "$2" '.nodes[] | select(.name == $n) | .[$f]'; }
-# wait_for DESC CMD...: until CMD succeeds (every 0.2 s, at most 300 times: only a hang fails)
+# wait_for DESC CMD...: until CMD succeeds (every 0.2 s, at most 900 times: only a hang fails;
+# a node that stopped leaves after 20 heartbeat timeouts, 60 s here)
 wait_for() {
     _d=$1
     shift
     _i=0
     until "$@"; do
         _i=$((_i + 1))
-        [ $_i -lt 300 ] || fail "never: $_d"
+        [ $_i -lt 900 ] || fail "never: $_d"
         sleep 0.2
     done
 }
