@@ -88,6 +88,7 @@ struct coord {
     owners_t *owners;           /* which key submitted each recent request */
     uint64_t refused[STATS_SOCKS][COORD_REFUSALS];
     uint64_t dropped_seen[STATS_SOCKS]; /* of xport's dropped counts, already counted */
+    uint64_t rescued_seen[STATS_SOCKS]; /* of xport's rescued counts, already logged */
     coord_metrics_t metrics; /* GET /metrics (coordinator/metrics.h) */
     /* durable state (coord_durable.c) */
     journal_t *journal;          /* NULL: [journal] enabled = no */

@@ -63,6 +63,14 @@ void coord__count_dropped(coord_t *c)
         uint64_t d = x[s] ? xport_stats(x[s]).dropped : c->dropped_seen[s];
         for (; c->dropped_seen[s] < d; c->dropped_seen[s]++)
             count_refusal(c, s, EI_E_FORMAT, COORD_REF_FRAMES, "a message of more than 4 frames");
+        /* A lost wakeup is a bug somewhere below us: said, not only survived. */
+        uint64_t r = x[s] ? xport_stats(x[s]).rescued : c->rescued_seen[s];
+        if (r > c->rescued_seen[s])
+            ei_log(EI_LOG_WARN,
+                   "%s socket: %llu time(s) a message waited with no wakeup due (a lost "
+                   "ZMQ_FD edge); the %d ms recheck delivered it",
+                   sock_name(s), (unsigned long long)(r - c->rescued_seen[s]), XPORT_RECHECK_MS);
+        c->rescued_seen[s] = r;
     }
 }
 

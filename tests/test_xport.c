@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -510,6 +511,50 @@ static void test_hwm_reports_instead_of_blocking(void **state)
     duo_close(&d);
 }
 
+/* A message whose ZMQ_FD edge is consumed by a ZeroMQ call that no ZMQ_EVENTS check of
+ * xport follows (here: ZMQ_EVENTS read from outside, as any stray call on the socket would)
+ * is still delivered, by the periodic recheck, and counted as rescued. Without the recheck
+ * it waits for an unrelated wakeup that never comes (run_until's guard fails). */
+static void on_guard(uv_timer_t *t)
+{
+    (void)t; /* only makes UV_RUN_ONCE return now and then */
+}
+
+static void test_lost_edge_is_rescued(void **state)
+{
+    (void)state;
+    duo_t d;
+    ei_err_t err = {0};
+    duo_open(&d, ZMQ_ROUTER, ZMQ_DEALER, NULL);
+    xport_frame_t f = {"one", 3, NULL, NULL};
+    assert_int_equal(xport_send(d.b, NULL, &f, 1, &err), 0);
+    run_until(&d.loop, &d.c.got, 1); /* connected; the loop is idle again */
+    assert_int_equal(xport_stats(d.a).rescued, 0);
+
+    void *raw = xport_socket(d.a);
+    int fd, ev = 0;
+    size_t sz = sizeof fd;
+    assert_int_equal(zmq_getsockopt(raw, ZMQ_FD, &fd, &sz), 0);
+    f.data = "two";
+    assert_int_equal(xport_send(d.b, NULL, &f, 1, &err), 0);
+    /* Wait for the message's wakeup and consume it behind xport's back. */
+    for (double end = ei_now() + 30; !(ev & ZMQ_POLLIN) && ei_now() < end;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        poll(&p, 1, 1000);
+        sz = sizeof ev;
+        assert_int_equal(zmq_getsockopt(raw, ZMQ_EVENTS, &ev, &sz), 0);
+    }
+    assert_true(ev & ZMQ_POLLIN);
+
+    uv_timer_t guard;
+    uv_timer_init(&d.loop, &guard);
+    uv_timer_start(&guard, on_guard, 50, 50);
+    run_until(&d.loop, &d.c.got, 2);
+    assert_int_equal(xport_stats(d.a).rescued, 1);
+    uv_close((uv_handle_t *)&guard, NULL);
+    duo_close(&d);
+}
+
 /* A message of too many frames is dropped and counted; the next one still arrives. A frame
  * over ZMQ_MAXMSGSIZE never arrives. */
 static void test_oversized_and_overlong(void **state)
@@ -589,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_aligned_copy),
         cmocka_unit_test(test_send_failures),
         cmocka_unit_test(test_hwm_reports_instead_of_blocking),
+        cmocka_unit_test(test_lost_edge_is_rescued),
         cmocka_unit_test(test_oversized_and_overlong),
         cmocka_unit_test(test_destroy_inside_callback),
     };

@@ -36,6 +36,11 @@ typedef struct xport_msg xport_msg_t;
 
 #define XPORT_ALIGN 8
 
+/* How often a started socket checks ZMQ_EVENTS on its own, in case a wakeup was lost (an
+ * edge consumed by a ZeroMQ call no ZMQ_EVENTS check followed): the longest such a message
+ * can wait. Each check is one zmq_getsockopt; the timer does not keep a loop alive. */
+#define XPORT_RECHECK_MS 100
+
 /* A peer's ZeroMQ routing id, copied by value so it can be stored (a coordinator keeps
  * one per pending request). len = 0: no routing id (non-ROUTER sockets). */
 typedef struct xport_peer {
@@ -76,6 +81,7 @@ typedef struct xport_stats {
     uint64_t sent;        /* messages handed to ZeroMQ */
     uint64_t send_failed; /* sends refused: EAGAIN (peer slow or gone), EHOSTUNREACH, ... */
     uint64_t dropped;     /* incoming messages with too many frames */
+    uint64_t rescued;     /* times XPORT_RECHECK_MS found a message no wakeup was due for */
 } xport_stats_t;
 
 /* Delivers one whole message. The callback may keep it by setting *msg_p to NULL (it then

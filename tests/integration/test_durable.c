@@ -553,6 +553,14 @@ static void raw_send(void *sock, int i)
         fprintf(stderr, "request %d stuck: the coordinator answers another connection in "
                         "%.3f s (%llu requests so far)\n",
                 i, ei_now() - t0, (unsigned long long)st->requests);
+        /* Whether it still reads what this connection queued tells a socket that missed a
+         * wakeup (it reads on once the query woke it) from a connection that stopped. */
+        uint64_t before = st->requests;
+        sleep(5);
+        stats_query(st);
+        fprintf(stderr, "5 s later: %llu requests (%s)\n", (unsigned long long)st->requests,
+                st->requests > before ? "it reads this connection again"
+                                      : "this connection's requests are not read");
         free(st);
         itest_cluster_dump_logs(&g_cluster);
         fail_msg("request %d not sent within 30 s: %s", i, zmq_strerror(zmq_errno()));
