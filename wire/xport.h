@@ -2,8 +2,11 @@
  * uv_poll_t; because that descriptor is edge-triggered (it signals "something changed",
  * not "a message is waiting"), every wakeup drains while ZMQ_EVENTS reports ZMQ_POLLIN, and
  * every send re-checks ZMQ_EVENTS through an idle hook, since a send can consume the edge
- * of a message that arrived meanwhile. Whole multipart messages are delivered to one
- * callback; sends never block the loop.
+ * of a message that arrived meanwhile. As a safety net for a wakeup lost all the same
+ * (a suite run once saw a client's connection go unread for 30 s while the loop ran, cause
+ * not found), a timer that does not keep the loop alive rechecks every XPORT_RECHECK_MS and
+ * delivers what waits (xport_stats_t.rescued). Whole multipart messages are delivered to
+ * one callback; sends never block the loop.
  *
  * Every call must come from the loop's thread (ZeroMQ sockets are not thread-safe). */
 #ifndef WIRE_XPORT_H
