@@ -18,7 +18,8 @@
 # the most on average is the one the others wait for. Each node's CPU ms per answer
 # (/proc/PID/stat, utime + stime) is printed too, the coordinator's included: the
 # coordinator's and the load generator's cost per answer show whether they, and not a tier,
-# could be the limit.
+# could be the limit; each node's mean batch (requests per batch, from its log) shows
+# whether dynamic batching makes one side cheaper per request than the other.
 # The last line: `ratio N.NNx`, the fleet's median over the 1-1-1 cluster's better median of
 # the two windows (the 1-1-1 at its best, never at a window that happens to slow it).
 set -eu
@@ -92,6 +93,14 @@ run() {
     wait "$sp" 2>/dev/null || true
     for pf in "$EINET_RUN_DIR"/*.pid; do echo "$(basename "$pf" .pid) $(cpu "$pf")"; done >"$tmp/cpu1"
     "$src/deploy/local.sh" down "$tmp/$1" >/dev/null
+    # each node's mean batch over this run (its last "stopped:" line: requests in / batches)
+    for lf in "$EINET_RUN_DIR"/*.log; do
+        nd=$(basename "$lf" .log)
+        [ "$nd" = coordinator ] && continue
+        grep "stopped:" "$lf" | tail -n 1 |
+            sed -n 's/.* \([0-9]*\) tasks, \([0-9]*\) maps in,.* \([0-9]*\) batches,.*/\1 \2 \3/p' |
+            awk -v k="$1@$w" -v nd="$nd" '$3 > 0 {printf "%s %s %.2f\n", k, nd, ($1 + $2) / $3}'
+    done >>"$tmp/batch.txt"
     c=$(tail -n 1 "$tmp/run.json" | jq '.by_status.complete // 0')
     t=$(tail -n 1 "$tmp/run.json" | jq --argjson c "$c" '.answers_per_s * $c / .answered')
     echo "  $1 (window $w): $t complete answers/s ($c of $n complete)"
@@ -107,6 +116,7 @@ run() {
 : >"$tmp/results"
 : >"$tmp/cpu.txt"
 : >"$tmp/queue.txt"
+: >"$tmp/batch.txt"
 half=$((win / 2))
 r=0
 while [ "$r" -lt "$rounds" ]; do
@@ -127,7 +137,8 @@ for k in "single@$win" "fleet@$win"; do
     awk -v k="$k" '$1 == k {print $2}' "$tmp/queue.txt" | sort -u | while read -r nd; do
         q=$(awk -v k="$k" -v x="$nd" '$1 == k && $2 == x {print $4}' "$tmp/queue.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
         c=$(awk -v k="$k" -v x="$nd" '$1 == k && $2 == x {print $3}' "$tmp/cpu.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
-        printf '    %-10s in_flight %6s  cpu %s ms\n' "$nd" "$q" "${c:--}"
+        b=$(awk -v k="$k" -v x="$nd" '$1 == k && $2 == x {print $3}' "$tmp/batch.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+        printf '    %-10s in_flight %6s  cpu %s ms  mean batch %s\n' "$nd" "$q" "${c:--}" "${b:--}"
     done
     for x in coordinator einet-infer; do
         c=$(awk -v k="$k" -v x="$x" '$1 == k && $2 == x {print $3}' "$tmp/cpu.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
