@@ -118,6 +118,16 @@ is() { [ "$(field "$1" "$2")" = "$3" ]; }
 names=$(stats | jq -r '[.nodes[] | "\(.tier):\(.name):\(.healthy)"] | sort | join(" ")')
 want="cloud:cloud-1:true cloud:cloud-2:true device:device-1:true device:device-2:true device:device-3:true device:device-4:true edge:edge-1:true edge:edge-2:true"
 [ "$names" = "$want" ] || fail "stats lists: $names"
+# without sch_netem the links' delays are injected inside the nodes: into every replica of
+# the sending tier, not only one
+if [ "$(cat "$EINET_RUN_DIR/shaper")" = tbf ]; then
+    for n in device-1 device-2 device-3 device-4; do
+        grep -q "fault on device-edge: delay" "$EINET_RUN_DIR/$n.log" || fail "$n got no device-edge delay"
+    done
+    for n in edge-1 edge-2; do
+        grep -q "fault on edge-cloud: delay" "$EINET_RUN_DIR/$n.log" || fail "$n got no edge-cloud delay"
+    done
+fi
 echo "ok: 9 namespaces, 8 nodes listed healthy by name, addresses unique"
 
 named() { # DEVICE N: N requests naming DEVICE; prints the summary's by_status
