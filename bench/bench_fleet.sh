@@ -20,6 +20,7 @@
 # coordinator's and the load generator's cost per answer show whether they, and not a tier,
 # could be the limit; each node's mean batch (requests per batch, from its log) shows
 # whether dynamic batching makes one side cheaper per request than the other.
+# EINET_BENCH_SLOW_SCALE=K multiplies every slow-down of both clusters (an experiment).
 # The last line: `ratio N.NNx`, the fleet's median over the 1-1-1 cluster's better median of
 # the two windows (the 1-1-1 at its best, never at a window that happens to slow it).
 set -eu
@@ -35,8 +36,12 @@ trap 'for d in fleet single; do EINET_RUN_DIR="$tmp/run-$d" "$src/deploy/local.s
 
 conf="$src/configs/fmnist-fleet"
 prefix=0
-for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
-    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
+# ports 20000-32199 (fleet, 1-1-1): below the ephemeral range; the search starts at a block
+# of its own per process, so that benches and tests started together rarely race for one
+start=$(($$ % 12))
+for i in $(seq 0 11); do
+    p=$((200 + (start + i) % 12 * 10))
+    ss -Htan 2>/dev/null | awk '{print $4}' | grep -Eq ":(${p}|$((p + 1)))[0-9][0-9]\$" || { prefix=$p; break; }
 done
 [ "$prefix" != 0 ] || { echo "bench_fleet: no free block of 100 ports" >&2; exit 1; }
 inflight=$((2 * win))
@@ -46,6 +51,10 @@ for f in "$conf"/*.ini; do
     sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
         -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^max_inflight *=/d' \
         -e "s#^\[node\]#[node]\nmax_inflight = $inflight#" "$f" >"$tmp/fleet/$(basename "$f")"
+    if [ -n "${EINET_BENCH_SLOW_SCALE:-}" ]; then # an experiment: every slow-down scaled
+        awk -v k="$EINET_BENCH_SLOW_SCALE" '/^slowdown *=/ {split($0, a, "="); v = a[2] + 0; sub(/=.*/, "= " v * k)} {print}' \
+            "$tmp/fleet/$(basename "$f")" >"$tmp/x.ini" && mv "$tmp/x.ini" "$tmp/fleet/$(basename "$f")"
+    fi
 done
 # the 1-1-1 cluster: the first replica of each tier, under its tier's name, other ports
 p2=$((prefix + 1))
