@@ -11,8 +11,12 @@
 #  - `netns.sh down` leaves no namespace.
 # Also the configs' rewrite on its own: a `next` given as a list of replicas (the form of
 # per-request routing) becomes the list of those replicas' namespace addresses.
+# With --keys: the same on configs/fmnist-fleet-secure, CURVE across the namespaces with a
+# key per node, each admitted under its own name.
 # Skipped (exit 77, saying why) where network namespaces cannot be made.
 set -u
+fleet_conf=fmnist-fleet
+[ "${1:-}" = --keys ] && fleet_conf=fmnist-fleet-secure
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1
@@ -83,14 +87,16 @@ echo "ok: next lists re-addressed replica by replica, single endpoints and paths
 # bench_fleet's business, not this test's).
 hb_timeout=1500
 mkdir -p "$tmp/conf"
-for f in "$src"/configs/fmnist-fleet/*.ini; do
+for f in "$src"/configs/$fleet_conf/*.ini; do
     sed -e "s#^\(model\|predictor\) *= *\.\./\.\./#\1 = $src/#" -e '/^slowdown/d' \
         -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = $hb_timeout#" \
         "$f" >"$tmp/conf/$(basename "$f")"
 done
 "$netns" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out" >&2; fail "netns.sh up"; }
 ep=$(tail -n 1 "$tmp/up.out")
-echo "fleet up in namespaces, client endpoint $ep ($(grep -o 'links:.*' "$tmp/up.out"))"
+keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
+[ "$fleet_conf" = fmnist-fleet ] || [ -n "$keys" ] || fail "netns.sh up made no keys for $fleet_conf"
+echo "fleet up in namespaces ($fleet_conf), client endpoint $ep ($(grep -o 'links:.*' "$tmp/up.out"))"
 
 # one namespace per process, each node's address its own
 for n in coord device-1 device-2 device-3 device-4 edge-1 edge-2 cloud-1 cloud-2; do
@@ -101,7 +107,8 @@ addrs=$(awk '{print $6}' "$EINET_RUN_DIR/links" | sort | uniq -d)
 a=$("$netns" exec device-3 ip -4 -br addr show dev to-edge | awk '{print $3}')
 [ "$a" = 10.77.1.3/24 ] || fail "device-3's address: $a"
 
-stats() { "$bin/einet" stats --coordinator "$ep" --json --timeout-ms 2000 2>/dev/null; }
+# shellcheck disable=SC2086
+stats() { "$bin/einet" stats --coordinator "$ep" $keys --json --timeout-ms 2000 2>/dev/null; }
 field() { stats | jq -r --arg n "$1" --arg f "$2" '.nodes[] | select(.name == $n) | .[$f]'; }
 wait_for() { # DESC CMD...: until CMD succeeds (every 0.2 s, at most 300 times: only a hang fails)
     _d=$1
@@ -131,7 +138,8 @@ fi
 echo "ok: 9 namespaces, 8 nodes listed healthy by name, addresses unique"
 
 named() { # DEVICE N: N requests naming DEVICE; prints the summary's by_status
-    "$bin/einet" infer --coordinator "$ep" --count "$2" --window 4 --device "$1" --json \
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count "$2" --window 4 --device "$1" --json \
         --timeout-ms 20000 >/dev/null 2>"$tmp/named.json"
     tail -n 1 "$tmp/named.json" | jq -c '.by_status'
 }
@@ -142,7 +150,8 @@ done
 echo "ok: 20 of 20 complete from every device, each in its own namespace"
 
 spread() { # N: N requests, 16 in flight; all answered once and complete
-    "$bin/einet" infer --coordinator "$ep" --count "$1" --window 16 --json --timeout-ms 20000 \
+    # shellcheck disable=SC2086
+    "$bin/einet" infer --coordinator "$ep" $keys --count "$1" --window 16 --json --timeout-ms 20000 \
         >/dev/null 2>"$tmp/infer.json"
     s=$(tail -n 1 "$tmp/infer.json")
     [ "$(echo "$s" | jq .answered)" = "$1" ] || fail "$1 sent, answered: $s"
