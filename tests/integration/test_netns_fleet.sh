@@ -171,6 +171,10 @@ is edge-1 healthy true || fail "edge-1 not healthy while edge-2 is cut"
 routed=0
 case "$(. "$src/deploy/lib.sh"; ini_get "$EINET_RUN_DIR/conf/device-3.ini" next)" in *,*) routed=1 ;; esac
 if [ $routed = 1 ]; then
+    # every device's link is still up through edge-1
+    for d in device-1 device-2 device-3 device-4; do
+        is "$d" link_up true || fail "$d's link down while edge-1 is up"
+    done
     for d in device-3 device-4; do
         s=$(named "$d" 20)
         [ "$s" = '{"complete":20}' ] || fail "$d while edge-2 is cut: $s"
