@@ -17,7 +17,8 @@
 #            when no heartbeat reply came for heartbeat_timeout_ms.
 # Then it is killed (if hung) and started again, and the next round waits until every
 # sender has it up. Prints p50 and p99 per kind, in ms and in heartbeat timeouts (goal:
-# under 2); a round in which the replica held no map gives no sample.
+# under 2); a round in which the replica held no map gives no sample. EINET_BENCH_RAW=FILE
+# keeps every sample ("KIND MS" per moved map).
 set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -123,9 +124,12 @@ awk -v hbt="$hb_timeout" 'NR == FNR { v[NR] = $1; k[NR] = $2; t[NR] = $3; n = NR
     { best = 0; for (j = 1; j <= n; j++) if (v[j] == $1 && t[j] <= $2 && t[j] > t[best]) best = j
       if (best && $2 - t[best] < 4 * hbt * 1000) printf "%s %.3f\n", k[best], ($2 - t[best]) / 1000 }' \
     "$tmp/outs" "$tmp/moves" >"$tmp/delays"
-pct() { awk -v k="$1" -v q="$2" '$1 == k {print $2}' "$tmp/delays" | sort -g |
-    awk -v q="$q" '{a[NR] = $1} END {if (!NR) {print "-"; exit} i = int(q * NR + 0.999999); if (i < 1) i = 1; print a[i]}'; }
+pct() { # KIND Q: the Q-quantile (nearest rank) of KIND's delays, ms
+    awk -v k="$1" '$1 == k {print $2}' "$tmp/delays" | sort -g |
+        awk -v q="$2" '{a[NR] = $1} END {if (!NR) {print "-"; exit} i = int(q * NR + 0.999999); if (i < 1) i = 1; print a[i]}'
+}
 echo "heartbeat every $hb ms, timeout $hb_timeout ms; $rounds rounds of each kind, $win requests in flight"
+[ -n "${EINET_BENCH_RAW:-}" ] && cp "$tmp/delays" "$EINET_BENCH_RAW"
 for kind in killed hung; do
     m=$(awk -v k="$kind" '$1 == k' "$tmp/delays" | wc -l)
     r=$(awk -v k="$kind" '$2 == k' "$tmp/outs" | wc -l)

@@ -3,9 +3,14 @@
  * batch 1 and 64, the full forward (every exit, batch norms folded) at batch 1 and 64 with
  * the batch-64 GFLOP/s as a fraction of the sgemm peak, and a training step at batch 128
  * (forward and backward of every exit, SGD with Nesterov momentum, as einet train runs).
- *   bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--json]
+ *   bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--lowerings] [--cpu-time]
+ *            [--json]
  *   bench_nn --predict N [--model FILE] [--data DIR] [--batch B]
  * --threads N is the engine's threads (nn_set_threads; OpenBLAS then runs one in each).
+ * --lowerings times the same model without Winograd's lowering in the same rounds, and
+ * with --layers each conv's im2col lowering and OpenBLAS alone on its batch-64 product.
+ * --cpu-time (one thread) times everything, the peak included, on the process's CPU clock:
+ * on a shared machine the fractions of the peak then do not depend on the other load.
  * --predict writes, for the first N test images run in batches of B (default 64), one line
  * per image: the predicted class of every exit then its probabilities, for
  * bench/torch_compare.py to check sample by sample. */
@@ -14,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/ei.h"
 #include "nn/dataset.h"
@@ -21,16 +27,32 @@
 #include "nn/model.h"
 #include "nn/train.h"
 
+/* The clock the figures are timed on: wall time, or with --cpu-time (one thread only)
+ * the process's CPU time, which the machine's other load does not inflate. */
+static double wall_clock(void)
+{
+    return ei_now();
+}
+
+static double cpu_clock(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static double (*bench_clock)(void) = wall_clock;
+
 /* Seconds per call of stmt: one warm-up call, then calls until min_s passed. */
 #define TIME_PER_CALL(min_s, stmt)                                   \
     ({                                                               \
         stmt;                                                        \
         long reps_ = 0;                                              \
-        double t0_ = ei_now(), el_;                                  \
+        double t0_ = bench_clock(), el_;                             \
         do {                                                         \
             stmt;                                                    \
             reps_++;                                                 \
-        } while ((el_ = ei_now() - t0_) < (min_s));                  \
+        } while ((el_ = bench_clock() - t0_) < (min_s));             \
         el_ / reps_;                                                 \
     })
 
@@ -131,11 +153,12 @@ static double layer_gflops(nn_layer_t *l, int n)
  * OpenBLAS's own speed on that shape, the ceiling of any lowering to it. */
 static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
 {
-    double fl_all = 0, t_gemm = 0, t_im2col = 0, t_layer = 0;
+    double fl_all = 0, t_gemm = 0, t_im2col = 0, t_layer = 0, t_group = 0;
     printf("\nconv layers (forward, BN folded; GFLOP/s, %% of the sgemm peak):\n");
     printf("block layer  in (c,h,w)    out (c,h,w)   MFLOP/img   b1 (%%)        b64 (%%)");
     if (mi)
-        printf("       b64 im2col (%%)  sgemm [M,N,K] of b64 (%%)");
+        printf("       b64 im2col (%%)  sgemm [M,N,K] of b64 (%%)       "
+               "sgemm of a group [M,N] (%%)");
     printf("\n");
     for (int k = 0; k < nn_model_blocks(m); k++) {
         for (int part = 0; part < 2; part++) {
@@ -145,20 +168,33 @@ static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
                     continue;
                 nn_shape_t in = nn_layer_in_shape(l), out = nn_layer_out_shape(l);
                 double fl = nn_layer_flops(l), g1 = layer_gflops(l, 1), g64 = layer_gflops(l, 64);
-                printf("%5d %-6s (%3d,%2d,%2d)  (%3d,%2d,%2d)  %9.2f  %6.1f (%3.0f%%)  %6.1f (%3.0f%%)",
+                printf("%5d %-6s (%3d,%2d,%2d)  (%3d,%2d,%2d)  %9.2f  %6.1f (%3.0f%%)  "
+                       "%6.1f (%3.0f%%)",
                        k + 1, part ? "branch" : "conv", in.c, in.h, in.w, out.c, out.h, out.w,
                        fl / 1e6, g1, 100 * g1 / peak, g64, 100 * g64 / peak);
                 if (mi) {
                     double gi = layer_gflops(nn_model_part_layer(mi, k, part, i), 64);
-                    int kk = nn_layer_spec(l)->k;
-                    gemm_t gm = gemm_new(out.c, 64 * out.h * out.w, in.c * kk * kk);
-                    double r[5];
-                    for (int rep = 0; rep < 5; rep++)
+                    int kk = nn_layer_spec(l)->k, hw = out.h * out.w, K = in.c * kk * kk;
+                    gemm_t gm = gemm_new(out.c, 64 * hw, K);
+                    /* the group of samples layer_gemm.c takes: about 1,024 columns, col
+                       under 256 Ki floats */
+                    int g = (1024 + hw - 1) / hw, fit = 256 * 1024 / (K * hw);
+                    g = g < fit ? g : fit;
+                    g = g < 1 ? 1 : g > 64 ? 64 : g;
+                    gemm_t gg = gemm_new(out.c, g * hw, K);
+                    double r[5], rg[5];
+                    for (int rep = 0; rep < 5; rep++) {
                         r[rep] = gemm_round(&gm, 0.05);
-                    double gs = median(r, 5);
+                        rg[rep] = gemm_round(&gg, 0.05);
+                    }
+                    double gs = median(r, 5), gsg = median(rg, 5);
                     gemm_free(&gm);
-                    printf("  %6.1f (%3.0f%%)   [%3d,%6d,%4d] %6.1f (%3.0f%%)", gi, 100 * gi / peak,
-                           out.c, 64 * out.h * out.w, in.c * kk * kk, gs, 100 * gs / peak);
+                    gemm_free(&gg);
+                    printf("  %6.1f (%3.0f%%)   [%3d,%6d,%4d] %6.1f (%3.0f%%)  [%3d,%5d] "
+                           "%6.1f (%3.0f%%)",
+                           gi, 100 * gi / peak, out.c, 64 * hw, K, gs, 100 * gs / peak, out.c,
+                           g * hw, gsg, 100 * gsg / peak);
+                    t_group += fl / gsg;
                     fl_all += fl;
                     t_gemm += fl / gs;
                     t_im2col += fl / gi;
@@ -170,9 +206,11 @@ static void bench_layers(nn_model_t *m, nn_model_t *mi, double peak)
     }
     if (mi)
         printf("every conv at batch 64 together: this build %.1f GFLOP/s (%.0f%%), im2col "
-               "%.1f (%.0f%%), OpenBLAS on the im2col products alone %.1f (%.0f%%)\n",
+               "%.1f (%.0f%%); OpenBLAS alone on the products: one per layer %.1f (%.0f%%), "
+               "per group of samples %.1f (%.0f%%)\n",
                fl_all / t_layer, 100 * fl_all / t_layer / peak, fl_all / t_im2col,
-               100 * fl_all / t_im2col / peak, fl_all / t_gemm, 100 * fl_all / t_gemm / peak);
+               100 * fl_all / t_im2col / peak, fl_all / t_gemm, 100 * fl_all / t_gemm / peak,
+               fl_all / t_group, 100 * fl_all / t_group / peak);
 }
 
 typedef struct fwd {
@@ -337,7 +375,8 @@ static int predict(nn_model_t *m, const char *data_dir, int n, int batch)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--lowerings] [--json]\n"
+    fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] "
+                    "[--lowerings] [--cpu-time] [--json]\n"
                     "       bench_nn --predict N [--model FILE] [--data DIR] [--batch B]\n");
     return 2;
 }
@@ -365,8 +404,14 @@ int main(int argc, char **argv)
             json = 1;
         else if (!strcmp(argv[i], "--lowerings"))
             lowerings = 1;
+        else if (!strcmp(argv[i], "--cpu-time"))
+            bench_clock = cpu_clock;
         else
             return usage();
+    }
+    if (bench_clock == cpu_clock && threads != 1) {
+        fprintf(stderr, "bench_nn: --cpu-time times one thread only\n");
+        return usage();
     }
     if (threads < 1 || threads > 64 || reps < 1 || reps > 1000 || pbatch < 1 || pbatch > 4096 || npredict < 0)
         return usage();
@@ -436,7 +481,8 @@ int main(int argc, char **argv)
                trn);
     } else {
         printf("model %s: %d exits, %.1f MFLOP per image (all exits), %d thread(s), medians of "
-               "%d rounds\n", nn_model_name(m), nn_model_blocks(m), flops / 1e6, threads, reps);
+               "%d rounds, %s time\n", nn_model_name(m), nn_model_blocks(m), flops / 1e6, threads,
+               reps, bench_clock == cpu_clock ? "CPU" : "wall");
         printf("OpenBLAS sgemm peak (1024^3 on each thread at once, this run): %.1f GFLOP/s\n",
                peak);
         printf("full forward, every exit:\n");

@@ -5,7 +5,7 @@ batch-128 training throughput, each printed as a ratio einet / PyTorch, and chec
 compute the same predictions, per exit and sample by sample.
 
     /usr/bin/python3 bench/torch_compare.py [--model FILE] [--threads N[,N...]]
-        [--samples N] [--rounds R] [--skip-batch1]
+        [--samples N] [--rounds R] [--skip-batch1] [--cpu-time]
 
 PyTorch is a benchmark-only dependency: nothing in the build or the tests needs it.
 Batch 1: both sides run every conv part and every branch of every sample, as the tiers do
@@ -142,14 +142,17 @@ class Net(nn.Module):
         return outs
 
 
+CLOCK = time.perf_counter  # time.process_time with --cpu-time
+
+
 def rate(fn, images, seconds):
     """Images per second of fn() called for about `seconds` (after one warm-up call)."""
     fn()
-    t0, n = time.perf_counter(), 0
+    t0, n = CLOCK(), 0
     while True:
         fn()
         n += 1
-        el = time.perf_counter() - t0
+        el = CLOCK() - t0
         if el >= seconds:
             return images * n / el
 
@@ -263,7 +266,8 @@ def speed(a, arch, tensors, threads):
     e = {"b1": [], "b64": [], "train": [], "peak": [], "of_peak": []}
     for r in range(a.rounds):
         out = subprocess.run([a.bench_nn, "--json", "--reps", "1", "--threads", str(threads),
-                              "--model", a.model], check=True, capture_output=True, text=True)
+                              "--model", a.model] + (["--cpu-time"] if a.cpu_time else []),
+                             check=True, capture_output=True, text=True)
         j = json.loads(out.stdout)
         e["b1"].append(j["forward_b1_img_s"])
         e["b64"].append(j["forward_b64_img_s"])
@@ -280,7 +284,8 @@ def speed(a, arch, tensors, threads):
     E = {k: median(v) for k, v in e.items()}
     b1 = max(T["b1_eager"], T["b1_jit"])
     b64 = max(T["b64_eager"], T["b64_jit"])
-    print("\n%d thread(s), medians of %d rounds (images/s; PyTorch's best mode counts):" % (threads, a.rounds))
+    print("\n%d thread(s), medians of %d rounds (images/s of %s time; PyTorch's best mode counts):"
+          % (threads, a.rounds, "CPU" if a.cpu_time else "wall"))
     print("  forward batch 1   : einet %7.0f  PyTorch %7.0f (eager %.0f, jit %.0f)  ratio %.2f"
           % (E["b1"], b1, T["b1_eager"], T["b1_jit"], E["b1"] / b1))
     print("  forward batch 64  : einet %7.0f  PyTorch %7.0f (eager %.0f, jit %.0f)  ratio %.2f"
@@ -301,10 +306,19 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--skip-batch1", action="store_true",
                     help="leave out the per-exit batch-1 comparison against einet eval")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="one thread only: both sides timed on their process's CPU clock "
+                         "(bench_nn --cpu-time, time.process_time), which other load on a "
+                         "shared machine does not inflate")
     ap.add_argument("--einet", default=os.path.join(root, "build/bin/einet"))
     ap.add_argument("--bench-nn", default=os.path.join(root, "build/bin/bench_nn"))
     a = ap.parse_args()
     threads = [int(v) for v in a.threads.split(",")]
+    if a.cpu_time:
+        if threads != [1]:
+            ap.error("--cpu-time times one thread only")
+        global CLOCK
+        CLOCK = time.process_time
     meta, tensors = read_safetensors(a.model)
     arch = json.loads(meta["arch"])
     x, labels = load_images(a.samples)

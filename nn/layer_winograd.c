@@ -38,6 +38,8 @@
  * WINO_MAX_W / 4 tiles, always fits). */
 #define WINO_MAX_W 1024
 #define WINO_OUT_CHUNK 512
+/* Floats of padded input the input transform holds at once (8 or more padded rows). */
+#define WINO_IN_FLOATS 8192
 
 static int winograd_on = 1;
 
@@ -107,37 +109,52 @@ void nn__wino_prepare(nn_layer_t *self)
 }
 
 
-/* Input transform of one tile row of one channel plane: the 4 input rows from r0 (zero
- * outside the plane, and p columns of zeros on the left), B^T d first along the columns
- * for the whole row (E_r below), then d B for each tile from 4 neighbouring columns of E.
- * Tile t's 16 values go to v[xi * ldv + t]. The loops run across tiles so that they
- * vectorise. */
-static void row_in(const float *plane, int h, int w, int r0, int p, int tw, float *v,
-                   size_t ldv)
+/* Input transform of one channel plane (h x w) of one sample: its th x tw tiles' 16
+ * values to v[xi * ldv + t], t = ti * tw + tj. The plane is copied with its zero padding
+ * (p rows and columns before, the rest after) a chunk of tile rows at a time, each input
+ * row once; then per tile row B^T d along the columns for the whole padded row (E_r
+ * below), and d B per tile from 4 neighbouring columns of E. The loops run across
+ * columns and tiles so that they vectorise. */
+static void plane_in(const float *plane, int h, int w, int p, int th, int tw, float *v,
+                     size_t ldv)
 {
-    int pw = 2 * tw + 2; /* padded columns the tiles read: 2 tj - p + [0, 4) */
-    float d[4][WINO_MAX_W], e[4][WINO_MAX_W];
-    for (int r = 0; r < 4; r++) {
-        int y = r0 + r, lo = p, hi = p + w < pw ? p + w : pw;
-        memset(d[r], 0, (size_t)pw * sizeof(float));
-        if (y >= 0 && y < h && hi > lo)
-            memcpy(d[r] + lo, plane + (size_t)y * w, (size_t)(hi - lo) * sizeof(float));
-    }
-    for (int x = 0; x < pw; x++) { /* B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3 */
-        e[0][x] = d[0][x] - d[2][x];
-        e[1][x] = d[1][x] + d[2][x];
-        e[2][x] = d[2][x] - d[1][x];
-        e[3][x] = d[1][x] - d[3][x];
-    }
-    for (int r = 0; r < 4; r++) { /* (B^T d) B on each row */
-        const float *er = e[r];
-        float *v0 = v + (size_t)(r * 4) * ldv, *v1 = v0 + ldv, *v2 = v1 + ldv, *v3 = v2 + ldv;
-        for (int t = 0; t < tw; t++) {
-            float a = er[2 * t], b = er[2 * t + 1], c = er[2 * t + 2], dd = er[2 * t + 3];
-            v0[t] = a - c;
-            v1[t] = b + c;
-            v2[t] = c - b;
-            v3[t] = b - dd;
+    int pw = 2 * tw + 2; /* >= w + 2 p: the columns the tiles read */
+    int nr_max = (WINO_IN_FLOATS / pw - 2) / 2;
+    float pad[WINO_IN_FLOATS], e[4][WINO_MAX_W];
+    for (int t0 = 0; t0 < th; t0 += nr_max) {
+        int nr = th - t0 < nr_max ? th - t0 : nr_max;
+        for (int r = 0; r < 2 * nr + 2; r++) {
+            int y = 2 * t0 - p + r;
+            float *d = pad + (size_t)r * pw;
+            if (y < 0 || y >= h) {
+                memset(d, 0, (size_t)pw * sizeof(float));
+                continue;
+            }
+            memset(d, 0, (size_t)p * sizeof(float));
+            memcpy(d + p, plane + (size_t)y * w, (size_t)w * sizeof(float));
+            memset(d + p + w, 0, (size_t)(pw - p - w) * sizeof(float));
+        }
+        for (int ti = t0; ti < t0 + nr; ti++) {
+            const float *d0 = pad + (size_t)(2 * (ti - t0)) * pw, *d1 = d0 + pw;
+            const float *d2 = d1 + pw, *d3 = d2 + pw;
+            for (int x = 0; x < pw; x++) { /* B^T d: rows d0-d2, d1+d2, d2-d1, d1-d3 */
+                e[0][x] = d0[x] - d2[x];
+                e[1][x] = d1[x] + d2[x];
+                e[2][x] = d2[x] - d1[x];
+                e[3][x] = d1[x] - d3[x];
+            }
+            for (int r = 0; r < 4; r++) { /* (B^T d) B on each row */
+                const float *er = e[r];
+                float *v0 = v + (size_t)(r * 4) * ldv + (size_t)ti * tw, *v1 = v0 + ldv;
+                float *v2 = v1 + ldv, *v3 = v2 + ldv;
+                for (int t = 0; t < tw; t++) {
+                    float a = er[2 * t], b = er[2 * t + 1], c = er[2 * t + 2], dd = er[2 * t + 3];
+                    v0[t] = a - c;
+                    v1[t] = b + c;
+                    v2[t] = c - b;
+                    v3[t] = b - dd;
+                }
+            }
         }
     }
 }
@@ -232,8 +249,7 @@ static void wino_group(void *arg, int item, int tid)
         for (int i = 0; i < c; i++) {
             const float *plane = j->x->data + (s0 + s) * in_sz + (size_t)i * h * w;
             float *vc = v + (size_t)i * ld + (size_t)s * T;
-            for (int ti = 0; ti < th; ti++)
-                row_in(plane, h, w, 2 * ti - p, p, tw, vc + ti * tw, (size_t)c * ld);
+            plane_in(plane, h, w, p, th, tw, vc, (size_t)c * ld);
         }
     for (int xi = 0; xi < 16; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)ld, c, 1.0f,

@@ -140,6 +140,10 @@ static int make_next(node_t *nd, ei_err_t *err)
     if (n < 1)
         return ei_err_set(err, EI_E_INVAL, "'next': expected 1 to %d endpoints separated by "
                           "commas", NODE_MAX_NEXT);
+    /* One certificate for every replica, or one per replica in `next`'s order (the
+     * configuration checked the count). */
+    char keys[NODE_MAX_NEXT][CONF_STR_MAX];
+    int nk = nd->conf.next_key[0] ? conf_list_split(nd->conf.next_key, keys, NODE_MAX_NEXT) : 0;
     uint64_t now = node__now_us(), timeout = (uint64_t)nd->conf.heartbeat_timeout_ms * 1000;
     for (int i = 0; i < n; i++) {
         node_next_t *x = &nd->nx[i];
@@ -148,7 +152,8 @@ static int make_next(node_t *nd, ei_err_t *err)
         memcpy(x->endpoint, list[i], sizeof x->endpoint); /* both CONF_STR_MAX */
         link_init(&x->link, timeout, now);
         nd->n_next = i + 1; /* counted as soon as it has a socket to destroy */
-        if (!(x->x = socket_new(nd, ZMQ_DEALER, nd->conf.next_key, err)))
+        const char *key = nk < 1 ? "" : keys[nk == n ? i : 0];
+        if (!(x->x = socket_new(nd, ZMQ_DEALER, key, err)))
             return err->code;
     }
     return 0;

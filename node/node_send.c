@@ -230,9 +230,11 @@ static void delay_send(node_t *nd, delayed_t *d)
     xport_frame_t f[2] = {{d->frame0, d->len0, NULL, NULL}, {d->tensor, d->tensor_bytes, NULL, NULL}};
     node_next_t *x = &nd->nx[d->replica];
     if (xport_send(x->x, NULL, f, d->tensor ? 2 : 1, &err) < 0) {
+        /* a kept map moves with the replica's others (or is handed back by the move) */
+        int kept = d->request_id && handoff_get(nd->ledger, d->request_id);
         nd->counts.send_failed++;
-        link_failed(nd, d->replica); /* a kept map moves with the replica's others */
-        if (d->request_id && !handoff_get(nd->ledger, d->request_id))
+        link_failed(nd, d->replica);
+        if (d->request_id && !kept)
             node__hand_back(nd, d->request_id, "send refused");
     }
 }

@@ -573,7 +573,7 @@ static void run_block(node_t *nd)
     }
     /* The wait is (s - 1) x the block's cost: its CPU time when the node computes on this
      * thread alone (threads = 1), so time spent preempted by the machine's other processes
-     * is not multiplied by s; with more BLAS threads, the wall time. */
+     * is not multiplied by s; with more threads (the engine's pool), the wall time. */
     uint64_t c2 = thread_cpu_ns();
     if (nd->conf.slowdown > 1.0)
         slow_down(nd, nd->conf.threads == 1 && c2 > c0 ? c2 - c0 : t2 - t0, t2);

@@ -236,6 +236,56 @@ static int load_node(const char *extra, ei_err_t *err)
     return conf_load_string(&conf_node_table, &c, "edge.ini", text, err);
 }
 
+/* A keyed edge node whose `next` and `next_key` are given, loaded as name. */
+static int load_next(const char *name, const char *next, const char *next_key, conf_node_t *c,
+                     ei_err_t *err)
+{
+    char text[1024];
+    snprintf(text, sizeof text,
+             "[node]\ntier = edge\nfirst_block = 3\nlast_block = 5\nmodel = m\n"
+             "bind = tcp://127.0.0.1:7000\nnext = %s\ncoordinator = tcp://127.0.0.1:7002\n"
+             "key = k\ntrust = t\ncoordinator_key = c\nnext_key = %s\n", next, next_key);
+    memset(c, 0, sizeof *c);
+    return conf_load_string(&conf_node_table, c, name, text, err);
+}
+
+/* `next_key`: one certificate for every replica, or one per `next` entry in its order, each
+ * resolved against the file's directory and (by the programs' check) readable. */
+static void test_conf_next_keys(void **state)
+{
+    (void)state;
+    ei_err_t err;
+    conf_node_t *c = calloc(1, sizeof *c);
+    const char *two = "tcp://127.0.0.1:7001, tcp://127.0.0.1:7003";
+    assert_int_equal(load_next("/cfg/edge.ini", two, "keys/a.key", c, &err), 0);
+    assert_string_equal(c->next_key, "/cfg/keys/a.key");
+    assert_int_equal(load_next("/cfg/edge.ini", two, "keys/a.key, /abs/b.key", c, &err), 0);
+    assert_string_equal(c->next_key, "/cfg/keys/a.key,/abs/b.key");
+    assert_true(load_next("/cfg/edge.ini", two, "a.key, b.key, c.key", c, &err) < 0);
+    assert_non_null(strstr(err.msg, "edge.ini:12: 'next_key' lists a different number"));
+    assert_true(load_next("/cfg/edge.ini", two, "a.key,", c, &err) < 0);
+    assert_non_null(strstr(err.msg, "'next_key'"));
+    /* The files: every one of the list is checked, the missing one named. */
+    char path[300], key[300];
+    snprintf(key, sizeof key, "%s/a.key", g_dir);
+    FILE *f = fopen(key, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/edge.ini", g_dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "[node]\ntier = edge\nfirst_block = 3\nlast_block = 5\nmodel = a.key\n"
+               "bind = tcp://127.0.0.1:7000\nnext = %s\ncoordinator = tcp://127.0.0.1:7002\n"
+               "key = a.key\ntrust = .\ncoordinator_key = a.key\nnext_key = a.key, b.key\n",
+            two);
+    fclose(f);
+    assert_true(conf_check_files(&conf_node_table, c, path, &err) < 0);
+    char want[400];
+    snprintf(want, sizeof want, "'next_key' in [node]: cannot open '%s/b.key'", g_dir);
+    assert_non_null(strstr(err.msg, want));
+    free(c);
+}
+
 static void test_conf_keys(void **state)
 {
     (void)state;
@@ -282,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_keygen),
         cmocka_unit_test(test_curve_matrix),
         cmocka_unit_test(test_conf_keys),
+        cmocka_unit_test(test_conf_next_keys),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     sec_context_end();

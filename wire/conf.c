@@ -170,6 +170,35 @@ static const char *parse_string(const parse_t *p, const conf_option_t *o, const 
     return NULL;
 }
 
+/* A comma-separated list of paths: each made relative to the file's directory as a
+ * CONF_PATH, joined again with commas. */
+static const char *parse_path_list(const parse_t *p, const conf_option_t *o, const char *v,
+                                   void *field, char *msg, size_t cap)
+{
+    char list[CONF_MAX_NEXT][CONF_STR_MAX];
+    int n = conf_list_split(v, list, CONF_MAX_NEXT);
+    if (n < 0) {
+        snprintf(msg, cap, "expected 1 to %d paths separated by commas, none empty",
+                 CONF_MAX_NEXT);
+        return msg;
+    }
+    char *out = field;
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) {
+        int rel = list[i][0] != '/' && p->dir[0];
+        int w = snprintf(out + used, o->size - used, "%s%s%s%s", i ? "," : "", rel ? p->dir : "",
+                         rel ? "/" : "", list[i]);
+        if (w < 0 || (size_t)w >= o->size - used) {
+            snprintf(msg, cap, "longer than %zu characters once made relative to the file's "
+                     "directory", o->size - 1);
+            return msg;
+        }
+        used += (size_t)w;
+    }
+    return NULL;
+}
+
 /* Stores text into o's field. Returns NULL or what was wrong. */
 static const char *parse_value(const parse_t *p, const conf_option_t *o, const char *v, char *msg,
                                size_t cap, int *range)
@@ -180,6 +209,8 @@ static const char *parse_value(const parse_t *p, const conf_option_t *o, const c
     case CONF_PATH:
     case CONF_PATH_NEW:
         return parse_string(p, o, v, field, msg, cap);
+    case CONF_PATH_LIST:
+        return parse_path_list(p, o, v, field, msg, cap);
     case CONF_INT:
         return parse_int(o, v, field, msg, cap, range);
     case CONF_DOUBLE:
@@ -294,6 +325,20 @@ static void set_dir(parse_t *p, const char *name)
         snprintf(p->dir, sizeof p->dir, "/");
 }
 
+
+/* Each path of a CONF_PATH_LIST must be readable. */
+static void check_path_list(parse_t *p, const conf_option_t *o, int line, const char *v)
+{
+    char list[CONF_MAX_NEXT][CONF_STR_MAX];
+    int n = conf_list_split(v, list, CONF_MAX_NEXT);
+    for (int k = 0; k < n; k++)
+        if (access(list[k], R_OK) != 0) {
+            fail(p, line, EI_E_NOTFOUND, "'%s' in [%s]: cannot open '%s': %s", o->name,
+                 o->section, list[k], strerror(errno));
+            return;
+        }
+}
+
 static int run(parse_t *p)
 {
     p->lines = calloc((size_t)p->t->n + 1, sizeof *p->lines);
@@ -319,6 +364,8 @@ static int run(parse_t *p)
         if (o->type == CONF_PATH && p->lines[i] && v[0] && access(v, R_OK) != 0)
             fail(p, p->lines[i], EI_E_NOTFOUND, "'%s' in [%s]: cannot open '%s': %s", o->name,
                  o->section, v, strerror(errno));
+        if (o->type == CONF_PATH_LIST && p->lines[i] && v[0])
+            check_path_list(p, o, p->lines[i], v);
         if (o->type == CONF_PATH_NEW && p->lines[i] && v[0]) {
             char dir[CONF_STR_MAX];
             snprintf(dir, sizeof dir, "%s", v);

@@ -24,6 +24,8 @@ typedef enum conf_type {
     CONF_ENUM,   /* int: the value of the matching choice */
     CONF_CUSTOM, /* parsed by the option's parse function */
     CONF_PATH_NEW, /* as CONF_PATH, for a file the program creates: its directory must exist */
+    CONF_PATH_LIST, /* char[size]: 1..CONF_MAX_NEXT CONF_PATHs separated by commas, each
+                       resolved and (when files are checked) readable */
 } conf_type_t;
 
 typedef struct conf_choice {
@@ -130,7 +132,8 @@ typedef struct conf_node {
     char key[CONF_STR_MAX];             /* this node's secret certificate */
     char trust[CONF_STR_MAX];           /* allow-list directory for the bind socket */
     char coordinator_key[CONF_STR_MAX]; /* the coordinator's public certificate */
-    char next_key[CONF_STR_MAX];        /* the next tier's public certificate */
+    char next_key[CONF_MAX_NEXT * CONF_STR_MAX]; /* the next tier's public certificate: one
+                                                    for every replica, or one per `next` entry */
     char metrics[CONF_STR_MAX]; /* host:port of GET /metrics, /healthz, /readyz; "" off */
     int log_level, log_format;
     int batch_max;                /* requests run through a block together, at most */

@@ -74,8 +74,9 @@ static const conf_option_t options[] = {
      "directory of public certificates the bind socket admits (with 'key', on edge and cloud)"},
     {"node", "coordinator_key", CONF_PATH, N(coordinator_key), S(coordinator_key), 0, 0, "", NULL,
      NULL, NULL, "the coordinator's public certificate (with 'key')"},
-    {"node", "next_key", CONF_PATH, N(next_key), S(next_key), 0, 0, "", NULL, NULL, NULL,
-     "the next tier's public certificate (with 'key', when 'next' is set)"},
+    {"node", "next_key", CONF_PATH_LIST, N(next_key), S(next_key), 0, 0, "", NULL, NULL, NULL,
+     "the next tier's public certificates (with 'key', when 'next' is set): one for every "
+     "replica 'next' lists, or one per entry of 'next', in its order"},
     {"node", "metrics", CONF_STRING, N(metrics), S(metrics), 0, 0, "", NULL, NULL,
      conf_check_hostport_or_empty,
      "host:port serving GET /metrics, /healthz and /readyz over HTTP; empty: off"},
@@ -107,6 +108,12 @@ static const char *finish_keys(const conf_node_t *c, const char **key)
     if (c->next[0] && !c->next_key[0])
         return "'key' and 'next' are set but 'next_key' (the next tier's public certificate) "
                "is not";
+    char list[CONF_MAX_NEXT][CONF_STR_MAX];
+    int nk = conf_list_split(c->next_key, list, CONF_MAX_NEXT);
+    int nn = conf_list_split(c->next, list, CONF_MAX_NEXT);
+    if (nk > 1 && nk != nn)
+        return "'next_key' lists a different number of certificates than 'next' has endpoints "
+               "(one for all, or one per endpoint in the same order)";
     *key = "trust";
     if (c->bind[0] && !c->trust[0])
         return "'key' and 'bind' are set but 'trust' (the allow-list directory) is not";

@@ -39,7 +39,7 @@
 #define MAX_IMG 1000
 #define HB_MS 50
 /* As test_cluster.c: wide margins, so a loaded machine never fails a case. */
-#define HB_TIMEOUT_MS 1500
+#define HB_TIMEOUT_MS 3000
 #define SLACK_MS 3000
 
 static nn_dataset_t *g_test;

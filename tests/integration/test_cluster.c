@@ -75,7 +75,7 @@
  * is never taken for a dead one, and the upper bounds below are only there to catch an
  * answer that never comes in time at all (a missed heartbeat timeout or deadline timer). */
 #define HB_MS 50
-#define HB_TIMEOUT_MS 1500
+#define HB_TIMEOUT_MS 3000
 /* Slack on top of the heartbeat timeout (or the deadline) for the answer that follows it:
  * heartbeat intervals, the coordinator's reaction, scheduling on a machine with both cores
  * busy. */

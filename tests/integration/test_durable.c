@@ -731,12 +731,12 @@ static void test_slowclient(void **state)
 /* Heartbeat timeouts no loaded machine misses (as the other cluster tests): only the cut
  * and the kills are failures here. */
 static const itest_case_t cases[] = {
-    {"restart", test_restart, {.heartbeat_ms = 50, .heartbeat_timeout_ms = 1500}},
+    {"restart", test_restart, {.heartbeat_ms = 50, .heartbeat_timeout_ms = 3000}},
     /* Every tier 20x slower than this machine: only overload is in play. */
     {"overload", test_overload,
-     {.heartbeat_ms = 50, .heartbeat_timeout_ms = 2000, .slowdown = {0, 20, 20, 20}}},
+     {.heartbeat_ms = 50, .heartbeat_timeout_ms = 3000, .slowdown = {0, 20, 20, 20}}},
     {"slowclient", test_slowclient,
-     {.heartbeat_ms = 50, .heartbeat_timeout_ms = 1500, .coord_extra = "max_pending = 4000\n"}},
+     {.heartbeat_ms = 50, .heartbeat_timeout_ms = 3000, .coord_extra = "max_pending = 4000\n"}},
 };
 
 static const itest_suite_t suite = {

@@ -28,7 +28,7 @@ pids=""
 cleanup() {
     for p in $pids; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
     "$src/deploy/local.sh" down "$tmp/conf" >/dev/null 2>&1
-    rm -rf "$tmp"
+    [ -n "${EINET_KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
 

@@ -49,7 +49,7 @@ mkdir -p "$tmp/conf"
 for f in "$conf"/*.ini; do
     sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
         -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" \
-        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 2000#" \
+        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
         "$f" >"$tmp/conf/$(basename "$f")"
 done
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out"; fail "local.sh up"; }

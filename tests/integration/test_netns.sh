@@ -44,7 +44,7 @@ trap cleanup EXIT INT TERM
 # The shipped configs with the model under test, and a heartbeat timeout far longer than any
 # stall of a loaded machine, so that only the real cut is ever taken for a failure. No step
 # below waits for a time to pass: each waits (with a wide guard) for what it needs to see.
-hb_timeout=1500
+hb_timeout=3000
 mkdir -p "$tmp/conf"
 for f in "$src"/configs/$src_conf/*.ini; do
     sed -e "s#^model *=.*#model = $model#" -e "s#^predictor *= *\.\./\.\./#predictor = $src/#" \

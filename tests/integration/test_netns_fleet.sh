@@ -87,7 +87,7 @@ echo "ok: next lists re-addressed replica by replica, single endpoints and paths
 # The shipped fleet with a heartbeat timeout far longer than any stall of a loaded machine,
 # so that only the real cut is ever taken for a failure; slow-downs kept off (capacity is
 # bench_fleet's business, not this test's).
-hb_timeout=1500
+hb_timeout=3000
 mkdir -p "$tmp/conf"
 for f in "$src"/configs/$fleet_conf/*.ini; do
     sed -e "s#^\(model\|predictor\) *= *\.\./\.\./#\1 = $src/#" -e '/^slowdown/d' \
