@@ -18,7 +18,9 @@
 # the most on average is the one the others wait for. Each node's CPU ms per answer
 # (/proc/PID/stat, utime + stime) is printed too, the coordinator's included: the
 # coordinator's and the load generator's cost per answer show whether they, and not a tier,
-# could be the limit.
+# could be the limit; each node's mean batch (requests per batch, from its log) shows
+# whether dynamic batching makes one side cheaper per request than the other.
+# EINET_BENCH_SLOW_SCALE=K multiplies every slow-down of both clusters (an experiment).
 # The last line: `ratio N.NNx`, the fleet's median over the 1-1-1 cluster's better median of
 # the two windows (the 1-1-1 at its best, never at a window that happens to slow it).
 set -eu
@@ -34,8 +36,12 @@ trap 'for d in fleet single; do EINET_RUN_DIR="$tmp/run-$d" "$src/deploy/local.s
 
 conf="$src/configs/fmnist-fleet"
 prefix=0
-for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
-    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
+# ports 20000-32199 (fleet, 1-1-1): below the ephemeral range; the search starts at a block
+# of its own per process, so that benches and tests started together rarely race for one
+start=$(($$ % 12))
+for i in $(seq 0 11); do
+    p=$((200 + (start + i) % 12 * 10))
+    ss -Htan 2>/dev/null | awk '{print $4}' | grep -Eq ":(${p}|$((p + 1)))[0-9][0-9]\$" || { prefix=$p; break; }
 done
 [ "$prefix" != 0 ] || { echo "bench_fleet: no free block of 100 ports" >&2; exit 1; }
 inflight=$((2 * win))
@@ -45,6 +51,10 @@ for f in "$conf"/*.ini; do
     sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
         -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^max_inflight *=/d' \
         -e "s#^\[node\]#[node]\nmax_inflight = $inflight#" "$f" >"$tmp/fleet/$(basename "$f")"
+    if [ -n "${EINET_BENCH_SLOW_SCALE:-}" ]; then # an experiment: every slow-down scaled
+        awk -v k="$EINET_BENCH_SLOW_SCALE" '/^slowdown *=/ {split($0, a, "="); v = a[2] + 0; sub(/=.*/, "= " v * k)} {print}' \
+            "$tmp/fleet/$(basename "$f")" >"$tmp/x.ini" && mv "$tmp/x.ini" "$tmp/fleet/$(basename "$f")"
+    fi
 done
 # the 1-1-1 cluster: the first replica of each tier, under its tier's name, other ports
 p2=$((prefix + 1))
@@ -92,6 +102,14 @@ run() {
     wait "$sp" 2>/dev/null || true
     for pf in "$EINET_RUN_DIR"/*.pid; do echo "$(basename "$pf" .pid) $(cpu "$pf")"; done >"$tmp/cpu1"
     "$src/deploy/local.sh" down "$tmp/$1" >/dev/null
+    # each node's mean batch over this run (its last "stopped:" line: requests in / batches)
+    for lf in "$EINET_RUN_DIR"/*.log; do
+        nd=$(basename "$lf" .log)
+        [ "$nd" = coordinator ] && continue
+        grep "stopped:" "$lf" | tail -n 1 |
+            sed -n 's/.* \([0-9]*\) tasks, \([0-9]*\) maps in,.* \([0-9]*\) batches,.*/\1 \2 \3/p' |
+            awk -v k="$1@$w" -v nd="$nd" '$3 > 0 {printf "%s %s %.2f\n", k, nd, ($1 + $2) / $3}'
+    done >>"$tmp/batch.txt"
     c=$(tail -n 1 "$tmp/run.json" | jq '.by_status.complete // 0')
     t=$(tail -n 1 "$tmp/run.json" | jq --argjson c "$c" '.answers_per_s * $c / .answered')
     echo "  $1 (window $w): $t complete answers/s ($c of $n complete)"
@@ -107,6 +125,7 @@ run() {
 : >"$tmp/results"
 : >"$tmp/cpu.txt"
 : >"$tmp/queue.txt"
+: >"$tmp/batch.txt"
 half=$((win / 2))
 r=0
 while [ "$r" -lt "$rounds" ]; do
@@ -127,7 +146,8 @@ for k in "single@$win" "fleet@$win"; do
     awk -v k="$k" '$1 == k {print $2}' "$tmp/queue.txt" | sort -u | while read -r nd; do
         q=$(awk -v k="$k" -v x="$nd" '$1 == k && $2 == x {print $4}' "$tmp/queue.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
         c=$(awk -v k="$k" -v x="$nd" '$1 == k && $2 == x {print $3}' "$tmp/cpu.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
-        printf '    %-10s in_flight %6s  cpu %s ms\n' "$nd" "$q" "${c:--}"
+        b=$(awk -v k="$k" -v x="$nd" '$1 == k && $2 == x {print $3}' "$tmp/batch.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
+        printf '    %-10s in_flight %6s  cpu %s ms  mean batch %s\n' "$nd" "$q" "${c:--}" "${b:--}"
     done
     for x in coordinator einet-infer; do
         c=$(awk -v k="$k" -v x="$x" '$1 == k && $2 == x {print $3}' "$tmp/cpu.txt" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')

@@ -208,8 +208,26 @@ up_failed() {
     exit 1
 }
 
+# The name node process $1 goes by (its config's `name`, else its tier's).
+node_name() {
+    _nn=$(ini_get "$conf/$1.ini" name)
+    [ -n "$_nn" ] || _nn=$(tier_of "$1")
+    echo "$_nn"
+}
+
+# The node processes whose names the health line $1 ("healthy: NAME ..., N links up") does
+# not list: a fleet's coordinator calls the cluster healthy once every node it knows is,
+# and a replica whose first heartbeat is still on its way is one it does not know yet.
+not_listed() {
+    _l=$(echo "$1" | sed 's/^healthy://; s/,.*//' | tr ' ' '\n')
+    for _n in $tiers; do
+        echo "$_l" | grep -qx "$(node_name "$_n")" || printf ' %s' "$_n"
+    done
+}
+
 # Waits up to $1 seconds until every process runs and the coordinator calls the cluster
-# healthy; on failure says which is not, with the tail of its log, and exits 1.
+# healthy, every node process listed; on failure says which is not, with the tail of its
+# log, and exits 1.
 wait_healthy() {
     _deadline=$(($(date +%s) + $1))
     while :; do
@@ -220,7 +238,11 @@ wait_healthy() {
                 up_failed
             fi
         done
-        _h=$(health) && break
+        if _h=$(health); then
+            _m=$(not_listed "$_h")
+            [ -n "$_m" ] || break
+            _h="healthy, but not yet listed:$_m"
+        fi
         if [ "$(date +%s)" -ge "$_deadline" ]; then
             echo "$(basename "$0"): not healthy after $1 s: $_h" >&2
             for _n in $names; do

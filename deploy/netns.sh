@@ -19,21 +19,18 @@
 #   deploy/netns.sh exec NODE CMD...   run CMD inside NODE's namespace (a node's name, e.g.
 #                                      edge or edge-2, or coord for the coordinator's)
 #
-# Topology. Namespaces $EINET_NETNS_PREFIX-NAME per node, -coord for the coordinator and -sw
-# for the switch (default prefix "einet"). Between consecutive tiers of the coordinator's
-# `tiers` a segment, a bridge in the switch namespace that every node of both tiers is
-# plugged into by a veth pair: device-edge 10.77.1.0/24, edge-cloud 10.77.2.0/24 (nodes
-# numbered from .1 in the order of their names, device first; the coordinator .254). So
-# every device reaches every edge and every edge every cloud, as a `next` list of replicas
-# needs. The coordinator is on the first and the last segment (the devices and the clouds
-# reach it there, across the link a cut cuts) and, unshaped, on a control segment with the
-# middle tiers (10.77.3.0/24, the edges: the coordinator's host next to the edge servers):
-#   device-1 10.77.1.1 --+                      +-- 10.77.2.3 cloud-1
-#   device-2 10.77.1.2 --+-- device-edge ---+   +-- 10.77.2.4 cloud-2
-#   ...                  |   10.77.1.0/24   |   |
-#   edge-1   10.77.1.5 --+                  |   +-- edge-cloud 10.77.2.0/24: edge-1 .1, edge-2 .2
-#   coord    10.77.1.254 + coord 10.77.3.254 - control - edges 10.77.3.1, .2; coord 10.77.2.254
-# Its client endpoint is an ipc:// socket in the run directory, which a client in any
+# Topology: one namespace per process ($EINET_NETNS_PREFIX-NAME: einet-device, einet-edge-2,
+# ...; einet-coord for the coordinator; default prefix "einet") and a switch namespace
+# (einet-sw) holding a bridge per segment. Each node is plugged by a veth pair into the
+# segment of each tier boundary it sits on, so every device reaches every edge and every
+# edge every cloud, as a `next` list of replicas needs:
+#   device-edge  10.77.1.0/24  devices, then edges (.1, .2, ... in name order); coord .254
+#   edge-cloud   10.77.2.0/24  edges, then clouds; coord .254
+#   control      10.77.3.0/24  the middle tiers (the edges); coord .254; unshaped
+# The devices reach the coordinator across device-edge and the clouds across edge-cloud
+# (so a cut cuts what it would cut on real hosts), the edges over the control segment (the
+# coordinator's host next to the edge servers). $EINET_RUN_DIR/links lists every interface.
+# The coordinator's client endpoint is an ipc:// socket in the run directory, which a client in any
 # namespace (the host's included) can reach, so no address is ever given outside the
 # namespaces made here. Each config's `bind`, `next` (one endpoint or a list) and
 # `coordinator` are rewritten to these addresses, each `next` endpoint to the node of the
@@ -73,7 +70,7 @@ names=""
 . "$here/lib.sh"
 
 usage() {
-    sed -n '7,22p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '7,20p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -211,7 +208,7 @@ shape() {
 # link of a node.
 link_lines() {
     _l=$(links | awk -v x="$1" '($1 == x && $3 != "coordinator") || $3 == x')
-    [ -n "$_l" ] || { echo "netns.sh: unknown link '$1' (segments: $(links | awk '{print $1}' | sort -u | tr '\n' ' ')or a node's name)" >&2; exit 2; }
+    [ -n "$_l" ] || { echo "netns.sh: unknown link '$1' (a segment: $(links | awk '{print $1}' | sort -u | tr '\n' ' ')or a node's name; is the cluster up?)" >&2; exit 2; }
     echo "$_l"
 }
 
@@ -311,7 +308,8 @@ cmd_status() {
 
 cmd_cut() {
     [ -z "${2:-}" ] || [ "$2" = --loss ] || usage
-    link_lines "$1" | while read -r seg br n nsn ifc addr swif delay rate; do
+    _ll=$(link_lines "$1") || exit 2
+    echo "$_ll" | while read -r seg br n nsn ifc addr swif delay rate; do
         if [ -n "${2:-}" ]; then
             shape "$nsn" "$ifc" "$delay" "$rate" loss || die "cannot set 100% loss on $n's end of $seg"
         else
@@ -322,7 +320,8 @@ cmd_cut() {
 }
 
 cmd_restore() {
-    link_lines "$1" | while read -r seg br n nsn ifc addr swif delay rate; do
+    _ll=$(link_lines "$1") || exit 2
+    echo "$_ll" | while read -r seg br n nsn ifc addr swif delay rate; do
         ip -n "$nsn" link set "$ifc" up && shape "$nsn" "$ifc" "$delay" "$rate" ||
             die "cannot restore $n's end of $seg"
     done || exit 1

@@ -37,6 +37,8 @@ done
 [ "$prefix" != 0 ] || fail "no free block of 100 ports"
 conf="$src/configs/fmnist-fleet-secure"
 mkdir -p "$tmp/conf"
+# (a heartbeat timeout far longer than any stall of a loaded machine: only the kills below
+# may take a node down)
 for f in "$conf"/*.ini; do
     sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
         -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^slowdown/d' \
