@@ -119,7 +119,7 @@ for f in "$here"/configs/fmnist-fleet/*.ini; do
     # a heartbeat timeout far longer than any stall of a loaded machine: only a real failure
     # may turn a link down
     sed -e "s#^\(model\|predictor\) *= *\.\./\.\./#\1 = $here/#" -e '/^slowdown/d' \
-        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 1500#" \
+        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
         -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" "$f" >"$tmp/fleet/$(basename "$f")"
 done
 printf '%s\n' "# name address" "coordinator 127.0.0.2" "edge-1 127.0.0.2" "edge-2 127.0.0.2" \
