@@ -16,10 +16,8 @@ set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
 fail() { echo "FAIL: $*" >&2; [ -f "$run/coordinator.log" ] && grep "trace" "$run/coordinator.log" | tail -n 20 >&2; exit 1; }
-for p in einet einet-node einet-coord; do
-    [ -x "$bin/$p" ] || { echo "SKIP: $bin/$p is not built" >&2; exit 77; }
-done
-command -v jq >/dev/null || { echo "SKIP: jq is not installed" >&2; exit 77; }
+. "$src/tests/integration/lib.sh"
+itest_need_programs
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1 EINET_COORD_TRACE=1
 tmp=$(mktemp -d /tmp/einet-failover-test.XXXXXX)
 run="$tmp/run"
@@ -32,39 +30,21 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prefix=0
-for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
-    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
-done
-[ "$prefix" != 0 ] || fail "no free block of 100 ports"
-conf="$src/configs/fmnist-fleet"
-mkdir -p "$tmp/conf" "$tmp/later"
+prefix=$(itest_port_prefix) || exit 1
 # device-1, edge-1, both clouds now; edge-2 later; no slow-downs; 60 s heartbeat timeouts
 # on the coordinator and the device (see above)
-for f in coordinator device-1 edge-1 edge-2 cloud-1 cloud-2; do
-    dir="$tmp/conf"
-    [ "$f" = edge-2 ] && dir="$tmp/later"
-    sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
-        -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^slowdown/d' \
-        "$conf/$f.ini" >"$dir/$f.ini"
+itest_fleet_conf "$src/configs/fmnist-fleet" "$tmp/all" "$prefix" -e '/^slowdown/d'
+mkdir -p "$tmp/conf" "$tmp/later"
+for f in coordinator device-1 edge-1 cloud-1 cloud-2; do
+    mv "$tmp/all/$f.ini" "$tmp/conf/"
 done
+mv "$tmp/all/edge-2.ini" "$tmp/later/"
 for f in coordinator device-1; do
     sed -i 's/^heartbeat_timeout_ms *=.*/heartbeat_timeout_ms = 60000/' "$tmp/conf/$f.ini"
 done
 
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out"; fail "local.sh up"; }
 ep=$(tail -n 1 "$tmp/up.out")
-# wait_for DESC CMD...: until CMD succeeds (every 0.2 s, at most 300 times: only a hang fails)
-wait_for() {
-    _d=$1
-    shift
-    _i=0
-    until "$@"; do
-        _i=$((_i + 1))
-        [ $_i -lt 300 ] || fail "never: $_d"
-        sleep 0.2
-    done
-}
 healthy() { # NAME: the coordinator lists it healthy
     [ "$("$bin/einet" stats --coordinator "$ep" --json --timeout-ms 2000 2>/dev/null |
         jq -r --arg n "$1" '.nodes[] | select(.name == $n) | .healthy')" = true ]

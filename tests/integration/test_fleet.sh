@@ -12,10 +12,8 @@ set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
 fail() { echo "FAIL: $*" >&2; exit 1; }
-for p in einet einet-node einet-coord; do
-    [ -x "$bin/$p" ] || { echo "SKIP: $bin/$p is not built" >&2; exit 77; }
-done
-command -v jq >/dev/null || { echo "SKIP: jq is not installed" >&2; exit 77; }
+. "$src/tests/integration/lib.sh"
+itest_need_programs
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d /tmp/einet-fleet-test.XXXXXX)
 export EINET_RUN_DIR="$tmp/run"
@@ -27,37 +25,14 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prefix=0
-for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
-    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
-done
-[ "$prefix" != 0 ] || fail "no free block of 100 ports"
-conf="$src/configs/fmnist-fleet"
-mkdir -p "$tmp/conf"
-for f in "$conf"/*.ini; do
-    sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
-        -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^slowdown/d' \
-        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
-        "$f" >"$tmp/conf/$(basename "$f")"
-done
+prefix=$(itest_port_prefix) || exit 1
+itest_fleet_conf "$src/configs/fmnist-fleet" "$tmp/conf" "$prefix" -e '/^slowdown/d'
 
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out"; fail "local.sh up"; }
 ep=$(tail -n 1 "$tmp/up.out")
 stats() { "$bin/einet" stats --coordinator "$ep" --json --timeout-ms 2000 2>/dev/null; }
 # node NAME FIELD: a field of node NAME in stats ("" when not listed)
 node() { stats | jq -r --arg n "$1" --arg f "$2" '.nodes[] | select(.name == $n) | .[$f]'; }
-# wait_for DESC CMD...: until CMD succeeds (every 0.2 s, at most 900 times: only a hang fails;
-# a node that stopped leaves after 20 heartbeat timeouts, 60 s here)
-wait_for() {
-    _d=$1
-    shift
-    _i=0
-    until "$@"; do
-        _i=$((_i + 1))
-        [ $_i -lt 900 ] || fail "never: $_d"
-        sleep 0.2
-    done
-}
 infer() { # N: sends N requests, 16 in flight; checks all answered once and complete
     "$bin/einet" infer --coordinator "$ep" --count "$1" --window 16 --json >/dev/null 2>"$tmp/infer.json"
     s=$(tail -n 1 "$tmp/infer.json")

@@ -15,10 +15,8 @@ set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
 fail() { echo "FAIL: $*" >&2; exit 1; }
-for p in einet einet-node einet-coord; do
-    [ -x "$bin/$p" ] || { echo "SKIP: $bin/$p is not built" >&2; exit 77; }
-done
-command -v jq >/dev/null || { echo "SKIP: jq is not installed" >&2; exit 77; }
+. "$src/tests/integration/lib.sh"
+itest_need_programs
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d /tmp/einet-fleet-keys-test.XXXXXX)
 export EINET_RUN_DIR="$tmp/run"
@@ -30,21 +28,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prefix=0
-for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
-    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
-done
-[ "$prefix" != 0 ] || fail "no free block of 100 ports"
-conf="$src/configs/fmnist-fleet-secure"
-mkdir -p "$tmp/conf"
-# (a heartbeat timeout far longer than any stall of a loaded machine: only the kills below
-# may take a node down)
-for f in "$conf"/*.ini; do
-    sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
-        -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" -e '/^slowdown/d' \
-        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
-        "$f" >"$tmp/conf/$(basename "$f")"
-done
+prefix=$(itest_port_prefix) || exit 1
+itest_fleet_conf "$src/configs/fmnist-fleet-secure" "$tmp/conf" "$prefix" -e '/^slowdown/d'
 
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out"; fail "local.sh up"; }
 ep=$(tail -n 1 "$tmp/up.out")
@@ -59,16 +44,6 @@ stats() { "$bin/einet" stats --coordinator "$ep" $op --json --timeout-ms 2000 2>
 field() { stats | jq -r --arg n "$1" --arg f "$2" '.nodes[] | select(.name == $n) | .[$f]'; }
 is() { [ "$(field "$1" "$2")" = "$3" ]; }
 refused() { stats | jq -r '.refusals.nodes["name-not-its-key"] // 0'; }
-wait_for() { # DESC CMD...: until CMD succeeds (every 0.2 s, at most 300 times)
-    _d=$1
-    shift
-    _i=0
-    until "$@"; do
-        _i=$((_i + 1))
-        [ $_i -lt 300 ] || fail "never: $_d"
-        sleep 0.2
-    done
-}
 named() { # DEVICE N: N requests naming DEVICE with the client key; prints by_status
     # shellcheck disable=SC2086
     "$bin/einet" infer --coordinator "$ep" $cl --count "$2" --window 4 --device "$1" --json \

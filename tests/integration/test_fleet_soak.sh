@@ -20,10 +20,8 @@ bin=${EINET_BIN:-$src/build/bin}
 n=${EINET_SOAK_N:-3000}
 seed=${EINET_SOAK_SEED:-11}
 fail() { echo "FAIL: $*" >&2; exit 1; }
-for p in einet einet-node einet-coord; do
-    [ -x "$bin/$p" ] || { echo "SKIP: $bin/$p is not built" >&2; exit 77; }
-done
-command -v jq >/dev/null || { echo "SKIP: jq is not installed" >&2; exit 77; }
+. "$src/tests/integration/lib.sh"
+itest_need_programs
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1
 tmp=$(mktemp -d /tmp/einet-soak-test.XXXXXX)
 run="$tmp/run"
@@ -36,22 +34,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prefix=0
-for p in $(seq 200 10 320); do # ports 20000-32099: below the ephemeral range
-    ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${p}[0-9][0-9]\$" || { prefix=$p; break; }
-done
-[ "$prefix" != 0 ] || fail "no free block of 100 ports"
-conf="$src/configs/fmnist-fleet"
-mkdir -p "$tmp/conf"
-# heartbeat timeouts of 2 s instead of 0.5 s: a loaded machine that stalls a process for
-# half a second must not make the coordinator call the whole cluster dead (a killed node is
-# still noticed at once by its senders: its connection closes)
-for f in "$conf"/*.ini; do
-    sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $conf/\2#" \
-        -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$prefix\1#g" \
-        -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
-        "$f" >"$tmp/conf/$(basename "$f")"
-done
+prefix=$(itest_port_prefix) || exit 1
+# the slow-downs kept; heartbeat timeouts of 3 s (lib.sh): a loaded machine that stalls a
+# process must not make the coordinator call the cluster dead (a killed node is still
+# noticed at once by its senders: its connection closes)
+itest_fleet_conf "$src/configs/fmnist-fleet" "$tmp/conf" "$prefix"
 "$src/deploy/local.sh" up "$tmp/conf" >"$tmp/up.out" 2>&1 || { cat "$tmp/up.out"; fail "local.sh up"; }
 ep=$(tail -n 1 "$tmp/up.out")
 
@@ -61,17 +48,6 @@ alive() {
     [ -f "$run/$1.pid" ] || return 1
     _st=$(awk '{print $3}' "/proc/$(cat "$run/$1.pid")/stat" 2>/dev/null)
     [ -n "$_st" ] && [ "$_st" != Z ]
-}
-# wait_for DESC CMD...: until CMD succeeds (every 0.2 s, at most 300 times: only a hang fails)
-wait_for() {
-    _d=$1
-    shift
-    _i=0
-    until "$@"; do
-        _i=$((_i + 1))
-        [ $_i -lt 300 ] || fail "never: $_d"
-        sleep 0.2
-    done
 }
 senders() { case $1 in edge-*) echo device-1 device-2 device-3 device-4 ;; *) echo edge-1 edge-2 ;; esac; }
 ups() { grep -c "link to $2 up" "$run/$1.log" 2>/dev/null || true; } # SENDER NODE

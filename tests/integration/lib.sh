@@ -1,0 +1,50 @@
+# What the shell integration tests of a fleet share (sourced; POSIX sh). The caller sets
+# src (the source tree) and bin (the programs) and defines fail(); nothing here reads a
+# clock except the hang guard of wait_for.
+
+# Exits 77 (ctest's SKIP) with the reason when a program or jq is missing.
+itest_need_programs() {
+    for _p in einet einet-node einet-coord; do
+        [ -x "$bin/$_p" ] || { echo "SKIP: $bin/$_p is not built" >&2; exit 77; }
+    done
+    command -v jq >/dev/null || { echo "SKIP: jq is not installed" >&2; exit 77; }
+}
+
+# The first block of 100 ports (20000-32099: below Linux's ephemeral range) with nothing
+# listening or connected on it, as its two-digit prefix ("200" for 20000-20099).
+itest_port_prefix() {
+    for _p in $(seq 200 10 320); do
+        ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${_p}[0-9][0-9]\$" ||
+            { echo "$_p"; return 0; }
+    done
+    fail "no free block of 100 ports"
+}
+
+# itest_fleet_conf FROM TO PREFIX [SED-EXPR...]: the configs of FROM (every *.ini) into TO
+# with their model, profile, predictor and ee paths made absolute, their 57xx ports moved to
+# PREFIXxx, the heartbeat timeout 3 s (far above any stall of a loaded machine; the
+# shipped 500 ms is for quiet ones) and the extra sed expressions applied.
+itest_fleet_conf() {
+    _from=$1 _to=$2 _prefix=$3
+    shift 3
+    mkdir -p "$_to"
+    for _f in "$_from"/*.ini; do
+        sed -e "s#^\(model\|profile\|predictor\|ee\) *= *\([^/ ;][^ ;]*\)#\1 = $_from/\2#" \
+            -e "s#127\.0\.0\.1:57\([0-9][0-9]\)#127.0.0.1:$_prefix\1#g" \
+            -e "s#^heartbeat_timeout_ms *=.*#heartbeat_timeout_ms = 3000#" \
+            "$@" "$_f" >"$_to/$(basename "$_f")" || fail "cannot write $_to/$(basename "$_f")"
+    done
+}
+
+# wait_for DESC CMD...: until CMD succeeds, every 0.2 s. Only a hang fails: at most 900
+# tries (a node that stopped leaves the fleet after 20 heartbeat timeouts, 60 s at 3 s).
+wait_for() {
+    _d=$1
+    shift
+    _i=0
+    until "$@"; do
+        _i=$((_i + 1))
+        [ $_i -lt 900 ] || fail "never: $_d"
+        sleep 0.2
+    done
+}
