@@ -527,8 +527,11 @@ const conf_choice_t conf_log_formats[] = {
 
 static const char *type_name(const conf_option_t *o)
 {
-    static const char *const names[] = {"string", "path",   "int",   "number",
-                                        "bool",   "choice", "value", "path"};
+    static const char *const names[] = {
+        [CONF_STRING] = "string", [CONF_PATH] = "path",       [CONF_INT] = "int",
+        [CONF_DOUBLE] = "number", [CONF_BOOL] = "bool",       [CONF_ENUM] = "choice",
+        [CONF_CUSTOM] = "value",  [CONF_PATH_NEW] = "path",   [CONF_PATH_LIST] = "paths",
+    };
     return names[o->type];
 }
 

@@ -10,10 +10,14 @@ itest_need_programs() {
     command -v jq >/dev/null || { echo "SKIP: jq is not installed" >&2; exit 77; }
 }
 
-# The first block of 100 ports (20000-32099: below Linux's ephemeral range) with nothing
-# listening or connected on it, as its two-digit prefix ("200" for 20000-20099).
+# A block of 100 ports (20000-32099: below Linux's ephemeral range) with nothing listening
+# or connected on it, as its prefix ("200" for 20000-20099). The search starts at a block
+# chosen by the process id, so test runs side by side (two build trees) rarely race for
+# the same block between this check and their binds.
 itest_port_prefix() {
-    for _p in $(seq 200 10 320); do
+    _start=$(($$ % 13))
+    for _k in $(seq 0 12); do
+        _p=$((200 + ((_start + _k) % 13) * 10))
         ss -Htan 2>/dev/null | awk '{print $4}' | grep -q ":${_p}[0-9][0-9]\$" ||
             { echo "$_p"; return 0; }
     done
