@@ -7,7 +7,8 @@
 #   scripts/make_model.sh ARCH EPOCHS [--from STEP]
 # ARCH is configs/models/NAME.json; the files are models/NAME.safetensors,
 # models/NAME.profile/ and models/NAME.ee/. STEP (train, eval, profile, predictors, ee)
-# starts later, on the files the earlier steps made.
+# starts later, on the files the earlier steps made. EINET_TRAIN_FLAGS adds flags to the
+# train step (e.g. "--shift 2").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,9 @@ run() {
 
 [ "$from" = train ] && : >"$log"
 if wanted train; then
-    run "$bin/einet" train --arch "$arch" --epochs "$epochs" --threads 2 --out "$model"
+    # shellcheck disable=SC2086
+    run "$bin/einet" train --arch "$arch" --epochs "$epochs" --threads 2 --out "$model" \
+        ${EINET_TRAIN_FLAGS:-}
 fi
 wanted eval && run "$bin/einet" eval --model "$model"
 wanted profile && run "$bin/einet" profile --model "$model"
