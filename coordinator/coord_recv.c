@@ -808,6 +808,31 @@ static int tier_of_body(const wire_in_t *in)
     }
 }
 
+static void dispatch_node(coord_t *c, int ni, const wire_in_t *in);
+
+/* A node's batch (proto/messages.proto, Batch): each message handled as if it came alone,
+ * in order; a bad one is refused on its own. */
+static void on_node_batch(coord_t *c, int ni, const wire_in_t *in)
+{
+    wire_in_t item;
+    wire_batch_it_t it = {0, 0};
+    ei_err_t err;
+    int rc;
+    while ((rc = wire_batch_next(in, &it, &item, &err)) != 0) {
+        if (rc < 0) {
+            refuse(c, c->nodes, STATS_SOCK_NODES, &item, rc, COORD_REF_MALFORMED, err.msg);
+            continue;
+        }
+        int tier = tier_of_body(&item);
+        if (tier && tier != c->fleet.node[ni].tier) {
+            refuse(c, c->nodes, STATS_SOCK_NODES, &item, EI_E_INVAL, COORD_REF_UNKNOWN_NODE,
+                   "the tier in the message is not the sender's");
+            continue;
+        }
+        dispatch_node(c, ni, &item);
+    }
+}
+
 static void dispatch_node(coord_t *c, int ni, const wire_in_t *in)
 {
     int pos = c->fleet.node[ni].pos;
@@ -829,6 +854,9 @@ static void dispatch_node(coord_t *c, int ni, const wire_in_t *in)
         break;
     case einet_Envelope_moved_tag:
         on_moved(c, ni, in);
+        break;
+    case einet_Envelope_batch_tag:
+        on_node_batch(c, ni, in);
         break;
     case einet_Envelope_error_tag:
         ei_log(EI_LOG_WARN, "%s refused a message: %s",

@@ -444,14 +444,16 @@ static void close_all(node_t *nd)
     ei_log(EI_LOG_INFO,
             "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
             "%llu handed back, %llu cancelled, %llu past deadline, %llu refused, %llu batches, "
-            "%llu largest batch, %llu early, %llu maps moved, %llu duplicate maps",
+            "%llu largest batch, %llu early, %llu maps moved, %llu duplicate maps, "
+            "%llu coalesced sends, %llu maps from batches",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
             (unsigned long long)k.cancelled, (unsigned long long)k.dropped_deadline,
             (unsigned long long)k.bad_messages, (unsigned long long)k.batches,
             (unsigned long long)k.batch_largest, (unsigned long long)k.early,
-            (unsigned long long)k.moved, (unsigned long long)k.duplicates);
+            (unsigned long long)k.moved, (unsigned long long)k.duplicates,
+            (unsigned long long)k.coalesced, (unsigned long long)k.maps_batched);
 }
 
 void node__maybe_close(node_t *nd)

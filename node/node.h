@@ -53,6 +53,8 @@ typedef struct node_counts {
     uint64_t moved;           /* maps resent to another replica (one found dead) */
     uint64_t duplicates;      /* maps dropped: the request is held or passed on here */
     uint64_t unkept;          /* maps sent without a copy kept (the ledger was full) */
+    uint64_t coalesced;       /* Batch messages sent (several messages as one) */
+    uint64_t maps_batched;    /* maps received inside a Batch */
 } node_counts_t;
 
 node_counts_t node_counts(const node_t *self);

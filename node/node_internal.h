@@ -54,6 +54,7 @@ typedef struct job {
     int has_deadline;
     uint64_t deadline_us;
     xport_msg_t *msg;         /* owns the input's bytes */
+    float *own;               /* or this copy does (a map that came in a batch) */
     const float *input;
     const nn_tensor_t *cur;   /* map after block k-1 (a view of the batch's model-owned map,
                                  in curv); NULL before the first */
@@ -122,6 +123,8 @@ typedef struct node_next {
     int next_down;            /* it reports no link up to its own next tier */
     int lost;                 /* found dead (or restarted): its held maps are to move */
     uint64_t lost_us;         /* when it was found so */
+    wire_batch_out_t ob;      /* maps coalesced for it (node__coalesce_begin) */
+    size_t ob_probe;          /* their tensor bytes: the one probe after the batch */
 } node_next_t;
 
 struct node {
@@ -201,6 +204,12 @@ struct node {
     double conv_mflop[NODE_MAX_BLOCKS], branch_mflop[NODE_MAX_BLOCKS]; /* the model's */
     outbox_msg_t *outbox, **outbox_tail;
     int outbox_n;
+    /* Between node__coalesce_begin and _end (a batch's results going out), the messages to
+     * the coordinator, to each next replica and the `taken` to one previous node are
+     * collected and leave as one message per peer (proto/messages.proto, Batch). */
+    int coalescing;
+    wire_batch_out_t ob_coord, ob_taken;
+    xport_peer_t ob_taken_peer;
 };
 
 #define NODE_LOG_BAD 10
@@ -262,6 +271,15 @@ int node__delay_incoming(node_t *nd, int r, xport_msg_t **msg_p, uint64_t at_us)
  * when no replica is alive. */
 int node__send_map(node_t *nd, einet_Envelope *env, const float *tensor, size_t numel,
                    uint64_t request_id);
+/* From begin to end, messages to the coordinator that must arrive in order (exit results,
+ * hand-backs, link reports, moves), feature maps sent now to a next replica and `taken` are
+ * collected per peer; end sends each peer's as one message (one message as itself), in
+ * that order: coordinator, replicas, previous tier, and one probe heartbeat per replica. A
+ * batch the coordinator's socket refuses waits in the outbox message by message; one a
+ * replica refuses marks it down, and the ledger's copies move (node__link_down). Must not
+ * span a turn of the loop. */
+void node__coalesce_begin(node_t *nd);
+void node__coalesce_end(node_t *nd);
 /* Tells the previous tier's node at peer (on the bind) that this tier took request_id over. */
 void node__send_taken(node_t *nd, const xport_peer_t *peer, uint64_t request_id);
 void node__hand_back(node_t *nd, uint64_t request_id, const char *why);

@@ -56,20 +56,33 @@ static int shape_is(const einet_TensorMeta *m, nn_shape_t s, char *why, size_t c
     return wire_meta_is_sample(m, s.c, s.h, s.w, why, cap);
 }
 
+/* msg_p NULL: the input came in a batch (whose message holds many), so the job keeps its
+ * own copy of its numel floats. */
 static job_t *job_new(node_t *nd, uint64_t id, int start, const bool *plan, xport_msg_t **msg_p,
-                      const float *tensor)
+                      const float *tensor, size_t numel)
 {
     job_t *j = calloc(1, sizeof *j);
     if (!j)
         return NULL;
+    if (!msg_p) {
+        j->own = malloc(numel * sizeof(float));
+        if (!j->own) {
+            free(j);
+            return NULL;
+        }
+        memcpy(j->own, tensor, numel * sizeof(float));
+        tensor = j->own;
+    }
     j->request_id = id;
     j->start = j->k = start;
     for (int i = 0; i < nd->n; i++)
         j->plan[i] = plan[i] ? 1 : 0;
     j->recv_us = node__now_us();
     j->mark_ns = j->recv_us * 1000;
-    j->msg = *msg_p; /* the tensor points into it */
-    *msg_p = NULL;
+    if (msg_p) {
+        j->msg = *msg_p; /* the tensor points into it */
+        *msg_p = NULL;
+    }
     j->input = tensor;
     return j;
 }
@@ -96,7 +109,7 @@ static void on_task(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
         return;
     }
     nd->counts.tasks++;
-    job_t *j = job_new(nd, t->request_id, 1, t->plan, msg_p, in->tensor);
+    job_t *j = job_new(nd, t->request_id, 1, t->plan, msg_p, in->tensor, in->tensor_numel);
     if (!j) {
         node__hand_back(nd, t->request_id, "out of memory");
         return;
@@ -294,7 +307,7 @@ static void on_map(node_t *nd, wire_in_t *in, xport_msg_t **msg_p)
         transfer = wall - f->sent_at_us;
     else
         transfer = (uint64_t)(nd->link_ms[f->block - 1] * 1000.0);
-    job_t *j = job_new(nd, f->request_id, start, f->plan, msg_p, in->tensor);
+    job_t *j = job_new(nd, f->request_id, start, f->plan, msg_p, in->tensor, in->tensor_numel);
     if (!j) {
         node__hand_back(nd, f->request_id, "out of memory");
         return;
@@ -417,6 +430,25 @@ static int claim_prev(node_t *nd, const wire_in_t *in)
     return 1;
 }
 
+/* A batch of maps from the previous tier (proto/messages.proto, Batch): each is taken as
+ * if it had come alone; a bad one is refused on its own. */
+static void on_map_batch(node_t *nd, xport_t *x, const wire_in_t *in)
+{
+    wire_in_t item;
+    wire_batch_it_t it = {0, 0};
+    ei_err_t err;
+    int rc;
+    while ((rc = wire_batch_next(in, &it, &item, &err)) != 0) {
+        if (rc < 0)
+            refuse(nd, x, &item, rc, "bind", err.msg);
+        else if (item.env.which_body == einet_Envelope_feature_map_tag &&
+                 ++nd->counts.maps_batched)
+            on_map(nd, &item, NULL);
+        else
+            refuse(nd, x, &item, EI_E_FORMAT, "bind", "unexpected body from the previous tier");
+    }
+}
+
 void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
 {
     node_t *nd = arg;
@@ -437,6 +469,9 @@ void node__on_bind(xport_t *x, xport_msg_t **msg_p, void *arg)
     switch (in.env.which_body) {
     case einet_Envelope_feature_map_tag:
         on_map(nd, &in, msg_p);
+        break;
+    case einet_Envelope_batch_tag:
+        on_map_batch(nd, x, &in);
         break;
     case einet_Envelope_heartbeat_tag:
         on_peer_heartbeat(nd, &in);
@@ -493,6 +528,19 @@ void node__handle_next(node_t *nd, int r, xport_msg_t **msg_p)
     case einet_Envelope_taken_tag: /* that tier has the request: the copy kept goes */
         handoff_taken(nd->ledger, in.env.body.taken.request_id);
         break;
+    case einet_Envelope_batch_tag: { /* a batch's `taken`, each as if it came alone */
+        wire_in_t item;
+        wire_batch_it_t it = {0, 0};
+        while ((rc = wire_batch_next(&in, &it, &item, &err)) != 0) {
+            if (rc < 0)
+                refuse(nd, x, &item, rc, "next", err.msg);
+            else if (item.env.which_body == einet_Envelope_taken_tag)
+                handoff_taken(nd->ledger, item.env.body.taken.request_id);
+            else
+                refuse(nd, x, &item, EI_E_FORMAT, "next", "unexpected body from the next tier");
+        }
+        break;
+    }
     case einet_Envelope_error_tag:
         node__log_bad(nd, "the next tier refused a message: %s", in.env.body.error.message);
         break;

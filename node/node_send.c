@@ -40,18 +40,18 @@ void node__outbox_free(node_t *nd)
     }
     nd->outbox_tail = &nd->outbox;
     nd->outbox_n = 0;
+    wire_batch_free(&nd->ob_coord);
+    wire_batch_free(&nd->ob_taken);
+    for (int i = 0; i < nd->n_next; i++)
+        wire_batch_free(&nd->nx[i].ob);
 }
 
-static int outbox_add(node_t *nd, const einet_Envelope *env)
+static int outbox_add_bytes(node_t *nd, const uint8_t *buf, size_t len)
 {
-    uint8_t buf[WIRE_ENVELOPE_MAX];
-    size_t len;
-    ei_err_t err;
-    int rc = wire_encode(env, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err);
-    outbox_msg_t *m = rc == 0 && nd->outbox_n < NODE_OUTBOX_MAX ? malloc(sizeof *m + len) : NULL;
+    outbox_msg_t *m = nd->outbox_n < NODE_OUTBOX_MAX ? malloc(sizeof *m + len) : NULL;
     if (!m) {
         nd->counts.send_failed++;
-        return rc < 0 ? rc : EI_E_BUSY;
+        return EI_E_BUSY;
     }
     m->next = NULL;
     m->len = len;
@@ -64,6 +64,132 @@ static int outbox_add(node_t *nd, const einet_Envelope *env)
     return 0;
 }
 
+static int outbox_add(node_t *nd, const einet_Envelope *env)
+{
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len;
+    ei_err_t err;
+    int rc = wire_encode(env, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err);
+    if (rc < 0) {
+        nd->counts.send_failed++;
+        return rc;
+    }
+    return outbox_add_bytes(nd, buf, len);
+}
+
+/* ---- coalescing a batch's messages ---- */
+
+/* The coordinator's batch goes; what ZeroMQ cannot take now waits in the outbox (empty
+ * while the batch was collected), in order. */
+static void flush_coord(node_t *nd)
+{
+    wire_batch_out_t *b = &nd->ob_coord;
+    if (!b->hdr.count)
+        return;
+    ei_err_t err;
+    int rc = nd->coord ? wire_batch_send(nd->coord, NULL, b, ++nd->seq, &err) : EI_E_PEER;
+    nd->counts.coalesced += rc == 0 && b->hdr.count > 1;
+    if (rc == EI_E_BUSY) {
+        for (int i = 0; i < (int)b->hdr.count; i++) {
+            const uint8_t *env;
+            const float *t;
+            size_t len, tb;
+            wire_batch_item(b, i, &env, &len, &t, &tb);
+            outbox_add_bytes(nd, env, len);
+        }
+    } else if (rc < 0) {
+        nd->counts.send_failed += b->hdr.count;
+    }
+    wire_batch_clear(b);
+}
+
+static int coalesce_coord(node_t *nd, const einet_Envelope *env)
+{
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len;
+    ei_err_t err;
+    int rc = wire_encode(env, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err);
+    if (rc == 0 && (rc = wire_batch_add(&nd->ob_coord, buf, len, NULL, 0, &err)) == EI_E_RANGE) {
+        flush_coord(nd); /* full: it goes first */
+        rc = wire_batch_add(&nd->ob_coord, buf, len, NULL, 0, &err);
+    }
+    if (rc < 0) {
+        ei_log(EI_LOG_INFO, "%s", err.msg);
+        nd->counts.send_failed++;
+    }
+    return rc;
+}
+
+static void link_failed(node_t *nd, int r);
+
+static void flush_next(node_t *nd, int r)
+{
+    node_next_t *x = &nd->nx[r];
+    if (!x->ob.hdr.count)
+        return;
+    ei_err_t err;
+    size_t probe = x->ob_probe;
+    int rc = wire_batch_send(x->x, NULL, &x->ob, ++nd->seq, &err);
+    nd->counts.coalesced += rc == 0 && x->ob.hdr.count > 1;
+    wire_batch_clear(&x->ob);
+    x->ob_probe = 0;
+    if (rc == 0) {
+        node__heartbeat_next(nd, r, probe);
+    } else if (rc == EI_E_PEER || rc == EI_E_BUSY) {
+        nd->counts.send_failed++;
+        link_failed(nd, r); /* the maps are in the ledger: they move with r's others */
+    } else {
+        ei_log(EI_LOG_INFO, "%s", err.msg);
+    }
+}
+
+/* A map to replica r joins r's batch: 1, or EI_E_PEER when r went down meanwhile. */
+static int coalesce_map(node_t *nd, int r, const void *frame0, size_t len0, const float *tensor,
+                        size_t tbytes)
+{
+    node_next_t *x = &nd->nx[r];
+    ei_err_t err;
+    int rc = wire_batch_add(&x->ob, frame0, len0, tensor, tbytes, &err);
+    if (rc == EI_E_RANGE) {
+        flush_next(nd, r); /* full: it goes first */
+        if (!x->link.up)
+            return EI_E_PEER;
+        rc = wire_batch_add(&x->ob, frame0, len0, tensor, tbytes, &err);
+    }
+    if (rc < 0) {
+        ei_log(EI_LOG_INFO, "%s", err.msg);
+        return rc;
+    }
+    x->ob_probe += tbytes;
+    return 1;
+}
+
+static void flush_taken(node_t *nd)
+{
+    ei_err_t err;
+    if (nd->ob_taken.hdr.count && nd->bind) {
+        if (wire_batch_send(nd->bind, &nd->ob_taken_peer, &nd->ob_taken, ++nd->seq, &err) < 0)
+            nd->counts.send_failed++; /* the sender is gone: nothing waits for this */
+        else
+            nd->counts.coalesced += nd->ob_taken.hdr.count > 1;
+    }
+    wire_batch_clear(&nd->ob_taken);
+}
+
+void node__coalesce_begin(node_t *nd)
+{
+    nd->coalescing = 1;
+}
+
+void node__coalesce_end(node_t *nd)
+{
+    nd->coalescing = 0;
+    flush_coord(nd);
+    for (int r = 0; r < nd->n_next; r++)
+        flush_next(nd, r);
+    flush_taken(nd);
+}
+
 int node__send_coord(node_t *nd, einet_Envelope *env)
 {
     ei_err_t err;
@@ -73,6 +199,8 @@ int node__send_coord(node_t *nd, einet_Envelope *env)
     /* Results, hand-backs and link reports must arrive, and in order: behind what waits. */
     int keep = env->which_body != einet_Envelope_heartbeat_tag &&
                env->which_body != einet_Envelope_profile_report_tag;
+    if (keep && nd->coalescing && !nd->outbox && nd->coord_link.last_reply_us)
+        return coalesce_coord(nd, env);
     if (keep && (nd->outbox || !nd->coord_link.last_reply_us)) {
         node__outbox_flush(nd);
         if (nd->outbox || !nd->coord_link.last_reply_us)
@@ -140,6 +268,8 @@ void node__link_down(node_t *nd, int r, const char *why)
     ei_log(EI_LOG_WARN, "%s link to %s down (%s)", node__link_name(nd), next_label(x), why);
     /* The connection is lost with what it held; the ledger's copies move elsewhere. */
     node__delay_discard(nd, r);
+    wire_batch_clear(&x->ob);
+    x->ob_probe = 0;
     if (!node__next_up(nd))
         fault_lost(&nd->fault);
     /* reported before any hand-back, so the coordinator says `link` for those */
@@ -309,9 +439,10 @@ int node__delay_incoming(node_t *nd, int r, xport_msg_t **msg_p, uint64_t at_us)
 /* ---- the next tier's replicas ---- */
 
 /* Encoded bytes to replica r through the link's injected faults: 0 when sent, dropped or
- * held back; EI_E_PEER / EI_E_BUSY when ZeroMQ refused them (r is then down). */
+ * held back, 1 when `batchable` and joined r's batch while coalescing; EI_E_PEER /
+ * EI_E_BUSY when ZeroMQ refused them (r is then down). */
 static int send_raw(node_t *nd, int r, const void *frame0, size_t len0, const float *tensor,
-                    size_t tbytes, uint64_t request_id)
+                    size_t tbytes, uint64_t request_id, int batchable)
 {
     ei_err_t err;
     node_next_t *x = &nd->nx[r];
@@ -323,6 +454,8 @@ static int send_raw(node_t *nd, int r, const void *frame0, size_t len0, const fl
     if (at > now || nd->held[FAULT_OUT] > 0) /* late, or behind one that is */
         return delay_outgoing(nd, r, frame0, len0, tensor, tbytes, request_id,
                               at > now ? at : now);
+    if (batchable && nd->coalescing)
+        return coalesce_map(nd, r, frame0, len0, tensor, tbytes);
     xport_frame_t f[2] = {{frame0, len0, NULL, NULL}, {tensor, tbytes, NULL, NULL}};
     int rc = xport_send(x->x, NULL, f, tensor ? 2 : 1, &err);
     if (rc == EI_E_PEER || rc == EI_E_BUSY) {
@@ -348,7 +481,7 @@ int node__send_next(node_t *nd, int r, einet_Envelope *env, const float *tensor,
         ei_log(EI_LOG_INFO, "%s", err.msg);
         return rc;
     }
-    return send_raw(nd, r, buf, len, tensor, tensor ? tbytes : 0, request_id);
+    return send_raw(nd, r, buf, len, tensor, tensor ? tbytes : 0, request_id, 0);
 }
 
 /* The replica a map goes to: alive (its link up, not draining, not just found dead), the
@@ -415,10 +548,11 @@ int node__send_map(node_t *nd, einet_Envelope *env, const float *tensor, size_t 
             ei_log(EI_LOG_INFO, "%s", err.msg);
             return rc;
         }
-        rc = send_raw(nd, r, buf, len, tensor, tbytes, request_id);
-        if (rc == 0) {
+        rc = send_raw(nd, r, buf, len, tensor, tbytes, request_id, 1);
+        if (rc >= 0) {
             keep(nd, r, request_id, deadline, buf, len, tensor, tbytes);
-            node__heartbeat_next(nd, r, tbytes);
+            if (rc == 0) /* a batch's map: one probe after the batch (flush_next) */
+                node__heartbeat_next(nd, r, tbytes);
             return 0;
         }
         if (rc != EI_E_PEER && rc != EI_E_BUSY)
@@ -468,7 +602,7 @@ static void move_one(node_t *nd, uint64_t id, int r, uint64_t now)
         e = handoff_get(nd->ledger, id);
         /* a node forwards after its last block: the map is of that block */
         uint32_t block = (uint32_t)nd->conf.last_block;
-        int rc = send_raw(nd, to, e->frame, e->frame_bytes, e->tensor, e->tensor_bytes, id);
+        int rc = send_raw(nd, to, e->frame, e->frame_bytes, e->tensor, e->tensor_bytes, id, 0);
         if (rc == 0) {
             if (handoff_moved(nd->ledger, id, to, now) == 0)
                 nd->counts.moved++;
@@ -574,6 +708,22 @@ void node__send_taken(node_t *nd, const xport_peer_t *peer, uint64_t request_id)
     wire_env_init(&env, einet_Envelope_taken_tag);
     env.seq = ++nd->seq;
     env.body.taken.request_id = request_id;
+    if (nd->coalescing) {
+        uint8_t buf[WIRE_ENVELOPE_MAX];
+        size_t len;
+        if (nd->ob_taken.hdr.count && (nd->ob_taken_peer.len != peer->len ||
+                                       memcmp(nd->ob_taken_peer.id, peer->id, peer->len)))
+            flush_taken(nd); /* another sender's go to it on their own */
+        int rc = wire_encode(&env, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err);
+        if (rc == 0 && (rc = wire_batch_add(&nd->ob_taken, buf, len, NULL, 0, &err)) == EI_E_RANGE) {
+            flush_taken(nd);
+            rc = wire_batch_add(&nd->ob_taken, buf, len, NULL, 0, &err);
+        }
+        if (rc == 0) {
+            nd->ob_taken_peer = *peer;
+            return;
+        }
+    }
     if (wire_send(nd->bind, peer, &env, NULL, &err) < 0)
         nd->counts.send_failed++; /* the sender is gone: nothing waits for this */
 }

@@ -31,6 +31,7 @@ void node__job_free(job_t **job_p)
     if ((*job_p)->owner) /* it leaves this node: its senders forget their copies */
         node__job_leaves((*job_p)->owner, *job_p);
     xport_msg_destroy(&(*job_p)->msg);
+    free((*job_p)->own);
     free(*job_p);
     *job_p = NULL;
 }
@@ -155,8 +156,13 @@ static int job_dead(node_t *nd, const job_t *j, uint64_t now_us)
 /* The batch has left the blocks: its jobs are freed, the loop takes the next. */
 static void finish_batch(node_t *nd)
 {
+    int coalesce = nd->bn > 1; /* the batch's `taken` go as one message per sender */
+    if (coalesce)
+        node__coalesce_begin(nd);
     for (int i = 0; i < nd->bn; i++)
         node__job_free(&nd->batch[i]);
+    if (coalesce)
+        node__coalesce_end(nd);
     nd->bn = 0;
     nd->bcur = NULL;
     if (nd->head)
@@ -390,7 +396,11 @@ static void finish_job_block(node_t *nd, job_t *j, int k, uint64_t now)
 static void finish_block(node_t *nd)
 {
     uint64_t now = node__now_us();
-    int k = nd->batch[0]->k, left = 0;
+    int k = nd->batch[0]->k, left = 0, coalesce = nd->bn > 1;
+    /* the batch's exits leave as one message to the coordinator, its maps as one per
+     * next-tier replica (the receivers unpack them into the same per-request work) */
+    if (coalesce)
+        node__coalesce_begin(nd);
     for (int i = 0; i < nd->bn; i++) {
         job_t *j = nd->batch[i];
         if (j->done) { /* riding out the batch: keep its block count in step */
@@ -402,6 +412,8 @@ static void finish_block(node_t *nd)
             j->k++;
         left += !j->done;
     }
+    if (coalesce)
+        node__coalesce_end(nd);
     if (left && k + 1 <= nd->conf.last_block)
         uv_idle_start(&nd->work, node__work);
     else

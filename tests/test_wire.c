@@ -642,10 +642,314 @@ static void test_fuzz_mutations(void **state)
     assert_true(accepted > 100 && accepted < 4900);
 }
 
+/* ---- batches (issue 13: a batch's messages as one ZeroMQ message) ---- */
+
+#define MAP_FLOATS (32 * 7 * 7)
+
+/* The batch a node sends: two feature maps with their tensors, an exit result and a
+ * taken, each encoded as it would go alone; items[] keeps what went in. */
+static void batch_sample(wire_batch_out_t *b, einet_Envelope items[4], float t[2][MAP_FLOATS])
+{
+    static const pb_size_t tags[4] = {einet_Envelope_feature_map_tag,
+                                      einet_Envelope_exit_result_tag,
+                                      einet_Envelope_feature_map_tag, einet_Envelope_taken_tag};
+    ei_err_t err = {0};
+    for (int i = 0; i < 2; i++)
+        fill_random(t[i], MAP_FLOATS, 100 + (uint64_t)i);
+    for (int i = 0, m = 0; i < 4; i++) {
+        size_t tb;
+        sample(&items[i], tags[i], &tb);
+        items[i].seq = 500 + (uint64_t)i;
+        if (i == 2)
+            items[i].body.feature_map.request_id = 99;
+        size_t len = encode_ok(&items[i], tb);
+        const float *tensor = tb == WIRE_NO_TENSOR ? NULL : t[m++];
+        assert_int_equal(wire_batch_add(b, encbuf, len, tensor, tensor ? tb : 0, &err), 0);
+    }
+}
+
+/* The two frames wire_batch_send would send, as a received message from "edge". */
+static xport_msg_t *batch_msg(const wire_batch_out_t *b, const einet_Batch *hdr, size_t payload)
+{
+    einet_Envelope e;
+    static uint8_t env[WIRE_ENVELOPE_MAX];
+    wire_env_init(&e, einet_Envelope_batch_tag);
+    e.seq = 77;
+    e.body.batch = *hdr;
+    pb_ostream_t s = pb_ostream_from_buffer(env, sizeof env);
+    assert_true(pb_encode(&s, einet_Envelope_fields, &e));
+    xport_peer_t from = xport_peer("edge", 4);
+    xport_frame_t f[2] = {{env, s.bytes_written, NULL, NULL}, {b->buf, payload, NULL, NULL}};
+    return xport_msg_new(&from, f, payload == WIRE_NO_TENSOR ? 1 : 2);
+}
+
+/* Reads every message of a batch; the tensors are compared with t. */
+static void batch_expect(const wire_in_t *in, const einet_Envelope items[4],
+                         float t[2][MAP_FLOATS])
+{
+    wire_batch_it_t it = {0, 0};
+    wire_in_t item;
+    ei_err_t err = {0};
+    int m = 0;
+    for (int i = 0; i < 4; i++) {
+        int rc = wire_batch_next(in, &it, &item, &err);
+        if (rc != 1)
+            fail_msg("message %d: %d %s", i, rc, err.msg);
+        assert_memory_equal(&item.env, &items[i], sizeof item.env);
+        assert_int_equal(item.peer.len, in->peer.len);
+        assert_memory_equal(item.peer.id, in->peer.id, in->peer.len);
+        if (items[i].which_body == einet_Envelope_feature_map_tag) {
+            assert_non_null(item.tensor);
+            assert_int_equal((uintptr_t)item.tensor % sizeof(float), 0);
+            assert_int_equal(item.tensor_numel, MAP_FLOATS);
+            assert_memory_equal(item.tensor, t[m++], sizeof t[0]);
+        } else {
+            assert_null(item.tensor);
+        }
+    }
+    assert_int_equal(wire_batch_next(in, &it, &item, &err), 0);
+}
+
+static void test_batch_roundtrip(void **state)
+{
+    (void)state;
+    wire_batch_out_t b = {0};
+    static einet_Envelope items[4];
+    static float t[2][MAP_FLOATS];
+    batch_sample(&b, items, t);
+    assert_int_equal(b.hdr.count, 4);
+    xport_msg_t *msg = batch_msg(&b, &b.hdr, b.len);
+    static wire_in_t in;
+    ei_err_t err = {0};
+    assert_int_equal(wire_recv(msg, &in, &err), 0);
+    assert_int_equal(in.env.which_body, einet_Envelope_batch_tag);
+    assert_int_equal(in.payload_bytes, b.len);
+    batch_expect(&in, items, t);
+    xport_msg_destroy(&msg);
+    /* what was added reads back as it went in (a refused send's messages go one by one) */
+    const uint8_t *env;
+    const float *tensor;
+    size_t len, tb;
+    wire_batch_item(&b, 2, &env, &len, &tensor, &tb);
+    assert_int_equal(tb, sizeof t[1]);
+    assert_memory_equal(tensor, t[1], tb);
+    einet_Envelope d;
+    assert_int_equal(wire_decode(env, len, tb, &d, &err), 0);
+    assert_memory_equal(&d, &items[2], sizeof d);
+    /* full at WIRE_MAX_BATCH messages: the caller sends and starts again */
+    wire_batch_clear(&b);
+    for (int i = 0; i < WIRE_MAX_BATCH; i++)
+        assert_int_equal(wire_batch_add(&b, "x", 1, NULL, 0, &err), 0);
+    assert_int_equal(wire_batch_add(&b, "x", 1, NULL, 0, &err), EI_E_RANGE);
+    assert_string_equal(err.msg, "batch: full (256 messages, 2048 bytes)");
+    wire_batch_free(&b);
+}
+
+/* Each way a batch's layout can lie is refused by wire_recv, naming what is wrong. */
+static void test_batch_layout_refused(void **state)
+{
+    (void)state;
+    wire_batch_out_t b = {0};
+    static einet_Envelope items[4];
+    static float t[2][MAP_FLOATS];
+    static wire_in_t in;
+    batch_sample(&b, items, t);
+    size_t total = b.len;
+    static const struct {
+        int count, nenv, ntensor; /* -1: as built */
+        long payload;             /* bytes cut from the payload; -1: no payload frame */
+        int code;
+        const char *msg;
+    } cases[] = {
+        {3, -1, -1, 0, EI_E_FORMAT, "batch.env_bytes: 4 sizes for 3 messages"},
+        {0, 0, 0, 0, EI_E_RANGE, "batch.count: 0, expected 1..256"},
+        {-1, -1, 3, 0, EI_E_FORMAT, "batch.tensor_bytes: 3 sizes for 4 messages"},
+        {-1, -1, -1, 8, EI_E_SHAPE, NULL},
+        {-1, -1, -1, -1, EI_E_SHAPE, "batch: the payload frame is missing"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        einet_Batch h = b.hdr;
+        if (cases[c].count >= 0)
+            h.count = (uint32_t)cases[c].count;
+        if (cases[c].nenv >= 0)
+            h.env_bytes_count = (pb_size_t)cases[c].nenv;
+        if (cases[c].ntensor >= 0)
+            h.tensor_bytes_count = (pb_size_t)cases[c].ntensor;
+        size_t payload = cases[c].payload < 0 ? WIRE_NO_TENSOR : total - (size_t)cases[c].payload;
+        xport_msg_t *msg = batch_msg(&b, &h, payload);
+        ei_err_t err = {0};
+        assert_int_equal(wire_recv(msg, &in, &err), cases[c].code);
+        if (cases[c].msg)
+            assert_string_equal(err.msg, cases[c].msg);
+        assert_int_equal(in.env.seq, 77); /* so the refusal answers it */
+        xport_msg_destroy(&msg);
+    }
+    /* the fifth size is 0: no envelope is empty */
+    einet_Batch h = b.hdr;
+    h.count = h.env_bytes_count = h.tensor_bytes_count = 5;
+    h.env_bytes[4] = h.tensor_bytes[4] = 0;
+    xport_msg_t *msg = batch_msg(&b, &h, total);
+    ei_err_t err = {0};
+    assert_int_equal(wire_recv(msg, &in, &err), EI_E_RANGE);
+    char want[160];
+    snprintf(want, sizeof want, "batch.env_bytes[4]: 0, expected 1..%u",
+             (unsigned)WIRE_ENVELOPE_MAX);
+    assert_string_equal(err.msg, want);
+    xport_msg_destroy(&msg);
+    /* a truncated payload: the sizes promise more than came */
+    msg = batch_msg(&b, &b.hdr, total - 8);
+    assert_int_equal(wire_recv(msg, &in, &err), EI_E_SHAPE);
+    snprintf(want, sizeof want, "batch: 4 messages of %zu bytes (each frame padded to 8), "
+             "the payload frame has %zu", total, total - 8);
+    assert_string_equal(err.msg, want);
+    xport_msg_destroy(&msg);
+    wire_batch_free(&b);
+}
+
+/* A bad message inside a batch is refused on its own, named by its place; the others
+ * are read all the same. */
+static void test_batch_bad_message(void **state)
+{
+    (void)state;
+    wire_batch_out_t b = {0};
+    static einet_Envelope e, d;
+    static wire_in_t in, item;
+    static float t[MAP_FLOATS];
+    ei_err_t err = {0};
+    size_t tb, len;
+    fill_random(t, MAP_FLOATS, 7);
+    /* 1: a map whose tensor is 8 bytes short of its shape */
+    sample(&e, einet_Envelope_feature_map_tag, &tb);
+    len = encode_ok(&e, tb);
+    assert_int_equal(wire_batch_add(&b, encbuf, len, t, tb - 8, &err), 0);
+    /* 2: a heartbeat, which may not travel in a batch */
+    sample(&e, einet_Envelope_heartbeat_tag, &tb);
+    len = encode_ok(&e, tb);
+    assert_int_equal(wire_batch_add(&b, encbuf, len, NULL, 0, &err), 0);
+    /* 3: bytes that are no envelope */
+    assert_int_equal(wire_batch_add(&b, "\xff\xff\xff\x07\x13", 5, NULL, 0, &err), 0);
+    /* 4: a taken with a tensor it does not carry */
+    sample(&e, einet_Envelope_taken_tag, &tb);
+    len = encode_ok(&e, tb);
+    assert_int_equal(wire_batch_add(&b, encbuf, len, t, 16, &err), 0);
+    /* 5: a batch inside the batch */
+    einet_Envelope inner;
+    wire_env_init(&inner, einet_Envelope_batch_tag);
+    inner.body.batch.count = inner.body.batch.env_bytes_count = 1;
+    inner.body.batch.tensor_bytes_count = 1;
+    inner.body.batch.env_bytes[0] = 8;
+    static uint8_t ibuf[WIRE_ENVELOPE_MAX];
+    size_t ilen;
+    assert_int_equal(wire_encode(&inner, 8, ibuf, sizeof ibuf, &ilen, &err), 0);
+    assert_int_equal(wire_batch_add(&b, ibuf, ilen, t, 8, &err), 0);
+    /* 6: a good exit result */
+    sample(&e, einet_Envelope_exit_result_tag, &tb);
+    len = encode_ok(&e, tb);
+    assert_int_equal(wire_batch_add(&b, encbuf, len, NULL, 0, &err), 0);
+    xport_msg_t *msg = batch_msg(&b, &b.hdr, b.len);
+    assert_int_equal(wire_recv(msg, &in, &err), 0);
+    wire_batch_it_t it = {0, 0};
+    static const struct {
+        int rc;
+        const char *msg;
+    } want[] = {
+        {EI_E_SHAPE, "batch message 1 of 6: feature_map.tensor: shape promises 6272 bytes, the "
+                     "tensor frame has 6264"},
+        {EI_E_FORMAT, "batch message 2 of 6: heartbeat may not travel in a batch"},
+        {EI_E_FORMAT, "batch message 3 of 6: envelope: malformed: 5 bytes that are not a "
+                      "protobuf Envelope"},
+        {EI_E_SHAPE, "batch message 4 of 6: taken: carries no tensor, but a 16-byte tensor "
+                     "frame came"},
+        {EI_E_FORMAT, "batch message 5 of 6: batch may not travel in a batch"},
+    };
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(wire_batch_next(&in, &it, &item, &err), want[i].rc);
+        assert_string_equal(err.msg, want[i].msg);
+        assert_int_equal(item.peer.len, 4); /* the sender, to refuse it */
+    }
+    assert_int_equal(wire_batch_next(&in, &it, &item, &err), 1);
+    assert_memory_equal(&item.env, &e, sizeof e);
+    assert_int_equal(wire_batch_next(&in, &it, &item, &err), 0);
+    xport_msg_destroy(&msg);
+    (void)d;
+    wire_batch_free(&b);
+}
+
+/* 3000 random mutations of a batch's envelope or payload: each is refused cleanly, by
+ * wire_recv or message by message, and reading never leaves the payload (ASan). */
+static void test_batch_fuzz(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 2026);
+    wire_batch_out_t b = {0};
+    static einet_Envelope items[4], e;
+    static float t[2][MAP_FLOATS];
+    static wire_in_t in, item;
+    static uint8_t env[WIRE_ENVELOPE_MAX];
+    batch_sample(&b, items, t);
+    wire_env_init(&e, einet_Envelope_batch_tag);
+    e.body.batch = b.hdr;
+    pb_ostream_t s = pb_ostream_from_buffer(env, sizeof env);
+    assert_true(pb_encode(&s, einet_Envelope_fields, &e));
+    uint8_t *pay = malloc(b.len + 64), *ebuf = malloc(WIRE_ENVELOPE_MAX);
+    int whole = 0, items_ok = 0, items_bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        size_t elen = s.bytes_written, plen = b.len;
+        memcpy(ebuf, env, elen);
+        memcpy(pay, b.buf, plen);
+        if (i % 2)
+            for (int m = 1 + (int)ei_rng_below(&r, 3); m > 0; m--)
+                mutate(ebuf, &elen, &r);
+        else
+            for (int m = 1 + (int)ei_rng_below(&r, 3); m > 0; m--) {
+                /* mostly in a message's envelope (the tensors are most of the bytes) */
+                int k = (int)ei_rng_below(&r, 4);
+                const uint8_t *ek;
+                const float *tk;
+                size_t lk, tbk;
+                wire_batch_item(&b, k, &ek, &lk, &tk, &tbk);
+                size_t at = (size_t)(ek - b.buf) + ei_rng_below(&r, (uint32_t)lk);
+                if (ei_rng_below(&r, 8) == 0)
+                    plen = ei_rng_below(&r, (uint32_t)plen); /* truncated */
+                else if (at < plen)
+                    pay[at] = (uint8_t)ei_rng_next(&r);
+            }
+        xport_frame_t f[2] = {{ebuf, elen, NULL, NULL}, {pay, plen, NULL, NULL}};
+        xport_msg_t *msg = xport_msg_new(NULL, f, 2);
+        ei_err_t err = {0};
+        int rc = wire_recv(msg, &in, &err);
+        if (rc < 0) {
+            assert_true(err.msg[0] != '\0');
+        } else if (in.env.which_body == einet_Envelope_batch_tag) {
+            whole++;
+            wire_batch_it_t it = {0, 0};
+            while ((rc = wire_batch_next(&in, &it, &item, &err)) != 0) {
+                if (rc < 0) {
+                    assert_true(strncmp(err.msg, "batch message ", 14) == 0);
+                    items_bad++;
+                } else {
+                    items_ok++;
+                }
+            }
+        }
+        xport_msg_destroy(&msg);
+    }
+    /* payload mutations keep the layout, so many batches are read and some of their
+     * messages refused: the loop reached the per-message checks */
+    printf("  %d batches read: %d messages taken, %d refused\n", whole, items_ok, items_bad);
+    assert_true(whole > 500 && items_ok > 1000 && items_bad > 100);
+    free(pay);
+    free(ebuf);
+    wire_batch_free(&b);
+}
+
 /* ---- through real sockets ---- */
 
 typedef struct inbox {
     int got;
+    int keep;          /* keep the message (a batch's payload lives in it) */
+    xport_msg_t *msg;  /* the last one kept */
     wire_in_t in;
     int rc;
     ei_err_t err;
@@ -658,6 +962,11 @@ static void on_wire(xport_t *x, xport_msg_t **msg_p, void *arg)
     (void)x;
     inbox_t *box = arg;
     box->rc = wire_recv(*msg_p, &box->in, &box->err);
+    if (box->keep) {
+        xport_msg_destroy(&box->msg);
+        box->msg = *msg_p;
+        *msg_p = NULL;
+    }
     if (box->rc == 0 && box->in.tensor)
         memcpy(box->tensor, box->in.tensor, box->in.tensor_numel * sizeof(float));
     box->got++;
@@ -805,6 +1114,38 @@ static void test_bad_framing_over_sockets(void **state)
     pair_close(&p);
 }
 
+/* A batch goes through a real socket as one message, and a batch of one as itself. */
+static void test_batch_over_sockets(void **state)
+{
+    (void)state;
+    static pair_t p;
+    pair_open(&p);
+    p.at_router.keep = 1;
+    wire_batch_out_t b = {0};
+    static einet_Envelope items[4];
+    static float t[2][MAP_FLOATS];
+    ei_err_t err = {0};
+    batch_sample(&b, items, t);
+    assert_int_equal(wire_batch_send(p.dealer, NULL, &b, 42, &err), 0);
+    wait_for(&p.at_router, 1, &p.loop);
+    assert_int_equal(p.at_router.rc, 0);
+    assert_int_equal(p.at_router.in.env.seq, 42);
+    batch_expect(&p.at_router.in, items, t);
+    wire_batch_clear(&b);
+    size_t tb;
+    sample(&items[0], einet_Envelope_feature_map_tag, &tb);
+    size_t len = encode_ok(&items[0], tb);
+    assert_int_equal(wire_batch_add(&b, encbuf, len, t[0], tb, &err), 0);
+    assert_int_equal(wire_batch_send(p.dealer, NULL, &b, 43, &err), 0);
+    wait_for(&p.at_router, 2, &p.loop);
+    assert_int_equal(p.at_router.rc, 0);
+    assert_memory_equal(&p.at_router.in.env, &items[0], sizeof items[0]);
+    assert_memory_equal(p.at_router.tensor, t[0], tb);
+    xport_msg_destroy(&p.at_router.msg);
+    wire_batch_free(&b);
+    pair_close(&p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -824,6 +1165,11 @@ int main(void)
         cmocka_unit_test(test_every_message_over_sockets),
         cmocka_unit_test(test_version_refusal_reply),
         cmocka_unit_test(test_bad_framing_over_sockets),
+        cmocka_unit_test(test_batch_roundtrip),
+        cmocka_unit_test(test_batch_layout_refused),
+        cmocka_unit_test(test_batch_bad_message),
+        cmocka_unit_test(test_batch_fuzz),
+        cmocka_unit_test(test_batch_over_sockets),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

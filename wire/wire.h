@@ -28,6 +28,10 @@
 #define WIRE_TENSOR_MAX_BYTES (4u << 20) /* 1 Mi floats: far above any feature map */
 #define WIRE_ENVELOPE_MAX einet_Envelope_size
 #define WIRE_MAX_DEADLINE_MS 3600000u
+#define WIRE_MAX_BATCH 256 /* messages in one Batch (proto/messages.options) */
+/* A batch's payload frame at most: below xport's largest incoming frame (XPORT_MAXMSGSIZE). */
+#define WIRE_BATCH_MAX_BYTES (6u << 20)
+#define WIRE_BATCH_ALIGN 8
 
 /* Passed as tensor_bytes when a message has no tensor frame. */
 #define WIRE_NO_TENSOR ((size_t)-1)
@@ -84,6 +88,8 @@ typedef struct wire_in {
     xport_peer_t peer; /* the sender's routing id on a ROUTER: where replies go, never who */
     sec_peer_t who;    /* who sent it, as its key proved (empty on a keyless socket) */
     int delimited;     /* an empty first frame came (a REQ socket): refused; see wire_refuse */
+    const uint8_t *payload; /* a Batch body: its payload frame (aligned), else NULL */
+    size_t payload_bytes;
 } wire_in_t;
 
 /* Decodes msg (1 or 2 frames) into *in. On failure in->peer and, when readable,
@@ -124,6 +130,56 @@ int wire_tensor_encode(const uint32_t *shape, int ndim, const float *data, uint8
                        size_t *len, ei_err_t *err) EI_CHECK;
 int wire_tensor_decode(const uint8_t *buf, size_t len, uint32_t *shape, int *ndim, float *data,
                        size_t cap, ei_err_t *err) EI_CHECK;
+
+/* ---- batches (proto/messages.proto, Batch) ----
+ * A sender appends encoded messages to a wire_batch_out_t and sends them as one ZeroMQ
+ * message; a receiver's wire_recv checks the batch's layout (count, sizes, the payload
+ * frame's length) and wire_batch_next hands out its messages one at a time, each decoded and
+ * checked as wire_recv would a message that came alone. */
+
+/* A batch being built. Zero-initialise it; wire_batch_free releases its buffer. */
+typedef struct wire_batch_out {
+    uint8_t *buf; /* the payload so far */
+    size_t len, cap;
+    einet_Batch hdr;
+} wire_batch_out_t;
+
+/* Appends one message: its encoded envelope env[0..env_len) and, when its body carries
+ * one, its tensor frame tensor[0..tensor_bytes) (NULL, 0: none); both are copied. 0;
+ * EI_E_RANGE when the batch is full (WIRE_MAX_BATCH messages, or WIRE_BATCH_MAX_BYTES with
+ * this one): send it first; EI_E_NOMEM. */
+int wire_batch_add(wire_batch_out_t *b, const void *env, size_t env_len, const void *tensor,
+                   size_t tensor_bytes, ei_err_t *err) EI_CHECK;
+
+/* Message i of the batch being built: its envelope and tensor frames (*tensor NULL: none). */
+void wire_batch_item(const wire_batch_out_t *b, int i, const uint8_t **env, size_t *env_len,
+                     const float **tensor, size_t *tensor_bytes);
+
+/* Sends what the batch holds to `to` (as wire_send): one message as itself, several as one
+ * Batch message with envelope seq `seq`; nothing when it is empty. The batch keeps its
+ * messages (wire_batch_item reads them after a refused send) until wire_batch_clear.
+ * 0 or xport_send's codes. */
+int wire_batch_send(xport_t *x, const xport_peer_t *to, const wire_batch_out_t *b, uint64_t seq,
+                    ei_err_t *err) EI_CHECK;
+
+void wire_batch_clear(wire_batch_out_t *b);
+void wire_batch_free(wire_batch_out_t *b);
+
+/* Where the reading of a received batch is. Zero-initialise it. */
+typedef struct wire_batch_it {
+    int i;      /* the next message */
+    size_t off; /* its offset in the payload */
+} wire_batch_it_t;
+
+/* The next message of the batch in *batch (as wire_recv gave it) decoded into *item, with
+ * the batch's sender (peer, key) and item->tensor pointing into the batch's payload (it
+ * lives as long as the batch's xport message). 1 when a message came, 0 at the end, or a
+ * negative code with the error in *err ("batch message 2 of 5: feature_map.tensor: ...",
+ * item->env.seq set when readable): that message is refused, the following ones can still
+ * be read. A body that may not travel in a batch (anything but exit_result, cancel, fault,
+ * moved, feature_map and taken; a batch inside one) is refused with EI_E_FORMAT. */
+int wire_batch_next(const wire_in_t *batch, wire_batch_it_t *it, wire_in_t *item,
+                    ei_err_t *err) EI_CHECK;
 
 /* Stop rules (StopRule) as written on the command line and in config files: "none",
  * "confidence:T", "entropy:T" or "einet:A", the number in [0, 1] (docs/elastic.md, "Stop

@@ -393,6 +393,41 @@ static int no_frame(size_t frame, pb_size_t tag, ei_err_t *err)
                       wire_body_name(tag), frame);
 }
 
+/* A batch's layout: count messages, their sizes, and a payload frame that holds exactly
+ * them (each frame padded to WIRE_BATCH_ALIGN), so a reader never reads past it. */
+static int check_batch(const einet_Batch *b, size_t frame, ei_err_t *err)
+{
+    if (b->count < 1 || b->count > WIRE_MAX_BATCH)
+        return bad(err, EI_E_RANGE, "batch.count", "%u, expected 1..%d", (unsigned)b->count,
+                   WIRE_MAX_BATCH);
+    if (b->env_bytes_count != b->count)
+        return bad(err, EI_E_FORMAT, "batch.env_bytes", "%u sizes for %u messages",
+                   (unsigned)b->env_bytes_count, (unsigned)b->count);
+    if (b->tensor_bytes_count != b->count)
+        return bad(err, EI_E_FORMAT, "batch.tensor_bytes", "%u sizes for %u messages",
+                   (unsigned)b->tensor_bytes_count, (unsigned)b->count);
+    if (frame == WIRE_NO_TENSOR)
+        return bad(err, EI_E_SHAPE, "batch", "the payload frame is missing");
+    size_t sum = 0, a = WIRE_BATCH_ALIGN - 1;
+    for (pb_size_t i = 0; i < b->count; i++) {
+        char path[48];
+        snprintf(path, sizeof path, "batch.env_bytes[%u]", (unsigned)i);
+        if (b->env_bytes[i] == 0 || b->env_bytes[i] > WIRE_ENVELOPE_MAX)
+            return bad(err, EI_E_RANGE, path, "%u, expected 1..%u", (unsigned)b->env_bytes[i],
+                       (unsigned)WIRE_ENVELOPE_MAX);
+        snprintf(path, sizeof path, "batch.tensor_bytes[%u]", (unsigned)i);
+        if (b->tensor_bytes[i] > WIRE_TENSOR_MAX_BYTES)
+            return bad(err, EI_E_RANGE, path, "%u, more than %u", (unsigned)b->tensor_bytes[i],
+                       WIRE_TENSOR_MAX_BYTES);
+        sum += ((size_t)b->env_bytes[i] + a) / (a + 1) * (a + 1) +
+               ((size_t)b->tensor_bytes[i] + a) / (a + 1) * (a + 1);
+    }
+    if (sum != frame)
+        return bad(err, EI_E_SHAPE, "batch", "%u messages of %zu bytes (each frame padded to %d), "
+                   "the payload frame has %zu", (unsigned)b->count, sum, WIRE_BATCH_ALIGN, frame);
+    return 0;
+}
+
 static int check_body(const einet_Envelope *e, size_t frame, ei_err_t *err)
 {
     switch (e->which_body) {
@@ -436,6 +471,8 @@ static int check_body(const einet_Envelope *e, size_t frame, ei_err_t *err)
         if (e->body.moved.request_id == 0)
             return bad(err, EI_E_RANGE, "moved.request_id", "0 is not an id");
         return 0;
+    case einet_Envelope_batch_tag:
+        return check_batch(&e->body.batch, frame, err);
     case einet_Envelope_result_query_tag:
     case einet_Envelope_stats_query_tag:
     case einet_Envelope_ack_tag:
@@ -453,7 +490,7 @@ int wire_check(const einet_Envelope *env, size_t tensor_bytes, ei_err_t *err)
     if (env->version != WIRE_VERSION)
         return ei_err_set(err, EI_E_VERSION, "envelope.version: %u is not supported (this is %u)",
                           (unsigned)env->version, WIRE_VERSION);
-    if (!wire_env_tensor_const(env)) {
+    if (!wire_env_tensor_const(env) && env->which_body != einet_Envelope_batch_tag) {
         int rc = no_frame(tensor_bytes, env->which_body, err);
         if (rc < 0)
             return rc;

@@ -25,8 +25,15 @@ int wire_recv(xport_msg_t *msg, wire_in_t *in, ei_err_t *err)
     int rc = wire_decode(buf, len, tbytes, &in->env, err);
     if (rc < 0 || n == 1)
         return rc;
-    /* The decoder has checked the frame's size against the shape; only alignment remains. */
-    in->tensor = xport_msg_aligned(msg, 1, NULL);
+    /* The decoder has checked the frame's size against the shape (a batch's layout); only
+     * alignment remains. */
+    const void *frame = xport_msg_aligned(msg, 1, NULL);
+    if (frame && in->env.which_body == einet_Envelope_batch_tag) {
+        in->payload = frame;
+        in->payload_bytes = tbytes;
+        return 0;
+    }
+    in->tensor = frame;
     if (!in->tensor)
         return ei_err_set(err, EI_E_NOMEM, "%s: out of memory aligning the tensor frame",
                           wire_body_name(in->env.which_body));

@@ -1015,7 +1015,10 @@ static void test_ee(void **state)
  * 20 ms for it to fill, and 64 requests are kept in flight, so batches form whatever the
  * machine's speed. Every request is answered exactly once, complete, with exactly what the
  * single-process forward at batch 1 gives (run_infer compares class and confidence), and
- * the nodes did run batches of more than one request (their totals at stop). */
+ * the nodes did run batches of more than one request (their totals at stop). A batch's
+ * results travel batched too (proto/messages.proto, Batch): a node that ran a batch of
+ * several sent coalesced messages, and the next tier unpacked maps from them, each one
+ * answered as above. */
 static void test_batched(void **state)
 {
     (void)state;
@@ -1037,6 +1040,17 @@ static void test_batched(void **state)
         printf("  %s: %lld batches, largest %lld\n", tiers[i], batches, largest);
         assert_true(largest > 1 && largest <= 16);
         assert_true(batches >= (N + 15) / 16 && batches < N);
+        long long coalesced = stopped_count(tiers[i], "coalesced sends");
+        long long unpacked = stopped_count(tiers[i], "maps from batches");
+        printf("  %s: %lld coalesced sends, %lld maps from batches\n", tiers[i], coalesced,
+               unpacked);
+        /* a batch of several that ran to this node's end sent them its exits or maps */
+        assert_true(coalesced > 0);
+        /* the tier before ran batches of several: its maps came batched */
+        if (i > 0)
+            assert_true(unpacked > 1 && unpacked <= N);
+        else
+            assert_int_equal(unpacked, 0);
     }
     assert_int_equal(stopped_count("device", "tasks"), N);
     assert_int_equal(stopped_count("cloud", "maps in"), N);
