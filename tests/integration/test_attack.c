@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <czmq.h>
 #include <jansson.h>
+#include <pb_encode.h>
 #include <zmq.h>
 
 #include "cli/client.h"
@@ -419,6 +420,31 @@ static void atk_exit(atk_t *a, uint64_t id, int exit, int tier, int last)
     atk_send(a, &env, NULL, 0);
 }
 
+/* The n messages as one Batch (proto/messages.proto), its count told as `count` (a lie
+ * when it differs from n). */
+static void atk_batch(atk_t *a, einet_Envelope *envs, int n, uint32_t count)
+{
+    wire_batch_out_t b = {0};
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len;
+    ei_err_t err;
+    for (int i = 0; i < n; i++) {
+        envs[i].seq = ++a->seq;
+        assert_int_equal(wire_encode(&envs[i], WIRE_NO_TENSOR, buf, sizeof buf, &len, &err), 0);
+        assert_int_equal(wire_batch_add(&b, buf, len, NULL, 0, &err), 0);
+    }
+    einet_Envelope env;
+    wire_env_init(&env, einet_Envelope_batch_tag);
+    env.seq = ++a->seq;
+    env.body.batch = b.hdr;
+    env.body.batch.count = count;
+    pb_ostream_t s = pb_ostream_from_buffer(buf, sizeof buf);
+    assert_true(pb_encode(&s, einet_Envelope_fields, &env));
+    zmq_send(a->sock, buf, s.bytes_written, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+    zmq_send(a->sock, b.buf, b.len, ZMQ_DONTWAIT);
+    wire_batch_free(&b);
+}
+
 /* ---- keyless cases ---- */
 
 /* A peer connects to the nodes socket with the routing id `device` (what took the device's
@@ -529,13 +555,14 @@ static void test_stray(void **state)
 }
 
 /* With the device dead, a peer takes its place (keyless: a name is all it takes), receives
- * tasks and answers each with a forged `last` result from the device: refused, so no
- * request is answered complete with the forged class. The real device, restarted, takes its
- * place back at once. */
+ * tasks and answers each with a forged `last` result from the device, every other one
+ * inside a Batch with a `taken` the coordinator does not take: each refused on its own, so
+ * no request is answered complete with the forged class; a batch whose count lies is
+ * refused whole. The real device, restarted, takes its place back at once. */
 static void test_forgedlast(void **state)
 {
     (void)state;
-    uint64_t forged0 = refused("nodes", "not-its-exit");
+    uint64_t forged0 = refused("nodes", "not-its-exit"), malformed0 = refused("nodes", "malformed");
     pid_t dev = itest_cluster_pid(&g_cluster, "device");
     assert_true(dev > 0);
     assert_int_equal(kill(dev, SIGKILL), 0);
@@ -557,7 +584,7 @@ static void test_forgedlast(void **state)
     assert_true(all_healthy());
     bg_t b;
     bg_start(&b, 20, "400");
-    int forged = 0;
+    int forged = 0, batched = 0;
     double hb = 0;
     while (bg_running(&b)) {
         if (ei_now() - hb > HB_MS / 1e3) {
@@ -566,21 +593,41 @@ static void test_forgedlast(void **state)
             hb = ei_now();
         }
         uint64_t id = atk_poll(&a, 10);
-        if (id) {
+        if (id && forged % 2) {
             atk_exit(&a, id, 2, einet_Tier_TIER_DEVICE, 1);
             forged++;
+        } else if (id) { /* the same inside a batch, beside a body the socket refuses */
+            einet_Envelope two[2];
+            wire_env_init(&two[0], einet_Envelope_exit_result_tag);
+            two[0].body.exit_result = (einet_ExitResult){.request_id = id, .exit = 2,
+                                                         .tier = einet_Tier_TIER_DEVICE,
+                                                         .class_id = 3, .confidence = 0.99f,
+                                                         .last = true};
+            wire_env_init(&two[1], einet_Envelope_taken_tag);
+            two[1].body.taken.request_id = id;
+            atk_batch(&a, two, 2, 2);
+            forged++;
+            batched++;
         }
     }
+    einet_Envelope one;
+    wire_env_init(&one, einet_Envelope_taken_tag);
+    one.body.taken.request_id = 1;
+    atk_batch(&a, &one, 1, 3); /* a count that lies */
     answers_t r = bg_finish(&b);
     atk_poll(&a, 200);
     uint64_t refusals = refused("nodes", "not-its-exit") - forged0;
+    uint64_t malformed = refused("nodes", "malformed") - malformed0;
     atk_close(&a);
-    printf("  forgedlast: %d tasks to the impostor, %d forged last results, %llu refused; "
-           "answers: %d complete, %d deadline, %d link\n", a.tasks, forged,
-           (unsigned long long)refusals, r.by_status[einet_Status_STATUS_COMPLETE],
-           r.by_status[einet_Status_STATUS_DEADLINE], r.by_status[einet_Status_STATUS_LINK]);
-    assert_true(forged > 0);
+    printf("  forgedlast: %d tasks to the impostor, %d forged last results (%d in batches), "
+           "%llu refused, %llu malformed; answers: %d complete, %d deadline, %d link\n", a.tasks,
+           forged, batched, (unsigned long long)refusals, (unsigned long long)malformed,
+           r.by_status[einet_Status_STATUS_COMPLETE], r.by_status[einet_Status_STATUS_DEADLINE],
+           r.by_status[einet_Status_STATUS_LINK]);
+    assert_true(forged > 0 && batched > 0);
     assert_int_equal(refusals, (uint64_t)forged);
+    /* each batch's taken, and the lying batch */
+    assert_int_equal(malformed, (uint64_t)batched + 1);
     assert_int_equal(r.by_status[einet_Status_STATUS_COMPLETE], 0);
     assert_int_equal(itest_cluster_restart(&g_cluster), 0);
     double ms = wait_healthy(HB_TIMEOUT_MS + SLACK_MS, "the device was restarted");
