@@ -802,6 +802,7 @@ static void test_batch_layout_refused(void **state)
     snprintf(want, sizeof want, "batch: 4 messages of %zu bytes (each frame padded to 8), "
              "the payload frame has %zu", total, total - 8);
     assert_string_equal(err.msg, want);
+    printf("  %s\n", err.msg);
     xport_msg_destroy(&msg);
     wire_batch_free(&b);
 }
