@@ -715,9 +715,12 @@ void node__send_taken(node_t *nd, const xport_peer_t *peer, uint64_t request_id)
                                        memcmp(nd->ob_taken_peer.id, peer->id, peer->len)))
             flush_taken(nd); /* another sender's go to it on their own */
         int rc = wire_encode(&env, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err);
-        if (rc == 0 && (rc = wire_batch_add(&nd->ob_taken, buf, len, NULL, 0, &err)) == EI_E_RANGE) {
-            flush_taken(nd);
+        if (rc == 0) {
             rc = wire_batch_add(&nd->ob_taken, buf, len, NULL, 0, &err);
+            if (rc == EI_E_RANGE) { /* full: it goes first */
+                flush_taken(nd);
+                rc = wire_batch_add(&nd->ob_taken, buf, len, NULL, 0, &err);
+            }
         }
         if (rc == 0) {
             nd->ob_taken_peer = *peer;

@@ -813,7 +813,7 @@ static void test_batch_bad_message(void **state)
 {
     (void)state;
     wire_batch_out_t b = {0};
-    static einet_Envelope e, d;
+    static einet_Envelope e;
     static wire_in_t in, item;
     static float t[MAP_FLOATS];
     ei_err_t err = {0};
@@ -872,7 +872,6 @@ static void test_batch_bad_message(void **state)
     assert_memory_equal(&item.env, &e, sizeof e);
     assert_int_equal(wire_batch_next(&in, &it, &item, &err), 0);
     xport_msg_destroy(&msg);
-    (void)d;
     wire_batch_free(&b);
 }
 
