@@ -76,7 +76,10 @@ static void block_rows(const geom_t *g, const tap_t *t, float *plane, float *blk
     }
     for (int i = t->rlo; i < t->rhi; i++) {
         float *row = blk + (size_t)i * ow, *src = plane + (size_t)(i * s + t->ki - g->p) * g->w;
-        if (!to_col)
+        if (!to_col && s == 1) /* contiguous: the loop vectorises */
+            for (int j = t->lo; j < t->hi; j++)
+                src[j + off] += row[j];
+        else if (!to_col)
             for (int j = t->lo; j < t->hi; j++)
                 src[j * s + off] += row[j];
         else if (s == 1)
@@ -108,6 +111,49 @@ static void block_flat(const geom_t *g, const tap_t *t, const float *plane, floa
     zero_columns(blk, ow, t->rlo, t->rhi, t->hi, ow);
 }
 
+/* im2col of small maps as a gather through a table: for every tap and output position the
+ * input's index in the plane, or the plane's size for padding (a zero placed after a copy
+ * of the plane). On a 3x3 map a tap's block is 9 floats, far too short for the copies
+ * above (a memset, a memcpy and the padding columns each); the table does it in one loop.
+ * Bounds on the table and the plane's copy (stack arrays), measured (docs/bench.md). */
+#define GATHER_MAX_N 256
+#define GATHER_MAX_TAB 4096
+#define GATHER_MAX_PLANE 1024
+
+static int gather_fits(const geom_t *g)
+{
+    int n = g->oh * g->ow;
+    return n <= GATHER_MAX_N && g->k * g->k * n <= GATHER_MAX_TAB && g->h * g->w < GATHER_MAX_PLANE;
+}
+
+static void im2col_gather(const geom_t *g, const float *x, size_t in_sz, int G, float *col)
+{
+    int kk = g->k * g->k, n = g->oh * g->ow, hw = g->h * g->w;
+    size_t ld = (size_t)n * G;
+    int tab[GATHER_MAX_TAB];
+    float buf[GATHER_MAX_PLANE];
+    for (int ki = 0; ki < g->k; ki++)
+        for (int kj = 0; kj < g->k; kj++)
+            for (int i = 0; i < g->oh; i++)
+                for (int j = 0; j < g->ow; j++) {
+                    int y = i * g->s + ki - g->p, xx = j * g->s + kj - g->p;
+                    int in = y >= 0 && y < g->h && xx >= 0 && xx < g->w;
+                    tab[(ki * g->k + kj) * n + i * g->ow + j] = in ? y * g->w + xx : hw;
+                }
+    buf[hw] = 0;
+    for (int c = 0; c < g->c; c++)
+        for (int s = 0; s < G; s++) {
+            memcpy(buf, x + s * in_sz + (size_t)c * hw, (size_t)hw * sizeof(float));
+            float *base = col + (size_t)c * kk * ld + (size_t)s * n;
+            for (int t = 0; t < kk; t++) {
+                float *row = base + (size_t)t * ld;
+                const int *tt = tab + t * n;
+                for (int q = 0; q < n; q++)
+                    row[q] = buf[tt[q]];
+            }
+        }
+}
+
 /* col [c*k*k, G*oh*ow] from the G samples at x, in_sz floats apart (to_col): row r of col
  * is tap r of sample 0, then of sample 1, ...; or the adjoint, the samples += col
  * scattered back (they must be zeroed first). Each tap's geometry is worked out once for
@@ -116,6 +162,10 @@ static void im2col(const geom_t *g, float *x, size_t in_sz, int G, float *col, i
 {
     size_t plane = (size_t)g->h * g->w, n = (size_t)g->oh * g->ow, ld = n * (size_t)G;
     int flat = to_col && g->s == 1 && g->ow == g->w;
+    if (to_col && gather_fits(g)) {
+        im2col_gather(g, x, in_sz, G, col);
+        return;
+    }
     for (int ki = 0; ki < g->k; ki++)
         for (int kj = 0; kj < g->k; kj++) {
             tap_t t = tap_of(g, ki, kj);

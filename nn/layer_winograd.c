@@ -1,17 +1,24 @@
-/* The inference lowering of 3x3 stride-1 convs (groups 1): Winograd's F(2x2, 3x3) (Lavin
- * and Gray, 2015). Each 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A of the 4x4 input
- * tile d around it: per tile and channel pair 16 multiplies instead of 36, the 16 products
- * of a group of samples being 16 sgemm calls [out, in] x [in, tiles] on OpenBLAS. The
- * weights' transform U = G g G^T is made once, when the layer is prepared for inference
- * (after the batch norms are folded in); the input transform writes 4 floats per input
- * value where im2col wrote 9, and the output transform adds the bias (and the ReLU) on its
- * way into NCHW.
+/* The inference lowering of 3x3 stride-1 convs (groups 1): Winograd's F(2x2, 3x3) and
+ * F(4x4, 3x3) (Lavin and Gray, 2015). Each m x m output tile (m = 2 or 4) is
+ * A^T [(G g G^T) . (B^T d B)] A of the a x a input tile d around it (a = m + 2): per tile
+ * and channel pair a^2 multiplies instead of 9 m^2 (16 for 36, or 36 for 144), the a^2
+ * products of a group of samples being a^2 sgemm calls [out, in] x [in, tiles] on
+ * OpenBLAS. The weights' transform U = G g G^T is made once, when the layer is prepared for
+ * inference (after the batch norms are folded in); the input transform writes a^2 / m^2
+ * floats per input value where im2col wrote 9, and the output transform adds the bias (and
+ * the ReLU) on its way into NCHW. The tile is chosen by the map (nn__wino_tile): F(2x2) on
+ * maps of 12x12 and more, F(4x4) on 6x6 to 11x11 (where 2x2 tiles cost as much per output
+ * in transforms as they save, while 4x4 tiles cut the multiplies by 3 on a 7x7 map).
  *
- * Exactness: the transforms use only +, - and halving (exact in binary floating point
+ * Exactness: F(2x2)'s transforms use only +, - and halving (exact in binary floating point
  * except for the rounding of each sum), so the result differs from the direct sum by a few
- * units in the last place of the inputs' magnitudes; tests/test_layer.c holds it to the
- * naive reference within 1e-4 relative, as every lowering. Training keeps im2col (its
- * backward needs the same lowering's weights only, and the weights change every step). */
+ * units in the last place of the inputs' magnitudes (1e-6 relative in tests/test_layer.c).
+ * F(4x4)'s use 4, 5 and 8 and its U divides by 6 and 24 (computed in double, rounded
+ * once): the products' rounding is scaled by up to 100, 1e-5 to 7e-5 relative to the
+ * output's magnitude for 16 to 64 input channels, growing with them; so F(4x4) is limited
+ * to at most 64 input channels, and the tests hold every lowering to the naive reference
+ * within 1e-4 relative. Training keeps im2col (its backward needs the same lowering's
+ * weights only, and the weights change every step). */
 #include "layer_internal.h"
 
 #include <cblas.h>
@@ -26,12 +33,16 @@
 #define WINO_FLOATS (128 * 1024)
 
 /* Where it pays (measured, docs/bench.md): its products have K = in channels, too thin
- * below 16 (at 28x28, batch 64: 8 channels ran level with im2col, 4 at half its speed),
- * and on small maps the tiles overhang the map (7x7 in 2x2 tiles computes 64 outputs for
- * 49) while the transforms cost as much per output (64 -> 64 at 7x7 ran at 0.84x of
- * im2col, 128 -> 128 at 3x3 at 0.71x). */
+ * below 16 (at 28x28, batch 64: 8 channels ran level with im2col, 4 at half its speed).
+ * F(2x2) on small maps: the tiles overhang the map (7x7 in 2x2 tiles computes 64 outputs
+ * for 49) while the transforms cost as much per output (64 -> 64 at 7x7 ran at 0.84x of
+ * im2col, 128 -> 128 at 3x3 at 0.71x); F(4x4) there: 1.2x im2col at 7x7 (64 -> 64 and
+ * 64 -> 16), but on 3x3 maps (one tile, 16 outputs for 9) 0.3-0.9x, and at 14x14 and
+ * 28x28 0.7x of F(2x2) (its products get 4x fewer columns per sample). */
 #define WINO_MIN_C 16
 #define WINO_MIN_HW 12
+#define WINO4_MIN_HW 6
+#define WINO4_MAX_C 64
 
 /* Widest padded input row the transforms handle on the stack (floats), and the tiles
  * per output-transform chunk (4 floats each on the stack; a tile row, at most
@@ -48,22 +59,47 @@ void nn_set_winograd(int on)
     winograd_on = on != 0;
 }
 
-int nn__wino_eligible(const nn_layer_t *self)
+/* The basic conditions: a 3x3 stride-1 conv of one group with enough input channels and
+ * rows the transforms' stack buffers hold. */
+static int wino_basic(const nn_layer_t *self)
 {
     return self->spec.kind == NN_CONV && self->spec.k == 3 && self->stride == 1 &&
-           self->groups == 1 && self->in.c >= WINO_MIN_C && self->out.h >= WINO_MIN_HW &&
-           self->out.w >= WINO_MIN_HW && self->out.w + 4 <= WINO_MAX_W / 2;
+           self->groups == 1 && self->in.c >= WINO_MIN_C && self->out.w + 8 <= WINO_MAX_W / 2;
 }
 
+int nn__wino_tile(const nn_layer_t *self)
+{
+    if (!wino_basic(self))
+        return 0;
+    int hw = self->out.h < self->out.w ? self->out.h : self->out.w;
+    if (hw >= WINO_MIN_HW)
+        return 2;
+    return hw >= WINO4_MIN_HW && self->in.c <= WINO4_MAX_C ? 4 : 0;
+}
+
+int nn__wino_eligible(const nn_layer_t *self)
+{
+    return nn__wino_tile(self) != 0;
+}
+
+/* Tiles of one sample's output map and values per tile (a x a, a = tile + 2). */
 static int tiles_of(const nn_layer_t *self)
 {
-    return ((self->out.h + 1) / 2) * ((self->out.w + 1) / 2);
+    int m = nn__wino_tile(self);
+    return ((self->out.h + m - 1) / m) * ((self->out.w + m - 1) / m);
+}
+
+static int area_of(const nn_layer_t *self)
+{
+    int a = nn__wino_tile(self) + 2;
+    return a * a;
 }
 
 int nn__wino_group_max(const nn_layer_t *self, int n)
 {
     int t = tiles_of(self), g = (WINO_COLS + t - 1) / t;
-    long long per = 16LL * (self->in.c + self->out.c) * t, fit = WINO_FLOATS / per;
+    long long per = (long long)area_of(self) * (self->in.c + self->out.c) * t;
+    long long fit = WINO_FLOATS / per;
     g = fit < g ? (int)fit : g;
     g = g < 1 ? 1 : g;
     return g < n ? g : n;
@@ -73,41 +109,69 @@ size_t nn__wino_share(const nn_layer_t *self, int n)
 {
     if (!nn__wino_eligible(self))
         return 0;
-    return 16 * (size_t)(self->in.c + self->out.c) * tiles_of(self) *
+    return (size_t)area_of(self) * (size_t)(self->in.c + self->out.c) * tiles_of(self) *
            (size_t)nn__wino_group_max(self, n);
+}
+
+/* U = G g G^T of F(4x4, 3x3) for one 3x3 kernel g, in double, rounded once. G's rows:
+ * g0 / 4, -(g0 + g1 + g2) / 6, -(g0 - g1 + g2) / 6, g0 / 24 + g1 / 12 + g2 / 6,
+ * g0 / 24 - g1 / 12 + g2 / 6, g2. */
+static void kernel_f4(const float *g, float *u)
+{
+    static const double G[6][3] = {{0.25, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    double gg[6][3];
+    for (int r = 0; r < 6; r++)
+        for (int j = 0; j < 3; j++)
+            gg[r][j] = G[r][0] * g[j] + G[r][1] * g[3 + j] + G[r][2] * g[6 + j];
+    for (int r = 0; r < 6; r++)
+        for (int q = 0; q < 6; q++)
+            u[r * 6 + q] = (float)(gg[r][0] * G[q][0] + gg[r][1] * G[q][1] + gg[r][2] * G[q][2]);
+}
+
+/* U of F(2x2, 3x3): G's rows g0, (g0 + g1 + g2) / 2, (g0 - g1 + g2) / 2, g2 (exact). */
+static void kernel_f2(const float *g, float *u)
+{
+    float gg[4][3];
+    for (int j = 0; j < 3; j++) { /* G g */
+        gg[0][j] = g[j];
+        gg[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+        gg[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+        gg[3][j] = g[6 + j];
+    }
+    for (int r = 0; r < 4; r++) { /* (G g) G^T, row by row */
+        u[r * 4 + 0] = gg[r][0];
+        u[r * 4 + 1] = 0.5f * (gg[r][0] + gg[r][1] + gg[r][2]);
+        u[r * 4 + 2] = 0.5f * (gg[r][0] - gg[r][1] + gg[r][2]);
+        u[r * 4 + 3] = gg[r][2];
+    }
 }
 
 void nn__wino_prepare(nn_layer_t *self)
 {
     if (!winograd_on || !nn__wino_eligible(self))
         return;
-    int m = self->out.c, c = self->in.c;
+    int m = self->out.c, c = self->in.c, a2 = area_of(self), f4 = nn__wino_tile(self) == 4;
     if (!self->wino)
-        self->wino = malloc(16 * (size_t)m * c * sizeof(float));
+        self->wino = malloc((size_t)a2 * m * c * sizeof(float));
     if (!self->wino) /* out of memory: the layer keeps im2col, which is as exact */
         return;
     const float *w = self->params[0].value->data;
     for (int o = 0; o < m; o++)
         for (int i = 0; i < c; i++) {
-            const float *g = w + ((size_t)o * c + i) * 9;
-            float gg[4][3], u[16];
-            for (int j = 0; j < 3; j++) { /* G g: rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 */
-                gg[0][j] = g[j];
-                gg[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                gg[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                gg[3][j] = g[6 + j];
-            }
-            for (int r = 0; r < 4; r++) { /* (G g) G^T, row by row */
-                u[r * 4 + 0] = gg[r][0];
-                u[r * 4 + 1] = 0.5f * (gg[r][0] + gg[r][1] + gg[r][2]);
-                u[r * 4 + 2] = 0.5f * (gg[r][0] - gg[r][1] + gg[r][2]);
-                u[r * 4 + 3] = gg[r][2];
-            }
-            for (int xi = 0; xi < 16; xi++)
+            float u[36];
+            if (f4)
+                kernel_f4(w + ((size_t)o * c + i) * 9, u);
+            else
+                kernel_f2(w + ((size_t)o * c + i) * 9, u);
+            for (int xi = 0; xi < a2; xi++)
                 self->wino[((size_t)xi * m + o) * c + i] = u[xi];
         }
 }
-
 
 /* Input transform of one channel plane (h x w) of one sample: its th x tw tiles' 16
  * values to v[xi * ldv + t], t = ti * tw + tj. The plane is copied with its zero padding
@@ -223,6 +287,118 @@ static void plane_out(const float *mo, size_t ldm, int tw, int th, float b, int 
     }
 }
 
+/* F(4x4, 3x3)'s input transform of one plane, as plane_in: 6x6 tiles 4 apart, B^T d B
+ * with B^T's rows (4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+ * (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1): first down the
+ * columns of 6 padded rows for the whole row width, then along 6 neighbouring columns per
+ * tile, into v[(r * 6 + q) * ldv + t]. */
+static void plane_in4(const float *plane, int h, int w, int p, int th, int tw, float *v,
+                      size_t ldv)
+{
+    int pw = 4 * tw + 2; /* >= w + 2 p */
+    int nr_max = (WINO_IN_FLOATS / pw - 2) / 4;
+    float pad[WINO_IN_FLOATS], e[6][WINO_MAX_W];
+    for (int t0 = 0; t0 < th; t0 += nr_max) {
+        int nr = th - t0 < nr_max ? th - t0 : nr_max;
+        for (int r = 0; r < 4 * nr + 2; r++) {
+            int y = 4 * t0 - p + r;
+            float *d = pad + (size_t)r * pw;
+            if (y < 0 || y >= h) {
+                memset(d, 0, (size_t)pw * sizeof(float));
+                continue;
+            }
+            memset(d, 0, (size_t)p * sizeof(float));
+            memcpy(d + p, plane + (size_t)y * w, (size_t)w * sizeof(float));
+            memset(d + p + w, 0, (size_t)(pw - p - w) * sizeof(float));
+        }
+        for (int ti = t0; ti < t0 + nr; ti++) {
+            const float *d0 = pad + (size_t)(4 * (ti - t0)) * pw, *d1 = d0 + pw;
+            const float *d2 = d1 + pw, *d3 = d2 + pw, *d4 = d3 + pw, *d5 = d4 + pw;
+            for (int x = 0; x < pw; x++) {
+                e[0][x] = 4.0f * d0[x] - 5.0f * d2[x] + d4[x];
+                e[1][x] = -4.0f * (d1[x] + d2[x]) + d3[x] + d4[x];
+                e[2][x] = 4.0f * (d1[x] - d2[x]) - d3[x] + d4[x];
+                e[3][x] = 2.0f * (d3[x] - d1[x]) - d2[x] + d4[x];
+                e[4][x] = 2.0f * (d1[x] - d3[x]) - d2[x] + d4[x];
+                e[5][x] = 4.0f * d1[x] - 5.0f * d3[x] + d5[x];
+            }
+            for (int r = 0; r < 6; r++) {
+                const float *er = e[r];
+                float *v0 = v + (size_t)(r * 6) * ldv + (size_t)ti * tw, *v1 = v0 + ldv;
+                float *v2 = v1 + ldv, *v3 = v2 + ldv, *v4 = v3 + ldv, *v5 = v4 + ldv;
+                for (int t = 0; t < tw; t++) {
+                    const float *q = er + 4 * t;
+                    v0[t] = 4.0f * q[0] - 5.0f * q[2] + q[4];
+                    v1[t] = -4.0f * (q[1] + q[2]) + q[3] + q[4];
+                    v2[t] = 4.0f * (q[1] - q[2]) - q[3] + q[4];
+                    v3[t] = 2.0f * (q[3] - q[1]) - q[2] + q[4];
+                    v4[t] = 2.0f * (q[1] - q[3]) - q[2] + q[4];
+                    v5[t] = 4.0f * q[1] - 5.0f * q[3] + q[5];
+                }
+            }
+        }
+    }
+}
+
+/* F(4x4, 3x3)'s output transform of len consecutive tiles of one output channel: A^T M A
+ * with A^T's rows (1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0),
+ * (0, 1, -1, 8, -8, 1), plus the bias (and max(0, .)), into y16's 16 arrays of len (the
+ * tile's outputs row by row). */
+static void tiles_out4(const float *restrict mo, size_t ldm, int len, float b, int relu,
+                       float *restrict y16)
+{
+    for (int i = 0; i < len; i++) {
+        float t[4][6];
+        for (int q = 0; q < 6; q++) {
+            float m0 = mo[q * ldm + i], m1 = mo[(6 + q) * ldm + i], m2 = mo[(12 + q) * ldm + i];
+            float m3 = mo[(18 + q) * ldm + i], m4 = mo[(24 + q) * ldm + i];
+            float m5 = mo[(30 + q) * ldm + i];
+            float s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4;
+            t[0][q] = m0 + s12 + s34;
+            t[1][q] = d12 + 2.0f * d34;
+            t[2][q] = s12 + 4.0f * s34;
+            t[3][q] = d12 + 8.0f * d34 + m5;
+        }
+        for (int r = 0; r < 4; r++) {
+            float s12 = t[r][1] + t[r][2], d12 = t[r][1] - t[r][2];
+            float s34 = t[r][3] + t[r][4], d34 = t[r][3] - t[r][4];
+            float o[4] = {t[r][0] + s12 + s34 + b, d12 + 2.0f * d34 + b, s12 + 4.0f * s34 + b,
+                          d12 + 8.0f * d34 + t[r][5] + b};
+            for (int c = 0; c < 4; c++)
+                y16[(size_t)(r * 4 + c) * len + i] = relu && o[c] < 0 ? 0 : o[c];
+        }
+    }
+}
+
+/* plane_out for F(4x4, 3x3)'s 4x4 tiles. */
+static void plane_out4(const float *mo, size_t ldm, int tw, int th, float b, int relu,
+                       float *plane, int oh, int ow)
+{
+    float y16[16 * WINO_OUT_CHUNK / 4];
+    int rows = WINO_OUT_CHUNK / 4 / tw, full = ow / 4, rest = ow % 4;
+    for (int t0 = 0; t0 < th; t0 += rows) {
+        int nr = th - t0 < rows ? th - t0 : rows, len = nr * tw;
+        tiles_out4(mo + (size_t)t0 * tw, ldm, len, b, relu, y16);
+        for (int ti = t0; ti < t0 + nr; ti++) {
+            int k = (ti - t0) * tw;
+            for (int r = 0; r < 4 && 4 * ti + r < oh; r++) {
+                float *row = plane + (size_t)(4 * ti + r) * ow;
+                const float *y0 = y16 + (size_t)(r * 4) * len + k, *y1 = y0 + len;
+                const float *y2 = y1 + len, *y3 = y2 + len;
+                for (int tj = 0; tj < full; tj++) {
+                    row[4 * tj] = y0[tj];
+                    row[4 * tj + 1] = y1[tj];
+                    row[4 * tj + 2] = y2[tj];
+                    row[4 * tj + 3] = y3[tj];
+                }
+                const float *yc[3] = {y0, y1, y2};
+                for (int c = 0; c < rest; c++)
+                    row[4 * full + c] = yc[c][full];
+            }
+        }
+    }
+}
+
 typedef struct wino_job {
     nn_layer_t *self;
     const nn_tensor_t *x;
@@ -232,26 +408,29 @@ typedef struct wino_job {
     int g, relu;
 } wino_job_t;
 
-/* One group of samples: input transform into V [16][c][g * T], 16 products into
- * M [16][m][g * T], output transform into y. */
+/* One group of samples: input transform into V [a2][c][g * T], a2 products into
+ * M [a2][m][g * T], output transform into y. */
 static void wino_group(void *arg, int item, int tid)
 {
     const wino_job_t *j = arg;
     const nn_layer_t *self = j->self;
     int c = self->in.c, m = self->out.c, h = self->in.h, w = self->in.w;
     int oh = self->out.h, ow = self->out.w, p = self->spec.pad;
-    int tw = (ow + 1) / 2, T = tiles_of(self);
+    int tile = nn__wino_tile(self), a2 = area_of(self);
+    int tw = (ow + tile - 1) / tile, th = (oh + tile - 1) / tile, T = tw * th;
     int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
     size_t ld = (size_t)g * T, in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
-    float *v = j->ws + (size_t)tid * j->share, *mm = v + 16 * (size_t)c * ld;
-    int th = (oh + 1) / 2;
+    float *v = j->ws + (size_t)tid * j->share, *mm = v + (size_t)a2 * c * ld;
     for (int s = 0; s < g; s++)
         for (int i = 0; i < c; i++) {
             const float *plane = j->x->data + (s0 + s) * in_sz + (size_t)i * h * w;
             float *vc = v + (size_t)i * ld + (size_t)s * T;
-            plane_in(plane, h, w, p, th, tw, vc, (size_t)c * ld);
+            if (tile == 4)
+                plane_in4(plane, h, w, p, th, tw, vc, (size_t)c * ld);
+            else
+                plane_in(plane, h, w, p, th, tw, vc, (size_t)c * ld);
         }
-    for (int xi = 0; xi < 16; xi++)
+    for (int xi = 0; xi < a2; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)ld, c, 1.0f,
                     self->wino + (size_t)xi * m * c, c, v + (size_t)xi * c * ld, (int)ld, 0.0f,
                     mm + (size_t)xi * m * ld, (int)ld);
@@ -259,8 +438,11 @@ static void wino_group(void *arg, int item, int tid)
     for (int s = 0; s < g; s++)
         for (int o = 0; o < m; o++) {
             float *plane = j->y->data + (s0 + s) * out_sz + (size_t)o * oh * ow;
-            plane_out(mm + (size_t)o * ld + (size_t)s * T, (size_t)m * ld, tw, th, b[o], j->relu,
-                      plane, oh, ow);
+            const float *mo = mm + (size_t)o * ld + (size_t)s * T;
+            if (tile == 4)
+                plane_out4(mo, (size_t)m * ld, tw, th, b[o], j->relu, plane, oh, ow);
+            else
+                plane_out(mo, (size_t)m * ld, tw, th, b[o], j->relu, plane, oh, ow);
         }
 }
 
