@@ -375,13 +375,28 @@ void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
                       int relu, int training)
 {
     if (self->wino && !training) {
-        nn__wino_forward(self, x, y, ws, conv_share(self, x->n), relu);
+        nn__wino_forward(self, x, y, ws, conv_share(self, x->n), relu, 0);
         return;
     }
     conv_job_t j = conv_job(self, x, ws);
     j.y = y;
     j.relu = relu;
     nn__parallel_for(j.count, j.threads, conv_forward_group, &j);
+}
+
+int nn__conv_pool_fusable(const nn_layer_t *self, const nn_layer_t *pool)
+{
+    const nn_layer_spec_t *sp = &pool->spec;
+    return self->spec.kind == NN_CONV && self->wino && sp->kind == NN_MAXPOOL && sp->k == 2 &&
+           pool->stride == 2 && sp->pad == 0;
+}
+
+void nn__conv_forward_relu_pool(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
+                                float *ws)
+{
+    EI_ASSERT(self->wino && y->n == x->n && y->c == self->out.c && y->h == self->out.h / 2 &&
+              y->w == self->out.w / 2);
+    nn__wino_forward(self, x, y, ws, conv_share(self, x->n), 1, 1);
 }
 
 static void conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,

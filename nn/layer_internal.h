@@ -96,7 +96,14 @@ int nn__wino_group_max(const nn_layer_t *self, int n);
 size_t nn__wino_share(const nn_layer_t *self, int n);
 void nn__wino_prepare(nn_layer_t *self);
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
-                      size_t share, int relu);
+                      size_t share, int relu, int pool);
+
+/* Inference: a conv prepared with Winograd's lowering, its ReLU and a 2x2 stride-2 maxpool
+ * after it in one pass (fusable: the conv has the lowering and pool is such a maxpool);
+ * y is the pool's output, equal to what the three layers give one after the other. */
+int nn__conv_pool_fusable(const nn_layer_t *self, const nn_layer_t *pool);
+void nn__conv_forward_relu_pool(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
+                                float *ws);
 
 /* ---- the engine's threads (nn/parallel.c) ---- */
 #define NN_MAX_THREADS 64

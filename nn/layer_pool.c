@@ -90,6 +90,8 @@ static void pool_sweep(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t
     }
 }
 
+#define MAXPOOL2_ROW 1024 /* widest output row (x2) maxpool2_forward takes row-wise */
+
 /* Maxpool 2x2 stride 2 without padding, the common case: two rows of the input give one
  * of the output (a trailing odd row or column is never read, as in the windows). */
 static void maxpool2_forward(const nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
@@ -103,6 +105,15 @@ static void maxpool2_forward(const nn_layer_t *self, const nn_tensor_t *x, nn_te
         for (int i = 0; i < oh; i++) {
             const float *r0 = px + (size_t)2 * i * w, *r1 = r0 + w;
             float *out = py + (size_t)i * ow;
+            if (2 * ow <= MAXPOOL2_ROW) { /* the rows' maximum, then the pairs': both
+                                             loops vectorise */
+                float m[MAXPOOL2_ROW];
+                for (int q = 0; q < 2 * ow; q++)
+                    m[q] = r1[q] > r0[q] ? r1[q] : r0[q];
+                for (int j = 0; j < ow; j++)
+                    out[j] = m[2 * j + 1] > m[2 * j] ? m[2 * j + 1] : m[2 * j];
+                continue;
+            }
             for (int j = 0; j < ow; j++) {
                 float a = r0[2 * j] > r0[2 * j + 1] ? r0[2 * j] : r0[2 * j + 1];
                 float b = r1[2 * j] > r1[2 * j + 1] ? r1[2 * j] : r1[2 * j + 1];

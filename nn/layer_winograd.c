@@ -399,13 +399,46 @@ static void plane_out4(const float *mo, size_t ldm, int tw, int th, float b, int
     }
 }
 
+/* The output transform followed by a 2x2 stride-2 maxpool: each 2x2 window of the map is
+ * one F(2x2) tile, or a quarter of an F(4x4) one, so the pooled plane (ph x pw, the whole
+ * windows only, as the pool takes them) gets the maximum of the window's outputs straight
+ * from the tiles; the full map is never written. The outputs are those plane_out(4) would
+ * write, so the maxima are the pool's exactly. */
+static void plane_out_pool(const float *mo, size_t ldm, int tile, int tw, int th, float b,
+                           int relu, float *pp, int ph, int pw)
+{
+    float yt[16 * WINO_OUT_CHUNK / 4];
+    int per = tile * tile, rows = WINO_OUT_CHUNK * 4 / per / tw, wins = tile / 2;
+    for (int t0 = 0; t0 < th; t0 += rows) {
+        int nr = th - t0 < rows ? th - t0 : rows, len = nr * tw;
+        if (tile == 4)
+            tiles_out4(mo + (size_t)t0 * tw, ldm, len, b, relu, yt);
+        else
+            tiles_out(mo + (size_t)t0 * tw, ldm, len, b, relu, yt);
+        for (int ti = t0; ti < t0 + nr; ti++)
+            for (int wr = 0; wr < wins && ti * wins + wr < ph; wr++) {
+                float *prow = pp + (size_t)(ti * wins + wr) * pw;
+                for (int tj = 0; tj < tw; tj++)
+                    for (int wc = 0; wc < wins && tj * wins + wc < pw; wc++) {
+                        /* the window's outputs: tile rows 2 wr, 2 wr + 1, columns 2 wc, 2 wc + 1 */
+                        size_t k = (size_t)(ti - t0) * tw + tj;
+                        const float *y0 = yt + (size_t)(2 * wr * tile + 2 * wc) * len + k;
+                        const float *y1 = y0 + (size_t)tile * len;
+                        float a = y0[0] > y0[len] ? y0[0] : y0[len];
+                        float c = y1[0] > y1[len] ? y1[0] : y1[len];
+                        prow[tj * wins + wc] = c > a ? c : a;
+                    }
+            }
+    }
+}
+
 typedef struct wino_job {
     nn_layer_t *self;
     const nn_tensor_t *x;
     nn_tensor_t *y;
     float *ws;
     size_t share;
-    int g, relu;
+    int g, relu, pool;
 } wino_job_t;
 
 /* One group of samples: input transform into V [a2][c][g * T], a2 products into
@@ -435,6 +468,15 @@ static void wino_group(void *arg, int item, int tid)
                     self->wino + (size_t)xi * m * c, c, v + (size_t)xi * c * ld, (int)ld, 0.0f,
                     mm + (size_t)xi * m * ld, (int)ld);
     const float *b = self->params[1].value->data;
+    if (j->pool) { /* into the 2x2 maxpool's output */
+        int ph = oh / 2, pw = ow / 2;
+        for (int s = 0; s < g; s++)
+            for (int o = 0; o < m; o++)
+                plane_out_pool(mm + (size_t)o * ld + (size_t)s * T, (size_t)m * ld, tile, tw, th,
+                               b[o], j->relu,
+                               j->y->data + ((size_t)(s0 + s) * m + o) * ph * pw, ph, pw);
+        return;
+    }
     for (int s = 0; s < g; s++)
         for (int o = 0; o < m; o++) {
             float *plane = j->y->data + (s0 + s) * out_sz + (size_t)o * oh * ow;
@@ -447,9 +489,9 @@ static void wino_group(void *arg, int item, int tid)
 }
 
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
-                      size_t share, int relu)
+                      size_t share, int relu, int pool)
 {
-    wino_job_t j = {self, x, y, ws, share, 0, relu};
+    wino_job_t j = {self, x, y, ws, share, 0, relu, pool};
     int n = x->n, gmax = nn__wino_group_max(self, n), threads = nn__loop_threads(self->threads);
     int count = (n + gmax - 1) / gmax;
     if (threads > 1) {

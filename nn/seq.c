@@ -140,11 +140,16 @@ static int seq_run(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, int tra
     for (int i = 0; i < s->count; i++) {
         if (s->skip[i])
             continue;
-        int fuse, j = next_step(s, i, &fuse), at = fuse ? j : i;
+        int fuse, j = next_step(s, i, &fuse), at = fuse ? j : i, unused;
+        int k = fuse ? next_step(s, j, &unused) : s->count; /* a maxpool after the ReLU */
+        int pool = !training && k < s->count && nn__conv_pool_fusable(s->layers[i], s->layers[k]);
+        at = pool ? k : at;
         nn_tensor_t *a = s->act[at];
         nn_tensor_t y = nn_tensor_view(a->data + (size_t)s0 * nn_tensor_sample_numel(a), x->n,
                                        a->c, a->h, a->w);
-        if (kind_of(s, i) == NN_RESIDUAL)
+        if (pool)
+            nn__conv_forward_relu_pool(s->layers[i], &cur, &y, ws);
+        else if (kind_of(s, i) == NN_RESIDUAL)
             nn__residual_forward_at(s->layers[i], &cur, &y, s0, ws, training, fuse);
         else if (fuse)
             nn__layer_forward_relu(s->layers[i], &cur, &y, ws, training);
@@ -152,7 +157,7 @@ static int seq_run(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, int tra
             nn_layer_forward(s->layers[i], &cur, &y, ws, training);
         cur = y;
         last = at;
-        i = fuse ? j : i;
+        i = pool ? k : fuse ? j : i;
     }
     return last;
 }

@@ -756,6 +756,66 @@ static void test_conv_prepared(void **state)
     assert_int_equal(nn_set_threads(1), 0);
 }
 
+/* A prepared Winograd conv, its ReLU and a 2x2 stride-2 maxpool in one pass
+ * (nn__conv_forward_relu_pool) give exactly what the conv with the ReLU fused and the pool
+ * after it give, bit for bit: F(2x2) and F(4x4) tiles, even and odd maps (the pool drops
+ * the last row and column), ragged groups of samples. */
+static void check_conv_pool(const cfg_t *c, ei_rng_t *r)
+{
+    nn_layer_t *l = make_layer(c, r);
+    nn_layer_prepare_inference(l);
+    nn_shape_t os = nn_layer_out_shape(l);
+    nn_layer_spec_t ps = {.kind = NN_MAXPOOL, .k = 2};
+    ei_err_t err = {0};
+    nn_layer_t *pool = nn_layer_new(&ps, os, &err);
+    assert_non_null(pool);
+    assert_true(nn__conv_pool_fusable(l, pool));
+    nn_shape_t pshape = nn_layer_out_shape(pool);
+    nn_tensor_t *x = tensor_for(c->n, c->in), *y = tensor_for(c->n, os);
+    nn_tensor_t *p = tensor_for(c->n, pshape), *pf = tensor_for(c->n, pshape);
+    fill_uniform(x->data, nn_shape_numel(c->in) * c->n, r, -1, 1);
+    float *ws = ws_new(l, c->n);
+    nn__layer_forward_relu(l, x, y, ws, 0);
+    nn_layer_forward(pool, y, p, NULL, 0);
+    nn__conv_forward_relu_pool(l, x, pf, ws);
+    for (size_t i = 0; i < nn_shape_numel(pshape) * c->n; i++)
+        if (memcmp(&p->data[i], &pf->data[i], sizeof(float)))
+            fail_msg("conv+relu+maxpool in %dx%dx%d n%d: [%zu] = %.9g, want %.9g", c->in.c,
+                     c->in.h, c->in.w, c->n, i, pf->data[i], p->data[i]);
+    free(ws);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&p);
+    nn_tensor_destroy(&pf);
+    nn_layer_destroy(&pool);
+    nn_layer_destroy(&l);
+}
+
+static void test_conv_pool(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 23);
+    /* clang-format off */
+    static const cfg_t fixed[] = {
+        {{NN_CONV, 32, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 28, 28}, 3},  /* F(2x2), the model's block 2 */
+        {{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 15, 13}, 9},   /* F(2x2), odd map */
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {64, 7, 7}, 70},   /* F(4x4), the model's block 7 */
+        {{NN_CONV, 8, 3, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {20, 12, 10}, 5},   /* F(4x4), 10x8 */
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_conv_pool(&fixed[i], &r);
+    for (int i = 0; i < 10; i++) {
+        cfg_t c = {{NN_CONV, pick(&r, 1, 20), 3, 1, pick(&r, 0, 2), 0, 0, 0, NULL, NULL, 0, 0},
+                   {pick(&r, 16, 40), pick(&r, 8, 30), pick(&r, 8, 30)}, pick(&r, 1, 20)};
+        check_conv_pool(&c, &r);
+    }
+    assert_int_equal(nn_set_threads(2), 0);
+    check_conv_pool(&fixed[2], &r);
+    assert_int_equal(nn_set_threads(1), 0);
+}
+
 /* The same checks with the engine on two threads: groups of samples, channels and planes
  * shared out, the weight gradients summed per thread and added up. */
 static void test_layers_two_threads(void **state)
@@ -1352,6 +1412,7 @@ int main(void)
         cmocka_unit_test(test_residual_forward), cmocka_unit_test(test_residual_backward),
         cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
         cmocka_unit_test(test_dropout),          cmocka_unit_test(test_conv_prepared),
+        cmocka_unit_test(test_conv_pool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
