@@ -257,18 +257,18 @@ static void tiles_out(const float *restrict mo, size_t ldm, int len, float b, in
 /* The output transform of one output plane (its T tiles' products at mo), tile rows
  * taken a chunk at a time, the 2x2 tiles then placed in the plane (those rows and columns
  * inside it). */
-static void plane_out(const float *mo, size_t ldm, int tw, int th, float b, int relu,
-                      float *plane, int oh, int ow)
+static void plane_out(const float *mo, size_t ldm, int tw, int tha, int th, float b, int relu,
+                      float *plane, size_t ss, int oh, int ow)
 {
     float y4[4 * WINO_OUT_CHUNK];
     int rows = WINO_OUT_CHUNK / tw, pairs = ow / 2;
-    for (int t0 = 0; t0 < th; t0 += rows) {
-        int nr = th - t0 < rows ? th - t0 : rows, len = nr * tw;
+    for (int t0 = 0; t0 < tha; t0 += rows) {
+        int nr = tha - t0 < rows ? tha - t0 : rows, len = nr * tw;
         tiles_out(mo + (size_t)t0 * tw, ldm, len, b, relu, y4);
         const float *y00 = y4, *y01 = y4 + len, *y10 = y01 + len, *y11 = y10 + len;
-        for (int ti = t0; ti < t0 + nr; ti++) {
-            int k = (ti - t0) * tw;
-            float *top = plane + (size_t)(2 * ti) * ow, *bot = top + ow;
+        for (int tr = t0; tr < t0 + nr; tr++) {
+            int k = (tr - t0) * tw, ti = tr % th;
+            float *top = plane + (size_t)(tr / th) * ss + (size_t)(2 * ti) * ow, *bot = top + ow;
             for (int tj = 0; tj < pairs; tj++) {
                 top[2 * tj] = y00[k + tj];
                 top[2 * tj + 1] = y01[k + tj];
@@ -371,18 +371,18 @@ static void tiles_out4(const float *restrict mo, size_t ldm, int len, float b, i
 }
 
 /* plane_out for F(4x4, 3x3)'s 4x4 tiles. */
-static void plane_out4(const float *mo, size_t ldm, int tw, int th, float b, int relu,
-                       float *plane, int oh, int ow)
+static void plane_out4(const float *mo, size_t ldm, int tw, int tha, int th, float b, int relu,
+                       float *plane, size_t ss, int oh, int ow)
 {
     float y16[16 * WINO_OUT_CHUNK / 4];
     int rows = WINO_OUT_CHUNK / 4 / tw, full = ow / 4, rest = ow % 4;
-    for (int t0 = 0; t0 < th; t0 += rows) {
-        int nr = th - t0 < rows ? th - t0 : rows, len = nr * tw;
+    for (int t0 = 0; t0 < tha; t0 += rows) {
+        int nr = tha - t0 < rows ? tha - t0 : rows, len = nr * tw;
         tiles_out4(mo + (size_t)t0 * tw, ldm, len, b, relu, y16);
-        for (int ti = t0; ti < t0 + nr; ti++) {
-            int k = (ti - t0) * tw;
+        for (int tr = t0; tr < t0 + nr; tr++) {
+            int k = (tr - t0) * tw, ti = tr % th;
             for (int r = 0; r < 4 && 4 * ti + r < oh; r++) {
-                float *row = plane + (size_t)(4 * ti + r) * ow;
+                float *row = plane + (size_t)(tr / th) * ss + (size_t)(4 * ti + r) * ow;
                 const float *y0 = y16 + (size_t)(r * 4) * len + k, *y1 = y0 + len;
                 const float *y2 = y1 + len, *y3 = y2 + len;
                 for (int tj = 0; tj < full; tj++) {
@@ -404,24 +404,24 @@ static void plane_out4(const float *mo, size_t ldm, int tw, int th, float b, int
  * windows only, as the pool takes them) gets the maximum of the window's outputs straight
  * from the tiles; the full map is never written. The outputs are those plane_out(4) would
  * write, so the maxima are the pool's exactly. */
-static void plane_out_pool(const float *mo, size_t ldm, int tile, int tw, int th, float b,
-                           int relu, float *pp, int ph, int pw)
+static void plane_out_pool(const float *mo, size_t ldm, int tile, int tw, int tha, int th,
+                           float b, int relu, float *pp, size_t ss, int ph, int pw)
 {
     float yt[16 * WINO_OUT_CHUNK / 4];
     int per = tile * tile, rows = WINO_OUT_CHUNK * 4 / per / tw, wins = tile / 2;
-    for (int t0 = 0; t0 < th; t0 += rows) {
-        int nr = th - t0 < rows ? th - t0 : rows, len = nr * tw;
+    for (int t0 = 0; t0 < tha; t0 += rows) {
+        int nr = tha - t0 < rows ? tha - t0 : rows, len = nr * tw;
         if (tile == 4)
             tiles_out4(mo + (size_t)t0 * tw, ldm, len, b, relu, yt);
         else
             tiles_out(mo + (size_t)t0 * tw, ldm, len, b, relu, yt);
-        for (int ti = t0; ti < t0 + nr; ti++)
-            for (int wr = 0; wr < wins && ti * wins + wr < ph; wr++) {
-                float *prow = pp + (size_t)(ti * wins + wr) * pw;
+        for (int tr = t0; tr < t0 + nr; tr++)
+            for (int wr = 0, ti = tr % th; wr < wins && ti * wins + wr < ph; wr++) {
+                float *prow = pp + (size_t)(tr / th) * ss + (size_t)(ti * wins + wr) * pw;
                 for (int tj = 0; tj < tw; tj++)
                     for (int wc = 0; wc < wins && tj * wins + wc < pw; wc++) {
                         /* the window's outputs: tile rows 2 wr, 2 wr + 1, columns 2 wc, 2 wc + 1 */
-                        size_t k = (size_t)(ti - t0) * tw + tj;
+                        size_t k = (size_t)(tr - t0) * tw + tj;
                         const float *y0 = yt + (size_t)(2 * wr * tile + 2 * wc) * len + k;
                         const float *y1 = y0 + (size_t)tile * len;
                         float a = y0[0] > y0[len] ? y0[0] : y0[len];
@@ -468,24 +468,25 @@ static void wino_group(void *arg, int item, int tid)
                     self->wino + (size_t)xi * m * c, c, v + (size_t)xi * c * ld, (int)ld, 0.0f,
                     mm + (size_t)xi * m * ld, (int)ld);
     const float *b = self->params[1].value->data;
+    /* Per output channel the group's samples' tiles are consecutive in M (a map of g * th
+       tile rows), transformed together in loops that long, each tile row then placed in
+       its sample's plane. */
     if (j->pool) { /* into the 2x2 maxpool's output */
         int ph = oh / 2, pw = ow / 2;
-        for (int s = 0; s < g; s++)
-            for (int o = 0; o < m; o++)
-                plane_out_pool(mm + (size_t)o * ld + (size_t)s * T, (size_t)m * ld, tile, tw, th,
-                               b[o], j->relu,
-                               j->y->data + ((size_t)(s0 + s) * m + o) * ph * pw, ph, pw);
+        for (int o = 0; o < m; o++)
+            plane_out_pool(mm + (size_t)o * ld, (size_t)m * ld, tile, tw, g * th, th, b[o],
+                           j->relu, j->y->data + ((size_t)s0 * m + o) * ph * pw,
+                           (size_t)m * ph * pw, ph, pw);
         return;
     }
-    for (int s = 0; s < g; s++)
-        for (int o = 0; o < m; o++) {
-            float *plane = j->y->data + (s0 + s) * out_sz + (size_t)o * oh * ow;
-            const float *mo = mm + (size_t)o * ld + (size_t)s * T;
-            if (tile == 4)
-                plane_out4(mo, (size_t)m * ld, tw, th, b[o], j->relu, plane, oh, ow);
-            else
-                plane_out(mo, (size_t)m * ld, tw, th, b[o], j->relu, plane, oh, ow);
-        }
+    for (int o = 0; o < m; o++) {
+        float *plane = j->y->data + s0 * out_sz + (size_t)o * oh * ow;
+        const float *mo = mm + (size_t)o * ld;
+        if (tile == 4)
+            plane_out4(mo, (size_t)m * ld, tw, g * th, th, b[o], j->relu, plane, out_sz, oh, ow);
+        else
+            plane_out(mo, (size_t)m * ld, tw, g * th, th, b[o], j->relu, plane, out_sz, oh, ow);
+    }
 }
 
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
