@@ -454,8 +454,8 @@ static void wino_group(void *arg, int item, int tid)
     int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
     size_t ld = (size_t)g * T, in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
     float *v = j->ws + (size_t)tid * j->share, *mm = v + (size_t)a2 * c * ld;
-    for (int s = 0; s < g; s++)
-        for (int i = 0; i < c; i++) {
+    for (int i = 0; i < c; i++) /* samples inner: they write neighbouring tiles of V */
+        for (int s = 0; s < g; s++) {
             const float *plane = j->x->data + (s0 + s) * in_sz + (size_t)i * h * w;
             float *vc = v + (size_t)i * ld + (size_t)s * T;
             if (tile == 4)
