@@ -36,9 +36,9 @@
  * below 16 (at 28x28, batch 64: 8 channels ran level with im2col, 4 at half its speed).
  * F(2x2) on small maps: the tiles overhang the map (7x7 in 2x2 tiles computes 64 outputs
  * for 49) while the transforms cost as much per output (64 -> 64 at 7x7 ran at 0.84x of
- * im2col, 128 -> 128 at 3x3 at 0.71x); F(4x4) there: 1.2x im2col at 7x7 (64 -> 64 and
- * 64 -> 16), but on 3x3 maps (one tile, 16 outputs for 9) 0.3-0.9x, and at 14x14 and
- * 28x28 0.7x of F(2x2) (its products get 4x fewer columns per sample). */
+ * im2col, 128 -> 128 at 3x3 at 0.71x); F(4x4) there: 1.1-1.3x im2col at 7x7, but on 3x3
+ * maps (one tile, 16 outputs for 9) 0.85-0.96x, and at 14x14 and 28x28 0.65-0.73x of
+ * F(2x2) (its products get 4x fewer columns per sample). */
 #define WINO_MIN_C 16
 #define WINO_MIN_HW 12
 #define WINO4_MIN_HW 6
