@@ -132,12 +132,11 @@ static int gather_fits(const geom_t *g)
     return n <= GATHER_MAX_N && g->k * g->k * n <= GATHER_MAX_TAB && g->h * g->w < GATHER_MAX_PLANE;
 }
 
-static void im2col_gather(const geom_t *g, const float *x, size_t in_sz, int G, float *col)
+/* tab[t * n + q]: the input index tap t of output position q reads, or the plane's size
+ * (the zero slot) for padding. */
+static void gather_table(const geom_t *g, int *tab)
 {
-    int kk = g->k * g->k, n = g->oh * g->ow, hw = g->h * g->w;
-    size_t ld = (size_t)n * G;
-    int tab[GATHER_MAX_TAB];
-    float buf[GATHER_MAX_PLANE];
+    int n = g->oh * g->ow, hw = g->h * g->w;
     for (int ki = 0; ki < g->k; ki++)
         for (int kj = 0; kj < g->k; kj++)
             for (int i = 0; i < g->oh; i++)
@@ -146,6 +145,15 @@ static void im2col_gather(const geom_t *g, const float *x, size_t in_sz, int G, 
                     int in = y >= 0 && y < g->h && xx >= 0 && xx < g->w;
                     tab[(ki * g->k + kj) * n + i * g->ow + j] = in ? y * g->w + xx : hw;
                 }
+}
+
+static void im2col_gather(const geom_t *g, const float *x, size_t in_sz, int G, float *col)
+{
+    int kk = g->k * g->k, n = g->oh * g->ow, hw = g->h * g->w;
+    size_t ld = (size_t)n * G;
+    int tab[GATHER_MAX_TAB];
+    float buf[GATHER_MAX_PLANE];
+    gather_table(g, tab);
     buf[hw] = 0;
     for (int c = 0; c < g->c; c++)
         for (int s = 0; s < G; s++) {
@@ -160,6 +168,33 @@ static void im2col_gather(const geom_t *g, const float *x, size_t in_sz, int G, 
         }
 }
 
+/* The adjoint of im2col_gather (col2im): per channel and sample the taps' blocks summed
+ * through the same table into a copy of the plane (one zero slot for the padding), in tap
+ * order as block_rows adds them, then added into the plane (which the caller zeroed):
+ * the same sums in the same order. */
+static void col2im_gather(const geom_t *g, float *x, size_t in_sz, int G, const float *col)
+{
+    int kk = g->k * g->k, n = g->oh * g->ow, hw = g->h * g->w;
+    size_t ld = (size_t)n * G;
+    int tab[GATHER_MAX_TAB];
+    float buf[GATHER_MAX_PLANE];
+    gather_table(g, tab);
+    for (int c = 0; c < g->c; c++)
+        for (int s = 0; s < G; s++) {
+            memset(buf, 0, (size_t)(hw + 1) * sizeof(float));
+            const float *base = col + (size_t)c * kk * ld + (size_t)s * n;
+            for (int t = 0; t < kk; t++) {
+                const float *row = base + (size_t)t * ld;
+                const int *tt = tab + t * n;
+                for (int q = 0; q < n; q++)
+                    buf[tt[q]] += row[q];
+            }
+            float *pl = x + s * in_sz + (size_t)c * hw;
+            for (int q = 0; q < hw; q++)
+                pl[q] += buf[q];
+        }
+}
+
 /* col [c*k*k, G*oh*ow] from the G samples at x, in_sz floats apart (to_col): row r of col
  * is tap r of sample 0, then of sample 1, ...; or the adjoint, the samples += col
  * scattered back (they must be zeroed first). Each tap's geometry is worked out once for
@@ -168,8 +203,11 @@ static void im2col(const geom_t *g, float *x, size_t in_sz, int G, float *col, i
 {
     size_t plane = (size_t)g->h * g->w, n = (size_t)g->oh * g->ow, ld = n * (size_t)G;
     int flat = to_col && g->s == 1 && g->ow == g->w;
-    if (to_col && gather_fits(g)) {
-        im2col_gather(g, x, in_sz, G, col);
+    if (gather_fits(g)) {
+        if (to_col)
+            im2col_gather(g, x, in_sz, G, col);
+        else
+            col2im_gather(g, x, in_sz, G, col);
         return;
     }
     for (int ki = 0; ki < g->k; ki++)
