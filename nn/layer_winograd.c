@@ -173,6 +173,24 @@ void nn__wino_prepare(nn_layer_t *self)
         }
 }
 
+/* Rows y0 .. y0 + rows - 1 of an h x w plane, zero-padded by p columns on the left and to pw
+ * on the right (rows outside the plane all zeros), into pad: what a band of tiles reads. */
+static void pad_rows(const float *plane, int h, int w, int p, int y0, int rows, int pw,
+                     float *pad)
+{
+    for (int r = 0; r < rows; r++) {
+        int y = y0 + r;
+        float *d = pad + (size_t)r * pw;
+        if (y < 0 || y >= h) {
+            memset(d, 0, (size_t)pw * sizeof(float));
+            continue;
+        }
+        memset(d, 0, (size_t)p * sizeof(float));
+        memcpy(d + p, plane + (size_t)y * w, (size_t)w * sizeof(float));
+        memset(d + p + w, 0, (size_t)(pw - p - w) * sizeof(float));
+    }
+}
+
 /* Input transform of one channel plane (h x w) of one sample: its th x tw tiles' 16
  * values to v[xi * ldv + t], t = ti * tw + tj. The plane is copied with its zero padding
  * (p rows and columns before, the rest after) a chunk of tile rows at a time, each input
@@ -187,17 +205,7 @@ static void plane_in(const float *plane, int h, int w, int p, int th, int tw, fl
     float pad[WINO_IN_FLOATS], e[4][WINO_MAX_W];
     for (int t0 = 0; t0 < th; t0 += nr_max) {
         int nr = th - t0 < nr_max ? th - t0 : nr_max;
-        for (int r = 0; r < 2 * nr + 2; r++) {
-            int y = 2 * t0 - p + r;
-            float *d = pad + (size_t)r * pw;
-            if (y < 0 || y >= h) {
-                memset(d, 0, (size_t)pw * sizeof(float));
-                continue;
-            }
-            memset(d, 0, (size_t)p * sizeof(float));
-            memcpy(d + p, plane + (size_t)y * w, (size_t)w * sizeof(float));
-            memset(d + p + w, 0, (size_t)(pw - p - w) * sizeof(float));
-        }
+        pad_rows(plane, h, w, p, 2 * t0 - p, 2 * nr + 2, pw, pad);
         for (int ti = t0; ti < t0 + nr; ti++) {
             const float *d0 = pad + (size_t)(2 * (ti - t0)) * pw, *d1 = d0 + pw;
             const float *d2 = d1 + pw, *d3 = d2 + pw;
@@ -300,17 +308,7 @@ static void plane_in4(const float *plane, int h, int w, int p, int th, int tw, f
     float pad[WINO_IN_FLOATS], e[6][WINO_MAX_W];
     for (int t0 = 0; t0 < th; t0 += nr_max) {
         int nr = th - t0 < nr_max ? th - t0 : nr_max;
-        for (int r = 0; r < 4 * nr + 2; r++) {
-            int y = 4 * t0 - p + r;
-            float *d = pad + (size_t)r * pw;
-            if (y < 0 || y >= h) {
-                memset(d, 0, (size_t)pw * sizeof(float));
-                continue;
-            }
-            memset(d, 0, (size_t)p * sizeof(float));
-            memcpy(d + p, plane + (size_t)y * w, (size_t)w * sizeof(float));
-            memset(d + p + w, 0, (size_t)(pw - p - w) * sizeof(float));
-        }
+        pad_rows(plane, h, w, p, 4 * t0 - p, 4 * nr + 2, pw, pad);
         for (int ti = t0; ti < t0 + nr; ti++) {
             const float *d0 = pad + (size_t)(4 * (ti - t0)) * pw, *d1 = d0 + pw;
             const float *d2 = d1 + pw, *d3 = d2 + pw, *d4 = d3 + pw, *d5 = d4 + pw;
