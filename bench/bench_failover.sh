@@ -23,6 +23,9 @@ set -eu
 
 src=$(cd "$(dirname "$0")/.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
+fail() { echo "bench_failover: $*" >&2; exit 1; }
+# shellcheck source=../tests/integration/lib.sh
+. "$src/tests/integration/lib.sh" # wait_for
 rounds=${1:-12}
 win=${2:-32}
 export EINET_BIN="$bin" EINET_COORD_TRACE=1
@@ -76,16 +79,6 @@ ready() { # as in tests/integration/test_fleet_soak.sh
     for s in $(senders "$1"); do
         alive "$s" || continue
         [ "$(ups "$s" "$1")" -gt "$(cat "$tmp/ups.$s.$1" 2>/dev/null || echo 0)" ] || return 1
-    done
-}
-wait_for() {
-    _d=$1
-    shift
-    _i=0
-    until "$@"; do
-        _i=$((_i + 1))
-        [ $_i -lt 300 ] || { echo "bench_failover: never: $_d" >&2; exit 1; }
-        sleep 0.2
     done
 }
 now_us() { echo $(($(date +%s%N) / 1000)); }

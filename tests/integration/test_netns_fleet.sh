@@ -23,6 +23,8 @@ bin=${EINET_BIN:-$src/build/bin}
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1
 skip() { echo "SKIP: $*" >&2; exit 77; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$src/tests/integration/lib.sh" # wait_for
 
 [ "$(id -u)" = 0 ] || skip "network namespaces need root"
 command -v ip >/dev/null 2>&1 || skip "iproute2 is not installed"
@@ -112,16 +114,6 @@ a=$("$netns" exec device-3 ip -4 -br addr show dev to-edge | awk '{print $3}')
 # shellcheck disable=SC2086
 stats() { "$bin/einet" stats --coordinator "$ep" $keys --json --timeout-ms 2000 2>/dev/null; }
 field() { stats | jq -r --arg n "$1" --arg f "$2" '.nodes[] | select(.name == $n) | .[$f]'; }
-wait_for() { # DESC CMD...: until CMD succeeds (every 0.2 s, at most 300 times: only a hang fails)
-    _d=$1
-    shift
-    _i=0
-    until "$@"; do
-        _i=$((_i + 1))
-        [ $_i -lt 300 ] || fail "never: $_d"
-        sleep 0.2
-    done
-}
 is() { [ "$(field "$1" "$2")" = "$3" ]; }
 
 names=$(stats | jq -r '[.nodes[] | "\(.tier):\(.name):\(.healthy)"] | sort | join(" ")')
