@@ -430,6 +430,7 @@ static void free_parts(coord_t *c)
     free(c->held);
     c->held = NULL;
     c->n_held = 0;
+    coord__tasks_free(c);
     free(c->dirty);
     c->dirty = NULL;
     c->n_dirty = c->cap_dirty = 0;
@@ -478,9 +479,11 @@ coord_t *coord_new(const conf_coord_t *conf, uv_loop_t *loop, void *zctx, ei_err
     uv_timer_init(loop, &c->trim_timer);
     uv_timer_init(loop, &c->ckpt_timer);
     uv_timer_init(loop, &c->flush_timer);
+    uv_check_init(loop, &c->task_check);
+    c->task_check.data = c;
     c->tick_timer.data = c->profile_timer.data = c;
     c->flush_prep.data = c->trim_timer.data = c->ckpt_timer.data = c->flush_timer.data = c;
-    c->handles_open = 7;
+    c->handles_open = 8;
     if (!c->scores_computed)
         load_scores(c);
     return c;
@@ -491,6 +494,7 @@ int coord_start(coord_t *c, ei_err_t *err)
     if (coord__restore(c, err) < 0)
         return err->code;
     coord__durable_start(c);
+    coord__tasks_start(c);
     if (xport_bind(c->clients, c->conf.clients, err) < 0 ||
         xport_bind(c->nodes, c->conf.nodes, err) < 0 ||
         xport_start(c->clients, coord__on_clients, c, err) < 0 ||
@@ -538,12 +542,14 @@ void coord_shutdown(coord_t *c)
     coord__metrics_stop(c);
     ei_log(EI_LOG_INFO,
             "%llu requests accepted, %llu answers undelivered (kept for 'einet "
-            "result'), %llu journal failures",
+            "result'), %llu journal failures, %llu task batches (%llu tasks)",
             (unsigned long long)c->accepted, (unsigned long long)c->undelivered,
-            (unsigned long long)c->journal_errors);
+            (unsigned long long)c->journal_errors, (unsigned long long)c->task_batches,
+            (unsigned long long)c->tasks_batched);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
     uv_close((uv_handle_t *)&c->expiry_poll, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);
+    uv_close((uv_handle_t *)&c->task_check, on_closed);
     xport_destroy(&c->clients);
     xport_destroy(&c->nodes);
 }

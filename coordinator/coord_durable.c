@@ -144,10 +144,12 @@ static void on_flush_timer(uv_timer_t *t)
     coord__flush(t->data);
 }
 
-/* Each turn of the loop: commit and send now, or within COORD_COMMIT_US. */
+/* Each turn of the loop: the tasks queued since the check phase go; then commit and send
+ * the client messages now, or within COORD_COMMIT_US. */
 static void on_flush(uv_prepare_t *h)
 {
     coord_t *c = h->data;
+    coord__flush_tasks(c); /* made by timers since the check phase */
     if (!c->journal) {
         coord__flush(c);
         return;

@@ -56,6 +56,14 @@ typedef struct coord_held {
     einet_StopRule stop;
 } coord_held_t;
 
+/* Tasks waiting for the end of the loop's turn to leave for one device, as one message
+ * (coord_tasks.c): the encoded tasks and their requests' ids. */
+typedef struct coord_taskq {
+    wire_batch_out_t b;
+    int ni; /* the device's fleet index */
+    uint64_t id[WIRE_MAX_BATCH];
+} coord_taskq_t;
+
 struct coord {
     conf_coord_t conf;
     uv_loop_t *loop;
@@ -110,6 +118,11 @@ struct coord {
     uint64_t hold_until_us;
     uint64_t accepted, undelivered, restored, restarted, journal_errors;
     uint64_t moved; /* maps the nodes moved from a dead replica to another (failover) */
+    /* tasks batched per device (coord_tasks.c) */
+    coord_taskq_t taskq[FLEET_MAX_NODES];
+    int tasks_waiting;      /* in all the queues */
+    uv_check_t task_check;  /* sends them at the end of each turn of the loop */
+    uint64_t task_batches, tasks_batched; /* Batch messages of tasks sent, tasks in them */
 };
 
 uint64_t coord__now_us(void);
@@ -149,6 +162,22 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
 /* The same with the deadline in microseconds (0: none). */
 uint64_t coord__expiry_us(const coord_t *c, uint64_t deadline_us, uint64_t now, int *status,
                           char *reason, size_t cap);
+
+/* coord_tasks.c */
+/* Queues request id's task env (seq set here; input as its tensor) for device ni: it
+ * leaves at the end of this turn of the loop with the turn's other tasks for ni, as one
+ * message (coord__flush_tasks). 0, or a negative code (the task does not encode: logged;
+ * out of memory) and the request is the caller's to answer. Answered when the send fails. */
+int coord__queue_task(coord_t *c, int ni, uint64_t id, einet_Envelope *env, const float *input,
+                      size_t numel) EI_CHECK;
+/* Sends every device's queued tasks: one as itself, several as one Batch. A request
+ * answered meanwhile is left out; one whose send ZeroMQ refuses is answered `rejected`
+ * (busy) or `link` (unreachable). */
+void coord__flush_tasks(coord_t *c);
+/* Starts the check handle that flushes at the end of every turn. */
+void coord__tasks_start(coord_t *c);
+/* Frees the queues (what they held is dropped). */
+void coord__tasks_free(coord_t *c);
 
 /* coord_durable.c */
 uint64_t coord__wall_us(void);

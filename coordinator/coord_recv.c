@@ -162,10 +162,11 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
     return coord__expiry_us(c, (uint64_t)deadline_ms * 1000, now, status, reason, cap);
 }
 
-/* Sends task env (its input as the tensor frame) to the device the request names, else the
- * least loaded one that is up (fleet.h), and answers the request at once when that cannot
- * be: `rejected` for an unknown device or a full queue (overload, not a failure), `link`
- * for a device that is down or unreachable. */
+/* Queues task env (its input as the tensor frame) for the device the request names, else
+ * the least loaded one that is up (fleet.h): it leaves at the end of this turn of the loop
+ * (coord_tasks.c). Answers the request at once when that cannot be: `rejected` for an
+ * unknown device or a full queue (overload, not a failure), `link` for a device that is
+ * down or unreachable (at the send, when that fails). */
 static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
                           size_t numel, const char *device)
 {
@@ -176,9 +177,10 @@ static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const fl
         reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
         return;
     }
-    int rc = ni < 0 || c->fleet.node[ni].state != FLEET_UP
+    int rc = ni < 0 || c->fleet.node[ni].state != FLEET_UP ||
+                     ni >= c->members.n || !c->members.slot[ni].bound
                  ? EI_E_PEER
-                 : coord__send_node(c, ni, env, input, numel);
+                 : coord__queue_task(c, ni, id, env, input, numel);
     if (rc == EI_E_BUSY)
         reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
                     "busy: the device's queue is full", coord__now_us());

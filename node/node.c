@@ -445,7 +445,7 @@ static void close_all(node_t *nd)
             "%s stopped: %llu tasks, %llu maps in, %llu exits, %llu maps out, "
             "%llu handed back, %llu cancelled, %llu past deadline, %llu refused, %llu batches, "
             "%llu largest batch, %llu early, %llu maps moved, %llu duplicate maps, "
-            "%llu coalesced sends, %llu maps from batches",
+            "%llu coalesced sends, %llu maps from batches, %llu tasks from batches",
             node__tier_name(nd->conf.tier), (unsigned long long)k.tasks,
             (unsigned long long)k.maps, (unsigned long long)k.exits_sent,
             (unsigned long long)k.maps_sent, (unsigned long long)k.handed_back,
@@ -453,7 +453,8 @@ static void close_all(node_t *nd)
             (unsigned long long)k.bad_messages, (unsigned long long)k.batches,
             (unsigned long long)k.batch_largest, (unsigned long long)k.early,
             (unsigned long long)k.moved, (unsigned long long)k.duplicates,
-            (unsigned long long)k.coalesced, (unsigned long long)k.maps_batched);
+            (unsigned long long)k.coalesced, (unsigned long long)k.maps_batched,
+            (unsigned long long)k.tasks_batched);
 }
 
 void node__maybe_close(node_t *nd)

@@ -55,6 +55,7 @@ typedef struct node_counts {
     uint64_t unkept;          /* maps sent without a copy kept (the ledger was full) */
     uint64_t coalesced;       /* Batch messages sent (several messages as one) */
     uint64_t maps_batched;    /* maps received inside a Batch */
+    uint64_t tasks_batched;   /* tasks received inside a Batch (from the coordinator) */
 } node_counts_t;
 
 node_counts_t node_counts(const node_t *self);

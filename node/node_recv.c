@@ -188,6 +188,65 @@ static void on_fault(node_t *nd, const wire_in_t *in)
     ei_log(EI_LOG_INFO, "fault on %s: %s", node__link_name(nd), what);
 }
 
+static void dispatch_coord(node_t *nd, xport_t *x, wire_in_t *in, xport_msg_t **msg_p);
+
+/* A batch of tasks from the coordinator (proto/messages.proto, Batch): each is taken as if
+ * it had come alone (its job keeps a copy of its image); a bad one is refused on its own. */
+static void on_coord_batch(node_t *nd, xport_t *x, const wire_in_t *in)
+{
+    wire_in_t item;
+    wire_batch_it_t it = {0, 0};
+    ei_err_t err;
+    int rc;
+    while ((rc = wire_batch_next(in, &it, &item, &err)) != 0) {
+        if (rc < 0) {
+            refuse(nd, x, &item, rc, "coordinator", err.msg);
+            continue;
+        }
+        nd->counts.tasks_batched += item.env.which_body == einet_Envelope_task_tag;
+        dispatch_coord(nd, x, &item, NULL);
+    }
+}
+
+/* msg_p NULL: in came inside a batch. */
+static void dispatch_coord(node_t *nd, xport_t *x, wire_in_t *in, xport_msg_t **msg_p)
+{
+    switch (in->env.which_body) {
+    case einet_Envelope_task_tag:
+        on_task(nd, in, msg_p);
+        break;
+    case einet_Envelope_batch_tag:
+        on_coord_batch(nd, x, in);
+        break;
+    case einet_Envelope_profile_update_tag:
+        on_profile(nd, in);
+        break;
+    case einet_Envelope_heartbeat_reply_tag: {
+        uint64_t now = node__now_us(), echo = in->env.body.heartbeat_reply.echo_sent_at_us;
+        link_on_reply(&nd->coord_link, in->env.body.heartbeat_reply.seq,
+                      now > echo ? now - echo : 0, now);
+        node__outbox_flush(nd); /* what waited for the coordinator to know this node */
+        node__check_chain(nd, &in->env.body.heartbeat_reply);
+        break;
+    }
+    case einet_Envelope_fault_tag:
+        on_fault(nd, in);
+        break;
+    case einet_Envelope_cancel_tag: /* answered: no work left, no map to move */
+        node__cancel(nd, in->env.body.cancel.request_id);
+        handoff_drop(nd->ledger, in->env.body.cancel.request_id);
+        break;
+    case einet_Envelope_error_tag:
+        node__log_bad(nd, "the coordinator refused a message: %s", in->env.body.error.message);
+        break;
+    case einet_Envelope_ack_tag:
+        break;
+    default:
+        refuse(nd, x, in, EI_E_FORMAT, "coordinator", "unexpected body from the coordinator");
+        break;
+    }
+}
+
 void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
 {
     node_t *nd = arg;
@@ -198,37 +257,7 @@ void node__on_coord(xport_t *x, xport_msg_t **msg_p, void *arg)
         refuse(nd, x, &in, rc, "coordinator", err.msg);
         return;
     }
-    switch (in.env.which_body) {
-    case einet_Envelope_task_tag:
-        on_task(nd, &in, msg_p);
-        break;
-    case einet_Envelope_profile_update_tag:
-        on_profile(nd, &in);
-        break;
-    case einet_Envelope_heartbeat_reply_tag: {
-        uint64_t now = node__now_us(), echo = in.env.body.heartbeat_reply.echo_sent_at_us;
-        link_on_reply(&nd->coord_link, in.env.body.heartbeat_reply.seq, now > echo ? now - echo : 0,
-                      now);
-        node__outbox_flush(nd); /* what waited for the coordinator to know this node */
-        node__check_chain(nd, &in.env.body.heartbeat_reply);
-        break;
-    }
-    case einet_Envelope_fault_tag:
-        on_fault(nd, &in);
-        break;
-    case einet_Envelope_cancel_tag: /* answered: no work left, no map to move */
-        node__cancel(nd, in.env.body.cancel.request_id);
-        handoff_drop(nd->ledger, in.env.body.cancel.request_id);
-        break;
-    case einet_Envelope_error_tag:
-        node__log_bad(nd, "the coordinator refused a message: %s", in.env.body.error.message);
-        break;
-    case einet_Envelope_ack_tag:
-        break;
-    default:
-        refuse(nd, x, &in, EI_E_FORMAT, "coordinator", "unexpected body from the coordinator");
-        break;
-    }
+    dispatch_coord(nd, x, &in, msg_p);
 }
 
 /* ---- from the previous tier ---- */

@@ -177,7 +177,7 @@ typedef struct wire_batch_it {
  * negative code with the error in *err ("batch message 2 of 5: feature_map.tensor: ...",
  * item->env.seq set when readable): that message is refused, the following ones can still
  * be read. A body that may not travel in a batch (anything but exit_result, cancel, fault,
- * moved, feature_map and taken; a batch inside one) is refused with EI_E_FORMAT. */
+ * moved, feature_map, taken and task; a batch inside one) is refused with EI_E_FORMAT. */
 int wire_batch_next(const wire_in_t *batch, wire_batch_it_t *it, wire_in_t *item,
                     ei_err_t *err) EI_CHECK;
 

@@ -120,6 +120,7 @@ static int may_travel(pb_size_t tag)
     case einet_Envelope_moved_tag:
     case einet_Envelope_feature_map_tag:
     case einet_Envelope_taken_tag:
+    case einet_Envelope_task_tag:
         return 1;
     }
     return 0;

@@ -1018,7 +1018,8 @@ static void test_ee(void **state)
  * the nodes did run batches of more than one request (their totals at stop). A batch's
  * results travel batched too (proto/messages.proto, Batch): a node that ran a batch of
  * several sent coalesced messages, and the next tier unpacked maps from them, each one
- * answered as above. */
+ * answered as above; and the coordinator's tasks made in one turn of its loop reached the
+ * device as one batch. */
 static void test_batched(void **state)
 {
     (void)state;
@@ -1051,6 +1052,13 @@ static void test_batched(void **state)
             assert_true(unpacked > 1 && unpacked <= N);
         else
             assert_int_equal(unpacked, 0);
+        /* the coordinator's tasks of one turn came to the device as one batch */
+        long long tasks = stopped_count(tiers[i], "tasks from batches");
+        printf("  %s: %lld tasks from batches\n", tiers[i], tasks);
+        if (i == 0)
+            assert_true(tasks > 1 && tasks <= N);
+        else
+            assert_int_equal(tasks, 0);
     }
     assert_int_equal(stopped_count("device", "tasks"), N);
     assert_int_equal(stopped_count("cloud", "maps in"), N);
