@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <pb_encode.h>
 #include <zmq.h>
 
 #include "coordinator/coord.h"
@@ -569,6 +570,13 @@ static void test_pipeline_in_process(void **state)
         assert_true(fabsf(p->conf[i] - q[best]) <= 1e-5f);
     }
     assert_int_equal(shutdown, PIPE_BATCH);
+    /* each batch of 20 requests was read in one turn: its tasks reached the device batched */
+    node_counts_t k = node_counts(p->device);
+    printf("  device: %llu tasks, %llu of them from batches\n", (unsigned long long)k.tasks,
+           (unsigned long long)k.tasks_batched);
+    /* (the last batch's may still wait in the device's socket when it stops) */
+    assert_true(k.tasks >= 2 * PIPE_BATCH && k.tasks <= 4 * PIPE_BATCH);
+    assert_true(k.tasks_batched > 1 && k.tasks_batched <= k.tasks);
     assert_int_equal(nn_set_threads(1), 0);
     nn_model_destroy(&m);
     coord_destroy(&p->coord);
@@ -688,6 +696,232 @@ static void test_device_early_exit(void **state)
     free(p);
 }
 
+/* ---- a device fed by a coordinator that lies ---- */
+
+/* The test plays the coordinator on a ROUTER: it answers the device's heartbeats, then
+ * sends batches of tasks (proto Batch): good tasks around a short image and a body that
+ * may not travel in a batch, a batch whose count lies and one of more than 256 messages.
+ * The device refuses each bad one, naming what and where, runs the good tasks and answers
+ * each exactly as the single-process forward. */
+typedef struct fake {
+    uv_loop_t loop;
+    void *zctx;
+    xport_t *sock;
+    node_t *device;
+    xport_peer_t peer;
+    uv_timer_t timer;
+    int known, sent, finals, errors;
+    uint64_t seq;
+    double give_up;
+    char err[4][sizeof(((einet_Error *)0)->message)];
+    uint32_t cls[8], exit_of[8], finals_of[8];
+    float conf[8];
+    float images[4][64];
+} fake_t;
+
+static void fake_take(fake_t *f, const wire_in_t *in)
+{
+    if (in->env.which_body == einet_Envelope_error_tag) {
+        if (f->errors < 4)
+            snprintf(f->err[f->errors], sizeof f->err[0], "%s", in->env.body.error.message);
+        f->errors++;
+    } else if (in->env.which_body == einet_Envelope_exit_result_tag) {
+        const einet_ExitResult *r = &in->env.body.exit_result;
+        assert_true(r->request_id < 8);
+        if (r->last) {
+            f->finals_of[r->request_id]++;
+            f->finals++;
+            f->cls[r->request_id] = r->class_id;
+            f->conf[r->request_id] = r->confidence;
+            f->exit_of[r->request_id] = r->exit;
+        }
+    }
+}
+
+static void on_fake(xport_t *x, xport_msg_t **msg_p, void *arg)
+{
+    fake_t *f = arg;
+    wire_in_t in, item;
+    ei_err_t err;
+    (void)x;
+    assert_int_equal(wire_recv(*msg_p, &in, &err), 0);
+    f->peer = in.peer;
+    if (in.env.which_body == einet_Envelope_heartbeat_tag) {
+        einet_Envelope r;
+        wire_env_init(&r, einet_Envelope_heartbeat_reply_tag);
+        r.seq = ++f->seq;
+        r.reply_to = in.env.seq;
+        r.body.heartbeat_reply.seq = in.env.body.heartbeat.seq;
+        r.body.heartbeat_reply.echo_sent_at_us = in.env.body.heartbeat.sent_at_us;
+        assert_int_equal(wire_send(f->sock, &f->peer, &r, NULL, &err), 0);
+        f->known = 1;
+    } else if (in.env.which_body == einet_Envelope_batch_tag) {
+        wire_batch_it_t it = {0, 0};
+        int rc;
+        while ((rc = wire_batch_next(&in, &it, &item, &err)) != 0) {
+            assert_int_equal(rc, 1);
+            fake_take(f, &item);
+        }
+    } else {
+        fake_take(f, &in);
+    }
+}
+
+/* A task for request id with image i of f (numel floats sent: 64 is right). */
+static size_t fake_task(fake_t *f, uint64_t id, uint8_t *buf)
+{
+    einet_Envelope e;
+    ei_err_t err;
+    size_t len;
+    wire_env_init(&e, einet_Envelope_task_tag);
+    e.seq = ++f->seq;
+    e.body.task.request_id = id;
+    const uint32_t shape[4] = {1, 1, 8, 8};
+    wire_meta_set(&e.body.task.input, &e.body.task.has_input, shape, 4);
+    e.body.task.plan_count = PIPE_N;
+    for (int k = 0; k < PIPE_N; k++)
+        e.body.task.plan[k] = true;
+    assert_int_equal(wire_encode(&e, 64 * 4, buf, WIRE_ENVELOPE_MAX, &len, &err), 0);
+    return len;
+}
+
+/* Sends batch b with its header as given (a lie where it differs from b's). */
+static void fake_send(fake_t *f, const wire_batch_out_t *b, const einet_Batch *hdr)
+{
+    einet_Envelope e;
+    static uint8_t buf[WIRE_ENVELOPE_MAX];
+    ei_err_t err;
+    wire_env_init(&e, einet_Envelope_batch_tag);
+    e.seq = ++f->seq;
+    e.body.batch = *hdr;
+    pb_ostream_t s = pb_ostream_from_buffer(buf, sizeof buf);
+    assert_true(pb_encode(&s, einet_Envelope_fields, &e));
+    xport_frame_t fr[2] = {{buf, s.bytes_written, NULL, NULL}, {b->buf, b->len, NULL, NULL}};
+    assert_int_equal(xport_send(f->sock, &f->peer, fr, 2, &err), 0);
+}
+
+static void fake_attack(fake_t *f)
+{
+    static uint8_t buf[WIRE_ENVELOPE_MAX];
+    wire_batch_out_t b = {0};
+    ei_err_t err;
+    size_t len;
+    /* 1: tasks 1 and 4 good; 2 with an image 4 bytes short; 3 a heartbeat reply */
+    for (uint64_t id = 1; id <= 4; id++) {
+        if (id == 3) {
+            einet_Envelope e;
+            wire_env_init(&e, einet_Envelope_heartbeat_reply_tag);
+            e.seq = ++f->seq;
+            assert_int_equal(wire_encode(&e, WIRE_NO_TENSOR, buf, sizeof buf, &len, &err), 0);
+            assert_int_equal(wire_batch_add(&b, buf, len, NULL, 0, &err), 0);
+            continue;
+        }
+        len = fake_task(f, id, buf);
+        assert_int_equal(wire_batch_add(&b, buf, len, f->images[id - 1],
+                                        id == 2 ? 60 * 4 : 64 * 4, &err), 0);
+    }
+    fake_send(f, &b, &b.hdr);
+    /* 2: the same batch telling 3 messages for its 4 sizes */
+    einet_Batch h = b.hdr;
+    h.count = 3;
+    fake_send(f, &b, &h);
+    /* 3: 257 messages told (the sizes can list 256) */
+    h = b.hdr;
+    h.count = WIRE_MAX_BATCH + 1;
+    fake_send(f, &b, &h);
+    wire_batch_free(&b);
+    f->sent = 1;
+}
+
+static void on_fake_tick(uv_timer_t *t)
+{
+    fake_t *f = t->data;
+    if (ei_now() > f->give_up)
+        fail_msg("the device answered %d tasks and sent %d errors", f->finals, f->errors);
+    if (f->known && !f->sent)
+        fake_attack(f);
+    if (f->sent && f->finals == 2 && f->errors == 4) {
+        uv_timer_stop(&f->timer);
+        uv_close((uv_handle_t *)&f->timer, NULL);
+        node_drain(f->device);
+        xport_destroy(&f->sock);
+    }
+}
+
+static void test_device_refuses_forged_batches(void **state)
+{
+    (void)state;
+    setenv("EINET_DATA_DIR", "/nonexistent", 1);
+    char model[128], text[1024];
+    write_model(model, sizeof model);
+    fake_t *f = calloc(1, sizeof *f);
+    ei_rng_t rng;
+    ei_rng_seed(&rng, 11);
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 64; j++)
+            f->images[i][j] = (float)ei_rng_uniform(&rng);
+    uv_loop_init(&f->loop);
+    f->zctx = zmq_ctx_new();
+    ei_err_t err;
+    xport_opts_t o = {.type = ZMQ_ROUTER, .linger_ms = 0};
+    f->sock = xport_new(&f->loop, f->zctx, &o, &err);
+    assert_non_null(f->sock);
+    assert_int_equal(xport_bind(f->sock, "inproc://f-nodes", &err), 0);
+    assert_int_equal(xport_start(f->sock, on_fake, f, &err), 0);
+    snprintf(text, sizeof text,
+             "[node]\ntier = device\nfirst_block = 1\nlast_block = 4\nmodel = %s\n"
+             "coordinator = inproc://f-nodes\nheartbeat_ms = %d\nheartbeat_timeout_ms = %d\n"
+             "batch_max = 4\n", model, PIPE_HB_MS, PIPE_HB_TIMEOUT_MS);
+    conf_node_t c;
+    if (conf_load_string(&conf_node_table, &c, "node.ini", text, &err) < 0)
+        fail_msg("%s", err.msg);
+    f->device = node_new(&c, &f->loop, f->zctx, &err);
+    if (!f->device)
+        fail_msg("%s", err.msg);
+    assert_int_equal(node_start(f->device, &err), 0);
+    uv_timer_init(&f->loop, &f->timer);
+    f->timer.data = f;
+    f->give_up = ei_now() + PIPE_GIVE_UP_S;
+    uv_timer_start(&f->timer, on_fake_tick, 5, 5);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < 4; i++)
+        printf("  refused: %s\n", f->err[i]);
+    assert_string_equal(f->err[0], "batch message 2 of 4: task.input: shape promises 256 "
+                                    "bytes, the tensor frame has 240");
+    assert_string_equal(f->err[1], "batch message 3 of 4: heartbeat_reply may not travel in a "
+                                   "batch");
+    assert_string_equal(f->err[2], "batch.env_bytes: 4 sizes for 3 messages");
+    assert_string_equal(f->err[3], "batch.count: 257, expected 1..256");
+    /* tasks 1 and 4 ran, once each, to the forward's answer */
+    assert_int_equal(f->finals_of[1], 1);
+    assert_int_equal(f->finals_of[4], 1);
+    assert_int_equal(f->finals_of[2] + f->finals_of[3], 0);
+    node_counts_t k = node_counts(f->device);
+    assert_int_equal(k.tasks, 2);
+    assert_int_equal(k.tasks_batched, 2);
+    nn_model_t *m = nn_model_load(model, 1, &err);
+    assert_non_null(m);
+    nn_model_prepare_inference(m);
+    float probs[PIPE_N * 5];
+    for (int id = 1; id <= 4; id += 3) {
+        nn_tensor_t x = nn_tensor_view(f->images[id - 1], 1, 1, 8, 8);
+        assert_int_equal(nn_model_forward(m, &x, probs, &err), 0);
+        const float *q = probs + (PIPE_N - 1) * 5;
+        int best = 0;
+        for (int cl = 1; cl < 5; cl++)
+            best = q[cl] > q[best] ? cl : best;
+        assert_int_equal(f->exit_of[id], PIPE_N);
+        assert_int_equal(f->cls[id], best);
+        assert_true(fabsf(f->conf[id] - q[best]) <= 1e-5f);
+    }
+    nn_model_destroy(&m);
+    node_destroy(&f->device);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    zmq_ctx_term(f->zctx);
+    unlink(model);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -698,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_scores),
         cmocka_unit_test(test_pipeline_in_process),
         cmocka_unit_test(test_device_early_exit),
+        cmocka_unit_test(test_device_refuses_forged_batches),
     };
     if (!mkdtemp(g_scratch)) {
         perror("mkdtemp");

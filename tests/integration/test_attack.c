@@ -1,16 +1,17 @@
 /* Attacks on a real cluster, as a matrix in the manner of CZMQ's zauth self-test: for each
  * attacker (no key, an unknown key, a client key, a stolen routing id, a stray duplicate
  * node, a forged last result, maps from a stranger or a tier that is not the previous one,
- * floods) the test asserts what it gets (nothing, or a refusal that names nothing) and what
+ * floods, a coordinator that sends a device forged batches of tasks) the test asserts what it gets (nothing, or a refusal that names nothing) and what
  * it changes (nothing), while legitimate traffic runs: every request answered, every
  * answer equal to the single-process forward.
  *
  * The cluster is started by deploy/local.sh with ports unique to the test; the attackers
  * are raw ZeroMQ sockets in this process (speaking einet's wire format) and extra einet-node
  * processes. `test_attack CASE...` runs the cases named on one cluster: keyless (steal,
- * orphan, stray, forgedlast, inject, flood, frames) or, when the first case is `keys`, the
+ * orphan, stray, forgedlast, inject, flood, frames, fakecoord) or, when the first case is `keys`, the
  * cluster with CURVE on (keys, nokey, unknownkey, client, operator, nodekey, keystray).
  * docs/security.md lists the attacks and what stops each. */
+#include <math.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -280,10 +281,15 @@ static double wait_healthy(int ms, const char *after)
 
 /* ---- attackers: raw ZeroMQ sockets speaking einet's wire format ---- */
 
+#define ATK_IDS 1024
+
 typedef struct atk {
     void *ctx, *sock;
     uint64_t seq;
     int errors, refused_plain, tasks, other;
+    uint64_t ids[ATK_IDS]; /* tasks received, not yet returned by atk_poll */
+    int head, n_ids;
+    int batches; /* Batch messages received */
     char last_error[300];
 } atk_t;
 
@@ -343,14 +349,33 @@ static void atk_heartbeat(atk_t *a, int tier, int first, int last)
     atk_send(a, &env, NULL, 0);
 }
 
-/* Receives for ms; counts what came (errors, tasks). Returns the last task's request id. */
+/* Counts one message that came (an error, a task: its id joins the queue, or other). */
+static void atk_count(atk_t *a, const einet_Envelope *env)
+{
+    if (env->which_body == einet_Envelope_error_tag) {
+        a->errors++;
+        a->refused_plain += !strcmp(env->body.error.message, "refused");
+        snprintf(a->last_error, sizeof a->last_error, "%s", env->body.error.message);
+    } else if (env->which_body == einet_Envelope_task_tag) {
+        a->tasks++;
+        if (a->n_ids < ATK_IDS)
+            a->ids[(a->head + a->n_ids++) % ATK_IDS] = env->body.task.request_id;
+    } else {
+        a->other++;
+    }
+}
+
+/* Receives for ms, or until a task comes; counts what came (errors, tasks, alone or
+ * inside a Batch: the coordinator sends a device the tasks of one turn as one). Returns
+ * the oldest task id not returned yet, 0 when there is none. */
 static uint64_t atk_poll(atk_t *a, int ms)
 {
-    uint64_t task = 0;
     zmq_pollitem_t it = {a->sock, 0, ZMQ_POLLIN, 0};
     double until = ei_now() + ms / 1e3;
-    while (zmq_poll(&it, 1, (long)((until - ei_now()) * 1e3 > 0 ? (until - ei_now()) * 1e3 : 0)) >
-           0) {
+    int before = a->tasks;
+    while (a->tasks == before &&
+           zmq_poll(&it, 1, (long)((until - ei_now()) * 1e3 > 0 ? (until - ei_now()) * 1e3 : 0)) >
+               0) {
         zmq_msg_t f[2];
         int n = 0, more = 1;
         while (more) {
@@ -363,27 +388,32 @@ static uint64_t atk_poll(atk_t *a, int ms)
             else
                 zmq_msg_close(&m);
         }
-        einet_Envelope *env = calloc(1, sizeof *env);
-        if (wire_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]),
-                        n == 2 ? zmq_msg_size(&f[1]) : WIRE_NO_TENSOR, env, NULL) == 0) {
-            if (env->which_body == einet_Envelope_error_tag) {
-                a->errors++;
-                a->refused_plain += !strcmp(env->body.error.message, "refused");
-                snprintf(a->last_error, sizeof a->last_error, "%s", env->body.error.message);
-            } else if (env->which_body == einet_Envelope_task_tag) {
-                a->tasks++;
-                task = env->body.task.request_id;
-            } else {
-                a->other++;
-            }
+        xport_frame_t fr[2];
+        for (int i = 0; i < n; i++)
+            fr[i] = (xport_frame_t){zmq_msg_data(&f[i]), zmq_msg_size(&f[i]), NULL, NULL};
+        xport_msg_t *msg = xport_msg_new(NULL, fr, n);
+        wire_in_t *in = calloc(1, sizeof *in), *item = calloc(1, sizeof *item);
+        int rc = wire_recv(msg, in, NULL);
+        if (rc == 0 && in->env.which_body == einet_Envelope_batch_tag) {
+            wire_batch_it_t bi = {0, 0};
+            while (wire_batch_next(in, &bi, item, NULL) == 1)
+                atk_count(a, &item->env);
+            a->batches++;
+        } else if (rc == 0) {
+            atk_count(a, &in->env);
         }
-        free(env);
+        free(in);
+        free(item);
+        xport_msg_destroy(&msg);
         for (int i = 0; i < n; i++)
             zmq_msg_close(&f[i]);
-        if (task)
-            break;
     }
-    return task;
+    if (!a->n_ids)
+        return 0;
+    uint64_t id = a->ids[a->head];
+    a->head = (a->head + 1) % ATK_IDS;
+    a->n_ids--;
+    return id;
 }
 
 /* A feature map after block `block` for request id, of the right shape, all zeros. */
@@ -619,9 +649,9 @@ static void test_forgedlast(void **state)
     uint64_t refusals = refused("nodes", "not-its-exit") - forged0;
     uint64_t malformed = refused("nodes", "malformed") - malformed0;
     atk_close(&a);
-    printf("  forgedlast: %d tasks to the impostor, %d forged last results (%d in batches), "
-           "%llu refused, %llu malformed; answers: %d complete, %d deadline, %d link\n", a.tasks,
-           forged, batched, (unsigned long long)refusals, (unsigned long long)malformed,
+    printf("  forgedlast: %d tasks to the impostor (%d batches of them), %d forged last results "
+           "(%d in batches), %llu refused, %llu malformed; answers: %d complete, %d deadline, "
+           "%d link\n", a.tasks, a.batches, forged, batched, (unsigned long long)refusals, (unsigned long long)malformed,
            r.by_status[einet_Status_STATUS_COMPLETE], r.by_status[einet_Status_STATUS_DEADLINE],
            r.by_status[einet_Status_STATUS_LINK]);
     assert_true(forged > 0 && batched > 0);
@@ -729,6 +759,225 @@ static void test_frames(void **state)
     atk_close(&a);
     printf("  frames: 300 messages of 6 frames, %llu counted\n", (unsigned long long)got);
     assert_int_equal(got, 300);
+}
+
+/* ---- a coordinator that lies to a device ---- */
+
+typedef struct fakec {
+    void *ctx, *sock;
+    zmq_msg_t peer; /* the device's routing id */
+    int known, errors, finals;
+    uint64_t seq;
+    char err[4][300];
+    int final_of[4], class_of[4]; /* per test image (request id - 1) */
+    float conf_of[4];
+} fakec_t;
+
+/* Sends env (and tensor bytes, or a raw payload) to the device on the ROUTER. */
+static void fakec_send(fakec_t *f, const uint8_t *env, size_t len, const void *more,
+                       size_t more_len)
+{
+    zmq_msg_t id;
+    zmq_msg_init(&id);
+    zmq_msg_copy(&id, &f->peer);
+    zmq_msg_send(&id, f->sock, ZMQ_SNDMORE);
+    zmq_send(f->sock, env, len, more ? ZMQ_SNDMORE : 0);
+    if (more)
+        zmq_send(f->sock, more, more_len, 0);
+}
+
+static void fakec_take(fakec_t *f, const einet_Envelope *env)
+{
+    if (env->which_body == einet_Envelope_error_tag) {
+        if (f->errors < 4)
+            snprintf(f->err[f->errors], sizeof f->err[0], "%s", env->body.error.message);
+        f->errors++;
+    } else if (env->which_body == einet_Envelope_exit_result_tag && env->body.exit_result.last) {
+        const einet_ExitResult *r = &env->body.exit_result;
+        assert_true(r->request_id >= 1 && r->request_id <= 4);
+        f->final_of[r->request_id - 1]++;
+        f->class_of[r->request_id - 1] = (int)r->class_id;
+        f->conf_of[r->request_id - 1] = r->confidence;
+        f->finals++;
+    }
+}
+
+/* Receives for up to ms: answers heartbeats, takes errors and final exits (alone or in a
+ * batch). */
+static void fakec_poll(fakec_t *f, int ms)
+{
+    zmq_pollitem_t it = {f->sock, 0, ZMQ_POLLIN, 0};
+    double until = ei_now() + ms / 1e3;
+    while (ei_now() < until && zmq_poll(&it, 1, (long)((until - ei_now()) * 1e3) + 1) > 0) {
+        zmq_msg_t fr[3];
+        int n = 0, more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init(&m);
+            zmq_msg_recv(&m, f->sock, 0);
+            more = zmq_msg_more(&m);
+            if (n < 3)
+                fr[n++] = m;
+            else
+                zmq_msg_close(&m);
+        }
+        if (!f->known) {
+            zmq_msg_init(&f->peer);
+            zmq_msg_copy(&f->peer, &fr[0]);
+        }
+        xport_frame_t x[2];
+        for (int i = 1; i < n; i++)
+            x[i - 1] = (xport_frame_t){zmq_msg_data(&fr[i]), zmq_msg_size(&fr[i]), NULL, NULL};
+        xport_msg_t *msg = xport_msg_new(NULL, x, n - 1);
+        wire_in_t *in = calloc(1, sizeof *in), *item = calloc(1, sizeof *item);
+        assert_int_equal(wire_recv(msg, in, NULL), 0);
+        if (in->env.which_body == einet_Envelope_heartbeat_tag) {
+            einet_Envelope r;
+            uint8_t buf[WIRE_ENVELOPE_MAX];
+            size_t len;
+            wire_env_init(&r, einet_Envelope_heartbeat_reply_tag);
+            r.seq = ++f->seq;
+            r.reply_to = in->env.seq;
+            r.body.heartbeat_reply.seq = in->env.body.heartbeat.seq;
+            r.body.heartbeat_reply.echo_sent_at_us = in->env.body.heartbeat.sent_at_us;
+            assert_int_equal(wire_encode(&r, WIRE_NO_TENSOR, buf, sizeof buf, &len, NULL), 0);
+            fakec_send(f, buf, len, NULL, 0);
+            f->known = 1;
+        } else if (in->env.which_body == einet_Envelope_batch_tag) {
+            wire_batch_it_t bi = {0, 0};
+            while (wire_batch_next(in, &bi, item, NULL) == 1)
+                fakec_take(f, &item->env);
+        } else {
+            fakec_take(f, &in->env);
+        }
+        free(in);
+        free(item);
+        xport_msg_destroy(&msg);
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&fr[i]);
+    }
+}
+
+/* Sends b with header hdr (a lie where it differs from b's own). */
+static void fakec_batch(fakec_t *f, const wire_batch_out_t *b, const einet_Batch *hdr)
+{
+    einet_Envelope env;
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    wire_env_init(&env, einet_Envelope_batch_tag);
+    env.seq = ++f->seq;
+    env.body.batch = *hdr;
+    pb_ostream_t s = pb_ostream_from_buffer(buf, sizeof buf);
+    assert_true(pb_encode(&s, einet_Envelope_fields, &env));
+    fakec_send(f, buf, s.bytes_written, b->buf, b->len);
+}
+
+/* The device's config with the whole model (no next tier) and `coordinator` = endpoint. */
+static void write_fake_device(const char *endpoint, char *path, size_t cap)
+{
+    char src[600], line[1200];
+    snprintf(src, sizeof src, "%s/device.ini", g_cluster.dir);
+    snprintf(path, cap, "%s/fake-device.ini", g_cluster.dir);
+    FILE *in = fopen(src, "r"), *out = fopen(path, "w");
+    assert_non_null(in);
+    assert_non_null(out);
+    while (fgets(line, sizeof line, in)) {
+        if (!strncmp(line, "next", 4))
+            continue;
+        if (!strncmp(line, "last_block", 10))
+            fprintf(out, "last_block = %d\n", g_blocks);
+        else if (!strncmp(line, "coordinator", 11))
+            fprintf(out, "coordinator = %s\n", endpoint);
+        else
+            fputs(line, out);
+    }
+    fclose(in);
+    fclose(out);
+}
+
+/* A device process whose coordinator is this test: once it has introduced itself, it gets
+ * a batch of tasks for test images 0 and 3 around a task whose image is 4 bytes short and
+ * a heartbeat reply (which never travels in a batch); then the same batch telling 3
+ * messages for its 4 sizes, and one telling 257 messages. Each bad part is refused,
+ * named, and only that part: the device answers images 0 and 3 once each, exactly as the
+ * single-process forward. */
+static void test_fakecoord(void **state)
+{
+    (void)state;
+    fakec_t f;
+    memset(&f, 0, sizeof f);
+    f.ctx = zmq_ctx_new();
+    f.sock = zmq_socket(f.ctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(f.sock, ZMQ_LINGER, &linger, sizeof linger);
+    assert_int_equal(zmq_bind(f.sock, "tcp://127.0.0.1:*"), 0);
+    char endpoint[128], path[600];
+    size_t elen = sizeof endpoint;
+    zmq_getsockopt(f.sock, ZMQ_LAST_ENDPOINT, endpoint, &elen);
+    write_fake_device(endpoint, path, sizeof path);
+    itest_proc_t dev;
+    spawn_node(&dev, "fake-device.ini", "fake-device.log");
+    double t0 = ei_now();
+    while (!f.known && ei_now() - t0 < 30)
+        fakec_poll(&f, 50);
+    assert_true(f.known);
+    uint8_t buf[WIRE_ENVELOPE_MAX];
+    size_t len;
+    wire_batch_out_t b = {0};
+    for (int i = 0; i < 4; i++) {
+        einet_Envelope e;
+        if (i == 2) {
+            wire_env_init(&e, einet_Envelope_heartbeat_reply_tag);
+            e.seq = ++f.seq;
+            assert_int_equal(wire_encode(&e, WIRE_NO_TENSOR, buf, sizeof buf, &len, NULL), 0);
+            assert_int_equal(wire_batch_add(&b, buf, len, NULL, 0, NULL), 0);
+            continue;
+        }
+        wire_env_init(&e, einet_Envelope_task_tag);
+        e.seq = ++f.seq;
+        e.body.task.request_id = (uint64_t)i + 1; /* image i */
+        const uint32_t shape[4] = {1, 1, 28, 28};
+        wire_meta_set(&e.body.task.input, &e.body.task.has_input, shape, 4);
+        e.body.task.plan_count = (pb_size_t)g_blocks;
+        for (int k = 0; k < g_blocks; k++)
+            e.body.task.plan[k] = true;
+        assert_int_equal(wire_encode(&e, 784 * 4, buf, sizeof buf, &len, NULL), 0);
+        assert_int_equal(wire_batch_add(&b, buf, len, g_test->images + (size_t)i * 784,
+                                        i == 1 ? 783 * 4 : 784 * 4, NULL), 0);
+    }
+    fakec_batch(&f, &b, &b.hdr);
+    einet_Batch h = b.hdr;
+    h.count = 3;
+    fakec_batch(&f, &b, &h);
+    h = b.hdr;
+    h.count = WIRE_MAX_BATCH + 1;
+    fakec_batch(&f, &b, &h);
+    wire_batch_free(&b);
+    t0 = ei_now();
+    while ((f.finals < 2 || f.errors < 4) && ei_now() - t0 < 30)
+        fakec_poll(&f, 50);
+    fakec_poll(&f, 300); /* nothing more may come */
+    kill(dev.pid, SIGTERM);
+    itest_proc_wait(&dev, 5000);
+    zmq_msg_close(&f.peer);
+    zmq_close(f.sock);
+    zmq_ctx_term(f.ctx);
+    printf("  fakecoord: %d final answers, %d refusals:\n", f.finals, f.errors);
+    for (int i = 0; i < 4 && i < f.errors; i++)
+        printf("    %s\n", f.err[i]);
+    assert_int_equal(f.errors, 4);
+    assert_string_equal(f.err[0], "batch message 2 of 4: task.input: shape promises 3136 bytes, "
+                                  "the tensor frame has 3132");
+    assert_string_equal(f.err[1], "batch message 3 of 4: heartbeat_reply may not travel in a "
+                                  "batch");
+    assert_string_equal(f.err[2], "batch.env_bytes: 4 sizes for 3 messages");
+    assert_string_equal(f.err[3], "batch.count: 257, expected 1..256");
+    assert_int_equal(f.finals, 2);
+    for (int i = 0; i < 4; i += 3) {
+        double conf;
+        assert_int_equal(f.final_of[i], 1);
+        assert_int_equal(f.class_of[i], final_class(i, &conf));
+        assert_true(fabs(f.conf_of[i] - conf) <= 1e-5);
+    }
 }
 
 /* ---- cases with keys ---- */
@@ -921,7 +1170,8 @@ static const itest_case_t cases[] = {
     CASE("steal", test_steal),         CASE("orphan", test_orphan),
     CASE("stray", test_stray),         CASE("forgedlast", test_forgedlast),
     CASE("inject", test_inject),       CASE("flood", test_flood),
-    CASE("frames", test_frames),       CASE("keys", test_keys),
+    CASE("frames", test_frames),       CASE("fakecoord", test_fakecoord),
+    CASE("keys", test_keys),
     CASE("nokey", test_nokey),         CASE("unknownkey", test_unknownkey),
     CASE("client", test_client),       CASE("operator", test_operator),
     CASE("nodekey", test_nodekey),     CASE("keystray", test_stray),
@@ -937,8 +1187,8 @@ static void read_keys(itest_cluster_t *c)
 
 static itest_suite_t suite = {
     .prog = "test_attack",
-    .usage = "keyless: steal orphan stray forgedlast inject flood frames; with keys, first "
-             "`keys`: nokey unknownkey client operator nodekey keystray",
+    .usage = "keyless: steal orphan stray forgedlast inject flood frames fakecoord; with "
+             "keys, first `keys`: nokey unknownkey client operator nodekey keystray",
     .cases = cases,
     .n_cases = (int)(sizeof cases / sizeof cases[0]),
     .cluster = &g_cluster,
