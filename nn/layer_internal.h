@@ -98,6 +98,24 @@ void nn__wino_prepare(nn_layer_t *self);
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                       size_t share, int relu, int pool);
 
+/* Two prepared Winograd convs that read the same map (same input shape, padding and tile:
+ * a block's branch conv and the next block's conv) run as one: one input transform, one
+ * product per transform point with the two convs' output rows stacked (M = ma + mb: fatter
+ * than either alone), then each output transform into its own map. new: NULL when the
+ * two cannot pair (either without the lowering, different maps) or out of memory; the
+ * pair copies the layers' transformed weights and biases, so it is made after they are
+ * prepared and is destroyed before them (destroy accepts NULL and clears *self_p).
+ * share: floats of workspace for a batch of n. forward: ya = a(x) (max(0, .) when relu_a;
+ * with pool_a the 2x2 stride-2 maxpool of that, as nn__conv_forward_relu_pool), yb = b(x)
+ * the same way, on the calling thread alone, ws holding share floats. */
+typedef struct nn__wino_pair nn__wino_pair_t;
+nn__wino_pair_t *nn__wino_pair_new(const nn_layer_t *a, const nn_layer_t *b);
+void nn__wino_pair_destroy(nn__wino_pair_t **self_p);
+size_t nn__wino_pair_share(const nn__wino_pair_t *self, int n);
+void nn__wino_pair_forward(const nn__wino_pair_t *self, const nn_tensor_t *x, nn_tensor_t *ya,
+                           int relu_a, int pool_a, nn_tensor_t *yb, int relu_b, int pool_b,
+                           float *ws);
+
 /* Inference: a conv prepared with Winograd's lowering, its ReLU and a 2x2 stride-2 maxpool
  * after it in one pass (fusable: the conv has the lowering and pool is such a maxpool);
  * y is the pool's output, equal to what the three layers give one after the other. */

@@ -23,6 +23,7 @@
 
 #include <cblas.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Tile columns (tiles x samples) one group of products aims at, and the most floats the
  * group's transformed input and products may take together (512 KiB: they stay in L2 for
@@ -92,22 +93,34 @@ static int area_of(const nn_layer_t *self)
     return a * a;
 }
 
-int nn__wino_group_max(const nn_layer_t *self, int n)
+/* Samples per group for products of m output rows at batch n. */
+static int group_max_m(const nn_layer_t *self, int m, int n)
 {
     int t = tiles_of(self), g = (WINO_COLS + t - 1) / t;
-    long long per = (long long)area_of(self) * (self->in.c + self->out.c) * t;
+    long long per = (long long)area_of(self) * (self->in.c + m) * t;
     long long fit = WINO_FLOATS / per;
     g = fit < g ? (int)fit : g;
     g = g < 1 ? 1 : g;
     return g < n ? g : n;
 }
 
+int nn__wino_group_max(const nn_layer_t *self, int n)
+{
+    return group_max_m(self, self->out.c, n);
+}
+
+/* Floats of one thread's workspace for products of m output rows at batch n. */
+static size_t share_m(const nn_layer_t *self, int m, int n)
+{
+    return (size_t)area_of(self) * (size_t)(self->in.c + m) * tiles_of(self) *
+           (size_t)group_max_m(self, m, n);
+}
+
 size_t nn__wino_share(const nn_layer_t *self, int n)
 {
     if (!nn__wino_eligible(self))
         return 0;
-    return (size_t)area_of(self) * (size_t)(self->in.c + self->out.c) * tiles_of(self) *
-           (size_t)nn__wino_group_max(self, n);
+    return share_m(self, self->out.c, n);
 }
 
 /* U = G g G^T of F(4x4, 3x3) for one 3x3 kernel g, in double, rounded once. G's rows:
@@ -430,27 +443,68 @@ static void plane_out_pool(const float *mo, size_t ldm, int tile, int tw, int th
     }
 }
 
-typedef struct wino_job {
-    nn_layer_t *self;
-    const nn_tensor_t *x;
+/* Where the output transform writes output rows [o0, o0 + m) of the products: y (the
+ * conv's map, or with pool the 2x2 maxpool's), their biases, max(0, .) when relu. */
+typedef struct wino_out {
     nn_tensor_t *y;
+    const float *bias;
+    int m, relu, pool;
+} wino_out_t;
+
+/* One Winograd run: self gives the geometry (input, tile, padding), u the transformed
+ * weights [a2][m][c] of m output rows, split among nout outputs in order. */
+typedef struct wino_job {
+    const nn_layer_t *self;
+    const float *u;
+    int m;
+    const nn_tensor_t *x;
+    wino_out_t out[2];
+    int nout;
     float *ws;
     size_t share;
-    int g, relu, pool;
+    int g;
 } wino_job_t;
 
+/* The output transform of output rows [o0, o0 + o->m) of a group's products mm (m rows of
+ * ld columns) into o->y, samples s0 .. s0 + g - 1. Per output channel the group's samples'
+ * tiles are consecutive in M (a map of g * th tile rows), transformed together in loops
+ * that long, each tile row then placed in its sample's plane. */
+static void group_out(const nn_layer_t *self, const wino_out_t *o, const float *mm, int o0,
+                      int m, size_t ld, int s0, int g)
+{
+    int oh = self->out.h, ow = self->out.w, tile = nn__wino_tile(self);
+    int tw = (ow + tile - 1) / tile, th = (oh + tile - 1) / tile;
+    size_t ldm = (size_t)m * ld;
+    if (o->pool) { /* into the 2x2 maxpool's output */
+        int ph = oh / 2, pw = ow / 2;
+        for (int k = 0; k < o->m; k++)
+            plane_out_pool(mm + (size_t)(o0 + k) * ld, ldm, tile, tw, g * th, th, o->bias[k],
+                           o->relu, o->y->data + ((size_t)s0 * o->m + k) * ph * pw,
+                           (size_t)o->m * ph * pw, ph, pw);
+        return;
+    }
+    size_t out_sz = (size_t)o->m * oh * ow;
+    for (int k = 0; k < o->m; k++) {
+        float *plane = o->y->data + s0 * out_sz + (size_t)k * oh * ow;
+        const float *mo = mm + (size_t)(o0 + k) * ld;
+        if (tile == 4)
+            plane_out4(mo, ldm, tw, g * th, th, o->bias[k], o->relu, plane, out_sz, oh, ow);
+        else
+            plane_out(mo, ldm, tw, g * th, th, o->bias[k], o->relu, plane, out_sz, oh, ow);
+    }
+}
+
 /* One group of samples: input transform into V [a2][c][g * T], a2 products into
- * M [a2][m][g * T], output transform into y. */
+ * M [a2][m][g * T], output transforms into the outputs. */
 static void wino_group(void *arg, int item, int tid)
 {
     const wino_job_t *j = arg;
     const nn_layer_t *self = j->self;
-    int c = self->in.c, m = self->out.c, h = self->in.h, w = self->in.w;
-    int oh = self->out.h, ow = self->out.w, p = self->spec.pad;
+    int c = self->in.c, m = j->m, h = self->in.h, w = self->in.w, p = self->spec.pad;
     int tile = nn__wino_tile(self), a2 = area_of(self);
-    int tw = (ow + tile - 1) / tile, th = (oh + tile - 1) / tile, T = tw * th;
+    int tw = (self->out.w + tile - 1) / tile, th = (self->out.h + tile - 1) / tile, T = tw * th;
     int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
-    size_t ld = (size_t)g * T, in_sz = nn_shape_numel(self->in), out_sz = nn_shape_numel(self->out);
+    size_t ld = (size_t)g * T, in_sz = nn_shape_numel(self->in);
     float *v = j->ws + (size_t)tid * j->share, *mm = v + (size_t)a2 * c * ld;
     for (int i = 0; i < c; i++) /* samples inner: they write neighbouring tiles of V */
         for (int s = 0; s < g; s++) {
@@ -463,34 +517,18 @@ static void wino_group(void *arg, int item, int tid)
         }
     for (int xi = 0; xi < a2; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)ld, c, 1.0f,
-                    self->wino + (size_t)xi * m * c, c, v + (size_t)xi * c * ld, (int)ld, 0.0f,
+                    j->u + (size_t)xi * m * c, c, v + (size_t)xi * c * ld, (int)ld, 0.0f,
                     mm + (size_t)xi * m * ld, (int)ld);
-    const float *b = self->params[1].value->data;
-    /* Per output channel the group's samples' tiles are consecutive in M (a map of g * th
-       tile rows), transformed together in loops that long, each tile row then placed in
-       its sample's plane. */
-    if (j->pool) { /* into the 2x2 maxpool's output */
-        int ph = oh / 2, pw = ow / 2;
-        for (int o = 0; o < m; o++)
-            plane_out_pool(mm + (size_t)o * ld, (size_t)m * ld, tile, tw, g * th, th, b[o],
-                           j->relu, j->y->data + ((size_t)s0 * m + o) * ph * pw,
-                           (size_t)m * ph * pw, ph, pw);
-        return;
-    }
-    for (int o = 0; o < m; o++) {
-        float *plane = j->y->data + s0 * out_sz + (size_t)o * oh * ow;
-        const float *mo = mm + (size_t)o * ld;
-        if (tile == 4)
-            plane_out4(mo, (size_t)m * ld, tw, g * th, th, b[o], j->relu, plane, out_sz, oh, ow);
-        else
-            plane_out(mo, (size_t)m * ld, tw, g * th, th, b[o], j->relu, plane, out_sz, oh, ow);
-    }
+    for (int k = 0, o0 = 0; k < j->nout; o0 += j->out[k].m, k++)
+        group_out(self, &j->out[k], mm, o0, m, ld, s0, g);
 }
 
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                       size_t share, int relu, int pool)
 {
-    wino_job_t j = {self, x, y, ws, share, 0, relu, pool};
+    wino_job_t j = {.self = self, .u = self->wino, .m = self->out.c, .x = x, .nout = 1,
+                    .ws = ws, .share = share};
+    j.out[0] = (wino_out_t){y, self->params[1].value->data, self->out.c, relu, pool};
     int n = x->n, gmax = nn__wino_group_max(self, n), threads = nn__loop_threads(self->threads);
     int count = (n + gmax - 1) / gmax;
     if (threads > 1) {
@@ -500,4 +538,68 @@ void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
     j.g = (n + count - 1) / count;
     count = (n + j.g - 1) / j.g;
     nn__parallel_for(count, threads, wino_group, &j);
+}
+
+/* ---- two convs on one map ---- */
+
+struct nn__wino_pair {
+    const nn_layer_t *a, *b;
+    float *u;    /* [a2][ma + mb][c]: a's rows of U, then b's */
+    float *bias; /* ma + mb */
+};
+
+nn__wino_pair_t *nn__wino_pair_new(const nn_layer_t *a, const nn_layer_t *b)
+{
+    if (!a->wino || !b->wino || a->in.c != b->in.c || a->in.h != b->in.h ||
+        a->in.w != b->in.w || a->spec.pad != b->spec.pad ||
+        nn__wino_tile(a) != nn__wino_tile(b))
+        return NULL;
+    int c = a->in.c, ma = a->out.c, mb = b->out.c, m = ma + mb, a2 = area_of(a);
+    nn__wino_pair_t *pr = calloc(1, sizeof *pr);
+    float *u = malloc((size_t)a2 * m * c * sizeof(float)), *bias = malloc((size_t)m * sizeof(float));
+    if (!pr || !u || !bias) { /* out of memory: the convs run one after the other */
+        free(pr);
+        free(u);
+        free(bias);
+        return NULL;
+    }
+    for (int xi = 0; xi < a2; xi++) {
+        memcpy(u + (size_t)xi * m * c, a->wino + (size_t)xi * ma * c, (size_t)ma * c * sizeof(float));
+        memcpy(u + ((size_t)xi * m + ma) * c, b->wino + (size_t)xi * mb * c,
+               (size_t)mb * c * sizeof(float));
+    }
+    memcpy(bias, a->params[1].value->data, (size_t)ma * sizeof(float));
+    memcpy(bias + ma, b->params[1].value->data, (size_t)mb * sizeof(float));
+    *pr = (nn__wino_pair_t){a, b, u, bias};
+    return pr;
+}
+
+void nn__wino_pair_destroy(nn__wino_pair_t **self_p)
+{
+    if (!*self_p)
+        return;
+    free((*self_p)->u);
+    free((*self_p)->bias);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+size_t nn__wino_pair_share(const nn__wino_pair_t *self, int n)
+{
+    return share_m(self->a, self->a->out.c + self->b->out.c, n);
+}
+
+void nn__wino_pair_forward(const nn__wino_pair_t *self, const nn_tensor_t *x, nn_tensor_t *ya,
+                           int relu_a, int pool_a, nn_tensor_t *yb, int relu_b, int pool_b,
+                           float *ws)
+{
+    const nn_layer_t *a = self->a, *b = self->b;
+    int m = a->out.c + b->out.c;
+    wino_job_t j = {.self = a, .u = self->u, .m = m, .x = x, .nout = 2, .ws = ws,
+                    .share = nn__wino_pair_share(self, x->n), .g = group_max_m(a, m, x->n)};
+    EI_ASSERT(ya->n == x->n && yb->n == x->n && ya->c == a->out.c && yb->c == b->out.c);
+    j.out[0] = (wino_out_t){ya, self->bias, a->out.c, relu_a, pool_a};
+    j.out[1] = (wino_out_t){yb, self->bias + a->out.c, b->out.c, relu_b, pool_b};
+    for (int item = 0; item * j.g < x->n; item++)
+        wino_group(&j, item, 0);
 }

@@ -145,6 +145,7 @@ void nn_model_destroy(nn_model_t **self_p)
         return;
     nn_model_t *m = *self_p;
     for (int b = 0; m->blocks && b < m->nblocks; b++) {
+        nn__wino_pair_destroy(&m->blocks[b].pair);
         nn__seq_free(&m->blocks[b].conv);
         nn__seq_free(&m->blocks[b].branch);
         if (m->dfeat)
@@ -180,6 +181,30 @@ void nn_model_init(nn_model_t *self, uint64_t seed)
     }
 }
 
+/* A full forward runs blk's branch conv and the next block's conv as one Winograd pair
+ * when both have the lowering on the same map: one input transform and fatter products
+ * (docs/nn.md). The workspace grows to the pair's share if it needs more (here, once;
+ * when it cannot, the convs keep running one after the other). */
+static void pair_block(nn_model_t *m, nn_block_t *blk, nn_block_t *next)
+{
+    if (!nn__seq_head(&blk->branch, &blk->head) || !nn__seq_head(&next->conv, &blk->next_head))
+        return;
+    blk->pair = nn__wino_pair_new(blk->head.layer, blk->next_head.layer);
+    if (!blk->pair)
+        return;
+    size_t need = nn__wino_pair_share(blk->pair, m->max_batch);
+    if (need <= m->ws_floats)
+        return;
+    float *ws = ei_calloc(need * (size_t)m->threads + 1, sizeof(float));
+    if (!ws) {
+        nn__wino_pair_destroy(&blk->pair);
+        return;
+    }
+    free(m->ws);
+    m->ws = ws;
+    m->ws_floats = need;
+}
+
 void nn_model_prepare_inference(nn_model_t *self)
 {
     if (self->inference)
@@ -188,6 +213,8 @@ void nn_model_prepare_inference(nn_model_t *self)
         nn__seq_fold(&self->blocks[b].conv);
         nn__seq_fold(&self->blocks[b].branch);
     }
+    for (int b = 0; b + 1 < self->nblocks; b++)
+        pair_block(self, &self->blocks[b], &self->blocks[b + 1]);
     self->inference = 1;
 }
 
@@ -318,6 +345,14 @@ typedef struct infer_job {
     int chunk, count;
 } infer_job_t;
 
+/* Samples [s0, s0 + n) of activation `at` of a sequence. */
+static nn_tensor_t act_view(const nn_seq_t *s, int at, int s0, int n)
+{
+    const nn_tensor_t *a = s->act[at];
+    return nn_tensor_view(a->data + (size_t)s0 * nn_tensor_sample_numel(a), n, a->c, a->h,
+                          a->w);
+}
+
 static void infer_chunk(void *arg, int item, int tid)
 {
     const infer_job_t *j = arg;
@@ -327,12 +362,25 @@ static void infer_chunk(void *arg, int item, int tid)
     float *ws = m->ws + (size_t)tid * m->ws_floats;
     nn_tensor_t cur = nn_tensor_view(j->x->data + (size_t)s0 * nn_tensor_sample_numel(j->x), n,
                                      j->x->c, j->x->h, j->x->w);
+    int from = 0; /* the conv part's first layer still to run (past a pair's head) */
     for (int k = j->k0; k < j->k1; k++) {
+        nn_block_t *blk = &m->blocks[k];
         if (j->conv)
-            nn__seq_forward_at(&m->blocks[k].conv, &cur, s0, ws, &cur);
+            nn__seq_forward_from(&blk->conv, from, &cur, s0, ws, &cur);
+        from = 0;
         if (j->branch) {
-            nn_tensor_t logits;
-            nn__seq_forward_at(&m->blocks[k].branch, &cur, s0, ws, &logits);
+            nn_tensor_t logits, head = cur;
+            int from_b = 0;
+            if (blk->pair && j->conv && k + 1 < j->k1) { /* this branch's and the next conv */
+                head = act_view(&blk->branch, blk->head.at, s0, n);
+                nn_tensor_t next = act_view(&m->blocks[k + 1].conv, blk->next_head.at, s0, n);
+                nn__wino_pair_forward(blk->pair, &cur, &head, blk->head.relu, blk->head.pool,
+                                      &next, blk->next_head.relu, blk->next_head.pool, ws);
+                from_b = blk->head.next;
+                from = blk->next_head.next;
+                cur = next;
+            }
+            nn__seq_forward_from(&blk->branch, from_b, &head, s0, ws, &logits);
             nn_softmax(logits.data, n, K,
                        j->probs + ((size_t)(k - j->k0) * j->x->n + s0) * (size_t)K);
         }

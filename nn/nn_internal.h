@@ -38,13 +38,33 @@ const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws,
  * to run for disjoint ranges on several threads with separate ws; *out is a view of the
  * output for those samples (x itself for an empty sequence). */
 void nn__seq_forward_at(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, nn_tensor_t *out);
+/* nn__seq_forward_at from layer `from` on, x holding the samples' input to that layer (the
+ * output of the step before it); *out as there, x itself when no layer is left. */
+void nn__seq_forward_from(nn_seq_t *s, int from, const nn_tensor_t *x, int s0, float *ws,
+                          nn_tensor_t *out);
+/* The first step of a sequence in inference when it is a conv: the layer, whether its
+ * ReLU and a 2x2 maxpool run with it, the activation it writes (act[at]) and the layer
+ * after the step (next, for nn__seq_forward_from). Returns 1, or 0 when the first layer
+ * that runs is not a conv. */
+typedef struct nn_seq_head {
+    nn_layer_t *layer;
+    int relu, pool, at, next;
+} nn_seq_head_t;
+int nn__seq_head(const nn_seq_t *s, nn_seq_head_t *h);
 /* Backward from dy (shape of the output) to dx (may be NULL). */
 int nn__seq_backward(nn_seq_t *s, const nn_tensor_t *x, const nn_tensor_t *dy, nn_tensor_t *dx,
                      float *ws) EI_CHECK;
 
+typedef struct nn__wino_pair nn__wino_pair_t; /* layer_internal.h */
+
+/* pair (inference, NULL for none): this block's branch conv and the next block's conv run
+ * as one Winograd product on this block's map (nn__wino_pair_t), with the two sequences'
+ * first steps as head (the branch's) and next_head (the next conv part's). */
 typedef struct nn_block {
     nn_seq_t conv;
     nn_seq_t branch;
+    nn__wino_pair_t *pair;
+    nn_seq_head_t head, next_head;
 } nn_block_t;
 
 struct nn_model {

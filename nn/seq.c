@@ -129,21 +129,32 @@ static int next_step(const nn_seq_t *s, int i, int *fuse)
     return j;
 }
 
-/* The layers on samples [s0, s0 + x->n) of the sequence's buffers (x holds those samples'
- * input); returns the index of the activation that holds the output, -1 for none. Other
- * threads may run other samples of the same sequence at the same time: only views of the
- * buffers are made here. */
-static int seq_run(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, int training)
+/* The step that starts at layer i (not skipped): the layers it runs together (a conv or
+ * residual layer with the ReLU after it; in inference a Winograd conv with its ReLU and a
+ * 2x2 maxpool after that), the index of the activation it writes (*at) and of its last
+ * layer (returned). */
+static int step_of(const nn_seq_t *s, int i, int training, int *fuse, int *pool, int *at)
+{
+    int j = next_step(s, i, fuse), unused;
+    int k = *fuse ? next_step(s, j, &unused) : s->count; /* a maxpool after the ReLU */
+    *pool = !training && k < s->count && nn__conv_pool_fusable(s->layers[i], s->layers[k]);
+    *at = *pool ? k : *fuse ? j : i;
+    return *at;
+}
+
+/* The layers from `from` on, on samples [s0, s0 + x->n) of the sequence's buffers (x holds
+ * those samples' input to layer `from`); returns the index of the activation that holds
+ * the output, -1 for none. Other threads may run other samples of the same sequence at
+ * the same time: only views of the buffers are made here. */
+static int seq_run(nn_seq_t *s, int from, const nn_tensor_t *x, int s0, float *ws, int training)
 {
     nn_tensor_t cur = *x;
     int last = -1;
-    for (int i = 0; i < s->count; i++) {
+    for (int i = from; i < s->count; i++) {
         if (s->skip[i])
             continue;
-        int fuse, j = next_step(s, i, &fuse), at = fuse ? j : i, unused;
-        int k = fuse ? next_step(s, j, &unused) : s->count; /* a maxpool after the ReLU */
-        int pool = !training && k < s->count && nn__conv_pool_fusable(s->layers[i], s->layers[k]);
-        at = pool ? k : at;
+        int fuse, pool, at;
+        int end = step_of(s, i, training, &fuse, &pool, &at);
         nn_tensor_t *a = s->act[at];
         nn_tensor_t y = nn_tensor_view(a->data + (size_t)s0 * nn_tensor_sample_numel(a), x->n,
                                        a->c, a->h, a->w);
@@ -157,14 +168,26 @@ static int seq_run(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, int tra
             nn_layer_forward(s->layers[i], &cur, &y, ws, training);
         cur = y;
         last = at;
-        i = pool ? k : fuse ? j : i;
+        i = end;
     }
     return last;
 }
 
+int nn__seq_head(const nn_seq_t *s, nn_seq_head_t *h)
+{
+    int i = 0;
+    while (i < s->count && s->skip[i])
+        i++;
+    if (i >= s->count || kind_of(s, i) != NN_CONV)
+        return 0;
+    h->layer = s->layers[i];
+    h->next = step_of(s, i, 0, &h->relu, &h->pool, &h->at) + 1;
+    return 1;
+}
+
 const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws, int training)
 {
-    int last = seq_run(s, x, 0, ws, training);
+    int last = seq_run(s, 0, x, 0, ws, training);
     for (int i = 0; i < s->count; i++)
         s->act[i]->n = x->n; /* the batch the backward and the caller see */
     return last < 0 ? x : s->act[last];
@@ -172,7 +195,13 @@ const nn_tensor_t *nn__seq_forward(nn_seq_t *s, const nn_tensor_t *x, float *ws,
 
 void nn__seq_forward_at(nn_seq_t *s, const nn_tensor_t *x, int s0, float *ws, nn_tensor_t *out)
 {
-    int last = seq_run(s, x, s0, ws, 0);
+    nn__seq_forward_from(s, 0, x, s0, ws, out);
+}
+
+void nn__seq_forward_from(nn_seq_t *s, int from, const nn_tensor_t *x, int s0, float *ws,
+                          nn_tensor_t *out)
+{
+    int last = seq_run(s, from, x, s0, ws, 0);
     if (last < 0) {
         *out = *x;
         return;

@@ -816,6 +816,145 @@ static void test_conv_pool(void **state)
     assert_int_equal(nn_set_threads(1), 0);
 }
 
+/* max(0, .) of a reference map when relu, then its 2x2 stride-2 maxpool when pool (the
+ * whole windows only): in place, *h and *w updated. */
+static void ref_relu_pool(double *y, int n, int c, int *h, int *w, int relu, int pool)
+{
+    size_t total = (size_t)n * c * *h * *w;
+    for (size_t i = 0; relu && i < total; i++)
+        y[i] = y[i] > 0 ? y[i] : 0;
+    if (!pool)
+        return;
+    int ph = *h / 2, pw = *w / 2;
+    for (int p = 0; p < n * c; p++) /* in place: window (i, j) is read before it is written */
+        for (int i = 0; i < ph; i++)
+            for (int j = 0; j < pw; j++) {
+                const double *a = y + (size_t)p * *h * *w + (size_t)(2 * i) * *w + 2 * j;
+                double m = fmax(fmax(a[0], a[1]), fmax(a[*w], a[*w + 1]));
+                y[(size_t)p * ph * pw + (size_t)i * pw + j] = m;
+            }
+    *h = ph;
+    *w = pw;
+}
+
+/* One of two convs on the same map run as a Winograd pair against its reference (1e-4
+ * relative) and against the layer run alone (1e-5 for F(2x2), 1e-4 for F(4x4), as a
+ * sample alone against its batch). */
+static void check_pair_side(const char *what, nn_layer_t *l, const cfg_t *c, const float *x,
+                            const nn_tensor_t *xt, const nn_tensor_t *y, int relu, int pool)
+{
+    nn_shape_t os = nn_layer_out_shape(l);
+    int h = os.h, w = os.w;
+    double *want = calloc(nn_shape_numel(os) * c->n, sizeof *want);
+    assert_non_null(want);
+    reference(l, c, x, 0, want);
+    ref_relu_pool(want, c->n, os.c, &h, &w, relu, pool);
+    nn_tensor_t *alone = nn_tensor_new(c->n, os.c, h, w);
+    float *ws = ws_new(l, c->n);
+    if (pool)
+        nn__conv_forward_relu_pool(l, xt, alone, ws);
+    else if (relu)
+        nn__layer_forward_relu(l, xt, alone, ws, 0);
+    else
+        nn_layer_forward(l, xt, alone, ws, 0);
+    double tol1 = nn__wino_tile(l) == 4 ? 1e-4 : 1e-5;
+    assert_int_equal(nn_tensor_numel(y), nn_tensor_numel(alone));
+    for (size_t i = 0; i < nn_tensor_numel(y); i++) {
+        expect_near(what, c, i, y->data[i], want[i], 1e-4);
+        expect_near(what, c, i, y->data[i], alone->data[i], tol1);
+    }
+    free(ws);
+    free(want);
+    nn_tensor_destroy(&alone);
+}
+
+/* Two prepared Winograd convs on one map (a block's branch conv and the next block's
+ * conv) as one pair (nn__wino_pair_forward): each output equals its conv's (with the
+ * ReLU fused or not, the 2x2 maxpool after the ReLU or not), F(2x2) and F(4x4), ragged groups of samples,
+ * the workspace exactly the pair's share; and convs that do not read the same map the
+ * same way do not pair. */
+static void check_conv_pair(const cfg_t *ca, int mb, int relu_a, int pool_a, int relu_b,
+                            int pool_b, ei_rng_t *r)
+{
+    cfg_t cb = *ca;
+    cb.spec.out = mb;
+    nn_layer_t *la = make_layer(ca, r), *lb = make_layer(&cb, r);
+    nn_layer_prepare_inference(la);
+    nn_layer_prepare_inference(lb);
+    nn__wino_pair_t *pr = nn__wino_pair_new(la, lb);
+    assert_non_null(pr);
+    nn_shape_t oa = nn_layer_out_shape(la), ob = nn_layer_out_shape(lb);
+    nn_tensor_t *x = tensor_for(ca->n, ca->in);
+    nn_tensor_t *ya = nn_tensor_new(ca->n, oa.c, pool_a ? oa.h / 2 : oa.h, pool_a ? oa.w / 2 : oa.w);
+    nn_tensor_t *yb = nn_tensor_new(ca->n, ob.c, pool_b ? ob.h / 2 : ob.h, pool_b ? ob.w / 2 : ob.w);
+    fill_uniform(x->data, nn_shape_numel(ca->in) * ca->n, r, -1, 1);
+    float *ws = malloc(nn__wino_pair_share(pr, ca->n) * sizeof(float));
+    assert_non_null(ws);
+    nn__wino_pair_forward(pr, x, ya, relu_a, pool_a, yb, relu_b, pool_b, ws);
+    check_pair_side("pair, first conv", la, ca, x->data, x, ya, relu_a, pool_a);
+    check_pair_side("pair, second conv", lb, &cb, x->data, x, yb, relu_b, pool_b);
+    free(ws);
+    nn__wino_pair_destroy(&pr);
+    assert_null(pr);
+    nn__wino_pair_destroy(&pr); /* NULL: nothing */
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&ya);
+    nn_tensor_destroy(&yb);
+    nn_layer_destroy(&la);
+    nn_layer_destroy(&lb);
+}
+
+/* Pairs refused: other padding, another map, a conv without the lowering. */
+static void check_no_pair(const cfg_t *ca, const cfg_t *cb, ei_rng_t *r)
+{
+    nn_layer_t *la = make_layer(ca, r), *lb = make_layer(cb, r);
+    nn_layer_prepare_inference(la);
+    nn_layer_prepare_inference(lb);
+    assert_null(nn__wino_pair_new(la, lb));
+    assert_null(nn__wino_pair_new(lb, la));
+    nn_layer_destroy(&la);
+    nn_layer_destroy(&lb);
+}
+
+static void test_conv_pair(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 29);
+    /* clang-format off */
+    static const cfg_t fixed[] = {
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {32, 14, 14}, 64}, /* F(2x2), the model's blocks 2-3 */
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {64, 7, 7}, 64},   /* F(4x4), blocks 4-6 */
+        {{NN_CONV, 5, 3, 1, 0, 0, 0, 0, NULL, NULL, 0, 0}, {20, 13, 15}, 9},   /* F(2x2), unpadded, odd */
+        {{NN_CONV, 7, 3, 1, 2, 0, 0, 0, NULL, NULL, 0, 0}, {24, 7, 9}, 41},    /* F(4x4), padding 2 */
+    };
+    /* clang-format on */
+    check_conv_pair(&fixed[0], 64, 1, 0, 1, 1, &r);
+    check_conv_pair(&fixed[1], 128, 1, 0, 1, 1, &r);
+    check_conv_pair(&fixed[1], 64, 1, 0, 1, 0, &r);
+    check_conv_pair(&fixed[2], 3, 1, 1, 0, 0, &r);
+    check_conv_pair(&fixed[3], 11, 1, 1, 0, 0, &r);
+    for (int i = 0; i < 8; i++) { /* random shapes of both tiles, batches up to 70 */
+        int p = pick(&r, 0, 2);
+        cfg_t c = {{NN_CONV, pick(&r, 1, 24), 3, 1, p, 0, 0, 0, NULL, NULL, 0, 0},
+                   {pick(&r, 16, 64), pick(&r, 8 - 2 * p, 20), pick(&r, 8 - 2 * p, 20)},
+                   pick(&r, 1, 70)};
+        int relu_a = pick(&r, 0, 1), relu_b = pick(&r, 0, 1); /* a pool comes after a ReLU */
+        check_conv_pair(&c, pick(&r, 1, 40), relu_a, relu_a && pick(&r, 0, 1), relu_b,
+                        relu_b && pick(&r, 0, 1), &r);
+    }
+    cfg_t a = {{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {32, 14, 14}, 1};
+    cfg_t b = a;
+    b.spec.pad = 0; /* another padding */
+    check_no_pair(&a, &b, &r);
+    b = a;
+    b.in.h = 12; /* another map */
+    check_no_pair(&a, &b, &r);
+    b = a;
+    b.spec.stride = 2; /* im2col */
+    check_no_pair(&a, &b, &r);
+}
+
 /* The same checks with the engine on two threads: groups of samples, channels and planes
  * shared out, the weight gradients summed per thread and added up. */
 static void test_layers_two_threads(void **state)
@@ -1412,7 +1551,7 @@ int main(void)
         cmocka_unit_test(test_residual_forward), cmocka_unit_test(test_residual_backward),
         cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
         cmocka_unit_test(test_dropout),          cmocka_unit_test(test_conv_prepared),
-        cmocka_unit_test(test_conv_pool),
+        cmocka_unit_test(test_conv_pool),        cmocka_unit_test(test_conv_pair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "nn/model.h"
+#include "nn/nn_internal.h" /* the blocks' Winograd pairs */
 #include "nn/safetensors.h"
 #include "nn/train.h"
 
@@ -534,6 +535,68 @@ static void test_dropout_model(void **state)
     nn_model_destroy(&b);
 }
 
+/* Maps where the convs take Winograd's lowering (16-24 channels; 14x14: F(2x2), 7x7:
+ * F(4x4)), so that a full forward runs each branch conv with the next block's conv as one
+ * pair (blocks 0 and 1; block 1's conv with its maxpool fused): the probabilities equal
+ * those of the blocks run one by one (nn_model_conv and nn_model_branch, no pairs) within
+ * 1e-5, and those of the unprepared model (im2col, batch norms unfolded) within 1e-4, on
+ * one thread and two; 37 samples make ragged groups. */
+static const char wino_arch[] =
+    "{\"name\":\"wino\",\"input\":[16,14,14],\"classes\":4,\"blocks\":["
+    "{\"conv\":[{\"type\":\"conv\",\"out\":16,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"conv\",\"out\":8,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+    "  {\"type\":\"avgpool\",\"size\":2},{\"type\":\"dense\",\"out\":4}]},"
+    "{\"conv\":[{\"type\":\"conv\",\"out\":24,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"},"
+    "  {\"type\":\"maxpool\",\"k\":2}],"
+    " \"branch\":[{\"type\":\"conv\",\"out\":8,\"k\":3,\"pad\":1},{\"type\":\"relu\"},{\"type\":\"gap\"},"
+    "  {\"type\":\"dense\",\"out\":4}]},"
+    "{\"conv\":[{\"type\":\"conv\",\"out\":16,\"k\":3,\"pad\":1},{\"type\":\"bn\"},{\"type\":\"relu\"}],"
+    " \"branch\":[{\"type\":\"gap\"},{\"type\":\"dense\",\"out\":4}]}]}";
+
+static void check_wino_pairs(int threads)
+{
+    enum { N = 37, E = 3, K = 4 };
+    assert_int_equal(nn_set_threads(threads), 0);
+    ei_err_t err = {0};
+    nn_model_t *m = nn_model_from_arch(wino_arch, "wino", N, &err);
+    assert_non_null(m);
+    nn_model_init(m, 12);
+    nn_tensor_t *x = nn_tensor_new(N, 16, 14, 14);
+    fill(x->data, nn_tensor_numel(x), 13);
+    static float plain[E * N * K], full[E * N * K], part[N * K];
+    assert_int_equal(nn_model_forward(m, x, plain, &err), 0);
+    nn_model_prepare_inference(m);
+    assert_non_null(m->blocks[0].pair);
+    assert_non_null(m->blocks[1].pair);
+    assert_null(m->blocks[2].pair);
+    assert_int_equal(nn_model_forward(m, x, full, &err), 0);
+    double spread = 0;
+    const nn_tensor_t *cur = x;
+    for (int k = 0; k < E; k++) {
+        cur = nn_model_conv(m, k, cur, &err);
+        assert_non_null(cur);
+        assert_int_equal(nn_model_branch(m, k, cur, part, &err), 0);
+        for (int i = 0; i < N * K; i++) {
+            float f = full[k * N * K + i];
+            spread = fmax(spread, fabs(f - 1.0 / K));
+            if (fabsf(f - part[i]) > 1e-5f || fabsf(f - plain[k * N * K + i]) > 1e-4f)
+                fail_msg("%d threads, exit %d [%d]: full %.8g, block by block %.8g, "
+                         "unprepared %.8g", threads, k, i, f, part[i], plain[k * N * K + i]);
+        }
+    }
+    assert_true(spread > 0.02); /* the exits tell the samples apart: the check can fail */
+    nn_tensor_destroy(&x);
+    nn_model_destroy(&m);
+    assert_int_equal(nn_set_threads(1), 0);
+}
+
+static void test_wino_pairs(void **state)
+{
+    (void)state;
+    check_wino_pairs(1);
+    check_wino_pairs(2);
+}
+
 static void test_arch_residual_errors(void **state)
 {
     (void)state;
@@ -647,6 +710,7 @@ int main(void)
         cmocka_unit_test(res_test_round_trip_bit_exact),
         cmocka_unit_test(test_dropout_model),
         cmocka_unit_test(test_arch_residual_errors),
+        cmocka_unit_test(test_wino_pairs),
         cmocka_unit_test(test_augment_shift),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
