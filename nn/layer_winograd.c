@@ -26,11 +26,12 @@
 #include <string.h>
 
 /* Tile columns (tiles x samples) one group of products aims at, and the most floats the
- * group's transformed input and products may take together (512 KiB: they stay in L2 for
- * the output transform). 128 to 1,024 columns and 256 KiB to 1.5 MiB ran within the
- * machine's noise of each other (docs/bench.md). */
-#define WINO_COLS 256
-#define WINO_FLOATS (128 * 1024)
+ * group's transformed input and products may take together (1 MiB: they stay in L2 for
+ * the output transform). With the paired convs' fatter products (M = 48-160), 512 and
+ * 1,024 columns ran 3-5% faster than 256 with 512 KiB (docs/bench.md, 2026-11-29 14:00);
+ * before the pairs 128 to 1,024 ran within the noise of each other. */
+#define WINO_COLS 512
+#define WINO_FLOATS (256 * 1024)
 
 /* Where it pays (measured, docs/bench.md): its products have K = in channels, too thin
  * below 16 (at 28x28, batch 64: 8 channels ran level with im2col, 4 at half its speed).
