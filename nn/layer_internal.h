@@ -91,6 +91,7 @@ void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
  * (nothing when not eligible, switched off by nn_set_winograd, or out of memory);
  * forward: y = conv(x) through it, ws holding `share` floats per thread. */
 int nn__wino_eligible(const nn_layer_t *self);
+int nn__wino_on(void); /* nn_set_winograd's setting */
 int nn__wino_tile(const nn_layer_t *self);
 int nn__wino_group_max(const nn_layer_t *self, int n);
 size_t nn__wino_share(const nn_layer_t *self, int n);

@@ -541,6 +541,7 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
     nn_tensor_t *x = tensor_for(c->n, c->in), *y = tensor_for(c->n, os);
     nn_tensor_t *yr = tensor_for(c->n, os), *dy = tensor_for(c->n, os);
     nn_tensor_t *dx = tensor_for(c->n, c->in), *dx1 = tensor_for(c->n, c->in);
+    nn_tensor_t *y1 = tensor_for(1, os);
     fill_uniform(x->data, nx, r, -1, 1);
     fill_uniform(dy->data, out_sz * c->n, r, -1, 1);
     double *want = calloc(out_sz * c->n, sizeof *want), *rdw = calloc(nw, sizeof *rdw);
@@ -551,7 +552,7 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
     nn__layer_forward_relu(l, x, yr, ws, 0);
     for (int s = 0; s < c->n; s++) { /* the same sample alone */
         nn_tensor_t xs = nn_tensor_view(x->data + s * in_sz, 1, c->in.c, c->in.h, c->in.w);
-        nn_tensor_t ys = nn_tensor_view(dx1->data, 1, os.c, os.h, os.w); /* scratch */
+        nn_tensor_t ys = *y1;
         float *ws1 = ws_new(l, 1);
         nn_layer_forward(l, &xs, &ys, ws1, 0);
         free(ws1);
@@ -564,6 +565,14 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
         expect_near("batched forward vs reference", c, i, y->data[i], want[i], 1e-4);
         expect_near("fused relu", c, i, yr->data[i], y->data[i] > 0 ? y->data[i] : 0, 0);
     }
+    /* A training forward (Winograd's lowering where the conv has it), plain and fused. */
+    nn_layer_forward(l, x, yr, ws, 1);
+    for (size_t i = 0; i < out_sz * c->n; i++)
+        expect_near("training forward vs reference", c, i, yr->data[i], want[i], 1e-4);
+    nn__layer_forward_relu(l, x, yr, ws, 1);
+    for (size_t i = 0; i < out_sz * c->n; i++)
+        expect_near("training forward, fused relu", c, i, yr->data[i],
+                    want[i] > 0 ? want[i] : 0, 1e-4);
     /* Backward of the batch, then of each sample alone (grads accumulate over calls). */
     nn_param_t *pw = nn_layer_param(l, 0), *pb = nn_layer_param(l, 1);
     nn_layer_zero_grad(l);
@@ -607,6 +616,7 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
     nn_tensor_destroy(&dy);
     nn_tensor_destroy(&dx);
     nn_tensor_destroy(&dx1);
+    nn_tensor_destroy(&y1);
     nn_layer_destroy(&l);
 }
 
@@ -629,6 +639,13 @@ static void test_conv_batched(void **state)
         {{NN_CONV, 12, 3, 2, 1, 0, 6, 0, NULL, NULL, 0, 0}, {6, 15, 15}, 7},   /* depthwise x2, stride 2 */
         {{NN_CONV, 6, 1, 1, 0, 0, 3, 0, NULL, NULL, 0, 0}, {6, 12, 12}, 19},   /* grouped pointwise */
         {{NN_CONV, 4, 1, 1, 0, 0, 2, 0, NULL, NULL, 0, 0}, {4, 40, 40}, 3},    /* the same, a sample a group */
+        /* training through Winograd's lowering: the forward (16 or more input channels)
+           and dx (16 or more output channels), F(2x2) from 12x12 up, F(4x4) below */
+        {{NN_CONV, 32, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 9},
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {24, 7, 7}, 20},
+        {{NN_CONV, 20, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 12, 13}, 5},    /* dx only */
+        {{NN_CONV, 80, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 8, 8}, 3},     /* forward only */
+        {{NN_CONV, 17, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {18, 13, 9}, 4},    /* F(4x4), ragged tiles */
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -872,6 +889,17 @@ static void test_conv_dense_backward(void **state)
     /* clang-format on */
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         check_grads(&convs[i], X_UNIFORM, 1, 1e-2f, 2e-4, 10 + i);
+    /* Training through Winograd's lowering (forward and dx): F(4x4) on 6x6, F(2x2) on
+       12x12. The loss is linear in every value, so a wide step has no truncation error
+       and keeps the lowering's rounding (1e-6 of the loss) small against it. */
+    /* clang-format off */
+    static const cfg_t wino[] = {
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 6, 6}, 2},
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 12, 12}, 1},
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof wino / sizeof wino[0]; i++)
+        check_grads(&wino[i], X_UNIFORM, 1, 0.25f, 1e-3, 30 + i);
 }
 
 static void test_bn_backward(void **state)
