@@ -423,6 +423,8 @@ static size_t conv_share(const nn_layer_t *self, int n)
         back = nn__wino_share(&t, n);
     }
     wino = back > wino ? back : wino;
+    size_t wgrad = nn__wgrad_share(self, n);
+    wino = wgrad > wino ? wgrad : wino;
     return wino > im2col ? wino : im2col;
 }
 
@@ -458,6 +460,7 @@ typedef struct conv_job {
     size_t share; /* floats of ws per thread */
     int g, count, threads;
     int relu; /* forward: max(0, .) in the same pass */
+    int no_dw; /* backward: dW and db are summed elsewhere (dx only) */
 } conv_job_t;
 
 static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
@@ -622,15 +625,18 @@ static void conv_backward_group(void *arg, int item, int tid)
         group_layout(prod, dys, m, n, g, NULL, 0, 0);
         dys = prod;
     }
-    add_row_sums(dys, m, ld, db);
+    if (!j->no_dw)
+        add_row_sums(dys, m, ld, db);
     float *dxs = j->dx ? j->dx->data + s0 * in_sz : NULL;
     if (dxs && !(g == 1 && pw))
         memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
     for (int cg = 0; cg < G; cg++) {
         const float *wg = w + (size_t)cg * mg * k, *dyg = dys + (size_t)cg * mg * ld;
-        const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mg, k, ld, 1.0f, dyg, ld, col, ld,
-                    1.0f, dw + (size_t)cg * mg * k, k);
+        if (!j->no_dw) {
+            const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mg, k, ld, 1.0f, dyg, ld, col,
+                        ld, 1.0f, dw + (size_t)cg * mg * k, k);
+        }
         if (!dxs)
             continue;
         if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
@@ -652,13 +658,18 @@ static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
     j.dy = dy;
     conv_train_t *st = dx ? conv_dx_prepare(self) : NULL;
     j.dx = st ? NULL : dx;
+    j.no_dw = nn__wino_on() && nn__wgrad_fits(self);
+    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
+    if (j.no_dw)
+        nn__wgrad(self, x, dy, dw, db, ws, j.share);
+    if (j.no_dw && !j.dx)
+        j.count = 0; /* nothing left for the products */
     size_t ng = nn_tensor_numel(self->params[0].value) + (size_t)self->out.c;
-    for (int t = 1; t < j.threads; t++)
+    for (int t = 1; t < j.threads && j.count && !j.no_dw; t++)
         memset(grad_share(&j, t), 0, ng * sizeof(float));
     nn__parallel_for(j.count, j.threads, conv_backward_group, &j);
-    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
     size_t nw = nn_tensor_numel(self->params[0].value);
-    for (int t = 1; t < j.threads; t++) {
+    for (int t = 1; t < j.threads && j.count && !j.no_dw; t++) {
         const float *p = grad_share(&j, t);
         for (size_t i = 0; i < nw; i++)
             dw[i] += p[i];

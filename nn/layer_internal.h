@@ -99,6 +99,15 @@ void nn__wino_prepare(nn_layer_t *self);
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                       size_t share, int relu, int pool);
 
+/* Training: the weight gradient of a 3x3 stride-1 same conv of one group through
+ * Winograd's F(3x3, 2x2) (layer_wgrad.c). fits: the layer can have it (and it pays);
+ * share: floats of workspace one thread needs for a batch of n; nn__wgrad: dw += dW and
+ * db += db of the batch (x, dy), ws holding `share` floats per thread. */
+int nn__wgrad_fits(const nn_layer_t *self);
+size_t nn__wgrad_share(const nn_layer_t *self, int n);
+void nn__wgrad(const nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *dy, float *dw,
+               float *db, float *ws, size_t share);
+
 /* Inference: a conv prepared with Winograd's lowering, its ReLU and a 2x2 stride-2 maxpool
  * after it in one pass (fusable: the conv has the lowering and pool is such a maxpool);
  * y is the pool's output, equal to what the three layers give one after the other. */
