@@ -99,6 +99,15 @@ void nn__wino_prepare(nn_layer_t *self);
 void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                       size_t share, int relu, int pool);
 
+/* Batch norm with the ReLU after it in one pass (layer_bn.c): the forward writes y =
+ * max(0, bn(x)) with relu (bn(x) without), the ReLU's output; the backward takes the
+ * ReLU's output gradient dy and its output mask (NULL: none) and gives bn's input
+ * gradient dx (NULL: only dgamma and dbeta), as the two layers' backwards would. */
+void nn__bn_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, int training,
+                         int relu);
+void nn__bn_backward_relu(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *mask,
+                          const nn_tensor_t *dy, nn_tensor_t *dx);
+
 /* Training: the weight gradient of a 3x3 stride-1 same conv of one group through
  * Winograd's F(3x3, 2x2) (layer_wgrad.c). fits: the layer can have it (and it pays);
  * share: floats of workspace one thread needs for a batch of n; nn__wgrad: dw += dW and

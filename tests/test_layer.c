@@ -915,6 +915,68 @@ static void test_bn_backward(void **state)
         check_grads(&bns[i], X_UNIFORM, 1, 1e-2f, 2e-4, 20 + i);
 }
 
+/* A batch norm and the ReLU after it in one pass (what a layer sequence runs in training)
+ * against the two layers one after the other: the forward exactly, the backward (input
+ * gradient, dgamma, dbeta) within float rounding of the sums, with and without dx. */
+static void check_bn_relu_fused(nn_shape_t in, int n, uint64_t seed)
+{
+    ei_rng_t r;
+    ei_rng_seed(&r, seed);
+    cfg_t c = {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, n};
+    cfg_t cr = {{NN_RELU, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, n};
+    nn_layer_t *bn = make_layer(&c, &r), *relu = make_layer(&cr, &r);
+    size_t total = nn_shape_numel(in) * n;
+    nn_tensor_t *x = tensor_for(n, in), *yb = tensor_for(n, in), *y = tensor_for(n, in);
+    nn_tensor_t *yf = tensor_for(n, in), *dy = tensor_for(n, in), *db = tensor_for(n, in);
+    nn_tensor_t *dx = tensor_for(n, in), *dxf = tensor_for(n, in);
+    fill_uniform(x->data, total, &r, -2, 3);
+    fill_uniform(dy->data, total, &r, -1, 1);
+    nn_layer_forward(bn, x, yb, NULL, 1);
+    nn_layer_forward(relu, yb, y, NULL, 1);
+    nn__bn_forward_relu(bn, x, yf, 1, 1);
+    for (size_t i = 0; i < total; i++)
+        if (yf->data[i] != y->data[i])
+            fail_msg("bn+relu forward [%zu] = %.8g, want %.8g", i, yf->data[i], y->data[i]);
+    int nc = in.c;
+    float *want = malloc(2 * (size_t)nc * sizeof *want);
+    for (int with_dx = 0; with_dx < 2; with_dx++) {
+        nn_layer_zero_grad(bn);
+        nn_layer_backward(relu, yb, y, dy, db, NULL);
+        nn_layer_backward(bn, x, yb, db, with_dx ? dx : NULL, NULL);
+        memcpy(want, nn_layer_param(bn, 0)->grad->data, (size_t)nc * sizeof *want);
+        memcpy(want + nc, nn_layer_param(bn, 1)->grad->data, (size_t)nc * sizeof *want);
+        nn_layer_zero_grad(bn);
+        nn__bn_backward_relu(bn, x, y, dy, with_dx ? dxf : NULL);
+        for (int i = 0; i < nc; i++) {
+            expect_close("fused dgamma", (size_t)i, nn_layer_param(bn, 0)->grad->data[i],
+                         want[i], 1e-5);
+            expect_close("fused dbeta", (size_t)i, nn_layer_param(bn, 1)->grad->data[i],
+                         want[nc + i], 1e-5);
+        }
+        for (size_t i = 0; with_dx && i < total; i++)
+            expect_close("fused dx", i, dxf->data[i], dx->data[i], 1e-5);
+    }
+    free(want);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&yb);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&yf);
+    nn_tensor_destroy(&dy);
+    nn_tensor_destroy(&db);
+    nn_tensor_destroy(&dx);
+    nn_tensor_destroy(&dxf);
+    nn_layer_destroy(&bn);
+    nn_layer_destroy(&relu);
+}
+
+static void test_bn_relu_fused(void **state)
+{
+    (void)state;
+    check_bn_relu_fused((nn_shape_t){3, 5, 7}, 4, 41);   /* planes not a multiple of 8 */
+    check_bn_relu_fused((nn_shape_t){16, 8, 8}, 9, 42);  /* whole lanes */
+    check_bn_relu_fused((nn_shape_t){5, 1, 1}, 17, 43);  /* one value a plane */
+}
+
 static void test_pool_backward(void **state)
 {
     (void)state;
@@ -1440,7 +1502,7 @@ int main(void)
         cmocka_unit_test(test_residual_forward), cmocka_unit_test(test_residual_backward),
         cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
         cmocka_unit_test(test_dropout),          cmocka_unit_test(test_conv_prepared),
-        cmocka_unit_test(test_conv_pool),
+        cmocka_unit_test(test_conv_pool),        cmocka_unit_test(test_bn_relu_fused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
