@@ -1023,6 +1023,55 @@ static void test_maxpool_ties(void **state)
     nn_layer_destroy(&l);
 }
 
+/* The 2x2 maxpool's own backward (no zeroing pass) against the rule written out: each
+ * window's dy to its first largest input in scan order, every other input (a trailing
+ * odd row or column too) zero, whatever dx held before. Inputs from a few levels, so
+ * windows tie often. */
+static void test_maxpool2_backward(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 77);
+    static const nn_shape_t shapes[] = {{3, 6, 8}, {2, 7, 5}, {1, 9, 9}, {4, 2, 3}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        nn_shape_t in = shapes[k];
+        nn_layer_spec_t sp = {NN_MAXPOOL, 0, 2, 2, 0, 0, 0, 0, NULL, NULL, 0, 0};
+        nn_layer_t *l = nn_layer_new(&sp, in, NULL);
+        assert_non_null(l);
+        nn_shape_t os = nn_layer_out_shape(l);
+        int n = 3, h = in.h, w = in.w, oh = os.h, ow = os.w;
+        nn_tensor_t *x = tensor_for(n, in), *y = tensor_for(n, os);
+        nn_tensor_t *dy = tensor_for(n, os), *dx = tensor_for(n, in);
+        for (size_t i = 0; i < nn_tensor_numel(x); i++)
+            x->data[i] = (float)pick(&r, 0, 3);
+        fill_uniform(dy->data, nn_tensor_numel(dy), &r, -1, 1);
+        nn__fill(dx->data, nn_tensor_numel(dx), NAN);
+        nn_layer_forward(l, x, y, NULL, 1);
+        nn_layer_backward(l, x, y, dy, dx, NULL);
+        for (int pl = 0; pl < n * in.c; pl++) {
+            const float *px = x->data + (size_t)pl * h * w, *pg = dy->data + (size_t)pl * oh * ow;
+            float want[81] = {0};
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++) {
+                    int best = 2 * i * w + 2 * j;
+                    for (int a = 2 * i; a < 2 * i + 2; a++)
+                        for (int b = 2 * j; b < 2 * j + 2; b++)
+                            best = px[a * w + b] > px[best] ? a * w + b : best;
+                    want[best] = pg[i * ow + j];
+                }
+            for (int i = 0; i < h * w; i++)
+                if (dx->data[(size_t)pl * h * w + i] != want[i])
+                    fail_msg("maxpool2 %dx%dx%d plane %d: dx[%d] = %g, want %g", in.c, h, w, pl,
+                             i, dx->data[(size_t)pl * h * w + i], want[i]);
+        }
+        nn_tensor_destroy(&x);
+        nn_tensor_destroy(&y);
+        nn_tensor_destroy(&dy);
+        nn_tensor_destroy(&dx);
+        nn_layer_destroy(&l);
+    }
+}
+
 /* Backward adds to the grads, and dx == NULL leaves them the same. */
 static void test_backward_accumulates(void **state)
 {
@@ -1502,7 +1551,7 @@ int main(void)
         cmocka_unit_test(test_residual_forward), cmocka_unit_test(test_residual_backward),
         cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
         cmocka_unit_test(test_dropout),          cmocka_unit_test(test_conv_prepared),
-        cmocka_unit_test(test_conv_pool),        cmocka_unit_test(test_bn_relu_fused),
+        cmocka_unit_test(test_conv_pool),        cmocka_unit_test(test_bn_relu_fused),    cmocka_unit_test(test_maxpool2_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
