@@ -4,13 +4,14 @@
  * the batch-64 GFLOP/s as a fraction of the sgemm peak, and a training step at batch 128
  * (forward and backward of every exit, SGD with Nesterov momentum, as einet train runs).
  *   bench_nn [--model FILE] [--threads N] [--reps R] [--layers] [--lowerings] [--cpu-time]
- *            [--json]
+ *            [--json] [--train-only]
  *   bench_nn --predict N [--model FILE] [--data DIR] [--batch B]
  * --threads N is the engine's threads (nn_set_threads; OpenBLAS then runs one in each).
  * --lowerings times the same model without Winograd's lowering in the same rounds, and
  * with --layers each conv's im2col lowering and OpenBLAS alone on its batch-64 product.
  * --cpu-time (one thread) times everything, the peak included, on the process's CPU clock:
  * on a shared machine the fractions of the peak then do not depend on the other load.
+ * --train-only times the training step alone (for profiling it).
  * --predict writes, for the first N test images run in batches of B (default 64), one line
  * per image: the predicted class of every exit then its probabilities, for
  * bench/torch_compare.py to check sample by sample. */
@@ -376,7 +377,7 @@ static int predict(nn_model_t *m, const char *data_dir, int n, int batch)
 static int usage(void)
 {
     fprintf(stderr, "usage: bench_nn [--model FILE] [--threads N] [--reps R] [--layers] "
-                    "[--lowerings] [--cpu-time] [--json]\n"
+                    "[--lowerings] [--cpu-time] [--json] [--train-only]\n"
                     "       bench_nn --predict N [--model FILE] [--data DIR] [--batch B]\n");
     return 2;
 }
@@ -385,6 +386,7 @@ int main(int argc, char **argv)
 {
     const char *path = "models/fmnist-8exit.safetensors", *data_dir = NULL;
     int threads = 1, reps = 7, layers = 0, json = 0, npredict = 0, pbatch = 64, lowerings = 0;
+    int train_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc)
             path = argv[++i];
@@ -404,6 +406,8 @@ int main(int argc, char **argv)
             json = 1;
         else if (!strcmp(argv[i], "--lowerings"))
             lowerings = 1;
+        else if (!strcmp(argv[i], "--train-only"))
+            train_only = 1;
         else if (!strcmp(argv[i], "--cpu-time"))
             bench_clock = cpu_clock;
         else
@@ -459,7 +463,12 @@ int main(int argc, char **argv)
     trainer_t tr = trainer_new(mt, 128);
     double *r = calloc((size_t)reps * 6, sizeof(double));
     EI_ASSERT(r);
-    for (int i = 0; i < reps; i++) {
+    for (int i = 0; i < reps && train_only; i++)
+        r[3 * reps + i] = train_round(&tr, 0.5);
+    if (train_only) /* profiling the training step: nothing else runs */
+        printf("training step, batch 128 (forward + backward + SGD): %.0f images/s\n",
+               median(r + 3 * reps, reps));
+    for (int i = 0; i < reps && !train_only; i++) {
         r[i] = peak_round(pk, threads);
         r[reps + i] = fwd_round(&f1, 0.3);
         r[2 * reps + i] = fwd_round(&f64, 0.3);
@@ -469,6 +478,8 @@ int main(int argc, char **argv)
             r[5 * reps + i] = fwd_round(&i64, 0.3);
         }
     }
+    if (train_only)
+        goto done;
     double peak = median(r, reps), thr1 = median(r + reps, reps);
     double thr64 = median(r + 2 * reps, reps), trn = median(r + 3 * reps, reps);
     double g64 = flops * thr64 / 1e9;
@@ -502,6 +513,7 @@ int main(int argc, char **argv)
         if (layers)
             bench_layers(m, mi, peak);
     }
+done:
     free(r);
     for (int i = 0; i < threads; i++)
         gemm_free(&pk[i].g);

@@ -66,24 +66,77 @@ static double channel_dot(const nn_tensor_t *a, float a0, const nn_tensor_t *x, 
     return acc;
 }
 
-/* out = a * (x - x0) + b * z + c0 on channel c of every sample; z may be NULL (no b term)
- * and out may be x or z: each element is read before it is written. Centring x first keeps
- * precision when the mean is large against the spread. */
+/* out = a * (x - x0) + b * z + c0 on channel c of every sample, or max(0, .) of it with
+ * relu; z may be NULL (no b term) and out may be x or z: each element is read before it is
+ * written. With mask, z counts only where mask > 0 (the gradient through a ReLU whose
+ * output mask is). Centring x first keeps precision when the mean is large against the
+ * spread. */
 static void channel_affine(const nn_tensor_t *x, float x0, float a, const nn_tensor_t *z, float b,
-                           float c0, nn_tensor_t *out, int c)
+                           float c0, nn_tensor_t *out, int c, int relu, const nn_tensor_t *mask)
 {
     size_t plane = (size_t)x->h * x->w, sample = nn_tensor_sample_numel(x);
     for (int s = 0; s < x->n; s++) {
         size_t at = s * sample + c * plane;
         const float *px = x->data + at;
         float *po = out->data + at;
-        if (z)
+        if (z && mask) {
+            const float *pz = z->data + at, *pm = mask->data + at;
+            for (size_t i = 0; i < plane; i++) /* no branch: vectorises */
+                po[i] = a * (px[i] - x0) + b * (pz[i] * (float)(pm[i] > 0)) + c0;
+        } else if (z) {
             for (size_t i = 0; i < plane; i++)
                 po[i] = a * (px[i] - x0) + b * z->data[at + i] + c0;
-        else
+        } else if (relu) {
+            for (size_t i = 0; i < plane; i++) {
+                float v = a * (px[i] - x0) + c0;
+                po[i] = v > 0 ? v : 0;
+            }
+        } else {
             for (size_t i = 0; i < plane; i++)
                 po[i] = a * (px[i] - x0) + c0;
+        }
     }
+}
+
+/* Over channel c of every sample, in one pass: *sdy = sum g and *sdyx = sum g * (x - x0),
+ * g = dy, or dy where mask > 0 (mask may be NULL); in lanes as nn__sum, each plane's
+ * lanes gathered into doubles. */
+static void channel_grad_sums(const nn_tensor_t *dy, const nn_tensor_t *mask,
+                              const nn_tensor_t *x, float x0, int c, double *sdy, double *sdyx)
+{
+    size_t plane = (size_t)x->h * x->w, sample = nn_tensor_sample_numel(x);
+    double a = 0, b = 0;
+    for (int s = 0; s < x->n; s++) {
+        size_t at = s * sample + c * plane, i = 0;
+        const float *pg = dy->data + at, *px = x->data + at;
+        const float *pm = mask ? mask->data + at : NULL;
+        float la[8] = {0}, lb[8] = {0};
+        if (pm) /* apart, so that each loop vectorises */
+            for (; i + 8 <= plane; i += 8)
+                for (int l = 0; l < 8; l++) {
+                    float g = pg[i + l] * (float)(pm[i + l] > 0); /* no branch: vectorises */
+                    la[l] += g;
+                    lb[l] += g * (px[i + l] - x0);
+                }
+        else
+            for (; i + 8 <= plane; i += 8)
+                for (int l = 0; l < 8; l++) {
+                    la[l] += pg[i + l];
+                    lb[l] += pg[i + l] * (px[i + l] - x0);
+                }
+        for (; i < plane; i++) {
+            float g = pg[i];
+            g = pm && !(pm[i] > 0) ? 0 : g;
+            a += g;
+            b += (double)g * (px[i] - x0);
+        }
+        for (int l = 0; l < 8; l++) {
+            a += la[l];
+            b += lb[l];
+        }
+    }
+    *sdy = a;
+    *sdyx = b;
 }
 
 /* Batch mean and 1/sqrt(var + eps) of channel c; moves the running statistics. */
@@ -104,8 +157,9 @@ static void batch_stats(nn_layer_t *self, const nn_tensor_t *x, int c)
 typedef struct bn_job {
     nn_layer_t *self;
     const nn_tensor_t *x, *dy;
+    const nn_tensor_t *mask; /* backward through a ReLU: its output */
     nn_tensor_t *y, *dx;
-    int training;
+    int training, relu;
 } bn_job_t;
 
 static void bn_forward_range(void *arg, size_t lo, size_t hi)
@@ -123,18 +177,26 @@ static void bn_forward_range(void *arg, size_t lo, size_t hi)
         } else {
             mean = rm[c], invstd = 1.0f / sqrtf(rv[c] + NN_BN_EPS);
         }
-        channel_affine(j->x, mean, gamma[c] * invstd, NULL, 0, beta[c], j->y, c);
+        channel_affine(j->x, mean, gamma[c] * invstd, NULL, 0, beta[c], j->y, c, j->relu, NULL);
     }
+}
+
+void nn__bn_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, int training,
+                         int relu)
+{
+    EI_ASSERT(self->spec.kind == NN_BN && x->n == y->n && x->c == self->in.c &&
+              y->c == self->in.c && x->h == y->h && x->w == y->w);
+    bn_job_t j = {.self = self, .x = x, .y = y, .training = training, .relu = relu};
+    nn__parallel_range((size_t)self->in.c, self->threads, bn_forward_range, &j);
+    if (training)
+        self->have_batch = 1;
 }
 
 static void bn_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, float *ws,
                        int training)
 {
     (void)ws;
-    bn_job_t j = {.self = self, .x = x, .y = y, .training = training};
-    nn__parallel_range((size_t)self->in.c, self->threads, bn_forward_range, &j);
-    if (training)
-        self->have_batch = 1;
+    nn__bn_forward_relu(self, x, y, training, 0);
 }
 
 /* With xhat = (x - mean) * invstd and m values per channel:
@@ -150,14 +212,16 @@ static void bn_backward_range(void *arg, size_t lo, size_t hi)
     double m = (double)x->n * x->h * x->w;
     for (int c = (int)lo; c < (int)hi; c++) {
         float mean = self->batch_mean[c], invstd = self->batch_invstd[c];
-        double sdy = channel_dot(NULL, 0, dy, 0, c);
-        double sdyx = channel_dot(dy, 0, x, mean, c) * invstd; /* sum dy * xhat */
+        double sdy, sdyx;
+        channel_grad_sums(dy, j->mask, x, mean, c, &sdy, &sdyx);
+        sdyx *= invstd; /* sum dy * xhat */
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
         if (!j->dx)
             continue;
         double k = gamma[c] * invstd, bx = -k * invstd * sdyx / m;
-        channel_affine(x, mean, (float)bx, dy, (float)k, (float)(-k * sdy / m), j->dx, c);
+        channel_affine(x, mean, (float)bx, dy, (float)k, (float)(-k * sdy / m), j->dx, c, 0,
+                       j->mask);
     }
 }
 
@@ -165,8 +229,18 @@ static void bn_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_
                         const nn_tensor_t *dy, nn_tensor_t *dx, float *ws)
 {
     (void)y, (void)ws;
-    EI_ASSERT(self->have_batch);
-    bn_job_t j = {.self = self, .x = x, .dy = dy, .dx = dx};
+    nn__bn_backward_relu(self, x, NULL, dy, dx);
+}
+
+void nn__bn_backward_relu(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *mask,
+                          const nn_tensor_t *dy, nn_tensor_t *dx)
+{
+    EI_ASSERT(self->have_batch && self->spec.kind == NN_BN && x->c == self->in.c &&
+              dy->n == x->n && dy->c == x->c && dy->h == x->h && dy->w == x->w);
+    EI_ASSERT(!mask || (mask->n == x->n && mask->c == x->c && mask->h == x->h &&
+                        mask->w == x->w));
+    EI_ASSERT(!dx || (dx->n == x->n && dx->c == x->c && dx->h == x->h && dx->w == x->w));
+    bn_job_t j = {.self = self, .x = x, .dy = dy, .dx = dx, .mask = mask};
     nn__parallel_range((size_t)self->in.c, self->threads, bn_backward_range, &j);
 }
 

@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Output positions o in [0, n_out) whose input index o * s + off lies in [0, n_in) are
@@ -277,6 +278,137 @@ static size_t conv_col_floats(const nn_layer_t *self, int group)
            self->out.w * group;
 }
 
+/* ---- Training through Winograd's lowering ----
+ * A training step runs the forward of an eligible 3x3 conv through Winograd's lowering
+ * too, and the data gradient of a stride-1 "same" 3x3 conv (pad 1, one channel group) as
+ * the forward of another conv: dx = conv(dy, W') with W'[c][o] = W[o][c] turned by 180
+ * degrees, pad 1, no bias (dx[c][p][q] = sum over o, a, e of W[o][c][a][e] dy[o][p+1-a]
+ * [q+1-e]). That replaces the product W^T dy, col2im's scatter and the zeroing of dx by
+ * the lowering's fewer multiplies. Both transforms are made again every step from the
+ * current weights (16 or 36 floats per weight pair: small against the products); the
+ * buffers are made on the first training step and kept. The inference lowering
+ * (self->wino, of the folded weights) is never touched: training's own are in
+ * self->state. */
+static size_t conv_share(const nn_layer_t *self, int n);
+
+typedef struct conv_train {
+    float *u;          /* the forward's transformed weights (nn__wino_prepare's layout) */
+    float *ut;         /* the data gradient's, of W' */
+    nn_tensor_t *wt;   /* W' [in][out][3][3] */
+    nn_tensor_t *zero; /* the data gradient's bias: in.c zeros */
+} conv_train_t;
+
+static void conv_destroy(nn_layer_t *self)
+{
+    conv_train_t *st = self->state;
+    if (!st)
+        return;
+    free(st->u);
+    free(st->ut);
+    nn_tensor_destroy(&st->wt);
+    nn_tensor_destroy(&st->zero);
+    free(st);
+    self->state = NULL;
+}
+
+/* The data gradient can be the forward of the conv W' on dy: 3x3, stride 1, pad 1, one
+ * group (then dx has dy's map), and that conv is eligible for the lowering. */
+static int conv_dx_wino_fits(const nn_layer_t *self)
+{
+    if (self->spec.kind != NN_CONV || self->spec.k != 3 || self->stride != 1 ||
+        self->spec.pad != 1 || self->groups != 1)
+        return 0;
+    nn_layer_t t = *self;
+    t.in = self->out;
+    t.out = self->in;
+    t.spec.out = self->in.c;
+    return nn__wino_eligible(&t);
+}
+
+/* The conv W' as a layer the lowering runs (a copy of self with the shapes swapped and
+ * st's weights, bias and transform; st NULL: shapes only). */
+static nn_layer_t conv_dx_layer(const nn_layer_t *self, const conv_train_t *st)
+{
+    nn_layer_t t = *self;
+    t.in = self->out;
+    t.out = self->in;
+    t.spec.out = self->in.c;
+    t.state = NULL;
+    t.wino = st ? st->ut : NULL;
+    if (st) {
+        t.params[0].value = st->wt;
+        t.params[1].value = st->zero;
+    }
+    return t;
+}
+
+/* The state, made on the first training step; NULL when out of memory (the layer then
+ * trains through im2col, which is as exact). */
+static conv_train_t *conv_train_state(nn_layer_t *self)
+{
+    if (self->state)
+        return self->state;
+    conv_train_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    self->state = st;
+    if (conv_dx_wino_fits(self)) {
+        st->wt = nn_tensor_new(self->in.c, self->out.c, 3, 3);
+        st->zero = nn_tensor_new(self->in.c, 1, 1, 1);
+        if (!st->wt || !st->zero) {
+            nn_tensor_destroy(&st->wt);
+            nn_tensor_destroy(&st->zero);
+        } else {
+            nn__fill(st->zero->data, (size_t)self->in.c, 0);
+        }
+    }
+    return st;
+}
+
+/* The forward of a training step through the lowering: returns 0 when the layer cannot
+ * have it (then im2col runs). */
+static int conv_train_forward_wino(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y,
+                                   float *ws, int relu)
+{
+    if (!nn__wino_on() || !nn__wino_eligible(self))
+        return 0;
+    conv_train_t *st = conv_train_state(self);
+    if (!st)
+        return 0;
+    nn_layer_t t = *self; /* self->wino (inference's) stays as it is */
+    t.wino = st->u;
+    nn__wino_prepare(&t);
+    st->u = t.wino;
+    if (!st->u)
+        return 0;
+    nn__wino_forward(&t, x, y, ws, conv_share(self, x->n), relu, 0);
+    return 1;
+}
+
+/* W' of the current weights and its transform, for dx through the lowering; returns the
+ * state, or NULL when the layer cannot have it (then the products and col2im run). */
+static conv_train_t *conv_dx_prepare(nn_layer_t *self)
+{
+    if (!nn__wino_on() || !conv_dx_wino_fits(self))
+        return NULL;
+    conv_train_t *st = conv_train_state(self);
+    if (!st || !st->wt)
+        return NULL;
+    int m = self->out.c, c = self->in.c;
+    const float *w = self->params[0].value->data;
+    for (int o = 0; o < m; o++)
+        for (int i = 0; i < c; i++) {
+            const float *src = w + ((size_t)o * c + i) * 9;
+            float *dst = st->wt->data + ((size_t)i * m + o) * 9;
+            for (int q = 0; q < 9; q++)
+                dst[q] = src[8 - q];
+        }
+    nn_layer_t t = conv_dx_layer(self, st);
+    nn__wino_prepare(&t);
+    st->ut = t.wino;
+    return st->ut ? st : NULL;
+}
+
 /* One thread's share of the workspace: col, the product buffer, and the weight and bias
  * gradients it sums on its own in a backward (thread 0 adds into the layer's). */
 static size_t conv_share(const nn_layer_t *self, int n)
@@ -285,6 +417,14 @@ static size_t conv_share(const nn_layer_t *self, int n)
     size_t prod = g > 1 ? nn_shape_numel(self->out) * g : 0;
     size_t grads = self->threads > 1 ? nn_tensor_numel(self->params[0].value) + self->out.c : 0;
     size_t im2col = conv_col_floats(self, g) + prod + grads, wino = nn__wino_share(self, n);
+    size_t back = 0;
+    if (conv_dx_wino_fits(self)) {
+        nn_layer_t t = conv_dx_layer(self, NULL);
+        back = nn__wino_share(&t, n);
+    }
+    wino = back > wino ? back : wino;
+    size_t wgrad = nn__wgrad_share(self, n);
+    wino = wgrad > wino ? wgrad : wino;
     return wino > im2col ? wino : im2col;
 }
 
@@ -320,6 +460,7 @@ typedef struct conv_job {
     size_t share; /* floats of ws per thread */
     int g, count, threads;
     int relu; /* forward: max(0, .) in the same pass */
+    int no_dw; /* backward: dW and db are summed elsewhere (dx only) */
 } conv_job_t;
 
 static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
@@ -416,6 +557,8 @@ void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
         nn__wino_forward(self, x, y, ws, conv_share(self, x->n), relu, 0);
         return;
     }
+    if (training && conv_train_forward_wino(self, x, y, ws, relu))
+        return;
     conv_job_t j = conv_job(self, x, ws);
     j.y = y;
     j.relu = relu;
@@ -482,15 +625,18 @@ static void conv_backward_group(void *arg, int item, int tid)
         group_layout(prod, dys, m, n, g, NULL, 0, 0);
         dys = prod;
     }
-    add_row_sums(dys, m, ld, db);
+    if (!j->no_dw)
+        add_row_sums(dys, m, ld, db);
     float *dxs = j->dx ? j->dx->data + s0 * in_sz : NULL;
     if (dxs && !(g == 1 && pw))
         memset(dxs, 0, (size_t)g * in_sz * sizeof(float));
     for (int cg = 0; cg < G; cg++) {
         const float *wg = w + (size_t)cg * mg * k, *dyg = dys + (size_t)cg * mg * ld;
-        const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mg, k, ld, 1.0f, dyg, ld, col, ld,
-                    1.0f, dw + (size_t)cg * mg * k, k);
+        if (!j->no_dw) {
+            const float *col = group_col(self, &gm, j->x, s0, g, cg, ws);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, mg, k, ld, 1.0f, dyg, ld, col,
+                        ld, 1.0f, dw + (size_t)cg * mg * k, k);
+        }
         if (!dxs)
             continue;
         if (g == 1 && pw) { /* col is the sample: its gradient is the product itself */
@@ -510,24 +656,34 @@ static void conv_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tenso
     (void)y;
     conv_job_t j = conv_job(self, x, ws);
     j.dy = dy;
-    j.dx = dx;
+    conv_train_t *st = dx ? conv_dx_prepare(self) : NULL;
+    j.dx = st ? NULL : dx;
+    j.no_dw = nn__wino_on() && nn__wgrad_fits(self);
+    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
+    if (j.no_dw)
+        nn__wgrad(self, x, dy, dw, db, ws, j.share);
+    if (j.no_dw && !j.dx)
+        j.count = 0; /* nothing left for the products */
     size_t ng = nn_tensor_numel(self->params[0].value) + (size_t)self->out.c;
-    for (int t = 1; t < j.threads; t++)
+    for (int t = 1; t < j.threads && j.count && !j.no_dw; t++)
         memset(grad_share(&j, t), 0, ng * sizeof(float));
     nn__parallel_for(j.count, j.threads, conv_backward_group, &j);
-    float *dw = self->params[0].grad->data, *db = self->params[1].grad->data;
     size_t nw = nn_tensor_numel(self->params[0].value);
-    for (int t = 1; t < j.threads; t++) {
+    for (int t = 1; t < j.threads && j.count && !j.no_dw; t++) {
         const float *p = grad_share(&j, t);
         for (size_t i = 0; i < nw; i++)
             dw[i] += p[i];
         for (int o = 0; o < self->out.c; o++)
             db[o] += p[nw + o];
     }
+    if (st) { /* after the sums above: the lowering's scratch overlaps their shares */
+        nn_layer_t t = conv_dx_layer(self, st);
+        nn__wino_forward(&t, dy, dx, ws, j.share, 0, 0);
+    }
 }
 
-const nn_layer_ops_t nn__conv_ops = {conv_setup, conv_workspace, conv_flops,
-                                     he_init,    conv_forward,   conv_backward, NULL};
+const nn_layer_ops_t nn__conv_ops = {conv_setup,   conv_workspace, conv_flops,  he_init,
+                                     conv_forward, conv_backward,  conv_destroy};
 
 static int dense_setup(nn_layer_t *self, ei_err_t *err)
 {

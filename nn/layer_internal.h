@@ -91,6 +91,7 @@ void nn__conv_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
  * (nothing when not eligible, switched off by nn_set_winograd, or out of memory);
  * forward: y = conv(x) through it, ws holding `share` floats per thread. */
 int nn__wino_eligible(const nn_layer_t *self);
+int nn__wino_on(void); /* nn_set_winograd's setting */
 int nn__wino_tile(const nn_layer_t *self);
 int nn__wino_group_max(const nn_layer_t *self, int n);
 size_t nn__wino_share(const nn_layer_t *self, int n);
@@ -115,6 +116,24 @@ size_t nn__wino_pair_share(const nn__wino_pair_t *self, int n);
 void nn__wino_pair_forward(const nn__wino_pair_t *self, const nn_tensor_t *x, nn_tensor_t *ya,
                            int relu_a, int pool_a, nn_tensor_t *yb, int relu_b, int pool_b,
                            float *ws);
+
+/* Batch norm with the ReLU after it in one pass (layer_bn.c): the forward writes y =
+ * max(0, bn(x)) with relu (bn(x) without), the ReLU's output; the backward takes the
+ * ReLU's output gradient dy and its output mask (NULL: none) and gives bn's input
+ * gradient dx (NULL: only dgamma and dbeta), as the two layers' backwards would. */
+void nn__bn_forward_relu(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, int training,
+                         int relu);
+void nn__bn_backward_relu(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *mask,
+                          const nn_tensor_t *dy, nn_tensor_t *dx);
+
+/* Training: the weight gradient of a 3x3 stride-1 same conv of one group through
+ * Winograd's F(3x3, 2x2) (layer_wgrad.c). fits: the layer can have it (and it pays);
+ * share: floats of workspace one thread needs for a batch of n; nn__wgrad: dw += dW and
+ * db += db of the batch (x, dy), ws holding `share` floats per thread. */
+int nn__wgrad_fits(const nn_layer_t *self);
+size_t nn__wgrad_share(const nn_layer_t *self, int n);
+void nn__wgrad(const nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *dy, float *dw,
+               float *db, float *ws, size_t share);
 
 /* Inference: a conv prepared with Winograd's lowering, its ReLU and a 2x2 stride-2 maxpool
  * after it in one pass (fusable: the conv has the lowering and pool is such a maxpool);

@@ -161,25 +161,41 @@ static int is_maxpool2(const nn_layer_t *self)
 }
 
 /* The gradient of a 2x2 maxpool: each window's dy to its first largest input, in the
- * order window_argmax scans (the windows do not overlap, so each is written once). */
+ * order window_argmax scans, and zeros to the other three (the windows do not overlap,
+ * so each input is written once: no zeroing pass first). A trailing odd row or column,
+ * which no window reads, gets zeros. The choice is arithmetic on 0/1 factors, so the
+ * loop over a row of windows vectorises (a non-finite dy would spread to its window's
+ * other inputs, as it would through any later sum). */
 static void maxpool2_backward(const nn_layer_t *self, const nn_tensor_t *x,
                               const nn_tensor_t *dy, nn_tensor_t *dx, size_t lo, size_t hi)
 {
-    int w = self->in.w, oh = self->out.h, ow = self->out.w;
-    size_t ip = (size_t)self->in.h * w, op = (size_t)oh * ow;
+    int h = self->in.h, w = self->in.w, oh = self->out.h, ow = self->out.w;
+    size_t ip = (size_t)h * w, op = (size_t)oh * ow;
     for (size_t pl = lo; pl < hi; pl++) {
         const float *px = x->data + pl * ip, *pdy = dy->data + pl * op;
         float *pdx = dx->data + pl * ip;
-        for (int i = 0; i < oh; i++)
+        for (int i = 0; i < oh; i++) {
+            const float *r0 = px + (size_t)2 * i * w, *r1 = r0 + w, *g = pdy + (size_t)i * ow;
+            float *d0 = pdx + (size_t)2 * i * w, *d1 = d0 + w;
             for (int j = 0; j < ow; j++) {
-                size_t at[4] = {(size_t)2 * i * w + 2 * j, (size_t)2 * i * w + 2 * j + 1,
-                                (size_t)(2 * i + 1) * w + 2 * j,
-                                (size_t)(2 * i + 1) * w + 2 * j + 1};
-                int best = 0;
-                for (int q = 1; q < 4; q++)
-                    best = px[at[q]] > px[at[best]] ? q : best;
-                pdx[at[best]] += pdy[(size_t)i * ow + j];
+                /* Each row's first largest, then the second row's only when strictly
+                 * larger: the scan order's first largest. The choices as 0/1 factors. */
+                float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
+                float fb = (float)(b > a), fd = (float)(d > c);
+                float m0 = b > a ? b : a, m1 = d > c ? d : c;
+                float low = (float)(m1 > m0), v = g[j], up = v * (1 - low), dn = v * low;
+                d0[2 * j] = up * (1 - fb);
+                d0[2 * j + 1] = up * fb;
+                d1[2 * j] = dn * (1 - fd);
+                d1[2 * j + 1] = dn * fd;
             }
+            if (w > 2 * ow) {
+                d0[w - 1] = 0;
+                d1[w - 1] = 0;
+            }
+        }
+        if (h > 2 * oh)
+            memset(pdx + (size_t)(h - 1) * w, 0, (size_t)w * sizeof(float));
     }
 }
 
@@ -212,11 +228,12 @@ static void pool_backward_range(void *arg, size_t lo, size_t hi)
 {
     const pool_job_t *j = arg;
     size_t ip = (size_t)j->self->in.h * j->self->in.w;
-    memset(j->dx->data + lo * ip, 0, (hi - lo) * ip * sizeof(float));
-    if (is_maxpool2(j->self))
+    if (is_maxpool2(j->self)) { /* writes every input's gradient */
         maxpool2_backward(j->self, j->x, j->dy, j->dx, lo, hi);
-    else
-        pool_sweep(j->self, j->x, NULL, j->dy, j->dx, lo, hi);
+        return;
+    }
+    memset(j->dx->data + lo * ip, 0, (hi - lo) * ip * sizeof(float));
+    pool_sweep(j->self, j->x, NULL, j->dy, j->dx, lo, hi);
 }
 
 static void pool_backward(nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *y,

@@ -58,6 +58,11 @@ void nn_set_winograd(int on)
     winograd_on = on != 0;
 }
 
+int nn__wino_on(void)
+{
+    return winograd_on;
+}
+
 /* The basic conditions: a 3x3 stride-1 conv of one group with enough input channels and
  * rows the transforms' stack buffers hold. */
 static int wino_basic(const nn_layer_t *self)

@@ -116,16 +116,22 @@ static nn_kind_t kind_of(const nn_seq_t *s, int i)
     return nn_layer_spec(s->layers[i])->kind;
 }
 
-/* The layer after i that runs; *fuse = 1 when i is a conv or a residual layer and that
- * layer a ReLU, which then run together in one pass (writing the ReLU's activation; the
- * first layer's own is never read: its backward needs its input, the ReLU's its output). */
+/* Layer i runs together with a ReLU right after it (a conv, a residual layer or a batch
+ * norm): one pass writes the ReLU's activation; the first layer's own is never read (its
+ * backward needs its input, the ReLU's its output). */
+static int fuses_relu(const nn_seq_t *s, int i)
+{
+    nn_kind_t k = kind_of(s, i);
+    return k == NN_CONV || k == NN_RESIDUAL || k == NN_BN;
+}
+
+/* The layer after i that runs; *fuse = 1 when i fuses with it, a ReLU. */
 static int next_step(const nn_seq_t *s, int i, int *fuse)
 {
     int j = i + 1;
     while (j < s->count && s->skip[j])
         j++;
-    *fuse = j < s->count && (kind_of(s, i) == NN_CONV || kind_of(s, i) == NN_RESIDUAL) &&
-            kind_of(s, j) == NN_RELU;
+    *fuse = j < s->count && fuses_relu(s, i) && kind_of(s, j) == NN_RELU;
     return j;
 }
 
@@ -162,6 +168,8 @@ static int seq_run(nn_seq_t *s, int from, const nn_tensor_t *x, int s0, float *w
             nn__conv_forward_relu_pool(s->layers[i], &cur, &y, ws);
         else if (kind_of(s, i) == NN_RESIDUAL)
             nn__residual_forward_at(s->layers[i], &cur, &y, s0, ws, training, fuse);
+        else if (kind_of(s, i) == NN_BN)
+            nn__bn_forward_relu(s->layers[i], &cur, &y, training, fuse);
         else if (fuse)
             nn__layer_forward_relu(s->layers[i], &cur, &y, ws, training);
         else
@@ -235,11 +243,18 @@ int nn__seq_backward(nn_seq_t *s, const nn_tensor_t *x, const nn_tensor_t *dy, n
     const nn_tensor_t *d = dy;
     for (int i = s->count - 1; i >= 0; i--) {
         EI_ASSERT(!s->skip[i]);
+        /* a batch norm and its ReLU ran as one (seq_run): back through both at once, the
+           ReLU's output its mask; the norm's own activation was never written */
+        int bn_relu = i > 0 && kind_of(s, i) == NN_RELU && kind_of(s, i - 1) == NN_BN;
+        i -= bn_relu;
         const nn_tensor_t *in = i ? s->act[i - 1] : x;
         nn_tensor_t *din = i ? s->grad[i - 1] : dx;
         if (din)
             din->n = x->n;
-        nn_layer_backward(s->layers[i], in, s->act[i], d, din, ws);
+        if (bn_relu)
+            nn__bn_backward_relu(s->layers[i], in, s->act[i + 1], d, din);
+        else
+            nn_layer_backward(s->layers[i], in, s->act[i], d, din, ws);
         d = din;
     }
     return 0;

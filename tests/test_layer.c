@@ -541,6 +541,7 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
     nn_tensor_t *x = tensor_for(c->n, c->in), *y = tensor_for(c->n, os);
     nn_tensor_t *yr = tensor_for(c->n, os), *dy = tensor_for(c->n, os);
     nn_tensor_t *dx = tensor_for(c->n, c->in), *dx1 = tensor_for(c->n, c->in);
+    nn_tensor_t *y1 = tensor_for(1, os);
     fill_uniform(x->data, nx, r, -1, 1);
     fill_uniform(dy->data, out_sz * c->n, r, -1, 1);
     double *want = calloc(out_sz * c->n, sizeof *want), *rdw = calloc(nw, sizeof *rdw);
@@ -551,7 +552,7 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
     nn__layer_forward_relu(l, x, yr, ws, 0);
     for (int s = 0; s < c->n; s++) { /* the same sample alone */
         nn_tensor_t xs = nn_tensor_view(x->data + s * in_sz, 1, c->in.c, c->in.h, c->in.w);
-        nn_tensor_t ys = nn_tensor_view(dx1->data, 1, os.c, os.h, os.w); /* scratch */
+        nn_tensor_t ys = *y1;
         float *ws1 = ws_new(l, 1);
         nn_layer_forward(l, &xs, &ys, ws1, 0);
         free(ws1);
@@ -564,6 +565,14 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
         expect_near("batched forward vs reference", c, i, y->data[i], want[i], 1e-4);
         expect_near("fused relu", c, i, yr->data[i], y->data[i] > 0 ? y->data[i] : 0, 0);
     }
+    /* A training forward (Winograd's lowering where the conv has it), plain and fused. */
+    nn_layer_forward(l, x, yr, ws, 1);
+    for (size_t i = 0; i < out_sz * c->n; i++)
+        expect_near("training forward vs reference", c, i, yr->data[i], want[i], 1e-4);
+    nn__layer_forward_relu(l, x, yr, ws, 1);
+    for (size_t i = 0; i < out_sz * c->n; i++)
+        expect_near("training forward, fused relu", c, i, yr->data[i],
+                    want[i] > 0 ? want[i] : 0, 1e-4);
     /* Backward of the batch, then of each sample alone (grads accumulate over calls). */
     nn_param_t *pw = nn_layer_param(l, 0), *pb = nn_layer_param(l, 1);
     nn_layer_zero_grad(l);
@@ -607,6 +616,7 @@ static void check_conv_batched(const cfg_t *c, ei_rng_t *r)
     nn_tensor_destroy(&dy);
     nn_tensor_destroy(&dx);
     nn_tensor_destroy(&dx1);
+    nn_tensor_destroy(&y1);
     nn_layer_destroy(&l);
 }
 
@@ -629,6 +639,13 @@ static void test_conv_batched(void **state)
         {{NN_CONV, 12, 3, 2, 1, 0, 6, 0, NULL, NULL, 0, 0}, {6, 15, 15}, 7},   /* depthwise x2, stride 2 */
         {{NN_CONV, 6, 1, 1, 0, 0, 3, 0, NULL, NULL, 0, 0}, {6, 12, 12}, 19},   /* grouped pointwise */
         {{NN_CONV, 4, 1, 1, 0, 0, 2, 0, NULL, NULL, 0, 0}, {4, 40, 40}, 3},    /* the same, a sample a group */
+        /* training through Winograd's lowering: the forward (16 or more input channels)
+           and dx (16 or more output channels), F(2x2) from 12x12 up, F(4x4) below */
+        {{NN_CONV, 32, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 9},
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {24, 7, 7}, 20},
+        {{NN_CONV, 20, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 12, 13}, 5},    /* dx only */
+        {{NN_CONV, 80, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 8, 8}, 3},     /* forward only */
+        {{NN_CONV, 17, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {18, 13, 9}, 4},    /* F(4x4), ragged tiles */
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -1011,6 +1028,17 @@ static void test_conv_dense_backward(void **state)
     /* clang-format on */
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         check_grads(&convs[i], X_UNIFORM, 1, 1e-2f, 2e-4, 10 + i);
+    /* Training through Winograd's lowering (forward and dx): F(4x4) on 6x6, F(2x2) on
+       12x12. The loss is linear in every value, so a wide step has no truncation error
+       and keeps the lowering's rounding (1e-6 of the loss) small against it. */
+    /* clang-format off */
+    static const cfg_t wino[] = {
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 6, 6}, 2},
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 12, 12}, 1},
+    };
+    /* clang-format on */
+    for (size_t i = 0; i < sizeof wino / sizeof wino[0]; i++)
+        check_grads(&wino[i], X_UNIFORM, 1, 0.25f, 1e-3, 30 + i);
 }
 
 static void test_bn_backward(void **state)
@@ -1024,6 +1052,68 @@ static void test_bn_backward(void **state)
     /* clang-format on */
     for (size_t i = 0; i < sizeof bns / sizeof bns[0]; i++)
         check_grads(&bns[i], X_UNIFORM, 1, 1e-2f, 2e-4, 20 + i);
+}
+
+/* A batch norm and the ReLU after it in one pass (what a layer sequence runs in training)
+ * against the two layers one after the other: the forward exactly, the backward (input
+ * gradient, dgamma, dbeta) within float rounding of the sums, with and without dx. */
+static void check_bn_relu_fused(nn_shape_t in, int n, uint64_t seed)
+{
+    ei_rng_t r;
+    ei_rng_seed(&r, seed);
+    cfg_t c = {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, n};
+    cfg_t cr = {{NN_RELU, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, in, n};
+    nn_layer_t *bn = make_layer(&c, &r), *relu = make_layer(&cr, &r);
+    size_t total = nn_shape_numel(in) * n;
+    nn_tensor_t *x = tensor_for(n, in), *yb = tensor_for(n, in), *y = tensor_for(n, in);
+    nn_tensor_t *yf = tensor_for(n, in), *dy = tensor_for(n, in), *db = tensor_for(n, in);
+    nn_tensor_t *dx = tensor_for(n, in), *dxf = tensor_for(n, in);
+    fill_uniform(x->data, total, &r, -2, 3);
+    fill_uniform(dy->data, total, &r, -1, 1);
+    nn_layer_forward(bn, x, yb, NULL, 1);
+    nn_layer_forward(relu, yb, y, NULL, 1);
+    nn__bn_forward_relu(bn, x, yf, 1, 1);
+    for (size_t i = 0; i < total; i++)
+        if (yf->data[i] != y->data[i])
+            fail_msg("bn+relu forward [%zu] = %.8g, want %.8g", i, yf->data[i], y->data[i]);
+    int nc = in.c;
+    float *want = malloc(2 * (size_t)nc * sizeof *want);
+    for (int with_dx = 0; with_dx < 2; with_dx++) {
+        nn_layer_zero_grad(bn);
+        nn_layer_backward(relu, yb, y, dy, db, NULL);
+        nn_layer_backward(bn, x, yb, db, with_dx ? dx : NULL, NULL);
+        memcpy(want, nn_layer_param(bn, 0)->grad->data, (size_t)nc * sizeof *want);
+        memcpy(want + nc, nn_layer_param(bn, 1)->grad->data, (size_t)nc * sizeof *want);
+        nn_layer_zero_grad(bn);
+        nn__bn_backward_relu(bn, x, y, dy, with_dx ? dxf : NULL);
+        for (int i = 0; i < nc; i++) {
+            expect_close("fused dgamma", (size_t)i, nn_layer_param(bn, 0)->grad->data[i],
+                         want[i], 1e-5);
+            expect_close("fused dbeta", (size_t)i, nn_layer_param(bn, 1)->grad->data[i],
+                         want[nc + i], 1e-5);
+        }
+        for (size_t i = 0; with_dx && i < total; i++)
+            expect_close("fused dx", i, dxf->data[i], dx->data[i], 1e-5);
+    }
+    free(want);
+    nn_tensor_destroy(&x);
+    nn_tensor_destroy(&yb);
+    nn_tensor_destroy(&y);
+    nn_tensor_destroy(&yf);
+    nn_tensor_destroy(&dy);
+    nn_tensor_destroy(&db);
+    nn_tensor_destroy(&dx);
+    nn_tensor_destroy(&dxf);
+    nn_layer_destroy(&bn);
+    nn_layer_destroy(&relu);
+}
+
+static void test_bn_relu_fused(void **state)
+{
+    (void)state;
+    check_bn_relu_fused((nn_shape_t){3, 5, 7}, 4, 41);   /* planes not a multiple of 8 */
+    check_bn_relu_fused((nn_shape_t){16, 8, 8}, 9, 42);  /* whole lanes */
+    check_bn_relu_fused((nn_shape_t){5, 1, 1}, 17, 43);  /* one value a plane */
 }
 
 static void test_pool_backward(void **state)
@@ -1070,6 +1160,55 @@ static void test_maxpool_ties(void **state)
     nn_tensor_destroy(&dy);
     nn_tensor_destroy(&dx);
     nn_layer_destroy(&l);
+}
+
+/* The 2x2 maxpool's own backward (no zeroing pass) against the rule written out: each
+ * window's dy to its first largest input in scan order, every other input (a trailing
+ * odd row or column too) zero, whatever dx held before. Inputs from a few levels, so
+ * windows tie often. */
+static void test_maxpool2_backward(void **state)
+{
+    (void)state;
+    ei_rng_t r;
+    ei_rng_seed(&r, 77);
+    static const nn_shape_t shapes[] = {{3, 6, 8}, {2, 7, 5}, {1, 9, 9}, {4, 2, 3}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        nn_shape_t in = shapes[k];
+        nn_layer_spec_t sp = {NN_MAXPOOL, 0, 2, 2, 0, 0, 0, 0, NULL, NULL, 0, 0};
+        nn_layer_t *l = nn_layer_new(&sp, in, NULL);
+        assert_non_null(l);
+        nn_shape_t os = nn_layer_out_shape(l);
+        int n = 3, h = in.h, w = in.w, oh = os.h, ow = os.w;
+        nn_tensor_t *x = tensor_for(n, in), *y = tensor_for(n, os);
+        nn_tensor_t *dy = tensor_for(n, os), *dx = tensor_for(n, in);
+        for (size_t i = 0; i < nn_tensor_numel(x); i++)
+            x->data[i] = (float)pick(&r, 0, 3);
+        fill_uniform(dy->data, nn_tensor_numel(dy), &r, -1, 1);
+        nn__fill(dx->data, nn_tensor_numel(dx), NAN);
+        nn_layer_forward(l, x, y, NULL, 1);
+        nn_layer_backward(l, x, y, dy, dx, NULL);
+        for (int pl = 0; pl < n * in.c; pl++) {
+            const float *px = x->data + (size_t)pl * h * w, *pg = dy->data + (size_t)pl * oh * ow;
+            float want[81] = {0};
+            for (int i = 0; i < oh; i++)
+                for (int j = 0; j < ow; j++) {
+                    int best = 2 * i * w + 2 * j;
+                    for (int a = 2 * i; a < 2 * i + 2; a++)
+                        for (int b = 2 * j; b < 2 * j + 2; b++)
+                            best = px[a * w + b] > px[best] ? a * w + b : best;
+                    want[best] = pg[i * ow + j];
+                }
+            for (int i = 0; i < h * w; i++)
+                if (dx->data[(size_t)pl * h * w + i] != want[i])
+                    fail_msg("maxpool2 %dx%dx%d plane %d: dx[%d] = %g, want %g", in.c, h, w, pl,
+                             i, dx->data[(size_t)pl * h * w + i], want[i]);
+        }
+        nn_tensor_destroy(&x);
+        nn_tensor_destroy(&y);
+        nn_tensor_destroy(&dy);
+        nn_tensor_destroy(&dx);
+        nn_layer_destroy(&l);
+    }
 }
 
 /* Backward adds to the grads, and dx == NULL leaves them the same. */
@@ -1552,6 +1691,7 @@ int main(void)
         cmocka_unit_test(test_residual_fold),    cmocka_unit_test(test_residual_bad),
         cmocka_unit_test(test_dropout),          cmocka_unit_test(test_conv_prepared),
         cmocka_unit_test(test_conv_pool),        cmocka_unit_test(test_conv_pair),
+        cmocka_unit_test(test_bn_relu_fused),    cmocka_unit_test(test_maxpool2_backward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
