@@ -24,15 +24,20 @@
 #define WGRAD_COLS 512
 #define WGRAD_FLOATS (192 * 1024)
 /* Where it pays against im2col + sgemm: enough input channels that the gradient's
- * transform (4 floats per value) is small against the input's, and maps of 6x6 and up
- * (on smaller ones the 2x2 tiles overhang the map too much). */
+ * transform (4 floats per value) is small against the input's, and maps of 12x12 and up.
+ * A conv's whole backward at batch 128, one thread (CPU ms, this one against im2col's dW):
+ * 16 -> 32 at 28x28 21.0 against 25.9, 32 -> 32 at 14x14 10.3 against 12.3, 32 -> 64 at
+ * 14x14 18.4 against 19.9, 32 -> 16 at 14x14 6.5 against 8.6; but at 7x7 (16 tiles of 2x2
+ * for 49 outputs) 64 -> 64 12.9 against 10.5, 64 -> 128 23.5 against 19.1. */
 #define WGRAD_MIN_C 16
-#define WGRAD_MIN_HW 6
+#define WGRAD_MIN_HW 12
 /* Widest map the transforms' stack rows hold. */
 #define WGRAD_MAX_W 512
 
+#include <stdlib.h>
 int nn__wgrad_fits(const nn_layer_t *self)
 {
+    if (getenv("NOWGRAD") && self->in.c < atoi(getenv("NOWGRAD"))) return 0;
     return self->spec.kind == NN_CONV && self->spec.k == 3 && self->stride == 1 &&
            self->spec.pad == 1 && self->groups == 1 && self->in.c >= WGRAD_MIN_C &&
            self->out.h >= WGRAD_MIN_HW && self->out.w >= WGRAD_MIN_HW &&

@@ -646,6 +646,9 @@ static void test_conv_batched(void **state)
         {{NN_CONV, 20, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {3, 12, 13}, 5},    /* dx only */
         {{NN_CONV, 80, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 8, 8}, 3},     /* forward only */
         {{NN_CONV, 17, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {18, 13, 9}, 4},    /* F(4x4), ragged tiles */
+        /* dW through Winograd F(3x3, 2x2) (16 or more input channels, maps of 12x12 and
+           up), odd sides: the last tiles overhang */
+        {{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 13, 15}, 6},
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
@@ -1029,7 +1032,7 @@ static void test_conv_dense_backward(void **state)
     for (size_t i = 0; i < sizeof convs / sizeof convs[0]; i++)
         check_grads(&convs[i], X_UNIFORM, 1, 1e-2f, 2e-4, 10 + i);
     /* Training through Winograd's lowering (forward and dx): F(4x4) on 6x6, F(2x2) on
-       12x12. The loss is linear in every value, so a wide step has no truncation error
+       12x12 (and dW through F(3x3, 2x2) there). The loss is linear in every value, so a wide step has no truncation error
        and keeps the lowering's rounding (1e-6 of the loss) small against it. */
     /* clang-format off */
     static const cfg_t wino[] = {
