@@ -1051,10 +1051,16 @@ static void test_bn_backward(void **state)
     static const cfg_t bns[] = {
         {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {3, 3, 4}, 2},
         {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {2, 1, 1}, 5}, /* after a dense: one value per sample */
+        {{NN_BN, 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0, 0}, {70, 2, 3}, 2}, /* more channels than a sweep takes */
     };
     /* clang-format on */
-    for (size_t i = 0; i < sizeof bns / sizeof bns[0]; i++)
+    for (size_t i = 0; i < sizeof bns / sizeof bns[0]; i++) {
         check_grads(&bns[i], X_UNIFORM, 1, 1e-2f, 2e-4, 20 + i);
+        ei_rng_t r;
+        ei_rng_seed(&r, 25 + i);
+        check_forward(&bns[i], &r, 1); /* against the naive reference */
+        check_forward(&bns[i], &r, 0);
+    }
 }
 
 /* A batch norm and the ReLU after it in one pass (what a layer sequence runs in training)
@@ -1117,6 +1123,7 @@ static void test_bn_relu_fused(void **state)
     check_bn_relu_fused((nn_shape_t){3, 5, 7}, 4, 41);   /* planes not a multiple of 8 */
     check_bn_relu_fused((nn_shape_t){16, 8, 8}, 9, 42);  /* whole lanes */
     check_bn_relu_fused((nn_shape_t){5, 1, 1}, 17, 43);  /* one value a plane */
+    check_bn_relu_fused((nn_shape_t){130, 3, 3}, 3, 44); /* three sweeps of channels */
 }
 
 static void test_pool_backward(void **state)
