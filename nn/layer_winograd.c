@@ -17,8 +17,8 @@
  * once): the products' rounding is scaled by up to 100, 1e-5 to 7e-5 relative to the
  * output's magnitude for 16 to 64 input channels, growing with them; so F(4x4) is limited
  * to at most 64 input channels, and the tests hold every lowering to the naive reference
- * within 1e-4 relative. Training keeps im2col (its backward needs the same lowering's
- * weights only, and the weights change every step). */
+ * within 1e-4 relative. Training runs it too, on transforms of the current weights made
+ * every step (layer_gemm.c, "Training through Winograd's lowering"). */
 #include "layer_internal.h"
 
 #include <cblas.h>
