@@ -977,6 +977,8 @@ static void test_conv_pair(void **state)
 
 /* The same checks with the engine on two threads: groups of samples, channels and planes
  * shared out, the weight gradients summed per thread and added up. */
+static void check_bn_relu_fused(nn_shape_t in, int n, uint64_t seed);
+
 static void test_layers_two_threads(void **state)
 {
     (void)state;
@@ -993,10 +995,15 @@ static void test_layers_two_threads(void **state)
         {{NN_CONV, 4, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {200, 6, 6}, 9},
         {{NN_CONV, 8, 3, 1, 1, 0, 4, 0, NULL, NULL, 0, 0}, {8, 7, 7}, 45},
         {{NN_CONV, 16, 3, 1, 1, 0, 16, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 9},
+        /* training through Winograd: forward, dx and dW (each thread its own sums) */
+        {{NN_CONV, 32, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 14, 14}, 9},
+        {{NN_CONV, 16, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {24, 7, 7}, 20},
+        {{NN_CONV, 8, 3, 1, 1, 0, 0, 0, NULL, NULL, 0, 0}, {16, 13, 15}, 6},
     };
     /* clang-format on */
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
         check_conv_batched(&fixed[i], &r);
+    check_bn_relu_fused((nn_shape_t){70, 5, 5}, 6, 45); /* channel ranges split */
     check_forward_random(NN_BN, 10, 1);
     check_forward_random(NN_MAXPOOL, 20, 0);
     check_forward_random(NN_AVGPOOL, 20, 0);
