@@ -203,7 +203,9 @@ static void band_rows(const float *plane, int h, int w, int y0, int rows, const 
 }
 
 /* Zeros in the padding columns of e's rows (p before the w columns of the plane, the rest
- * up to pw after): the transforms below write only the plane's columns, read them all. */
+ * up to pw after): the transforms below write only the plane's columns, read them all, so
+ * the caller zeroes them once for all the planes of a group (per plane, gcc's memset calls
+ * for these 1-2 floats cost 1-2% of the forward). */
 static void zero_margins(float (*e)[WINO_MAX_W], int rows, int p, int w, int pw)
 {
     for (int r = 0; r < rows; r++) {
@@ -222,12 +224,9 @@ static void zero_margins(float (*e)[WINO_MAX_W], int rows, int p, int w, int pw)
  * copied with its padding first (its rows are 3 to 28 floats, where the copy's calls cost
  * 7% of the batch-64 forward). */
 static void plane_in(const float *plane, int h, int w, int p, int th, int tw, float *v,
-                     size_t ldv)
+                     size_t ldv, float (*e)[WINO_MAX_W])
 {
-    int pw = 2 * tw + 2; /* >= w + 2 p: the columns the tiles read */
-    float e[4][WINO_MAX_W];
     const float *d[4];
-    zero_margins(e, 4, p, w, pw);
     for (int ti = 0; ti < th; ti++) {
         band_rows(plane, h, w, 2 * ti - p, 4, d);
         const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3];
@@ -323,12 +322,9 @@ static void plane_out(const float *mo, size_t ldm, int tw, int tha, int th, floa
  * columns of the tile row's 6 input rows, then along 6 neighbouring columns per tile, into
  * v[(r * 6 + q) * ldv + t]. */
 static void plane_in4(const float *plane, int h, int w, int p, int th, int tw, float *v,
-                      size_t ldv)
+                      size_t ldv, float (*e)[WINO_MAX_W])
 {
-    int pw = 4 * tw + 2; /* >= w + 2 p */
-    float e[6][WINO_MAX_W];
     const float *d[6];
-    zero_margins(e, 6, p, w, pw);
     for (int ti = 0; ti < th; ti++) {
         band_rows(plane, h, w, 4 * ti - p, 6, d);
         const float *d0 = d[0], *d1 = d[1], *d2 = d[2], *d3 = d[3], *d4 = d[4], *d5 = d[5];
@@ -512,14 +508,16 @@ static void wino_group(void *arg, int item, int tid)
     int s0 = item * j->g, g = j->x->n - s0 < j->g ? j->x->n - s0 : j->g;
     size_t ld = (size_t)g * T, in_sz = nn_shape_numel(self->in);
     float *v = j->ws + (size_t)tid * j->share, *mm = v + (size_t)a2 * c * ld;
+    float e[6][WINO_MAX_W]; /* the input transforms' rows, margins zeroed once */
+    zero_margins(e, tile + 2, p, w, tile * tw + 2);
     for (int i = 0; i < c; i++) /* samples inner: they write neighbouring tiles of V */
         for (int s = 0; s < g; s++) {
             const float *plane = j->x->data + (s0 + s) * in_sz + (size_t)i * h * w;
             float *vc = v + (size_t)i * ld + (size_t)s * T;
             if (tile == 4)
-                plane_in4(plane, h, w, p, th, tw, vc, (size_t)c * ld);
+                plane_in4(plane, h, w, p, th, tw, vc, (size_t)c * ld, e);
             else
-                plane_in(plane, h, w, p, th, tw, vc, (size_t)c * ld);
+                plane_in(plane, h, w, p, th, tw, vc, (size_t)c * ld, e);
         }
     for (int xi = 0; xi < a2; xi++)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)ld, c, 1.0f,
