@@ -162,11 +162,13 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
     return coord__expiry_us(c, (uint64_t)deadline_ms * 1000, now, status, reason, cap);
 }
 
-/* Queues task env (its input as the tensor frame) for the device the request names, else
- * the least loaded one that is up (fleet.h): it leaves at the end of this turn of the loop
- * (coord_tasks.c). Answers the request at once when that cannot be: `rejected` for an
- * unknown device or a full queue (overload, not a failure), `link` for a device that is
- * down or unreachable (at the send, when that fails). */
+/* Sends task env (its input as the tensor frame) to the device the request names, else the
+ * least loaded one that is up (fleet.h): at once to a device that runs one request at a
+ * time (or does not say: a node older than Heartbeat.batch_max), else at the end of this
+ * turn of the loop with the turn's other tasks for it as one Batch (coord_tasks.c).
+ * Answers the request at once when that cannot be: `rejected` for an unknown device or a
+ * full queue (overload, not a failure), `link` for a device that is down or unreachable
+ * (for a batched task: when its batch's send fails). */
 static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
                           size_t numel, const char *device)
 {
@@ -177,10 +179,11 @@ static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const fl
         reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
         return;
     }
-    int rc = ni < 0 || c->fleet.node[ni].state != FLEET_UP ||
-                     ni >= c->members.n || !c->members.slot[ni].bound
-                 ? EI_E_PEER
-                 : coord__queue_task(c, ni, id, env, input, numel);
+    int rc = EI_E_PEER;
+    if (ni >= 0 && c->fleet.node[ni].state == FLEET_UP && ni < c->members.n &&
+        c->members.slot[ni].bound)
+        rc = c->fleet.node[ni].batch_max > 1 ? coord__queue_task(c, ni, id, env, input, numel)
+                                             : coord__send_node(c, ni, env, input, numel);
     if (rc == EI_E_BUSY)
         reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
                     "busy: the device's queue is full", coord__now_us());
@@ -590,6 +593,7 @@ static void on_heartbeat(coord_t *c, int ni, const wire_in_t *in)
         return; /* cannot be: the node is known by that name and tier */
     fn->first_block = h->first_block;
     fn->last_block = h->last_block;
+    fn->batch_max = h->batch_max;
     /* the tier (cluster.h) drains only when no other replica of it is up */
     einet_Heartbeat th = *h;
     th.draining = h->draining && fleet_up(&c->fleet, pos) - (fn->state == FLEET_UP) == 0;

@@ -36,6 +36,7 @@ typedef struct fleet_node {
     int draining;
     int link_down;           /* its outgoing link, as it reports it, is down */
     double ms_per_req;       /* measured time per request; <= 0: not yet */
+    uint32_t batch_max;      /* as its last heartbeat said (0: a node that does not say) */
     fleet_state_t state;     /* as of the last fleet_tick */
 } fleet_node_t;
 

@@ -285,6 +285,7 @@ static void heartbeat_coord(node_t *nd)
     h->draining = nd->draining;
     h->profile_version = nd->profile_version;
     snprintf(h->name, sizeof h->name, "%s", nd->conf.name);
+    h->batch_max = (uint32_t)nd->conf.batch_max; /* > 1: batches of tasks welcome */
     node__outbox_flush(nd);
     node__send_coord(nd, &env);
 }

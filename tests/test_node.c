@@ -589,7 +589,7 @@ static void test_pipeline_in_process(void **state)
     free(p);
 }
 
-/* ---- the device's class-specific early exit, in a one-tier pipeline ---- */
+/* ---- the device's class-specific early exit, in a one-tier pipeline (batch_max 1) ---- */
 
 static void on_ee_tick(uv_timer_t *t)
 {
@@ -656,7 +656,7 @@ static void test_device_early_exit(void **state)
     snprintf(text, sizeof text,
              "[node]\ntier = device\nfirst_block = 1\nlast_block = 4\nmodel = %s\n"
              "coordinator = inproc://e-nodes\nheartbeat_ms = %d\nheartbeat_timeout_ms = %d\n"
-             "ee = %s\n", model, PIPE_HB_MS, PIPE_HB_TIMEOUT_MS, eefile);
+             "ee = %s\nbatch_max = 1\n", model, PIPE_HB_MS, PIPE_HB_TIMEOUT_MS, eefile);
     p->device = make_node(p, text);
     xport_opts_t o = {.type = ZMQ_DEALER, .linger_ms = 0};
     p->client = xport_new(&p->loop, p->zctx, &o, &err);
@@ -685,6 +685,11 @@ static void test_device_early_exit(void **state)
         assert_int_equal(ee_check(ee, taps, &pk, &err), 1);
         assert_true(fabsf(pk - p->conf[i]) <= 1e-6f);
     }
+    /* a device that runs one request at a time (batch_max 1) gets one message per task,
+     * though its 20 came in one turn of the coordinator's loop */
+    node_counts_t k = node_counts(p->device);
+    assert_int_equal(k.tasks, PIPE_BATCH);
+    assert_int_equal(k.tasks_batched, 0);
     ee_destroy(&ee);
     nn_model_destroy(&m);
     coord_destroy(&p->coord);

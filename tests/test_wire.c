@@ -175,7 +175,7 @@ static void sample(einet_Envelope *e, pb_size_t tag, size_t *tbytes)
         sample_answer(&e->body.answer);
         break;
     case einet_Envelope_heartbeat_tag:
-        e->body.heartbeat = (einet_Heartbeat){einet_Tier_TIER_EDGE, 17, 123456, 4, 6, 3, true, 2, ""};
+        e->body.heartbeat = (einet_Heartbeat){einet_Tier_TIER_EDGE, 17, 123456, 4, 6, 3, true, 2, "", 16};
         break;
     case einet_Envelope_heartbeat_reply_tag:
         e->body.heartbeat_reply = (einet_HeartbeatReply){
