@@ -392,6 +392,12 @@ static void test_rules_name_the_field(void **state)
     sample(&e, einet_Envelope_task_tag, &tb);
     e.body.task.plan_count = 0;
     expect_refused(&e, tb, EI_E_RANGE, "task.plan: 0 bits");
+    sample(&e, einet_Envelope_task_tag, &tb);
+    e.body.task.request_id = 0;
+    expect_refused(&e, tb, EI_E_RANGE, "task.request_id: 0 is not an id");
+    sample(&e, einet_Envelope_feature_map_tag, &tb);
+    e.body.feature_map.request_id = 0;
+    expect_refused(&e, tb, EI_E_RANGE, "feature_map.request_id: 0 is not an id");
     sample(&e, einet_Envelope_answer_tag, &tb);
     e.body.answer.status = einet_Status_STATUS_NONE;
     expect_refused(&e, tb, EI_E_RANGE, "answer.status: 0 is not a status");

@@ -224,6 +224,10 @@ static int check_request(const einet_Request *r, size_t frame, ei_err_t *err)
 
 static int check_task(const einet_Task *t, size_t frame, ei_err_t *err)
 {
+    /* Nodes key their work, dedup and cancellations by the id; the coordinator's ids start
+     * at 1, and 0 would match every empty slot of the node's cancelled ring. */
+    if (t->request_id == 0)
+        return bad(err, EI_E_RANGE, "task.request_id", "0 is not an id");
     int rc = check_plan(t->plan_count, 1, "task.plan", err);
     rc = rc ? rc : check_stop(&t->stop, t->has_stop, "task.stop", err);
     if (rc == 0)
@@ -263,6 +267,8 @@ static int check_seen(const einet_FeatureMap *f, ei_err_t *err)
 
 static int check_feature_map(const einet_FeatureMap *f, size_t frame, ei_err_t *err)
 {
+    if (f->request_id == 0)
+        return bad(err, EI_E_RANGE, "feature_map.request_id", "0 is not an id");
     int rc = check_index(f->block, 1, WIRE_MAX_BLOCKS - 1, "feature_map.block", err);
     if (rc == 0)
         rc = check_plan(f->plan_count, f->block + 1, "feature_map.plan", err);
