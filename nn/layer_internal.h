@@ -160,6 +160,12 @@ void nn__parallel_range(size_t total, int max, nn__range_fn fn, void *arg);
 /* Threads a loop started here would use: min(nn_threads(), max), 1 inside a loop. */
 int nn__loop_threads(int max);
 
+/* Splits n samples into groups of at most gmax for a loop on `threads` threads: the
+ * count rounded up to a multiple of the threads (when there are samples enough), so no
+ * thread idles at the end, the samples spread evenly. Returns the groups' count; *per:
+ * samples per group (the last may hold fewer). */
+int nn__split_groups(int n, int gmax, int threads, int *per);
+
 /* Sets every element of a to v. */
 void nn__fill(float *a, size_t n, float v);
 

@@ -224,14 +224,8 @@ void nn__wgrad(const nn_layer_t *self, const nn_tensor_t *x, const nn_tensor_t *
     static const wgrad_job_t zero;
     wgrad_job_t j = zero;
     j.self = self, j.x = x, j.dy = dy, j.ws = ws, j.share = share;
-    int n = x->n, gmax = group_max(self, n), threads = nn__loop_threads(self->threads);
-    int count = (n + gmax - 1) / gmax;
-    if (threads > 1) {
-        count = (count + threads - 1) / threads * threads;
-        count = count < n ? count : n;
-    }
-    j.g = (n + count - 1) / count;
-    count = (n + j.g - 1) / j.g;
+    int threads = nn__loop_threads(self->threads);
+    int count = nn__split_groups(x->n, group_max(self, x->n), threads, &j.g);
     nn__parallel_for(count, threads, wgrad_group, &j);
     int m = self->out.c, c = self->in.c;
     size_t nm = 16 * (size_t)m * c + m;

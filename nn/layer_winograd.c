@@ -533,14 +533,8 @@ void nn__wino_forward(nn_layer_t *self, const nn_tensor_t *x, nn_tensor_t *y, fl
     wino_job_t j = {.self = self, .u = self->wino, .m = self->out.c, .x = x, .nout = 1,
                     .ws = ws, .share = share};
     j.out[0] = (wino_out_t){y, self->params[1].value->data, self->out.c, relu, pool};
-    int n = x->n, gmax = nn__wino_group_max(self, n), threads = nn__loop_threads(self->threads);
-    int count = (n + gmax - 1) / gmax;
-    if (threads > 1) {
-        count = (count + threads - 1) / threads * threads;
-        count = count < n ? count : n;
-    }
-    j.g = (n + count - 1) / count;
-    count = (n + j.g - 1) / j.g;
+    int threads = nn__loop_threads(self->threads);
+    int count = nn__split_groups(x->n, nn__wino_group_max(self, x->n), threads, &j.g);
     nn__parallel_for(count, threads, wino_group, &j);
 }
 

@@ -113,6 +113,17 @@ int nn__loop_threads(int max)
     return pool.threads < max ? pool.threads : max;
 }
 
+int nn__split_groups(int n, int gmax, int threads, int *per)
+{
+    int count = (n + gmax - 1) / gmax;
+    if (threads > 1) {
+        count = (count + threads - 1) / threads * threads;
+        count = count < n ? count : n;
+    }
+    *per = (n + count - 1) / count;
+    return (n + *per - 1) / *per;
+}
+
 void nn__parallel_for(int count, int max, nn__item_fn fn, void *arg)
 {
     if (count <= 0)
