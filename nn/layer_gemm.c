@@ -466,15 +466,8 @@ typedef struct conv_job {
 static conv_job_t conv_job(nn_layer_t *self, const nn_tensor_t *x, float *ws)
 {
     conv_job_t j = {.self = self, .x = x, .ws = ws, .share = conv_share(self, x->n)};
-    int n = x->n, gmax = conv_group_max(self, n);
     j.threads = nn__loop_threads(self->threads);
-    j.count = (n + gmax - 1) / gmax;
-    if (j.threads > 1) {
-        j.count = (j.count + j.threads - 1) / j.threads * j.threads;
-        j.count = j.count < n ? j.count : n;
-    }
-    j.g = (n + j.count - 1) / j.count;
-    j.count = (n + j.g - 1) / j.g;
+    j.count = nn__split_groups(x->n, conv_group_max(self, x->n), j.threads, &j.g);
     return j;
 }
 
