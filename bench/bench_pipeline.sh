@@ -19,14 +19,17 @@
 #
 # Then the pipeline under load, with and without dynamic batching: the cluster restarted
 # with batch_max = 1 on every node (one request at a time), then with
-# batch_max = $EINET_BENCH_BATCH_MAX (default 16) and batch_wait_ms =
+# batch_max = $EINET_BENCH_BATCH_MAX (default 16; a list such as "8 12 16" measures each
+# in the same rounds) and batch_wait_ms =
 # $EINET_BENCH_BATCH_WAIT_MS (default 0), every node's max_inflight raised to 1024; each
 # with 32 and 256 requests in flight (N each, after 200 at the same window to warm up; the
 # cluster restarted for each): answers/s and p50/p99 latency (the coordinator's receipt to
 # answer, as einet infer reports it), each node's mean batch (requests / batches, from the
 # totals in its log when it stops, warm-up included), the CPU time (utime + stime from
 # /proc) the coordinator and each node spent per request over the timed run, and the
-# ratios batching / none.
+# ratios batching / none: of the medians, and the median of each round's own ratio (the
+# configurations of a round run back to back, so a slow spell of the machine's other load
+# falls on both sides of a round's ratio more often than on one).
 # EINET_BENCH_ROUNDS (default 1) repeats the configurations in turn; the figures are the
 # medians of the rounds. EINET_BENCH_LOAD_ONLY=1 skips the single-process and one-in-flight
 # figures before them.
@@ -126,7 +129,7 @@ if [ -z "$load_only" ]; then
 fi
 
 # ---- under load, with and without dynamic batching ----
-bmax=${EINET_BENCH_BATCH_MAX:-16}
+bmaxes=${EINET_BENCH_BATCH_MAX:-16}
 bwait=${EINET_BENCH_BATCH_WAIT_MS:-0}
 rounds=${EINET_BENCH_ROUNDS:-1}
 load_conf() { # $1 = batch_max, $2 = batch_wait_ms: $tmp/conf-b$1 from $tmp/conf
@@ -140,7 +143,7 @@ load_conf() { # $1 = batch_max, $2 = batch_wait_ms: $tmp/conf-b$1 from $tmp/conf
     done
 }
 load_conf 1 0
-load_conf "$bmax" "$bwait"
+for b in $bmaxes; do load_conf "$b" "$bwait"; done
 : >"$tmp/load.txt"
 # batches NAME...: each node's mean batch (requests run / batches run) from the totals its
 # log's last "stopped:" line gives (the run's requests and the warm-up's), "-" without one.
@@ -164,7 +167,7 @@ nodes=$(sed -n 's/^tiers *= *//p' "$tmp/conf/coordinator.ini" | tr ',' ' ')
 r=0
 while [ "$r" -lt "$rounds" ]; do
     for w in 32 256; do
-        for b in 1 "$bmax"; do
+        for b in 1 $bmaxes; do
             "$src/deploy/local.sh" up "$tmp/conf-b$b" >"$tmp/up.out" || { cat "$tmp/up.out"; exit 1; }
             ep=$(tail -n 1 "$tmp/up.out")
             keys=$(sed -n 's/^keys: //p' "$tmp/up.out")
@@ -201,26 +204,36 @@ done
     printf "latency ratio pipeline p50 / forward (every exit): %.2f\n", p50 / f
     printf "throughput ratio pipeline / single process:        %.2f\n", t / (1000 / f)
 }'
-awk -v bmax="$bmax" -v bwait="$bwait" -v rounds="$rounds" -v n="$n" -v nodes="$nodes" '
-function med(key,    m, i, j, t, v) {
-    m = cnt[key]
-    for (i = 1; i <= m; i++) v[i] = vals[key, i]
+awk -v bmaxes="$bmaxes" -v bwait="$bwait" -v rounds="$rounds" -v n="$n" -v nodes="$nodes" '
+function sorted_med(v, m,    i, j, t) {
     for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
     return m % 2 ? v[(m + 1) / 2] : (v[m / 2] + v[m / 2 + 1]) / 2
 }
+function med(key,    m, i, v) {
+    m = cnt[key]
+    for (i = 1; i <= m; i++) v[i] = vals[key, i]
+    return sorted_med(v, m)
+}
+# the median over the rounds of each round'"'"'s answers/s with batch_max b / without
+function med_ratio(b, w,    m, i, v) {
+    m = cnt[b " " w " 3"]
+    for (i = 1; i <= m; i++) v[i] = vals[b " " w " 3", i] / vals["1 " w " 3", i]
+    return sorted_med(v, m)
+}
 { for (c = 3; c <= NF; c++) { k = $1 " " $2 " " c; vals[k, ++cnt[k]] = $c } ; nf = NF }
 END {
-    printf "\nunder load, %d requests per run, medians of %d round(s); batching: batch_max %d, batch_wait_ms %g\n", n, rounds, bmax, bwait
+    printf "\nunder load, %d requests per run, medians of %d round(s); batching: batch_max %s, batch_wait_ms %g\n", n, rounds, bmaxes, bwait
     k = split(nodes, nn, " ")
-    printf "in flight  batching  answers/s   p50 ms   p99 ms  mean batch (%s)  CPU ms per request (coordinator %s)\n", nodes, nodes
+    nb = split("1 " bmaxes, bs, " ")
+    printf "in flight  batch_max  answers/s   p50 ms   p99 ms  mean batch (%s)  CPU ms per request (coordinator %s)\n", nodes, nodes
     for (w = 32; w <= 256; w *= 8) {
-        split("1 " bmax, bs, " ")
-        for (i = 1; i <= 2; i++) {
+        for (i = 1; i <= nb; i++) {
             b = bs[i]
             mb = ""
             for (c = 6; c <= nf; c++) mb = mb sprintf(" %5.2f", med(b " " w " " c)) (c == 5 + k ? "  " : "")
-            printf "%9d  %-8s  %9.0f  %7.2f  %7.2f %s\n", w, b == 1 ? "none" : "on", med(b " " w " 3"), med(b " " w " 4"), med(b " " w " 5"), mb
+            printf "%9d  %-9s  %9.0f  %7.2f  %7.2f %s\n", w, b == 1 ? "1 (none)" : b, med(b " " w " 3"), med(b " " w " 4"), med(b " " w " 5"), mb
         }
-        printf "  %d in flight: answers/s batching / none %.2f, p99 batching / none %.2f\n", w, med(bmax " " w " 3") / med("1 " w " 3"), med(bmax " " w " 5") / med("1 " w " 5")
+        for (i = 2; i <= nb; i++)
+            printf "  %d in flight, batch_max %s: answers/s batching / none %.2f (median of the rounds'"'"' own ratios %.2f), p99 batching / none %.2f\n", w, bs[i], med(bs[i] " " w " 3") / med("1 " w " 3"), med_ratio(bs[i], w), med(bs[i] " " w " 5") / med("1 " w " 5")
     }
 }' "$tmp/load.txt"

@@ -7,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1367,6 +1368,44 @@ static void test_softmax_stable(void **state)
     assert_float_equal(dz[3], -0.5, 1e-6);
 }
 
+/* The plain reference: the first index that is not finite, or -1. */
+static long first_nonfinite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return (long)i;
+    return -1;
+}
+
+/* The blocked search against the plain loop: every length up to past two blocks, each kind
+ * of non-finite value (and the finite extremes, which must pass) at every position, and a
+ * second bad value later, which must not be the one named. */
+static void test_find_nonfinite(void **state)
+{
+    (void)state;
+    const float bad[] = {NAN, -NAN, INFINITY, -INFINITY};
+    const float edge[] = {FLT_MAX, -FLT_MAX, FLT_MIN, 1e-45f, -0.0f};
+    enum { N = 600 };
+    float *x = malloc(N * sizeof *x);
+    assert_non_null(x);
+    for (size_t n = 0; n <= N; n += n < 40 ? 1 : 37) {
+        for (size_t i = 0; i < n; i++)
+            x[i] = edge[i % 5];
+        assert_int_equal(nn_tensor_find_nonfinite(x, n), -1);
+        for (size_t at = 0; at < n; at++) {
+            x[at] = bad[at % 4];
+            if (at + 300 < n)
+                x[at + 300] = bad[(at + 1) % 4];
+            assert_int_equal(nn_tensor_find_nonfinite(x, n), first_nonfinite(x, n));
+            assert_int_equal(nn_tensor_find_nonfinite(x, n), (long)at);
+            x[at] = edge[at % 5];
+            if (at + 300 < n)
+                x[at + 300] = edge[(at + 300) % 5];
+        }
+    }
+    free(x);
+}
+
 static void test_concat(void **state)
 {
     (void)state;
@@ -1700,7 +1739,8 @@ int main(void)
         cmocka_unit_test(test_bn_backward),      cmocka_unit_test(test_pool_backward),
         cmocka_unit_test(test_maxpool_ties),     cmocka_unit_test(test_backward_accumulates),
         cmocka_unit_test(test_bn_running_stats), cmocka_unit_test(test_softmax_xent),
-        cmocka_unit_test(test_softmax_stable),   cmocka_unit_test(test_concat),
+        cmocka_unit_test(test_softmax_stable),   cmocka_unit_test(test_find_nonfinite),
+        cmocka_unit_test(test_concat),
         cmocka_unit_test(test_fold_bn),          cmocka_unit_test(test_init_and_params),
         cmocka_unit_test(test_kind_names),       cmocka_unit_test(test_bad_specs),
         cmocka_unit_test(test_conv_batched),     cmocka_unit_test(test_layers_two_threads),
