@@ -19,7 +19,7 @@
 #
 # Then the pipeline under load, with and without dynamic batching: the cluster restarted
 # with batch_max = 1 on every node (one request at a time), then with
-# batch_max = $EINET_BENCH_BATCH_MAX (default 16; a list such as "8 12 16" measures each
+# batch_max = $EINET_BENCH_BATCH_MAX (default 12, the nodes' default; a list such as "8 12 16" measures each
 # in the same rounds) and batch_wait_ms =
 # $EINET_BENCH_BATCH_WAIT_MS (default 0), every node's max_inflight raised to 1024; each
 # with 32 and 256 requests in flight (N each, after 200 at the same window to warm up; the
@@ -129,7 +129,7 @@ if [ -z "$load_only" ]; then
 fi
 
 # ---- under load, with and without dynamic batching ----
-bmaxes=${EINET_BENCH_BATCH_MAX:-16}
+bmaxes=${EINET_BENCH_BATCH_MAX:-12}
 bwait=${EINET_BENCH_BATCH_WAIT_MS:-0}
 rounds=${EINET_BENCH_ROUNDS:-1}
 load_conf() { # $1 = batch_max, $2 = batch_wait_ms: $tmp/conf-b$1 from $tmp/conf

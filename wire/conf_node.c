@@ -84,7 +84,7 @@ static const conf_option_t options[] = {
      NULL, "lowest level logged: debug, info, warn or error"},
     {"node", "log_format", CONF_ENUM, N(log_format), 0, 0, 0, "text", conf_log_formats, NULL,
      NULL, "log lines as text (RFC 3339 time, level, key=value) or json (one object a line)"},
-    {"node", "batch_max", CONF_INT, N(batch_max), 0, 1, 256, "16", NULL, NULL, NULL,
+    {"node", "batch_max", CONF_INT, N(batch_max), 0, 1, 256, "12", NULL, NULL, NULL,
      "dynamic batching: queued requests run through a block together, at most this many "
      "(1: one at a time)"},
     {"node", "batch_wait_ms", CONF_DOUBLE, N(batch_wait_ms), 0, 0, 1000, "0", NULL, NULL, NULL,
