@@ -19,8 +19,8 @@
 #
 # Then the pipeline under load, with and without dynamic batching: the cluster restarted
 # with batch_max = 1 on every node (one request at a time), then with
-# batch_max = $EINET_BENCH_BATCH_MAX (default 12, the nodes' default; a list such as "8 12 16" measures each
-# in the same rounds) and batch_wait_ms =
+# batch_max = $EINET_BENCH_BATCH_MAX (default 12, the nodes' default; a list such as
+# "8 12 16" measures each in the same rounds) and batch_wait_ms =
 # $EINET_BENCH_BATCH_WAIT_MS (default 0), every node's max_inflight raised to 1024; each
 # with 32 and 256 requests in flight (N each, after 200 at the same window to warm up; the
 # cluster restarted for each): answers/s and p50/p99 latency (the coordinator's receipt to
