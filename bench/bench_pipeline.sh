@@ -214,11 +214,15 @@ function med(key,    m, i, v) {
     for (i = 1; i <= m; i++) v[i] = vals[key, i]
     return sorted_med(v, m)
 }
-# the median over the rounds of each round'"'"'s answers/s with batch_max b / without
+# the median over the rounds of each round'"'"'s answers/s with batch_max b / without,
+# their range in lo and hi
 function med_ratio(b, w,    m, i, v) {
     m = cnt[b " " w " 3"]
     for (i = 1; i <= m; i++) v[i] = vals[b " " w " 3", i] / vals["1 " w " 3", i]
-    return sorted_med(v, m)
+    med_r = sorted_med(v, m)
+    lo = v[1]
+    hi = v[m]
+    return med_r
 }
 { for (c = 3; c <= NF; c++) { k = $1 " " $2 " " c; vals[k, ++cnt[k]] = $c } ; nf = NF }
 END {
@@ -233,7 +237,9 @@ END {
             for (c = 6; c <= nf; c++) mb = mb sprintf(" %5.2f", med(b " " w " " c)) (c == 5 + k ? "  " : "")
             printf "%9d  %-9s  %9.0f  %7.2f  %7.2f %s\n", w, b == 1 ? "1 (none)" : b, med(b " " w " 3"), med(b " " w " 4"), med(b " " w " 5"), mb
         }
-        for (i = 2; i <= nb; i++)
-            printf "  %d in flight, batch_max %s: answers/s batching / none %.2f (median of the rounds'"'"' own ratios %.2f), p99 batching / none %.2f\n", w, bs[i], med(bs[i] " " w " 3") / med("1 " w " 3"), med_ratio(bs[i], w), med(bs[i] " " w " 5") / med("1 " w " 5")
+        for (i = 2; i <= nb; i++) {
+            r = med_ratio(bs[i], w)
+            printf "  %d in flight, batch_max %s: answers/s batching / none %.2f (the rounds'"'"' own ratios: median %.2f, %.2f-%.2f), p99 batching / none %.2f\n", w, bs[i], med(bs[i] " " w " 3") / med("1 " w " 3"), r, lo, hi, med(bs[i] " " w " 5") / med("1 " w " 5")
+        }
     }
 }' "$tmp/load.txt"
