@@ -104,7 +104,12 @@ def main():
     if not os.path.isdir(DATA):
         print("SKIP: no Fashion-MNIST at %s" % DATA, file=sys.stderr)
         return 77
-    tmp = tempfile.mkdtemp(prefix="einet-test-export-")
+    # removed when the run ends, passed or failed (it holds two trained models)
+    with tempfile.TemporaryDirectory(prefix="einet-test-export-") as tmp:
+        return check_all(tmp)
+
+
+def check_all(tmp):
     files = [os.path.join(SRC, "models", f) for f in
              ("fmnist-8exit.safetensors", "fmnist-resnet-6exit.safetensors")]
     files = [f for f in files if os.path.exists(f)]
