@@ -78,6 +78,7 @@ void coord__on_answer(const reqs_done_t *d, void *arg)
 {
     coord_t *c = arg;
     einet_Envelope env;
+    resend_drop(c->resend, d->answer->request_id);
     wire_env_init(&env, einet_Envelope_answer_tag);
     env.body.answer = *d->answer;
     env.reply_to = d->client->seq;
@@ -155,20 +156,21 @@ static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
     }
 }
 
-/* What the death of node ni at pipeline index pos cuts off (docs/tiers.md, "Replicas and
- * routing"). A device's: the requests sent to it and not heard from beyond it (the
- * coordinator sends a task once). An edge's or a cloud's, with another replica of its tier
- * up: nothing at once - each sender keeps the maps it sent until that tier takes them over,
- * and moves them to a live replica (or hands them back when none is left); only a request
- * whose sender died before it is lost with it, answered at the orphan expiry. With no
- * replica of the tier left: every request not heard from beyond it, as before. */
+/* What the death (or restart) of node ni at pipeline index pos cuts off (docs/tiers.md,
+ * "Replicas and routing"). A device's, with a device up (another, or this one restarted):
+ * the requests sent to it and not heard from beyond it, whose tasks the coordinator sends
+ * once more (coord_tasks.c). An edge's or a cloud's, with another replica of its tier up:
+ * nothing at once - each sender keeps the maps it sent until that tier takes them over, and
+ * moves them to a live replica (or hands them back when none is left); only a request whose
+ * sender died before it is lost with it, answered at the orphan expiry. With no replica of
+ * the tier left: every request not heard from beyond it, as before. */
 void coord__fail_cut_off(coord_t *c, int ni, int pos, const char *msg, uint64_t now)
 {
     int others = fleet_up(&c->fleet, pos) - (c->fleet.node[ni].state == FLEET_UP);
     char why[160];
-    if (pos == 0 && others > 0) {
-        reqs_fail_node(c->reqs, ni, 0, einet_Status_STATUS_LINK, msg, now);
-    } else if (others > 0) {
+    if (pos == 0 && fleet_up(&c->fleet, 0) > 0) {
+        coord__resend_device(c, ni, msg, now);
+    } else if (pos > 0 && others > 0) {
         snprintf(why, sizeof why, "no result for %d ms after %.100s: lost with it",
                  COORD_ORPHAN_MS, msg);
         reqs_expire_upto(c->reqs, pos, now + (uint64_t)COORD_ORPHAN_MS * 1000,
@@ -377,9 +379,10 @@ static int make_parts(coord_t *c, ei_err_t *err)
     c->prof = liveprof_new(c->model, &c->conf, &c->scores, has_et ? &et.times : NULL, err);
     c->reqs = reqs_new(c->conf.max_pending, COORD_KEEP_ANSWERS, coord__on_answer, c);
     c->stats = stats_new(c->n, 0);
+    c->resend = resend_new(c->conf.max_pending);
     if (!c->prof)
         return err->code;
-    if (!c->reqs || !c->stats)
+    if (!c->reqs || !c->stats || !c->resend)
         return ei_err_set(err, EI_E_NOMEM, "out of memory");
     if (coord__journal_open(c, err) < 0)
         return err->code;
@@ -442,6 +445,7 @@ static void free_parts(coord_t *c)
     liveprof_destroy(&c->prof);
     scores_release(&c->scores);
     reqs_destroy(&c->reqs);
+    resend_destroy(&c->resend);
     stats_destroy(&c->stats);
     nn_model_destroy(&c->model);
 }
@@ -542,10 +546,11 @@ void coord_shutdown(coord_t *c)
     coord__metrics_stop(c);
     ei_log(EI_LOG_INFO,
             "%llu requests accepted, %llu answers undelivered (kept for 'einet "
-            "result'), %llu journal failures, %llu task batches (%llu tasks)",
+            "result'), %llu journal failures, %llu task batches (%llu tasks), %llu tasks "
+            "sent again after their device was lost",
             (unsigned long long)c->accepted, (unsigned long long)c->undelivered,
             (unsigned long long)c->journal_errors, (unsigned long long)c->task_batches,
-            (unsigned long long)c->tasks_batched);
+            (unsigned long long)c->tasks_batched, (unsigned long long)c->resent);
     uv_close((uv_handle_t *)&c->tick_timer, on_closed);
     uv_close((uv_handle_t *)&c->expiry_poll, on_closed);
     uv_close((uv_handle_t *)&c->profile_timer, on_closed);

@@ -15,6 +15,7 @@
 #include "coordinator/owners.h"
 #include "coordinator/metrics.h"
 #include "coordinator/requests.h"
+#include "coordinator/resend.h"
 #include "coordinator/stats.h"
 #include "nn/model.h"
 #include "runtime/scores.h"
@@ -88,7 +89,7 @@ struct coord {
     uint64_t expiry_armed_us; /* 0: not armed */
     uint64_t start_us, seq;
     int closing, handles_open;
-    int trace; /* $EINET_COORD_TRACE set: log every exit result */
+    int trace; /* $EINET_COORD_TRACE set: log every task sent, exit result, move */
     uint64_t logged_bad[STATS_SOCKS];
     sec_t *sec;                 /* keys, or keyless */
     members_t members;          /* which connection is each node (slot = its fleet index) */
@@ -118,6 +119,8 @@ struct coord {
     uint64_t hold_until_us;
     uint64_t accepted, undelivered, restored, restarted, journal_errors;
     uint64_t moved; /* maps the nodes moved from a dead replica to another (failover) */
+    resend_t *resend; /* every task sent, until its request is beyond the device (resend.h) */
+    uint64_t resent;  /* tasks sent again after their device was lost */
     /* tasks batched per device (coord_tasks.c) */
     coord_taskq_t taskq[FLEET_MAX_NODES];
     int tasks_waiting;      /* in all the queues */
@@ -170,6 +173,20 @@ uint64_t coord__expiry_us(const coord_t *c, uint64_t deadline_us, uint64_t now, 
  * out of memory) and the request is the caller's to answer. Answered when the send fails. */
 int coord__queue_task(coord_t *c, int ni, uint64_t id, einet_Envelope *env, const float *input,
                       size_t numel) EI_CHECK;
+/* Sends task env (its input as the tensor frame) to the device the request names, else the
+ * least loaded one that is up (fleet.h): at once to a device that runs one request at a
+ * time (or does not say: a node older than Heartbeat.batch_max), else at the end of this
+ * turn of the loop with the turn's other tasks for it as one Batch, and keeps it to send
+ * again (resend.h). Answers the request at once when that cannot be: `rejected` for an
+ * unknown device or a full queue (overload, not a failure), `link` for a device that is
+ * down or unreachable (for a batched task: when its batch's send fails). The device's fleet
+ * index, or -1 when answered. */
+int coord__dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
+                         size_t numel, const char *device);
+/* Device ni died or restarted (why): the requests inside it (sent to it, not heard from
+ * beyond it) go once more to a live device - a second loss, no device, or no time left
+ * answers them `link` with why - and its queued tasks are dropped. */
+void coord__resend_device(coord_t *c, int ni, const char *why, uint64_t now);
 /* Sends every device's queued tasks: one as itself, several as one Batch. A request
  * answered meanwhile is left out; one whose send ZeroMQ refuses is answered `rejected`
  * (busy) or `link` (unreachable). */

@@ -162,40 +162,6 @@ uint64_t coord__expiry(const coord_t *c, uint32_t deadline_ms, uint64_t now, int
     return coord__expiry_us(c, (uint64_t)deadline_ms * 1000, now, status, reason, cap);
 }
 
-/* Sends task env (its input as the tensor frame) to the device the request names, else the
- * least loaded one that is up (fleet.h): at once to a device that runs one request at a
- * time (or does not say: a node older than Heartbeat.batch_max), else at the end of this
- * turn of the loop with the turn's other tasks for it as one Batch (coord_tasks.c).
- * Answers the request at once when that cannot be: `rejected` for an unknown device or a
- * full queue (overload, not a failure), `link` for a device that is down or unreachable
- * (for a batched task: when its batch's send fails). */
-static void dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
-                          size_t numel, const char *device)
-{
-    int ni = device && device[0] ? fleet_find(&c->fleet, device) : fleet_pick(&c->fleet, 0);
-    if (device && device[0] && (ni < 0 || c->fleet.node[ni].pos != 0)) {
-        char why[96];
-        snprintf(why, sizeof why, "request.device: no device named '%.40s'", device);
-        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
-        return;
-    }
-    int rc = EI_E_PEER;
-    if (ni >= 0 && c->fleet.node[ni].state == FLEET_UP && ni < c->members.n &&
-        c->members.slot[ni].bound)
-        rc = c->fleet.node[ni].batch_max > 1 ? coord__queue_task(c, ni, id, env, input, numel)
-                                             : coord__send_node(c, ni, env, input, numel);
-    if (rc == EI_E_BUSY)
-        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED,
-                    "busy: the device's queue is full", coord__now_us());
-    else if (rc < 0)
-        reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, "the device is unreachable",
-                    coord__now_us());
-    else {
-        fleet_sent(&c->fleet, ni);
-        reqs_set_node(c->reqs, id, ni); /* its death answers what it held */
-    }
-}
-
 /* The request's initial plan under its policy: the cluster's (for its own interruption
  * distribution when it names one), its own fixed plan, or every branch. 0, or a negative
  * code with why filled. */
@@ -264,7 +230,7 @@ static void send_request_task(coord_t *c, uint64_t id, const wire_in_t *in, uint
     t->threshold = r->threshold;
     t->has_interrupt = r->has_interrupt;
     t->interrupt = r->interrupt;
-    dispatch_task(c, id, &env, in->tensor, in->tensor_numel, r->device);
+    coord__dispatch_task(c, id, &env, in->tensor, in->tensor_numel, r->device);
 }
 
 void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, const float *input,
@@ -292,7 +258,7 @@ void coord__send_task(coord_t *c, uint64_t id, const einet_TensorMeta *meta, con
     t->has_stop = t->stop.kind != einet_StopKind_STOP_NONE;
     for (int k = 0; t->has_stop && k < c->n; k++)
         t->plan[k] = true;
-    dispatch_task(c, id, &env, input, numel, device);
+    coord__dispatch_task(c, id, &env, input, numel, device);
 }
 
 /* The acknowledgement: the request is recorded under id (in this turn's batch, so it
@@ -641,6 +607,8 @@ static void on_exit_result(coord_t *c, int ni, const wire_in_t *in)
         liveprof_note_offset(c->prof, pos, (int)r->exit,
                              (double)(now - recv - r->elapsed_us) / 1000.0);
     int what = reqs_exit(c->reqs, r->request_id, r, pos, now);
+    if (pos > 0) /* taken over beyond the device: its task is not needed again */
+        resend_drop(c->resend, r->request_id);
     if (what == REQS_NOTED)
         coord__journal_exit(c, r); /* the deepest result, should the coordinator restart */
     if (c->trace)

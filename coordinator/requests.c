@@ -337,14 +337,14 @@ void reqs_set_node(reqs_t *self, uint64_t id, int node)
         r->node = node + 1;
 }
 
-int reqs_fail_node(reqs_t *self, int node, int pos, int status, const char *reason,
-                   uint64_t now_us)
+int reqs_of_node(const reqs_t *self, int node, int pos, uint64_t *ids, int cap)
 {
     int n = 0;
-    for (size_t i = 0; i <= self->ring_mask && self->npending > 0; i++) {
-        req_t *r = &self->ring[i];
+    for (size_t i = 0; i <= self->ring_mask; i++) {
+        const req_t *r = &self->ring[i];
         if (r->id && r->node == node + 1 && r->pos <= pos) {
-            finish(self, r, status, reason, now_us);
+            if (n < cap)
+                ids[n] = r->id;
             n++;
         }
     }

@@ -97,10 +97,11 @@ int reqs_fail_upto(reqs_t *self, int pos, int status, const char *reason, uint64
 /* Request id was sent to the device of fleet index node. */
 void reqs_set_node(reqs_t *self, uint64_t id, int node);
 
-/* As reqs_fail_upto, only for the requests sent to the device of fleet index node: what
- * that device's death cuts off (the coordinator does not resend a task). */
-int reqs_fail_node(reqs_t *self, int node, int pos, int status, const char *reason,
-                   uint64_t now_us);
+/* The pending requests sent to the device of fleet index node and not heard from beyond
+ * pipeline index pos: what that device's death or restart cuts off. Their ids into
+ * ids[0..cap), oldest slot first; returns how many there are (more than cap: only cap
+ * written). */
+int reqs_of_node(const reqs_t *self, int node, int pos, uint64_t *ids, int cap);
 
 /* Moves the expiry of every pending request not heard from beyond pos to expire_us where
  * that is earlier (status and reason with it). Returns the number moved. */

@@ -15,6 +15,7 @@
 
 #include "coordinator/cluster.h"
 #include "coordinator/requests.h"
+#include "coordinator/resend.h"
 #include "coordinator/stats.h"
 #include "runtime/fault.h"
 
@@ -316,6 +317,80 @@ static void test_expiry_order_and_deepest(void **state)
     free(rec);
 }
 
+/* The kept tasks (resend.h): every id a reqs table of the same max_pending hands out while
+ * others are pending has its own slot, so a kept task is found until dropped, whatever else
+ * is kept and dropped meanwhile; the input is copied (the caller's buffer may go), a slot's
+ * buffer is reused, keeping the same request again keeps its `resent`, and a dropped or
+ * never-kept id is not found. Checked against a plain list over 5,000 random steps. */
+static void test_resend_keeps_until_dropped(void **state)
+{
+    (void)state;
+    enum { MAXP = 24, STEPS = 5000, NUMEL = 7 };
+    rec_t *rec = calloc(1, sizeof *rec);
+    reqs_t *q = reqs_new(MAXP, 64, on_answer, rec);
+    resend_t *r = resend_new(MAXP);
+    assert_non_null(q);
+    assert_non_null(r);
+    assert_null(resend_new(0));
+    uint64_t live[MAXP];
+    int nlive = 0;
+    unsigned seed = 7;
+    for (int step = 0; step < STEPS; step++) {
+        seed = seed * 1103515245u + 12345u;
+        if (nlive < MAXP && (nlive == 0 || (seed >> 16) % 3 != 0)) {
+            reqs_client_t cl = client((uint64_t)step, -1);
+            uint64_t id;
+            assert_int_equal(reqs_add(q, &cl, 0, 0, einet_Status_STATUS_LINK, "lost", &id), 0);
+            einet_Task t = {.request_id = id, .plan_count = 3, .has_deadline_us = true,
+                            .deadline_us = id * 10};
+            t.plan[1] = true;
+            float in[NUMEL];
+            for (int i = 0; i < NUMEL; i++)
+                in[i] = (float)id + (float)i / 8;
+            assert_int_equal(resend_keep(r, &t, in, NUMEL, step % 2 ? "device-2" : NULL), 0);
+            memset(in, 0, sizeof in); /* kept as a copy */
+            live[nlive++] = id;
+        } else {
+            int k = (int)((seed >> 8) % (unsigned)nlive);
+            uint64_t id = live[k];
+            resend_drop(r, id);
+            assert_null(resend_find(r, id));
+            assert_int_equal(reqs_answer(q, id, einet_Status_STATUS_LINK, "done", 1), 1);
+            live[k] = live[--nlive];
+        }
+        assert_int_equal(resend_count(r), nlive);
+        for (int j = 0; j < nlive; j++) {
+            resend_task_t *e = resend_find(r, live[j]);
+            assert_non_null(e);
+            assert_true(e->id == live[j] && e->task.request_id == live[j]);
+            assert_true(e->task.deadline_us == live[j] * 10 && e->task.plan[1]);
+            assert_int_equal(e->numel, NUMEL);
+            for (int i = 0; i < NUMEL; i++)
+                assert_true(e->input[i] == (float)live[j] + (float)i / 8);
+        }
+    }
+    assert_null(resend_find(r, 0));
+    /* sent again: kept anew from its own copy, still marked resent; another id is not */
+    assert_true(nlive > 0);
+    resend_task_t *e = resend_find(r, live[0]);
+    e->resent = 1;
+    einet_Task t = e->task;
+    t.deadline_us = 5;
+    assert_int_equal(resend_keep(r, &t, e->input, e->numel, e->device), 0);
+    e = resend_find(r, live[0]);
+    assert_int_equal(e->resent, 1);
+    assert_true(e->task.deadline_us == 5);
+    assert_true(e->input[0] == (float)live[0]);
+    resend_drop(r, live[0]);
+    resend_drop(r, live[0]); /* twice: nothing more */
+    assert_int_equal(resend_count(r), nlive - 1);
+    resend_destroy(&r);
+    assert_null(r);
+    resend_destroy(&r);
+    reqs_destroy(&q);
+    free(rec);
+}
+
 /* A replica's death (issue 11): a device's answers only the requests sent to it and not
  * heard from beyond it; reqs_expire_upto moves only earlier expiries of requests not heard
  * from beyond pos, and they are then answered once at the new time, deepest exit kept. */
@@ -334,12 +409,24 @@ static void test_fail_node_and_orphan_expiry(void **state)
     }
     einet_ExitResult edge = result(4, einet_Tier_TIER_EDGE, 7, 0);
     reqs_exit(q, id[3], &edge, 1, 10); /* device 0's request 3 is beyond it, at the edge */
-    /* device 0 dies: its requests 0, 6, 9 are answered; 3 (at the edge) is not */
-    assert_int_equal(reqs_fail_node(q, 0, 0, einet_Status_STATUS_LINK, "device-1 lost", 20), 3);
+    /* device 0 dies: its requests 0, 6, 9 are inside it; 3 (at the edge) is not */
+    uint64_t in0[4] = {0};
+    assert_int_equal(reqs_of_node(q, 0, 0, in0, 4), 3);
+    assert_int_equal(reqs_of_node(q, 0, 0, NULL, 0), 3); /* counted without room */
+    assert_int_equal(reqs_of_node(q, 0, 0, in0, 2), 3);  /* two written, three counted */
+    assert_int_equal(reqs_of_node(q, 0, 0, in0, 4), 3);
+    for (int i = 0; i < 3; i++) {
+        assert_true(in0[i] == id[0] || in0[i] == id[6] || in0[i] == id[9]);
+        assert_int_equal(reqs_answer(q, in0[i], einet_Status_STATUS_LINK, "device-1 lost", 20), 1);
+    }
+    assert_int_equal(in0[3], 0);
     assert_int_equal(rec->n, 3);
     for (int i = 0; i < 3; i++)
         assert_int_equal(rec->a[i].client_id % 3, 0);
     assert_true(reqs_is_pending(q, id[3]));
+    assert_int_equal(reqs_of_node(q, 0, 0, in0, 4), 0); /* answered: no longer inside it */
+    assert_int_equal(reqs_of_node(q, 0, 1, in0, 4), 1); /* up to the edge: request 3 */
+    assert_true(in0[0] == id[3]);
     /* an edge dies: requests not heard from beyond the edge (all but none here) get an
      * expiry at 1000 unless theirs is earlier (request 11: 500) */
     int moved = reqs_expire_upto(q, 1, 1000, einet_Status_STATUS_LINK, "lost with edge-1");
@@ -818,6 +905,7 @@ int main(void)
         cmocka_unit_test(test_expiry_order_and_deepest),
         cmocka_unit_test(test_ids_skip_a_held_slot),
         cmocka_unit_test(test_fail_node_and_orphan_expiry),
+        cmocka_unit_test(test_resend_keeps_until_dropped),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_restore_after_restart),
         cmocka_unit_test(test_percentiles_vs_sorted),

@@ -52,3 +52,21 @@ wait_for() {
         sleep 0.2
     done
 }
+
+# itest_fleet_tmp NAME: a fresh $tmp (/tmp/einet-NAME-test.*) with the run directory $run
+# (exported as EINET_RUN_DIR), and on exit: every process in $pids resumed (a test may have
+# stopped it) and stopped, the cluster of $tmp/conf taken down, $tmp removed (kept with
+# EINET_KEEP set).
+itest_fleet_tmp() {
+    tmp=$(mktemp -d "/tmp/einet-$1-test.XXXXXX") || fail "mktemp"
+    run="$tmp/run"
+    export EINET_RUN_DIR="$run"
+    pids=""
+    trap itest_fleet_cleanup EXIT INT TERM
+}
+
+itest_fleet_cleanup() {
+    for _p in $pids; do kill -CONT "$_p" 2>/dev/null; kill "$_p" 2>/dev/null; done
+    "$src/deploy/local.sh" down "$tmp/conf" >/dev/null 2>&1
+    [ -n "${EINET_KEEP:-}" ] && echo "kept: $tmp" >&2 || rm -rf "$tmp"
+}

@@ -15,20 +15,11 @@
 set -u
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${EINET_BIN:-$src/build/bin}
-fail() { echo "FAIL: $*" >&2; [ -f "$run/coordinator.log" ] && grep "trace" "$run/coordinator.log" | tail -n 20 >&2; exit 1; }
+fail() { echo "FAIL: $*" >&2; [ -f "${run:-}/coordinator.log" ] && grep "trace" "$run/coordinator.log" | tail -n 20 >&2; exit 1; }
 . "$src/tests/integration/lib.sh"
 itest_need_programs
 export EINET_BIN="$bin" OPENBLAS_NUM_THREADS=1 EINET_COORD_TRACE=1
-tmp=$(mktemp -d /tmp/einet-failover-test.XXXXXX)
-run="$tmp/run"
-export EINET_RUN_DIR="$run"
-pids=""
-cleanup() {
-    for p in $pids; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
-    "$src/deploy/local.sh" down "$tmp/conf" >/dev/null 2>&1
-    [ -n "${EINET_KEEP:-}" ] || rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+itest_fleet_tmp failover
 
 prefix=$(itest_port_prefix) || exit 1
 # device-1, edge-1, both clouds now; edge-2 later; no slow-downs; 60 s heartbeat timeouts
