@@ -69,6 +69,8 @@ int resend_keep(resend_t *self, const einet_Task *t, const float *input, size_t 
 
 resend_task_t *resend_find(resend_t *self, uint64_t id)
 {
+    if (!self)
+        return NULL;
     resend_task_t *e = &self->slot[id & self->mask];
     return id && e->id == id ? e : NULL;
 }

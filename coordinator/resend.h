@@ -42,10 +42,10 @@ void resend_destroy(resend_t **self_p);
 int resend_keep(resend_t *self, const einet_Task *t, const float *input, size_t numel,
                 const char *device) EI_CHECK;
 
-/* The task kept for request id; NULL when none. */
+/* The task kept for request id; NULL when none (or self is NULL). */
 resend_task_t *resend_find(resend_t *self, uint64_t id);
 
-/* Forgets request id's task (heard from beyond the device, or answered). */
+/* Forgets request id's task (heard from beyond the device, or answered). Accepts NULL. */
 void resend_drop(resend_t *self, uint64_t id);
 
 /* Tasks kept now. */
