@@ -157,9 +157,9 @@ static void on_event(coord_t *c, const cluster_event_t *e, uint64_t now)
 }
 
 /* What the death (or restart) of node ni at pipeline index pos cuts off (docs/tiers.md,
- * "Replicas and routing"). A device's, with a device up (another, or this one restarted):
- * the requests sent to it and not heard from beyond it, whose tasks the coordinator sends
- * once more (coord_tasks.c). An edge's or a cloud's, with another replica of its tier up:
+ * "Replicas and routing"). A device's, with another device up: the requests sent to it and
+ * not heard from beyond it, whose tasks the coordinator sends once more to another device
+ * (coord_tasks.c). An edge's or a cloud's, with another replica of its tier up:
  * nothing at once - each sender keeps the maps it sent until that tier takes them over, and
  * moves them to a live replica (or hands them back when none is left); only a request whose
  * sender died before it is lost with it, answered at the orphan expiry. With no replica of
@@ -168,9 +168,9 @@ void coord__fail_cut_off(coord_t *c, int ni, int pos, const char *msg, uint64_t 
 {
     int others = fleet_up(&c->fleet, pos) - (c->fleet.node[ni].state == FLEET_UP);
     char why[160];
-    if (pos == 0 && fleet_up(&c->fleet, 0) > 0) {
+    if (pos == 0 && others > 0) {
         coord__resend_device(c, ni, msg, now);
-    } else if (pos > 0 && others > 0) {
+    } else if (others > 0) {
         snprintf(why, sizeof why, "no result for %d ms after %.100s: lost with it",
                  COORD_ORPHAN_MS, msg);
         reqs_expire_upto(c->reqs, pos, now + (uint64_t)COORD_ORPHAN_MS * 1000,

@@ -184,8 +184,9 @@ int coord__queue_task(coord_t *c, int ni, uint64_t id, einet_Envelope *env, cons
 int coord__dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
                          size_t numel, const char *device);
 /* Device ni died or restarted (why): the requests inside it (sent to it, not heard from
- * beyond it) go once more to a live device - a second loss, no device, or no time left
- * answers them `link` with why - and its queued tasks are dropped. */
+ * beyond it) go once more to another live device - a second loss, a request naming ni, no
+ * other device or no time left answers them `link` with why - and its queued tasks are
+ * dropped. */
 void coord__resend_device(coord_t *c, int ni, const char *why, uint64_t now);
 /* Sends every device's queued tasks: one as itself, several as one Batch. A request
  * answered meanwhile is left out; one whose send ZeroMQ refuses is answered `rejected`

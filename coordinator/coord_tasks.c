@@ -14,9 +14,8 @@
  * Sending again: every task sent is kept (coordinator/resend.h) until its request is heard
  * from beyond the device or answered. A device that dies (no heartbeat within the timeout)
  * or restarts (a new connection under its name) takes what it held with it; each such
- * request's task goes once more to a live device, the least loaded (or the restarted one,
- * or the one the request named), with the deadline it has left (docs/tiers.md, "Replicas
- * and routing"). */
+ * request's task goes once more to another live device, the least loaded, with the deadline
+ * it has left (docs/tiers.md, "Replicas and routing"). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,16 +132,10 @@ static void drop_queue(coord_t *c, int ni)
     wire_batch_clear(&q->b);
 }
 
-int coord__dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
-                         size_t numel, const char *device)
+/* Sends request id's task env to device ni (-1: none alive), as coord__dispatch_task. */
+static int send_to(coord_t *c, int ni, uint64_t id, einet_Envelope *env, const float *input,
+                   size_t numel, const char *device)
 {
-    int ni = device && device[0] ? fleet_find(&c->fleet, device) : fleet_pick(&c->fleet, 0);
-    if (device && device[0] && (ni < 0 || c->fleet.node[ni].pos != 0)) {
-        char why[96];
-        snprintf(why, sizeof why, "request.device: no device named '%.40s'", device);
-        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
-        return -1;
-    }
     int rc = EI_E_PEER;
     if (ni >= 0 && c->fleet.node[ni].state == FLEET_UP && ni < c->members.n &&
         c->members.slot[ni].bound)
@@ -169,13 +162,30 @@ int coord__dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const flo
     return ni;
 }
 
-/* Request id was inside device `from` when it was lost (why): its task goes once more to a
- * live device, else the request is answered `link` with why. */
+int coord__dispatch_task(coord_t *c, uint64_t id, einet_Envelope *env, const float *input,
+                         size_t numel, const char *device)
+{
+    int ni = device && device[0] ? fleet_find(&c->fleet, device) : fleet_pick(&c->fleet, 0);
+    if (device && device[0] && (ni < 0 || c->fleet.node[ni].pos != 0)) {
+        char why[96];
+        snprintf(why, sizeof why, "request.device: no device named '%.40s'", device);
+        reqs_answer(c->reqs, id, einet_Status_STATUS_REJECTED, why, coord__now_us());
+        return -1;
+    }
+    return send_to(c, ni, id, env, input, numel, device);
+}
+
+/* Request id was inside device `from` when it was lost (why): its task goes once more to
+ * another live device (one whose link to the next tier is up; not `from`, which may have
+ * restarted but lost what it held and may not have its own link yet), else the request is
+ * answered `link` with why: one sent again before, one naming `from` (it must run there),
+ * one without time left, or no other device up. */
 static void resend_one(coord_t *c, uint64_t id, int from, const char *why, uint64_t now)
 {
     resend_task_t *e = resend_find(c->resend, id);
     uint64_t recv = 0;
-    if (!e || e->resent || !reqs_received_us(c->reqs, id, &recv)) {
+    int to = e && !e->resent && !e->device[0] ? fleet_pick_other(&c->fleet, 0, from) : -1;
+    if (to < 0 || !reqs_received_us(c->reqs, id, &recv)) {
         reqs_answer(c->reqs, id, einet_Status_STATUS_LINK, why, now);
         return;
     }
@@ -191,9 +201,8 @@ static void resend_one(coord_t *c, uint64_t id, int from, const char *why, uint6
     if (t->has_deadline_us) /* the task's timeline starts when the device receives it */
         t->deadline_us -= spent;
     e->resent = 1;
-    int to = coord__dispatch_task(c, id, &env, e->input, e->numel, e->device);
-    if (to < 0)
-        return; /* answered there: no device to take it */
+    if (send_to(c, to, id, &env, e->input, e->numel, NULL) < 0)
+        return; /* answered there */
     c->resent++;
     if (c->trace)
         ei_log(EI_LOG_INFO, "trace resent request=%llu from=%s to=%s at_us=%llu",
@@ -212,8 +221,7 @@ void coord__resend_device(coord_t *c, int ni, const char *why, uint64_t now)
         return;
     }
     n = n > 0 ? reqs_of_node(c->reqs, ni, 0, ids, n) : 0;
-    /* the ids first, then the sends: a request sent again to ni itself (restarted) is
-     * listed under ni once more */
+    /* the ids first, then the sends */
     for (int i = 0; i < n; i++)
         resend_one(c, ids[i], ni, why, now);
     free(ids);

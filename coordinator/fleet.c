@@ -143,7 +143,7 @@ int fleet_up(const fleet_t *f, int pos)
     return k;
 }
 
-int fleet_pick(fleet_t *f, int pos)
+int fleet_pick_other(fleet_t *f, int pos, int except)
 {
     /* the tier's nodes only, so ties rotate among them evenly */
     route_replica_t r[FLEET_MAX_NODES];
@@ -152,13 +152,18 @@ int fleet_pick(fleet_t *f, int pos)
         const fleet_node_t *nd = &f->node[i];
         if (!nd->used || nd->pos != pos)
             continue;
-        r[n].alive = nd->state == FLEET_UP && !nd->link_down;
+        r[n].alive = nd->state == FLEET_UP && !nd->link_down && i != except;
         r[n].queued = nd->in_flight + nd->sent;
         r[n].ms_per_req = nd->ms_per_req;
         idx[n++] = i;
     }
     int k = route_pick(r, n, f->rr++);
     return k < 0 ? -1 : idx[k];
+}
+
+int fleet_pick(fleet_t *f, int pos)
+{
+    return fleet_pick_other(f, pos, -1);
 }
 
 void fleet_sent(fleet_t *f, int i)

@@ -87,6 +87,8 @@ int fleet_up(const fleet_t *f, int pos);
 /* The node at pipeline index pos to send a request to: up, its link up, least expected wait (its
  * heartbeat's in_flight plus what was sent since, times its measured speed). -1 when none. */
 int fleet_pick(fleet_t *f, int pos);
+/* As fleet_pick, never node `except` (one that lost what it held: restarted, or dead). */
+int fleet_pick_other(fleet_t *f, int pos, int except);
 
 /* The coordinator sent node i a request / heard the end of one there. */
 void fleet_sent(fleet_t *f, int i);

@@ -3,8 +3,8 @@
  * has taken the request over (runtime/handoff.c), the coordinator keeps each task - the
  * Task as first sent, its input, the device the request named - until the request is heard
  * from beyond the device, or answered. When a device dies or restarts with requests inside
- * it, each of their tasks goes once more to a live device (coord__fail_cut_off); a second
- * loss answers the request `link`, as before.
+ * it, each of their tasks goes once more to another live device (coord__fail_cut_off); a
+ * second loss answers the request `link`, as before.
  *
  * A table indexed by request id like the pending requests' ring (coordinator/requests.c,
  * same size for the same max_pending), so a pending request's slot is its own; an input

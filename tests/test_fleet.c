@@ -128,6 +128,14 @@ static void test_pick_rotates(void **state)
     fleet_done(&f, id[2]);
     assert_int_equal(f.node[id[2]].sent, 3);
     assert_int_equal(fleet_pick(&f, 0), id[2]);
+    /* the least loaded but excepted (it lost what it held): another; none but it: none */
+    int other = fleet_pick_other(&f, 0, id[2]);
+    assert_true(other >= 0 && other != id[2] && f.node[other].pos == 0);
+    for (int i = 0; i < 4; i++)
+        if (i != 2)
+            f.node[id[i]].link_down = 1;
+    assert_int_equal(fleet_pick_other(&f, 0, id[2]), -1);
+    assert_int_equal(fleet_pick(&f, 0), id[2]);
 }
 
 static void test_pick_reference(void **state)
